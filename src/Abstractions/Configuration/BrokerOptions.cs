@@ -1,0 +1,65 @@
+using DaemonEye.Protocol;
+using Microsoft.Extensions.Configuration;
+
+namespace DaemonEye.Configuration;
+
+/// <summary>The <c>broker</c> section: the embedded event bus and its socket.</summary>
+public sealed class BrokerOptions
+{
+    public const string SectionName = "broker";
+
+    /// <summary>Bus socket path; empty means the default location (see <see cref="Hosting.SocketPaths"/>).</summary>
+    [ConfigurationKeyName("socket_path")]
+    public string? SocketPath { get; set; }
+
+    /// <summary>How long start-up may take before the agent gives up, in seconds.</summary>
+    [ConfigurationKeyName("startup_timeout_seconds")]
+    public int StartupTimeoutSeconds { get; set; } = 30;
+
+    /// <summary>Most subscriptions the broker holds at once, over all connections.</summary>
+    [ConfigurationKeyName("max_subscribers")]
+    public int MaxSubscribers { get; set; } = 100;
+
+    /// <summary>Per-connection outbound buffer, in messages. Beyond it messages for that connection are dropped and reported.</summary>
+    [ConfigurationKeyName("message_buffer_size")]
+    public int MessageBufferSize { get; set; } = 10_000;
+
+    [ConfigurationKeyName("enable_metrics")]
+    public bool EnableMetrics { get; set; } = true;
+
+    /// <summary>Largest frame accepted, in bytes.</summary>
+    [ConfigurationKeyName("max_frame_size")]
+    public int MaxFrameSize { get; set; } = Framing.DefaultMaxFrameSize;
+
+    /// <summary>Every problem with these values, each naming the key, the value and what is allowed.</summary>
+    public IEnumerable<string> Validate()
+    {
+        if (StartupTimeoutSeconds is < 1 or > 3600)
+        {
+            yield return $"broker.startup_timeout_seconds is {StartupTimeoutSeconds}; allowed: 1 to 3600";
+        }
+
+        if (MaxSubscribers is < 1 or > 1_000_000)
+        {
+            yield return $"broker.max_subscribers is {MaxSubscribers}; allowed: 1 to 1000000";
+        }
+
+        if (MessageBufferSize is < 1 or > 10_000_000)
+        {
+            yield return $"broker.message_buffer_size is {MessageBufferSize}; allowed: 1 to 10000000";
+        }
+
+        if (MaxFrameSize is < 1024 or > Framing.MaxConfigurableFrameSize)
+        {
+            yield return $"broker.max_frame_size is {MaxFrameSize}; allowed: 1024 to {Framing.MaxConfigurableFrameSize}";
+        }
+
+        if (SocketPath is { Length: > 0 } path)
+        {
+            if (System.Text.Encoding.UTF8.GetByteCount(Path.GetFullPath(path)) > 107)
+            {
+                yield return $"broker.socket_path is '{path}'; a Unix socket path must be at most 107 bytes";
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+Console.Error.WriteLine("daemoneye-cli: commands land with the SDK"); return 1;

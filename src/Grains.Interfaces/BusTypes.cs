@@ -1,0 +1,84 @@
+namespace DaemonEye.Grains;
+
+/// <summary>One subscription: the connection that holds it and its connection-scoped id.</summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.SubscriptionKey")]
+public readonly record struct SubscriptionKey(
+    [property: Id(0)] long ConnectionId,
+    [property: Id(1)] uint SubscriptionId);
+
+/// <summary>
+/// A run of messages one connection published on one topic, in publish order: the raw encoded
+/// <c>Publish</c> messages laid end to end in <see cref="Buffer"/>, message <c>i</c> ending at
+/// <c>Ends[i]</c>. The bytes are never changed after construction, hence <see cref="ImmutableAttribute"/>:
+/// Orleans passes the reference instead of copying it.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.PublishBatch")]
+public sealed class PublishBatch(string topic, byte[] buffer, int[] ends, int count, long publisherConnectionId)
+{
+    [Id(0)] public string Topic { get; } = topic;
+
+    [Id(1)] public byte[] Buffer { get; } = buffer;
+
+    [Id(2)] public int[] Ends { get; } = ends;
+
+    [Id(3)] public int Count { get; } = count;
+
+    [Id(4)] public long PublisherConnectionId { get; } = publisherConnectionId;
+
+    /// <summary>The raw encoded Publish message at <paramref name="index"/>.</summary>
+    public ReadOnlyMemory<byte> Message(int index)
+    {
+        var start = index == 0 ? 0 : Ends[index - 1];
+        return Buffer.AsMemory(start, Ends[index] - start);
+    }
+}
+
+/// <summary>One connection's subscriptions that match a topic.</summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.DeliveryTarget")]
+public sealed record DeliveryTarget(
+    [property: Id(0)] long ConnectionId,
+    [property: Id(1)] uint[] SubscriptionIds);
+
+/// <summary>
+/// Everything a Topic grain needs to deliver: the targets matching its topic as of registry
+/// generation <see cref="Generation"/>. A Topic grain ignores a set older than the one it holds.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.TopicSubscribers")]
+public sealed record TopicSubscribers(
+    [property: Id(0)] long Generation,
+    [property: Id(1)] DeliveryTarget[] Targets)
+{
+    public static TopicSubscribers Empty { get; } = new(0, []);
+}
+
+/// <summary>What the registry tells a Topic grain that has just activated.</summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.TopicRegistration")]
+public sealed record TopicRegistration(
+    [property: Id(0)] TopicSubscribers Subscribers,
+    [property: Id(1)] ulong LastSequence);
+
+/// <summary>Outcome of a subscribe request.</summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.SubscribeResult")]
+public sealed record SubscribeResult(
+    [property: Id(0)] bool Accepted,
+    [property: Id(1)] string? Error,
+    [property: Id(2)] int TotalSubscriptions);
+
+/// <summary>Counters of one topic.</summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.TopicStats")]
+public sealed record TopicStats(
+    [property: Id(0)] string Topic,
+    [property: Id(1)] ulong Published,
+    [property: Id(2)] ulong Delivered,
+    [property: Id(3)] ulong Dropped,
+    [property: Id(4)] int Subscribers,
+    [property: Id(5)] ulong LastSequence);
+
+/// <summary>Counters of the subscription registry.</summary>
+[GenerateSerializer, Immutable, Alias("daemoneye.RegistryStats")]
+public sealed record RegistryStats(
+    [property: Id(0)] int Subscriptions,
+    [property: Id(1)] int Connections,
+    [property: Id(2)] int ActiveTopics,
+    [property: Id(3)] long Generation,
+    [property: Id(4)] int MaxSubscribers);
