@@ -21,10 +21,23 @@ internal static partial class HostingExtensions
     public static List<string> ValidateConfiguration(IConfiguration configuration)
     {
         var errors = new List<string>();
-        errors.AddRange(configuration.GetBrokerOptions().Validate());
-        errors.AddRange(Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).Validate());
-        errors.AddRange(Bind<LoggingOptions>(configuration, LoggingOptions.SectionName).Validate());
+        Check(errors, () => configuration.GetBrokerOptions().Validate());
+        Check(errors, () => Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).Validate());
+        Check(errors, () => Bind<LoggingOptions>(configuration, LoggingOptions.SectionName).Validate());
         return errors;
+    }
+
+    private static void Check(List<string> errors, Func<IEnumerable<string>> validate)
+    {
+        try
+        {
+            errors.AddRange(validate());
+        }
+        catch (InvalidOperationException ex)
+        {
+            // The binder could not convert a value (e.g. "abc" for a number); its message names the key.
+            errors.Add((ex.InnerException is null ? ex.Message : $"{ex.Message} {ex.InnerException.Message}").Replace(':', '.'));
+        }
     }
 
     public static T Bind<T>(IConfiguration configuration, string section) where T : new()
