@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net.Sockets;
 using System.Threading.Channels;
 using DaemonEye.Configuration;
+using DaemonEye.Gateway.Rpc;
 using DaemonEye.Grains;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
@@ -21,7 +22,7 @@ namespace DaemonEye.Gateway;
 /// outbound queue into the socket; when the queue is full, messages for this connection only are
 /// dropped, counted and reported with a Dropped notice.
 /// </summary>
-internal sealed partial class BusConnection
+internal sealed partial class BusConnection : IRpcPeer
 {
     private const int FlushThreshold = 64 * 1024;
 
@@ -34,6 +35,8 @@ internal sealed partial class BusConnection
     private readonly ConnectionDirectory _directory;
     private readonly GatewayStatistics _stats;
     private readonly ILogger _logger;
+    private readonly RpcRouter _rpc;
+    private readonly PeerCredentials? _peer;
     private readonly PublishAccumulator _publishes;
     private readonly Dictionary<uint, string> _subscriptions = [];
     private readonly int _capacity;
@@ -46,10 +49,12 @@ internal sealed partial class BusConnection
     private bool _welcomed;
     private string _clientId = "(before hello)";
 
-    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, GatewayStatistics stats, ILogger logger)
+    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger)
     {
         Id = id;
         _socket = socket;
+        _peer = PeerCredentials.Of(socket);
+        _rpc = rpc;
         var stream = new NetworkStream(socket, ownsSocket: false);
         _input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 64 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
         _output = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024, leaveOpen: true));
@@ -65,6 +70,11 @@ internal sealed partial class BusConnection
     public long Id { get; }
 
     public string ClientId => _clientId;
+
+    string IRpcPeer.Name => _clientId;
+
+    /// <summary>The peer process, as the kernel reports it.</summary>
+    public PeerCredentials? Peer => _peer;
 
     /// <summary>Messages waiting in the outbound queue (buffer utilisation).</summary>
     public int Queued => Volatile.Read(ref _queued);
@@ -156,6 +166,7 @@ internal sealed partial class BusConnection
     {
         _closed = true;
         _directory.Remove(Id);
+        _rpc.PeerClosed(this);
         if (_subscriptions.Count > 0)
         {
             try
@@ -305,6 +316,8 @@ internal sealed partial class BusConnection
                 case Envelope.BodyOneofCase.Subscribe:
                 case Envelope.BodyOneofCase.Unsubscribe:
                 case Envelope.BodyOneofCase.Ping:
+                case Envelope.BodyOneofCase.RpcRequest:
+                case Envelope.BodyOneofCase.RpcResponse:
                     return envelope;
                 case Envelope.BodyOneofCase.Pong:
                     return null;
@@ -314,7 +327,7 @@ internal sealed partial class BusConnection
                     return null;
                 default:
                     fatal = true;
-                    Fatal(ErrorCode.UnexpectedMessage, $"a client may not send {envelope.BodyCase}; allowed after the handshake: publish, subscribe, unsubscribe, ping, pong", envelope.RequestId);
+                    Fatal(ErrorCode.UnexpectedMessage, $"a client may not send {envelope.BodyCase}; allowed after the handshake: publish, subscribe, unsubscribe, ping, pong, rpc_request, rpc_response", envelope.RequestId);
                     return null;
             }
         }
@@ -390,8 +403,18 @@ internal sealed partial class BusConnection
         }
 
         _clientId = hello.ClientId;
-        _welcomed = true;
         var role = hello.Role == Role.Unspecified ? Role.Client : hello.Role;
+        if (role == Role.Collector)
+        {
+            var presence = new CollectorPresence(_clientId, Id, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue, [.. hello.Capabilities]);
+            if (!_rpc.TryRegisterCollector(this, presence, out var conflict))
+            {
+                Fatal(ErrorCode.Conflict, conflict!, envelope.RequestId);
+                return false;
+            }
+        }
+
+        _welcomed = true;
         _directory.Add(this);
         Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
         {
@@ -406,7 +429,7 @@ internal sealed partial class BusConnection
                 Role = role,
             },
         })));
-        LogWelcomed(_logger, Id, _clientId, role, hello.ClientVersion);
+        LogWelcomed(_logger, Id, _clientId, role, hello.ClientVersion, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue);
         return true;
     }
 
@@ -419,6 +442,12 @@ internal sealed partial class BusConnection
                 break;
             case Envelope.BodyOneofCase.Unsubscribe:
                 await UnsubscribeAsync(envelope.RequestId, envelope.Unsubscribe.SubscriptionId);
+                break;
+            case Envelope.BodyOneofCase.RpcRequest:
+                _rpc.HandleRequest(this, envelope.RpcRequest);
+                break;
+            case Envelope.BodyOneofCase.RpcResponse:
+                _rpc.HandleResponse(this, envelope.RpcResponse);
                 break;
             case Envelope.BodyOneofCase.Ping:
                 // Every earlier frame has been routed (publishes were flushed first): a barrier.
@@ -484,6 +513,10 @@ internal sealed partial class BusConnection
         })));
 
     private void Enqueue(Outbound item) => _outbound.Writer.TryWrite(item);
+
+    public void DeliverRequest(RpcRequest request) => Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+
+    public void DeliverResponse(RpcResponse response) => Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcResponse = response })));
 
     private async Task WriteLoopAsync()
     {
@@ -601,8 +634,8 @@ internal sealed partial class BusConnection
         });
     }
 
-    [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "Connection {ConnectionId} is client {ClientId} ({Role}, {ClientVersion})")]
-    private static partial void LogWelcomed(ILogger logger, long connectionId, string clientId, Role role, string clientVersion);
+    [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "Connection {ConnectionId} is client {ClientId} ({Role}, {ClientVersion}), pid {Pid}, uid {Uid}")]
+    private static partial void LogWelcomed(ILogger logger, long connectionId, string clientId, Role role, string clientVersion, int pid, uint uid);
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) closed; {Subscriptions} subscriptions released, {Dropped} messages dropped in its lifetime")]
     private static partial void LogClosed(ILogger logger, long connectionId, string clientId, int subscriptions, long dropped);

@@ -17,6 +17,7 @@ internal sealed partial class BusSocketListener(
     BusEndpoint endpoint,
     IGrainFactory grains,
     ConnectionDirectory directory,
+    Rpc.RpcRouter rpc,
     GatewayStatistics stats,
     ILogger<BusSocketListener> logger) : IHostedLifecycleService, IAsyncDisposable
 {
@@ -72,7 +73,7 @@ internal sealed partial class BusSocketListener(
             }
 
             var id = Interlocked.Increment(ref _lastConnectionId);
-            var connection = new BusConnection(id, client, _options, grains, directory, stats, logger);
+            var connection = new BusConnection(id, client, _options, grains, directory, rpc, stats, logger);
             _connections[id] = Task.Run(async () =>
             {
                 try

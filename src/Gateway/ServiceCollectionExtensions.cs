@@ -2,6 +2,7 @@ using DaemonEye.Configuration;
 using DaemonEye.Grains;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
 namespace DaemonEye.Gateway;
@@ -23,9 +24,26 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<GatewayStatistics>();
         services.AddSingleton<ConnectionDirectory>();
         services.AddSingleton<IDeliverySink>(sp => sp.GetRequiredService<ConnectionDirectory>());
+        services.AddOptions<RpcOptions>()
+            .Bind(configuration.GetSection(RpcOptions.SectionName))
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<RpcOptions>, RpcOptionsValidator>();
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<Rpc.RpcRouter>();
+        services.AddSingleton<Rpc.AgentRpcClient>();
+        services.AddSingleton<Rpc.IAgentRpc>(sp => sp.GetRequiredService<Rpc.AgentRpcClient>());
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
         return services;
+    }
+
+    private sealed class RpcOptionsValidator : IValidateOptions<RpcOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, RpcOptions options)
+        {
+            var failures = options.Validate().ToList();
+            return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+        }
     }
 
     private sealed class BrokerOptionsValidator : IValidateOptions<BrokerOptions>

@@ -1,0 +1,362 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using DaemonEye.Configuration;
+using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DaemonEye.Gateway.Rpc;
+
+/// <summary>Something that takes part in RPC: a socket connection or the agent itself.</summary>
+internal interface IRpcPeer
+{
+    long Id { get; }
+
+    string Name { get; }
+
+    /// <summary>Hands a request to this peer as the callee. Must not block.</summary>
+    void DeliverRequest(RpcRequest request);
+
+    /// <summary>Hands a response to this peer as the caller. Must not block.</summary>
+    void DeliverResponse(RpcResponse response);
+}
+
+/// <summary>A connected collector, as the agent's other components see it.</summary>
+public sealed record CollectorPresence(string CollectorId, long ConnectionId, int Pid, uint Uid, IReadOnlyList<string> Capabilities);
+
+/// <summary>Told when collectors connect and disconnect (the supervisor listens).</summary>
+public interface ICollectorPresenceObserver
+{
+    void OnCollectorConnected(CollectorPresence presence);
+
+    void OnCollectorDisconnected(string collectorId, long connectionId);
+}
+
+/// <summary>
+/// Routes RPC calls point to point: a request for <c>control.collector.&lt;id&gt;</c> goes to the
+/// one connection registered as that collector; its response goes back to the caller alone. Keeps
+/// the pending calls (bounded by <c>rpc.max_pending_requests</c>), enforces deadlines with a sweep
+/// on <see cref="TimeProvider"/>, discards and counts late answers, and fails every call pending on
+/// a connection that drops with CommunicationError.
+/// </summary>
+internal sealed partial class RpcRouter : IDisposable
+{
+    public const string TargetPrefix = "control.collector.";
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromMilliseconds(20);
+
+    private readonly ConcurrentDictionary<string, (IRpcPeer Peer, CollectorPresence Presence)> _collectors = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, PendingCall> _pending = new(StringComparer.Ordinal);
+    private readonly RpcOptions _options;
+    private readonly TimeProvider _time;
+    private readonly IEnumerable<ICollectorPresenceObserver> _observers;
+    private readonly ILogger<RpcRouter> _logger;
+    private readonly ITimer _sweep;
+    private readonly Lock _sweepGate = new();
+    private bool _sweeping;
+    private int _pendingCount;
+    private long _requests;
+    private long _responses;
+    private long _timeouts;
+    private long _late;
+    private long _rejected;
+    private long _communicationErrors;
+
+    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, IEnumerable<ICollectorPresenceObserver> observers, ILogger<RpcRouter> logger)
+    {
+        _options = options.Value;
+        _time = time;
+        _observers = observers;
+        _logger = logger;
+        _sweep = time.CreateTimer(_ => Sweep(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+    }
+
+    public int Pending => Volatile.Read(ref _pendingCount);
+
+    public RpcStatistics Statistics => new(
+        Interlocked.Read(ref _requests),
+        Interlocked.Read(ref _responses),
+        Interlocked.Read(ref _timeouts),
+        Interlocked.Read(ref _late),
+        Interlocked.Read(ref _rejected),
+        Interlocked.Read(ref _communicationErrors),
+        Pending);
+
+    public IReadOnlyCollection<string> CollectorIds => [.. _collectors.Keys.Order(StringComparer.Ordinal)];
+
+    public CollectorPresence? Find(string collectorId) => _collectors.TryGetValue(collectorId, out var c) ? c.Presence : null;
+
+    /// <summary>Registers a collector connection; false when the id is already held.</summary>
+    public bool TryRegisterCollector(IRpcPeer peer, CollectorPresence presence, out string? error)
+    {
+        if (!_collectors.TryAdd(presence.CollectorId, (peer, presence)))
+        {
+            var holder = _collectors.TryGetValue(presence.CollectorId, out var existing) ? $"connection c{existing.Presence.ConnectionId} (pid {existing.Presence.Pid})" : "another connection";
+            error = $"collector id '{presence.CollectorId}' is already registered by {holder}";
+            return false;
+        }
+
+        error = null;
+        LogCollectorRegistered(_logger, presence.CollectorId, presence.ConnectionId, presence.Pid);
+        foreach (var observer in _observers)
+        {
+            observer.OnCollectorConnected(presence);
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// A connection closed: calls it made are forgotten (nobody is left to answer), calls pending on
+    /// it as callee fail with CommunicationError, and a collector it held is unregistered.
+    /// </summary>
+    public void PeerClosed(IRpcPeer peer)
+    {
+        string? collectorId = null;
+        foreach (var (id, entry) in _collectors)
+        {
+            if (ReferenceEquals(entry.Peer, peer) && _collectors.TryRemove(new KeyValuePair<string, (IRpcPeer, CollectorPresence)>(id, entry)))
+            {
+                collectorId = id;
+            }
+        }
+
+        foreach (var (key, call) in _pending)
+        {
+            if (ReferenceEquals(call.Caller, peer))
+            {
+                Remove(key, call);
+            }
+            else if (ReferenceEquals(call.Callee, peer) && Remove(key, call))
+            {
+                Interlocked.Increment(ref _communicationErrors);
+                call.Caller.DeliverResponse(Failure(call.Request, RpcErrorKind.CommunicationError,
+                    $"collector '{call.CalleeName}' disconnected while the call was pending"));
+            }
+        }
+
+        if (collectorId is not null)
+        {
+            LogCollectorUnregistered(_logger, collectorId, peer.Id);
+            foreach (var observer in _observers)
+            {
+                observer.OnCollectorDisconnected(collectorId, peer.Id);
+            }
+        }
+    }
+
+    /// <summary>Routes a request from <paramref name="caller"/>. Never blocks; errors are answered at once.</summary>
+    public void HandleRequest(IRpcPeer caller, RpcRequest request)
+    {
+        Interlocked.Increment(ref _requests);
+        var now = _time.GetUtcNow();
+        var correlationId = request.Correlation?.CorrelationId ?? string.Empty;
+        if (correlationId.Length is 0 or > Protocol.ProtocolConstants.MaxCorrelationIdLength)
+        {
+            Reject(caller, request, RpcErrorKind.InvalidOperation,
+                $"correlation.correlation_id must be 1 to {Protocol.ProtocolConstants.MaxCorrelationIdLength} characters; got {correlationId.Length}");
+            return;
+        }
+
+        if (request.Operation == RpcOperation.Unspecified || !Enum.IsDefined(request.Operation))
+        {
+            Reject(caller, request, RpcErrorKind.InvalidOperation,
+                $"operation {(int)request.Operation} is not an RPC operation; allowed: Start, Stop, Restart, HealthCheck, UpdateConfig, GetCapabilities");
+            return;
+        }
+
+        if (!TryParseTarget(request.Target, out var collectorId, out var targetError))
+        {
+            Reject(caller, request, RpcErrorKind.InvalidOperation, targetError);
+            return;
+        }
+
+        if (!_collectors.TryGetValue(collectorId, out var callee))
+        {
+            var known = _collectors.IsEmpty ? "none are connected" : "connected: " + string.Join(", ", CollectorIds);
+            Reject(caller, request, RpcErrorKind.NotFound, $"no collector '{collectorId}' is registered with the bus ({known})");
+            return;
+        }
+
+        // Timeouts travel as an absolute deadline that the callee honours.
+        var timeout = request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.DefaultTimeout;
+        if (request.DeadlineUnixNanos == 0)
+        {
+            request.DeadlineUnixNanos = ToUnixNanos(now + timeout);
+        }
+
+        if (request.TimeoutMs == 0)
+        {
+            request.TimeoutMs = (uint)timeout.TotalMilliseconds;
+        }
+
+        if (request.DeadlineUnixNanos <= ToUnixNanos(now))
+        {
+            Interlocked.Increment(ref _timeouts);
+            caller.DeliverResponse(Failure(request, RpcErrorKind.Timeout, "the call's deadline had passed before it reached the agent; it was not forwarded"));
+            return;
+        }
+
+        if (Interlocked.Increment(ref _pendingCount) > _options.MaxPendingRequests)
+        {
+            Interlocked.Decrement(ref _pendingCount);
+            Reject(caller, request, RpcErrorKind.ResourceExhausted,
+                $"rpc.max_pending_requests ({_options.MaxPendingRequests}) calls are already pending; retry later or raise rpc.max_pending_requests");
+            return;
+        }
+
+        var call = new PendingCall(caller, callee.Peer, collectorId, request, request.DeadlineUnixNanos, Stopwatch.GetTimestamp());
+        if (!_pending.TryAdd(correlationId, call))
+        {
+            Interlocked.Decrement(ref _pendingCount);
+            Reject(caller, request, RpcErrorKind.InvalidOperation, $"correlation id '{correlationId}' is already in flight; every pending call needs its own id");
+            return;
+        }
+
+        EnsureSweeping();
+        LogForwarded(_logger, correlationId, request.Operation, collectorId, caller.Name);
+        callee.Peer.DeliverRequest(request);
+    }
+
+    /// <summary>Routes a response from <paramref name="callee"/> back to the caller that is waiting for it.</summary>
+    public void HandleResponse(IRpcPeer callee, RpcResponse response)
+    {
+        var correlationId = response.Correlation?.CorrelationId ?? string.Empty;
+        if (!_pending.TryGetValue(correlationId, out var call) || !ReferenceEquals(call.Callee, callee))
+        {
+            // Too late (timed out and answered already), or not this peer's call to answer.
+            Interlocked.Increment(ref _late);
+            LogLateResponse(_logger, correlationId, callee.Name);
+            return;
+        }
+
+        if (!Remove(correlationId, call))
+        {
+            Interlocked.Increment(ref _late);
+            return;
+        }
+
+        Interlocked.Increment(ref _responses);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            var micros = Stopwatch.GetElapsedTime(call.Started).TotalMicroseconds;
+            LogCompleted(_logger, correlationId, call.Request.Operation, call.CalleeName, response.Status, micros);
+        }
+
+        call.Caller.DeliverResponse(response);
+    }
+
+    private bool Remove(string key, PendingCall call)
+    {
+        if (_pending.TryRemove(new KeyValuePair<string, PendingCall>(key, call)))
+        {
+            Interlocked.Decrement(ref _pendingCount);
+            return true;
+        }
+
+        return false;
+    }
+
+    private void Reject(IRpcPeer caller, RpcRequest request, RpcErrorKind kind, string message)
+    {
+        Interlocked.Increment(ref _rejected);
+        LogRejected(_logger, request.Correlation?.CorrelationId ?? string.Empty, request.Operation, kind, message);
+        caller.DeliverResponse(Failure(request, kind, message));
+    }
+
+    public static RpcResponse Failure(RpcRequest request, RpcErrorKind kind, string message) => new()
+    {
+        Correlation = request.Correlation ?? new CorrelationMetadata(),
+        Status = RpcStatus.Error,
+        Error = new RpcError { Kind = kind, Message = message },
+    };
+
+    public static bool TryParseTarget(string target, out string collectorId, out string error)
+    {
+        collectorId = string.Empty;
+        var validation = TopicRules.ValidateTopic(target);
+        if (!validation.IsValid)
+        {
+            error = $"target '{target}' is not a valid topic: {validation.Error}";
+            return false;
+        }
+
+        if (!target.StartsWith(TargetPrefix, StringComparison.Ordinal) || target.IndexOf('.', TargetPrefix.Length) >= 0)
+        {
+            error = $"target '{target}' is not a collector; RPC targets are '{TargetPrefix}<collector id>'";
+            return false;
+        }
+
+        collectorId = target[TargetPrefix.Length..];
+        error = string.Empty;
+        return true;
+    }
+
+    public static ulong ToUnixNanos(DateTimeOffset time) => (ulong)(time.ToUnixTimeMilliseconds() * 1_000_000L) + (ulong)(time.Ticks % TimeSpan.TicksPerMillisecond * 100);
+
+    private void EnsureSweeping()
+    {
+        lock (_sweepGate)
+        {
+            if (!_sweeping)
+            {
+                _sweeping = true;
+                _sweep.Change(SweepInterval, SweepInterval);
+            }
+        }
+    }
+
+    /// <summary>Fails every call whose deadline has passed with Timeout; stops itself when idle.</summary>
+    internal void Sweep()
+    {
+        var now = ToUnixNanos(_time.GetUtcNow());
+        foreach (var (key, call) in _pending)
+        {
+            if (call.Deadline <= now && Remove(key, call))
+            {
+                Interlocked.Increment(ref _timeouts);
+                var timeout = TimeSpan.FromMilliseconds(call.Request.TimeoutMs);
+                LogTimedOut(_logger, key, call.Request.Operation, call.CalleeName, timeout.TotalSeconds);
+                call.Caller.DeliverResponse(Failure(call.Request, RpcErrorKind.Timeout,
+                    $"collector '{call.CalleeName}' did not answer {call.Request.Operation} within {timeout.TotalSeconds:0.###} s; check its health (daemoneye-cli collectors health {call.CalleeName}) or raise the timeout"));
+            }
+        }
+
+        lock (_sweepGate)
+        {
+            if (_pending.IsEmpty && _sweeping)
+            {
+                _sweeping = false;
+                _sweep.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            }
+        }
+    }
+
+    public void Dispose() => _sweep.Dispose();
+
+    private sealed record PendingCall(IRpcPeer Caller, IRpcPeer Callee, string CalleeName, RpcRequest Request, ulong Deadline, long Started);
+
+    [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "Collector {CollectorId} registered on connection {ConnectionId} (pid {Pid})")]
+    private static partial void LogCollectorRegistered(ILogger logger, string collectorId, long connectionId, int pid);
+
+    [LoggerMessage(EventId = 3001, Level = LogLevel.Information, Message = "Collector {CollectorId} unregistered (connection {ConnectionId} closed)")]
+    private static partial void LogCollectorUnregistered(ILogger logger, string collectorId, long connectionId);
+
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Debug, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} from {Caller}")]
+    private static partial void LogForwarded(ILogger logger, string correlationId, RpcOperation operation, string collectorId, string caller);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "RPC {CorrelationId} {Operation} <- {CollectorId}: {Status} in {DurationUs:0} µs")]
+    private static partial void LogCompleted(ILogger logger, string correlationId, RpcOperation operation, string collectorId, RpcStatus status, double durationUs);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} timed out after {TimeoutSeconds} s")]
+    private static partial void LogTimedOut(ILogger logger, string correlationId, RpcOperation operation, string collectorId, double timeoutSeconds);
+
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Information, Message = "RPC {CorrelationId} {Operation} refused ({Kind}): {Reason}")]
+    private static partial void LogRejected(ILogger logger, string correlationId, RpcOperation operation, RpcErrorKind kind, string reason);
+
+    [LoggerMessage(EventId = 3006, Level = LogLevel.Debug, Message = "RPC response {CorrelationId} from {Callee} discarded: no such call pending (late or not its call)")]
+    private static partial void LogLateResponse(ILogger logger, string correlationId, string callee);
+}
+
+/// <summary>RPC counters.</summary>
+public sealed record RpcStatistics(long Requests, long Responses, long Timeouts, long LateResponsesDiscarded, long Rejected, long CommunicationErrors, int Pending);
