@@ -139,6 +139,52 @@ public sealed class TopicMatcherTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(CacheCapacities))]
+    public void A_value_that_stops_or_starts_being_under_several_patterns_is_still_returned_once(int cacheCapacity)
+    {
+        var matcher = new TopicMatcher<string>(cacheCapacity);
+        const string topic = "events.process.lifecycle";
+        matcher.Add("events.#", "a");
+        matcher.Add("events.process.+", "a");
+        matcher.Add("events.process.+", "b");
+        Assert.Equal(["a", "b"], matcher.Match(topic).Order(StringComparer.Ordinal));
+
+        matcher.Remove("events.#", "a");
+        Assert.Equal(["a", "b"], matcher.Match(topic).Order(StringComparer.Ordinal));
+        Assert.Empty(matcher.Match("events"));
+
+        matcher.Add("events.#", "b");
+        matcher.Add("+.process.+", "a");
+        matcher.Add("+.process.lifecycle", "c");
+        Assert.Equal(["a", "b", "c"], matcher.Match(topic).Order(StringComparer.Ordinal));
+        Assert.Equal(["b"], matcher.Match("events"));
+
+        matcher.Remove("events.process.+", "a");
+        matcher.Remove("events.process.+", "b");
+        Assert.Equal(["a", "b", "c"], matcher.Match(topic).Order(StringComparer.Ordinal));
+        Assert.Equal(["a", "c"], matcher.Match("control.process.lifecycle").Order(StringComparer.Ordinal));
+    }
+
+    [Theory]
+    [MemberData(nameof(CacheCapacities))]
+    public void A_returned_array_is_not_changed_by_later_changes(int cacheCapacity)
+    {
+        var matcher = new TopicMatcher<string>(cacheCapacity);
+        matcher.Add("events.process.+", "a");
+        var single = matcher.Match("events.process.lifecycle");
+        matcher.Add("events.#", "b");
+        var merged = matcher.Match("events.process.lifecycle");
+
+        matcher.Add("events.process.+", "c");
+        matcher.Remove("events.process.+", "a");
+        matcher.Add("events.#", "d");
+
+        Assert.Equal(["a"], single);
+        Assert.Equal(["a", "b"], merged.Order(StringComparer.Ordinal));
+        Assert.Equal(["b", "c", "d"], matcher.Match("events.process.lifecycle").Order(StringComparer.Ordinal));
+    }
+
     [Fact]
     public void De_duplication_uses_the_given_comparer()
     {
