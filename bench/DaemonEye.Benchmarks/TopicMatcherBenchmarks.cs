@@ -22,35 +22,52 @@ public class TopicMatcherBenchmarks
     private (string Pattern, int Id)[] _churn = null!;
     private int _next;
 
-    [GlobalSetup]
-    public void Setup()
+    // One matcher per benchmark, built on its own: building several side by side would
+    // interleave their nodes in memory and measure a cache footprint no agent has.
+    [GlobalSetup(Target = nameof(MatchCacheHit))]
+    public void SetupHit()
     {
-        var subscriptions = Subscriptions.Create();
-        _cached = new TopicMatcher<int>(cacheCapacity: 4096);
-        _uncached = new TopicMatcher<int>(cacheCapacity: 0);
-        _thrashed = new TopicMatcher<int>(cacheCapacity: 4096);
-        _churned = new TopicMatcher<int>(cacheCapacity: 4096);
-        foreach (var (pattern, id) in subscriptions)
-        {
-            _cached.Add(pattern, id);
-            _uncached.Add(pattern, id);
-            _thrashed.Add(pattern, id);
-            _churned.Add(pattern, id);
-        }
-
-        // Batch topics, many of them repeated (events topics): the working set fits the cache.
         _topics = Subscriptions.Topics(Batch);
+        _cached = Build(cacheCapacity: 4096);
         foreach (var topic in _topics)
         {
             _cached.Match(topic);
         }
+    }
 
+    [GlobalSetup(Target = nameof(MatchCacheOff))]
+    public void SetupOff()
+    {
+        _topics = Subscriptions.Topics(Batch);
+        _uncached = Build(cacheCapacity: 0);
+    }
+
+    [GlobalSetup(Target = nameof(MatchCacheThrash))]
+    public void SetupThrash()
+    {
         // A working set of distinct heartbeat/control topics four times the cache's size.
         _manyTopics = [.. Enumerable.Range(0, 4 * 4096).Select(i => i % 2 == 0
             ? $"control.health.heartbeat.{Subscriptions.CollectorId(i % Subscriptions.CollectorCount)}-{i}"
             : $"control.collector.{Subscriptions.CollectorId(i % Subscriptions.CollectorCount)}")];
+        _thrashed = Build(cacheCapacity: 4096);
+    }
 
+    [GlobalSetup(Target = nameof(AddRemoveChurn))]
+    public void SetupChurn()
+    {
         _churn = [.. Enumerable.Range(0, Batch).Select(i => ($"control.collector.new-{i}.+", 1_000_000 + i))];
+        _churned = Build(cacheCapacity: 4096);
+    }
+
+    private static TopicMatcher<int> Build(int cacheCapacity)
+    {
+        var matcher = new TopicMatcher<int>(cacheCapacity);
+        foreach (var (pattern, id) in Subscriptions.Create())
+        {
+            matcher.Add(pattern, id);
+        }
+
+        return matcher;
     }
 
     [Benchmark(OperationsPerInvoke = Batch, Description = "Match, cache hit")]

@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace DaemonEye.Topics;
 
 /// <summary>
@@ -21,6 +23,8 @@ public static class TopicRules
     public const string MultiLevelWildcard = "#";
 
     private static readonly string[] Roots = ["events", "control"];
+
+    private static readonly SearchValues<char> SegmentChars = SearchValues.Create("abcdefghijklmnopqrstuvwxyz0123456789_-");
 
     /// <summary>The allowed first segments, for messages.</summary>
     public static IReadOnlyList<string> AllowedRoots => Roots;
@@ -107,8 +111,9 @@ public static class TopicRules
         }
 
         // The alphabet is ASCII, so for a valid value chars == bytes; UTF-8 is counted so that a
-        // long non-ASCII value is reported by its real size.
-        var byteCount = System.Text.Encoding.UTF8.GetByteCount(value);
+        // long non-ASCII value is reported by its real size. A UTF-16 char is 1 to 3 UTF-8 bytes,
+        // so counting is only needed when the length alone does not settle it.
+        var byteCount = value.Length <= MaxBytes / 3 ? value.Length : System.Text.Encoding.UTF8.GetByteCount(value);
         if (byteCount > MaxBytes)
         {
             var offset = OffsetOfByte(value, MaxBytes);
@@ -196,14 +201,10 @@ public static class TopicRules
             return null;
         }
 
-        for (var i = 0; i < segment.Length; i++)
+        var i = segment.IndexOfAnyExcept(SegmentChars);
+        if (i >= 0)
         {
             var c = segment[i];
-            if (c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_' or '-')
-            {
-                continue;
-            }
-
             var position = offset + i + 1;
             string hint;
             if (c == '*')
