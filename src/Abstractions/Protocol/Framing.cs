@@ -24,8 +24,11 @@ public static class Framing
     /// <returns><see cref="FrameStatus.Complete"/> with the envelope bytes in <paramref name="frame"/>;
     /// <see cref="FrameStatus.Incomplete"/> when more bytes are needed (buffer untouched);
     /// <see cref="FrameStatus.TooLarge"/> with the declared length in <paramref name="declaredLength"/>.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxFrameSize"/> is negative.</exception>
     public static FrameStatus TryReadFrame(ref ReadOnlySequence<byte> buffer, int maxFrameSize, out ReadOnlySequence<byte> frame, out long declaredLength)
     {
+        // A negative maximum would turn into ~4 GiB in the unsigned comparison below: no limit at all.
+        ArgumentOutOfRangeException.ThrowIfNegative(maxFrameSize);
         frame = default;
         declaredLength = 0;
         if (buffer.Length < HeaderSize)

@@ -1,4 +1,6 @@
-using System.Collections.Concurrent;
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace DaemonEye.Topics;
 
@@ -8,14 +10,35 @@ namespace DaemonEye.Topics;
 /// depth, not with the number of patterns; plus a bounded cache of results that every change
 /// invalidates (nats-server's sublist is the model).
 /// </summary>
-/// <remarks>Thread-safe: mutations take a lock; matches that hit the cache take none.</remarks>
+/// <remarks>
+/// <para>Thread-safe. Changes and cache misses take a lock; cache hits take none and do not allocate.</para>
+/// <para>
+/// The cache is a fixed array of 4-way sets of immutable entries, each stamped with the
+/// generation it was computed in. Every change bumps the generation, so a hit is only taken from
+/// an entry of the current generation: a match that begins after Add or Remove returned never
+/// sees a result from before it. Eviction is replacement within a set; the cache never holds
+/// more than the capacity.
+/// </para>
+/// <para>
+/// Each trie node keeps its values in an immutable array, values that are under this pattern
+/// only ("exclusive") first, then values that are also under other patterns ("shared"). Only
+/// shared values can repeat across the nodes a topic reaches, so only they are de-duplicated;
+/// when a single node matches, its array is returned as it is.
+/// </para>
+/// </remarks>
 public sealed class TopicMatcher<T> where T : notnull
 {
+    private const int Ways = 4;
+    private const int InlineSources = 16;
+
     private readonly Lock _gate = new();
     private readonly Node _root = new();
-    private readonly ConcurrentDictionary<string, T[]> _cache = new(StringComparer.Ordinal);
+    private readonly Dictionary<T, List<Node>> _nodesByValue;
     private readonly IEqualityComparer<T> _comparer;
-    private readonly int _cacheCapacity;
+    private readonly CacheEntry?[] _cache;
+    private readonly int _ways;
+    private readonly uint _sets;
+    private readonly ulong _seed = (ulong)Random.Shared.NextInt64();
     private long _generation;
     private int _count;
 
@@ -24,18 +47,37 @@ public sealed class TopicMatcher<T> where T : notnull
     public TopicMatcher(int cacheCapacity = 4096, IEqualityComparer<T>? comparer = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(cacheCapacity);
-        _cacheCapacity = cacheCapacity;
         _comparer = comparer ?? EqualityComparer<T>.Default;
+        _nodesByValue = new Dictionary<T, List<Node>>(_comparer);
+        _ways = Math.Min(Ways, cacheCapacity);
+        _sets = _ways == 0 ? 0 : (uint)(cacheCapacity / _ways);
+        _cache = new CacheEntry?[_sets * _ways];
     }
 
     /// <summary>Number of (pattern, value) entries.</summary>
     public int Count => Volatile.Read(ref _count);
 
     /// <summary>Increases on every change; a cached result is valid for one generation only.</summary>
-    public long Generation => Interlocked.Read(ref _generation);
+    public long Generation => Volatile.Read(ref _generation);
 
-    /// <summary>Number of topics whose results are cached now.</summary>
-    public int CachedTopics => _cache.Count;
+    /// <summary>Number of topics whose results are cached for the current generation.</summary>
+    public int CachedTopics
+    {
+        get
+        {
+            var generation = Generation;
+            var n = 0;
+            foreach (var entry in _cache)
+            {
+                if (entry is not null && entry.Generation == generation)
+                {
+                    n++;
+                }
+            }
+
+            return n;
+        }
+    }
 
     /// <summary>Adds <paramref name="value"/> under <paramref name="pattern"/>; false when it was there already.</summary>
     /// <exception cref="TopicFormatException">The pattern breaks the topic rules.</exception>
@@ -50,12 +92,21 @@ public sealed class TopicMatcher<T> where T : notnull
                 node = node.GetOrAddChild(segment);
             }
 
-            node.Values ??= new HashSet<T>(_comparer);
-            if (!node.Values.Add(value))
+            if (node.IndexOf(value, _comparer) >= 0)
             {
                 return false;
             }
 
+            ref var nodes = ref CollectionsMarshal.GetValueRefOrAddDefault(_nodesByValue, value, out _);
+            nodes ??= new List<Node>(1);
+            nodes.Add(node);
+            if (nodes.Count == 2)
+            {
+                // The value was exclusive to its other node; now it can repeat across nodes.
+                nodes[0].Reclassify(value, shared: true, _comparer);
+            }
+
+            node.Insert(value, shared: nodes.Count > 1);
             _count++;
             Invalidate();
             return true;
@@ -72,9 +123,20 @@ public sealed class TopicMatcher<T> where T : notnull
 
         lock (_gate)
         {
-            if (!Remove(_root, new SegmentEnumerator(pattern), value))
+            if (!Remove(_root, new SegmentEnumerator(pattern), value, out var node))
             {
                 return false;
+            }
+
+            var nodes = _nodesByValue[value];
+            nodes.Remove(node);
+            if (nodes.Count == 0)
+            {
+                _nodesByValue.Remove(value);
+            }
+            else if (nodes.Count == 1)
+            {
+                nodes[0].Reclassify(value, shared: false, _comparer);
             }
 
             _count--;
@@ -85,79 +147,125 @@ public sealed class TopicMatcher<T> where T : notnull
 
     /// <summary>
     /// Every value whose pattern matches <paramref name="topic"/>, each once. The returned array
-    /// is shared with the cache: do not change it. The topic must be a valid concrete topic
-    /// (check it with <see cref="TopicRules.ValidateTopic"/> first).
+    /// is shared with the cache and the trie: do not change it. The topic must be a valid concrete
+    /// topic (check it with <see cref="TopicRules.ValidateTopic"/> first).
     /// </summary>
     public T[] Match(string topic)
     {
-        if (_cacheCapacity > 0 && _cache.TryGetValue(topic, out var cached))
+        if (_sets == 0)
         {
-            return cached;
-        }
-
-        T[] result;
-        long generation;
-        lock (_gate)
-        {
-            generation = _generation;
-            var collector = new Collector(_comparer);
-            Collect(_root, topic, 0, ref collector);
-            result = collector.ToArray();
-        }
-
-        if (_cacheCapacity > 0)
-        {
-            AddToCache(topic, result, generation);
-        }
-
-        return result;
-    }
-
-    private void AddToCache(string topic, T[] result, long generation)
-    {
-        if (_cache.Count >= _cacheCapacity)
-        {
-            // Bounded: evict about a quarter of the entries, in no particular order (as sublist does).
-            var toEvict = Math.Max(1, _cacheCapacity / 4);
-            foreach (var key in _cache.Keys)
+            lock (_gate)
             {
-                if (toEvict-- <= 0)
-                {
-                    break;
-                }
-
-                _cache.TryRemove(key, out _);
+                return Collect(topic);
             }
         }
 
-        _cache[topic] = result;
-
-        // A change raced with this match: the entry may be stale, so drop it.
-        if (Interlocked.Read(ref _generation) != generation)
+        var hash = Hash(topic);
+        var set = (int)((ulong)(uint)hash * _sets >> 32) * _ways;
+        var generation = Volatile.Read(ref _generation);
+        for (var i = set; i < set + _ways; i++)
         {
-            _cache.TryRemove(topic, out _);
+            var entry = Volatile.Read(ref _cache[i]);
+            if (entry is not null && entry.Hash == hash && entry.Generation == generation && string.Equals(entry.Topic, topic))
+            {
+                return entry.Result;
+            }
         }
+
+        T[] result;
+        lock (_gate)
+        {
+            // Read under the lock: the result and its generation belong together.
+            generation = _generation;
+            result = Collect(topic);
+        }
+
+        Store(set, new CacheEntry(topic, hash, generation, result));
+        return result;
     }
 
-    private void Invalidate()
+    /// <summary>
+    /// A cheap seeded hash for picking the cache set (string.GetHashCode's Marvin costs more than
+    /// the rest of a hit). Not collision-resistant against a determined caller: the worst a
+    /// collision does is a cache miss, since entries are compared by the whole topic.
+    /// </summary>
+    private int Hash(string topic)
     {
-        Interlocked.Increment(ref _generation);
-        _cache.Clear();
+        const ulong m1 = 0x9E3779B97F4A7C15;
+        const ulong m2 = 0xC2B2AE3D27D4EB4F;
+        var bytes = MemoryMarshal.AsBytes(topic.AsSpan());
+        ulong a = _seed ^ (ulong)bytes.Length, b = m2;
+        while (bytes.Length >= 16)
+        {
+            a = (a ^ BinaryPrimitives.ReadUInt64LittleEndian(bytes)) * m1;
+            b = (b ^ BinaryPrimitives.ReadUInt64LittleEndian(bytes[8..])) * m2;
+            a ^= a >> 29;
+            b ^= b >> 31;
+            bytes = bytes[16..];
+        }
+
+        if (bytes.Length >= 8)
+        {
+            a = (a ^ BinaryPrimitives.ReadUInt64LittleEndian(bytes)) * m1;
+            bytes = bytes[8..];
+        }
+
+        ulong tail = 0;
+        for (var i = 0; i < bytes.Length; i++)
+        {
+            tail |= (ulong)bytes[i] << (8 * i);
+        }
+
+        var h = ((a ^ tail) * m2) ^ b;
+        return (int)(h ^ (h >> 32));
     }
 
-    private static void Collect(Node node, string topic, int start, ref Collector collector)
+    private void Store(int set, CacheEntry entry)
+    {
+        // An empty or out-of-date way if there is one, else one picked by the hash: cheap, and
+        // without shared state to contend on.
+        var victim = set + (int)((uint)entry.Hash >> 30) % _ways;
+        for (var i = set; i < set + _ways; i++)
+        {
+            var current = Volatile.Read(ref _cache[i]);
+            if (current is null || current.Generation != entry.Generation)
+            {
+                victim = i;
+                break;
+            }
+        }
+
+        Volatile.Write(ref _cache[victim], entry);
+    }
+
+    private void Invalidate() => Volatile.Write(ref _generation, _generation + 1);
+
+    /// <summary>Walks the trie for <paramref name="topic"/> and merges what the matching nodes hold. Call under the lock.</summary>
+    private T[] Collect(string topic)
+    {
+        var sources = new Sources();
+        Walk(_root, topic, 0, ref sources);
+        return sources.Count switch
+        {
+            0 => [],
+            1 => sources[0].Values,
+            _ => Merge(ref sources),
+        };
+    }
+
+    private static void Walk(Node node, string topic, int start, ref Sources sources)
     {
         // '#' matches zero or more remaining segments, so it matches here whatever is left.
-        if (node.Hash?.Values is { } hashValues)
+        if (node.Hash is { Values.Length: > 0 } hash)
         {
-            collector.AddRange(hashValues);
+            sources.Add(hash);
         }
 
         if (start > topic.Length)
         {
-            if (node.Values is { } values)
+            if (node.Values.Length > 0)
             {
-                collector.AddRange(values);
+                sources.Add(node);
             }
 
             return;
@@ -169,29 +277,85 @@ public sealed class TopicMatcher<T> where T : notnull
             end = topic.Length;
         }
 
-        var segment = topic.AsSpan(start, end - start);
-        if (node.Children is not null && node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(segment, out var child))
+        if (node.Children is not null && node.ChildLookup.TryGetValue(topic.AsSpan(start, end - start), out var child))
         {
-            Collect(child, topic, end + 1, ref collector);
+            Walk(child, topic, end + 1, ref sources);
         }
 
         if (node.Plus is not null)
         {
-            Collect(node.Plus, topic, end + 1, ref collector);
+            Walk(node.Plus, topic, end + 1, ref sources);
         }
     }
 
-    private static bool Remove(Node node, SegmentEnumerator segments, T value)
+    private T[] Merge(ref Sources sources)
+    {
+        var exclusive = 0;
+        var shared = 0;
+        for (var i = 0; i < sources.Count; i++)
+        {
+            var node = sources[i];
+            exclusive += node.SharedStart;
+            shared += node.Values.Length - node.SharedStart;
+        }
+
+        var result = new T[exclusive + shared];
+        var n = 0;
+        for (var i = 0; i < sources.Count; i++)
+        {
+            var node = sources[i];
+            node.Values.AsSpan(0, node.SharedStart).CopyTo(result.AsSpan(n));
+            n += node.SharedStart;
+        }
+
+        if (shared == 0)
+        {
+            return result;
+        }
+
+        // Shared values may repeat across sources; exclusive ones cannot, so only these are checked.
+        HashSet<T>? seen = shared > 16 ? new HashSet<T>(shared, _comparer) : null;
+        for (var i = 0; i < sources.Count; i++)
+        {
+            var node = sources[i];
+            foreach (var value in node.Values.AsSpan(node.SharedStart))
+            {
+                if (seen is not null ? seen.Add(value) : !Contains(result.AsSpan(exclusive, n - exclusive), value))
+                {
+                    result[n++] = value;
+                }
+            }
+        }
+
+        return n == result.Length ? result : result[..n];
+    }
+
+    private bool Contains(ReadOnlySpan<T> values, T value)
+    {
+        foreach (var v in values)
+        {
+            if (_comparer.Equals(v, value))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private bool Remove(Node node, SegmentEnumerator segments, T value, out Node holder)
     {
         if (!segments.MoveNext())
         {
-            return node.Values is not null && node.Values.Remove(value);
+            holder = node;
+            return node.Delete(value, _comparer);
         }
 
         var segment = segments.Current;
         var child = node.GetChild(segment);
-        if (child is null || !Remove(child, segments, value))
+        if (child is null || !Remove(child, segments, value, out holder))
         {
+            holder = null!;
             return false;
         }
 
@@ -203,14 +367,102 @@ public sealed class TopicMatcher<T> where T : notnull
         return true;
     }
 
+    /// <summary>One cached result; immutable, replaced as a whole.</summary>
+    private sealed class CacheEntry(string topic, int hash, long generation, T[] result)
+    {
+        public readonly string Topic = topic;
+        public readonly int Hash = hash;
+        public readonly long Generation = generation;
+        public readonly T[] Result = result;
+    }
+
     private sealed class Node
     {
         public Dictionary<string, Node>? Children;
+
+        /// <summary>Span lookup into <see cref="Children"/>, made once rather than per match.</summary>
+        public Dictionary<string, Node>.AlternateLookup<ReadOnlySpan<char>> ChildLookup;
+
         public Node? Plus;
         public Node? Hash;
-        public HashSet<T>? Values;
 
-        public bool IsEmpty => (Values is null || Values.Count == 0) && (Children is null || Children.Count == 0) && Plus is null && Hash is null;
+        /// <summary>Immutable once published (replaced on change): exclusive values, then shared ones.</summary>
+        public T[] Values = [];
+
+        /// <summary>Index of the first shared value in <see cref="Values"/>.</summary>
+        public int SharedStart;
+
+        public bool IsEmpty => Values.Length == 0 && (Children is null || Children.Count == 0) && Plus is null && Hash is null;
+
+        public int IndexOf(T value, IEqualityComparer<T> comparer)
+        {
+            var values = Values;
+            for (var i = 0; i < values.Length; i++)
+            {
+                if (comparer.Equals(values[i], value))
+                {
+                    return i;
+                }
+            }
+
+            return -1;
+        }
+
+        public void Insert(T value, bool shared)
+        {
+            var old = Values;
+            var values = new T[old.Length + 1];
+            if (shared)
+            {
+                old.CopyTo(values, 0);
+                values[^1] = value;
+            }
+            else
+            {
+                old.AsSpan(0, SharedStart).CopyTo(values);
+                values[SharedStart] = value;
+                old.AsSpan(SharedStart).CopyTo(values.AsSpan(SharedStart + 1));
+                SharedStart++;
+            }
+
+            Values = values;
+        }
+
+        public bool Delete(T value, IEqualityComparer<T> comparer)
+        {
+            var index = IndexOf(value, comparer);
+            if (index < 0)
+            {
+                return false;
+            }
+
+            var old = Values;
+            var values = new T[old.Length - 1];
+            old.AsSpan(0, index).CopyTo(values);
+            old.AsSpan(index + 1).CopyTo(values.AsSpan(index));
+            if (index < SharedStart)
+            {
+                SharedStart--;
+            }
+
+            Values = values;
+            return true;
+        }
+
+        /// <summary>Moves <paramref name="value"/> to the shared or the exclusive part.</summary>
+        public void Reclassify(T value, bool shared, IEqualityComparer<T> comparer)
+        {
+            var index = IndexOf(value, comparer);
+            var isShared = index >= SharedStart;
+            if (index < 0 || isShared == shared)
+            {
+                return;
+            }
+
+            var stored = Values[index];
+            Delete(stored, comparer);
+            Insert(stored, shared);
+        }
 
         public Node GetOrAddChild(ReadOnlySpan<char> segment)
         {
@@ -224,12 +476,16 @@ public sealed class TopicMatcher<T> where T : notnull
                 return Hash ??= new Node();
             }
 
-            Children ??= new Dictionary<string, Node>(StringComparer.Ordinal);
-            var lookup = Children.GetAlternateLookup<ReadOnlySpan<char>>();
-            if (!lookup.TryGetValue(segment, out var child))
+            if (Children is null)
+            {
+                Children = new Dictionary<string, Node>(StringComparer.Ordinal);
+                ChildLookup = Children.GetAlternateLookup<ReadOnlySpan<char>>();
+            }
+
+            if (!ChildLookup.TryGetValue(segment, out var child))
             {
                 child = new Node();
-                lookup[segment] = child;
+                ChildLookup[segment] = child;
             }
 
             return child;
@@ -247,7 +503,7 @@ public sealed class TopicMatcher<T> where T : notnull
                 return Hash;
             }
 
-            return Children is not null && Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(segment, out var child) ? child : null;
+            return Children is not null && ChildLookup.TryGetValue(segment, out var child) ? child : null;
         }
 
         public void RemoveChild(ReadOnlySpan<char> segment)
@@ -262,43 +518,42 @@ public sealed class TopicMatcher<T> where T : notnull
             }
             else
             {
-                Children?.GetAlternateLookup<ReadOnlySpan<char>>().Remove(segment);
+                if (Children is not null)
+                {
+                    ChildLookup.Remove(segment);
+                }
             }
         }
     }
 
-    /// <summary>Gathers results; de-duplicates only when more than one pattern contributed.</summary>
-    private struct Collector(IEqualityComparer<T> comparer)
+    /// <summary>The nodes whose values a topic matches: the first few inline, the rest in a list.</summary>
+    private struct Sources
     {
-        private List<T>? _items;
-        private HashSet<T>? _seen;
-        private int _sources;
+        private InlineNodes _inline;
+        private List<Node>? _more;
 
-        public void AddRange(HashSet<T> values)
+        public int Count { get; private set; }
+
+        public readonly Node this[int index] => index < InlineSources ? _inline[index] : _more![index - InlineSources];
+
+        public void Add(Node node)
         {
-            if (values.Count == 0)
+            if (Count < InlineSources)
             {
-                return;
+                _inline[Count] = node;
+            }
+            else
+            {
+                (_more ??= []).Add(node);
             }
 
-            _sources++;
-            _items ??= new List<T>(values.Count);
-            if (_sources == 1)
-            {
-                _items.AddRange(values);
-                return;
-            }
-
-            _seen ??= new HashSet<T>(_items, comparer);
-            foreach (var v in values)
-            {
-                if (_seen.Add(v))
-                {
-                    _items.Add(v);
-                }
-            }
+            Count++;
         }
+    }
 
-        public readonly T[] ToArray() => _items is null ? [] : [.. _items];
+    [InlineArray(InlineSources)]
+    private struct InlineNodes
+    {
+        private Node _element;
     }
 }

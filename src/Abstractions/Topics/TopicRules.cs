@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace DaemonEye.Topics;
 
 /// <summary>
@@ -21,6 +23,8 @@ public static class TopicRules
     public const string MultiLevelWildcard = "#";
 
     private static readonly string[] Roots = ["events", "control"];
+
+    private static readonly SearchValues<char> SegmentChars = SearchValues.Create("abcdefghijklmnopqrstuvwxyz0123456789_-");
 
     /// <summary>The allowed first segments, for messages.</summary>
     public static IReadOnlyList<string> AllowedRoots => Roots;
@@ -106,12 +110,15 @@ public static class TopicRules
             return TopicValidation.Fail($"the {what} is empty; expected segments separated by '.', e.g. 'events.process.lifecycle'");
         }
 
-        // ASCII-only alphabet means chars == bytes for a valid value; a non-ASCII char is
-        // reported below as a bad character, so the byte length check can use UTF-8 only then.
-        var byteCount = System.Text.Encoding.UTF8.GetByteCount(value);
+        // The alphabet is ASCII, so for a valid value chars == bytes; UTF-8 is counted so that a
+        // long non-ASCII value is reported by its real size. A UTF-16 char is 1 to 3 UTF-8 bytes,
+        // so counting is only needed when the length alone does not settle it.
+        var byteCount = value.Length <= MaxBytes / 3 ? value.Length : System.Text.Encoding.UTF8.GetByteCount(value);
         if (byteCount > MaxBytes)
         {
-            return TopicValidation.Fail($"the {what} is {byteCount} bytes long; at most {MaxBytes} bytes are allowed");
+            var offset = OffsetOfByte(value, MaxBytes);
+            var segment = value.AsSpan(0, offset).Count(Separator) + 1;
+            return TopicValidation.Fail($"the {what} is {byteCount} bytes long; at most {MaxBytes} bytes are allowed (the limit is passed in segment {segment}, at character {offset + 1})", segment, offset);
         }
 
         var segmentIndex = 0;
@@ -128,11 +135,11 @@ public static class TopicRules
             segmentIndex++;
             if (segmentIndex > MaxSegments)
             {
-                return TopicValidation.Fail($"the {what} has more than {MaxSegments} segments; at most {MaxSegments} are allowed", segmentIndex, start);
+                var total = value.AsSpan().Count(Separator) + 1;
+                return TopicValidation.Fail($"the {what} has {total} segments; at most {MaxSegments} are allowed (segment {segmentIndex} begins at character {start + 1})", segmentIndex, start);
             }
 
-            var segment = value.AsSpan(start, end - start);
-            var error = ValidateSegment(segment, segmentIndex, start, isPattern, last, what);
+            var error = ValidateSegment(value.AsSpan(start, end - start), segmentIndex, start, isPattern, last, what);
             if (error is not null)
             {
                 return error.Value;
@@ -149,41 +156,55 @@ public static class TopicRules
         return TopicValidation.Valid;
     }
 
+    /// <summary>The 0-based index of the char holding byte number <paramref name="byteIndex"/> of the UTF-8 encoding.</summary>
+    private static int OffsetOfByte(string value, int byteIndex)
+    {
+        var bytes = 0;
+        for (var i = 0; i < value.Length; i++)
+        {
+            var c = value[i];
+            bytes += c < 0x80 ? 1 : c < 0x800 || char.IsSurrogate(c) ? 2 : 3;
+            if (bytes > byteIndex)
+            {
+                return i;
+            }
+        }
+
+        return value.Length - 1;
+    }
+
     private static TopicValidation? ValidateSegment(ReadOnlySpan<char> segment, int index, int offset, bool isPattern, bool last, string what)
     {
+        var at = offset + 1;
         if (segment.IsEmpty)
         {
-            return TopicValidation.Fail($"segment {index} of the {what} is empty (at character {offset + 1}); segments are separated by a single '.' and may not be empty", index, offset);
+            return TopicValidation.Fail($"segment {index} of the {what} is empty (at character {at}); segments are separated by a single '.' and may not be empty", index, offset);
         }
 
         if (segment.Length > MaxSegmentLength)
         {
-            return TopicValidation.Fail($"segment {index} of the {what} is {segment.Length} characters long; at most {MaxSegmentLength} are allowed", index, offset);
+            return TopicValidation.Fail($"segment {index} of the {what} (at character {at}) is {segment.Length} characters long; at most {MaxSegmentLength} are allowed", index, offset);
         }
 
         if (segment is "+" || segment is "#")
         {
             if (!isPattern)
             {
-                return TopicValidation.Fail($"segment {index} is the wildcard '{segment}', which is allowed in subscription patterns only; a published topic must be concrete", index, offset);
+                return TopicValidation.Fail($"segment {index} of the topic is the wildcard '{segment}' (at character {at}), which is allowed in subscription patterns only; a published topic must be concrete", index, offset);
             }
 
             if (segment is "#" && !last)
             {
-                return TopicValidation.Fail($"segment {index} is '#', which may only be the last segment of a pattern", index, offset);
+                return TopicValidation.Fail($"segment {index} of the pattern is '#' (at character {at}), which may only be the last segment of a pattern: it matches zero or more trailing segments", index, offset);
             }
 
             return null;
         }
 
-        for (var i = 0; i < segment.Length; i++)
+        var i = segment.IndexOfAnyExcept(SegmentChars);
+        if (i >= 0)
         {
             var c = segment[i];
-            if (c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_' or '-')
-            {
-                continue;
-            }
-
             var position = offset + i + 1;
             string hint;
             if (c == '*')
@@ -211,14 +232,10 @@ public static class TopicRules
             return TopicValidation.Fail($"segment {index} of the {what} has {shown} at character {position}: {hint}", index, offset + i);
         }
 
-        if (index == 1 && !isPattern && segment is not "events" && segment is not "control")
+        if (index == 1 && segment is not "events" && segment is not "control")
         {
-            return TopicValidation.Fail($"the first segment is '{segment}'; a topic must begin with 'events' or 'control'", index, offset);
-        }
-
-        if (index == 1 && isPattern && segment is not "events" && segment is not "control")
-        {
-            return TopicValidation.Fail($"the first segment is '{segment}'; a pattern must begin with 'events', 'control', '+' or '#'", index, offset);
+            var allowed = isPattern ? "'events', 'control', '+' or '#'" : "'events' or 'control'";
+            return TopicValidation.Fail($"segment 1 of the {what} is '{segment}' (at character {at}); a {what} must begin with {allowed}", index, offset);
         }
 
         return null;
