@@ -25,6 +25,7 @@ namespace DaemonEye.Gateway;
 internal sealed partial class BusConnection : IRpcPeer
 {
     private const int FlushThreshold = 64 * 1024;
+    private const string HeartbeatTopicPrefix = "control.health.heartbeat.";
 
     private readonly Socket _socket;
     private readonly PipeReader _input;
@@ -47,6 +48,8 @@ internal sealed partial class BusConnection : IRpcPeer
     private uint _lastSubscriptionId;
     private volatile bool _closed;
     private bool _welcomed;
+    private string? _heartbeatTopic;
+    private TopicEntry? _heartbeatEntry;
     private string _clientId = "(before hello)";
 
     public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger)
@@ -358,6 +361,13 @@ internal sealed partial class BusConnection : IRpcPeer
         }
 
         _publishes.Add(entry, publish);
+        // Only collectors have a heartbeat topic; the entry is cached so the check is a reference compare.
+        if (_heartbeatTopic is not null && (ReferenceEquals(entry, _heartbeatEntry) || entry.Topic == _heartbeatTopic))
+        {
+            _heartbeatEntry = entry;
+            // A collector's heartbeat on its own topic: the supervisor hears it without subscribing.
+            _rpc.NotifyHeartbeat(_clientId);
+        }
     }
 
     private async Task FlushPublishesAsync()
@@ -412,6 +422,8 @@ internal sealed partial class BusConnection : IRpcPeer
                 Fatal(ErrorCode.Conflict, conflict!, envelope.RequestId);
                 return false;
             }
+
+            _heartbeatTopic = HeartbeatTopicPrefix + _clientId;
         }
 
         _welcomed = true;

@@ -32,6 +32,7 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<Rpc.RpcRouter>();
         services.AddSingleton<Rpc.AgentRpcClient>();
         services.AddSingleton<Rpc.IAgentRpc>(sp => sp.GetRequiredService<Rpc.AgentRpcClient>());
+        services.AddSingleton<IBusPublisher, LocalPublisher>();
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
         return services;

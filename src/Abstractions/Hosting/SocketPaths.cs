@@ -28,4 +28,10 @@ public static class SocketPaths
     /// <summary>The bus socket path: the configured one, or the default.</summary>
     public static string BusSocket(string? configured) =>
         string.IsNullOrWhiteSpace(configured) ? Path.Combine(DefaultDirectory(), BusSocketFileName) : Path.GetFullPath(configured);
+
+    /// <summary>The IPC socket path: the configured one, or ipc.sock beside the bus socket.</summary>
+    public static string IpcSocket(string? configuredIpc, string? configuredBus) =>
+        string.IsNullOrWhiteSpace(configuredIpc)
+            ? Path.Combine(Path.GetDirectoryName(BusSocket(configuredBus))!, IpcSocketFileName)
+            : Path.GetFullPath(configuredIpc);
 }

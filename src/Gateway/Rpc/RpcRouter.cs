@@ -31,6 +31,9 @@ public interface ICollectorPresenceObserver
     void OnCollectorConnected(CollectorPresence presence);
 
     void OnCollectorDisconnected(string collectorId, long connectionId);
+
+    /// <summary>The collector published on its own heartbeat topic. Must not block.</summary>
+    void OnCollectorHeartbeat(string collectorId);
 }
 
 /// <summary>
@@ -104,6 +107,15 @@ internal sealed partial class RpcRouter : IDisposable
         }
 
         return true;
+    }
+
+    /// <summary>Tells the observers that <paramref name="collectorId"/> sent a heartbeat.</summary>
+    public void NotifyHeartbeat(string collectorId)
+    {
+        foreach (var observer in _observers)
+        {
+            observer.OnCollectorHeartbeat(collectorId);
+        }
     }
 
     /// <summary>
@@ -292,7 +304,7 @@ internal sealed partial class RpcRouter : IDisposable
         return true;
     }
 
-    public static ulong ToUnixNanos(DateTimeOffset time) => (ulong)(time.ToUnixTimeMilliseconds() * 1_000_000L) + (ulong)(time.Ticks % TimeSpan.TicksPerMillisecond * 100);
+    public static ulong ToUnixNanos(DateTimeOffset time) => UnixTime.ToNanos(time);
 
     private void EnsureSweeping()
     {

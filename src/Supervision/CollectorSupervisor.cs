@@ -1,0 +1,286 @@
+using System.Collections.Concurrent;
+using DaemonEye.Configuration;
+using DaemonEye.Gateway;
+using DaemonEye.Gateway.Rpc;
+using DaemonEye.Grains;
+using DaemonEye.Protocol.Collector.V1;
+using DaemonEye.Protocol.Ipc.V1;
+using DaemonEye.Protocol.V1;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DaemonEye.Supervision;
+
+/// <summary>
+/// The agent's process manager: starts the enabled collectors of the configuration, keeps each
+/// collector grain's state and health current (heartbeats, periodic HealthCheck RPCs), and carries
+/// out the operator's start / stop / restart / health commands.
+/// </summary>
+internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPresenceObserver, IAgentControl, IDisposable
+{
+    private readonly Dictionary<string, CollectorRunner> _runners;
+    private readonly ConcurrentDictionary<string, CollectorPresence> _external = new(StringComparer.Ordinal);
+    private readonly ProcessManagerOptions _options;
+    private readonly IAgentRpc _rpc;
+    private readonly IGrainFactory _grains;
+    private readonly TimeProvider _time;
+    private readonly ILogger<CollectorSupervisor> _logger;
+    private readonly ProcessLauncher _launcher;
+    private ITimer? _healthTimer;
+    private DateTimeOffset _lastHealthCheck;
+
+    public CollectorSupervisor(
+        IOptions<ProcessManagerOptions> options,
+        IOptions<List<CollectorDefinition>> collectors,
+        BusEndpoint bus,
+        IAgentRpc rpc,
+        IGrainFactory grains,
+        IBusPublisher publisher,
+        TimeProvider time,
+        ProcessLauncher launcher,
+        ILogger<CollectorSupervisor> logger)
+    {
+        _options = options.Value;
+        _rpc = rpc;
+        _grains = grains;
+        _time = time;
+        _logger = logger;
+        _launcher = launcher;
+        var environment = new Dictionary<string, string>
+        {
+            ["DAEMONEYE_BROKER__SOCKET_PATH"] = bus.SocketPath,
+            ["DAEMONEYE_SUPERVISOR_PID"] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["DAEMONEYE_HEARTBEAT_INTERVAL_MS"] = ((long)_options.HeartbeatInterval.TotalMilliseconds).ToString(System.Globalization.CultureInfo.InvariantCulture),
+        };
+        _runners = collectors.Value.ToDictionary(
+            d => d.Id,
+            d => new CollectorRunner(d, new SupervisorContext(_options, launcher, rpc, grains, publisher, time, logger,
+                new Dictionary<string, string>(environment) { ["DAEMONEYE_COLLECTOR_ID"] = d.Id })),
+            StringComparer.Ordinal);
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        _lastHealthCheck = _time.GetUtcNow();
+        _healthTimer = _time.CreateTimer(_ => _ = CheckHealthAsync(), null, _options.HeartbeatInterval, _options.HeartbeatInterval);
+        foreach (var runner in _runners.Values)
+        {
+            await _grains.GetGrain<ICollectorGrain>(runner.Id).Transition(
+                runner.Definition.Enabled ? CollectorLifecycle.Registered : CollectorLifecycle.Stopped, 0,
+                runner.Definition.Enabled ? "configured" : "configured with enabled: false", _time.GetUtcNow());
+            if (runner.Definition.Enabled)
+            {
+                // Start-up of one collector must not hold up the agent or the others.
+                _ = StartInBackgroundAsync(runner);
+            }
+        }
+    }
+
+    private async Task StartInBackgroundAsync(CollectorRunner runner)
+    {
+        try
+        {
+            var outcome = await runner.StartAsync("started with the agent", null, CancellationToken.None);
+            LogStartOutcome(_logger, runner.Id, outcome);
+        }
+        catch (Exception ex)
+        {
+            LogStartFailed(_logger, runner.Id, ex);
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _healthTimer?.Dispose();
+        var stops = _runners.Values.Select(r => r.StopAsync(graceful: true, "the agent is shutting down", null, CancellationToken.None));
+        try
+        {
+            await Task.WhenAll(stops).WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // The host's shutdown timeout ran out: kill what is left rather than leave orphans.
+            foreach (var runner in _runners.Values)
+            {
+                Signals.Send(runner.Pid, Signals.SigKill);
+            }
+        }
+    }
+
+    /// <summary>Judges every collector's health from its heartbeats; every health_check_interval also asks it over RPC.</summary>
+    internal async Task CheckHealthAsync()
+    {
+        var now = _time.GetUtcNow();
+        var rpcDue = now - _lastHealthCheck >= _options.HealthCheckInterval;
+        if (rpcDue)
+        {
+            _lastHealthCheck = now;
+        }
+
+        foreach (var id in KnownIds())
+        {
+            try
+            {
+                var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(now, _options.HeartbeatInterval);
+                if (rpcDue && snapshot.State == CollectorLifecycle.Running && _rpc.FindCollector(id) is not null)
+                {
+                    var response = await _rpc.CallAsync(id, RpcOperation.HealthCheck, timeout: _options.HeartbeatInterval * 3);
+                    if (response.Status != RpcStatus.Ok)
+                    {
+                        LogHealthCheckFailed(_logger, id, response.Error?.Kind ?? RpcErrorKind.Unspecified, response.Error?.Message ?? string.Empty);
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                LogHealthEvaluationFailed(_logger, id, ex);
+            }
+        }
+    }
+
+    private IEnumerable<string> KnownIds() => _runners.Keys.Concat(_external.Keys.Where(k => !_runners.ContainsKey(k))).Distinct().Order(StringComparer.Ordinal);
+
+    public void OnCollectorConnected(CollectorPresence presence)
+    {
+        var grain = _grains.GetGrain<ICollectorGrain>(presence.CollectorId);
+        _ = grain.SetCapabilities([.. presence.Capabilities]);
+        if (_runners.TryGetValue(presence.CollectorId, out var runner))
+        {
+            runner.OnRegistered(presence);
+            return;
+        }
+
+        // A collector the agent did not start (run by hand or by another supervisor).
+        _external[presence.CollectorId] = presence;
+        _ = grain.Transition(CollectorLifecycle.Running, presence.Pid, "registered on the bus; not started by this agent", _time.GetUtcNow());
+    }
+
+    public void OnCollectorDisconnected(string collectorId, long connectionId)
+    {
+        if (_external.TryRemove(collectorId, out var presence))
+        {
+            _ = _grains.GetGrain<ICollectorGrain>(collectorId).Transition(CollectorLifecycle.Stopped, 0, "disconnected from the bus", _time.GetUtcNow());
+        }
+    }
+
+    public void OnCollectorHeartbeat(string collectorId) =>
+        _ = _grains.GetGrain<ICollectorGrain>(collectorId).RecordHeartbeat(_time.GetUtcNow());
+
+    public async Task<IReadOnlyList<CollectorStatus>> ListCollectorsAsync(CancellationToken cancellationToken)
+    {
+        var list = new List<CollectorStatus>();
+        var now = _time.GetUtcNow();
+        foreach (var id in KnownIds())
+        {
+            var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(now, _options.HeartbeatInterval).WaitAsync(cancellationToken);
+            list.Add(ToStatus(snapshot));
+        }
+
+        return list;
+    }
+
+    public async Task<(CollectorCommandResponse? Response, RpcError? Error)> ExecuteAsync(CollectorCommand command, CorrelationMetadata? parent, CancellationToken cancellationToken)
+    {
+        var id = command.Id;
+        _runners.TryGetValue(id, out var runner);
+        if (runner is null && !_external.ContainsKey(id))
+        {
+            var known = KnownIds().ToList();
+            return (null, new RpcError
+            {
+                Kind = RpcErrorKind.NotFound,
+                Message = $"no collector '{id}'; known collectors: {(known.Count == 0 ? "none" : string.Join(", ", known))}",
+            });
+        }
+
+        string message;
+        HealthCheckResponse? health = null;
+        switch (command.Action)
+        {
+            case CollectorAction.Start when runner is not null:
+                message = await runner.StartAsync("started by the operator", parent, cancellationToken);
+                break;
+            case CollectorAction.Stop when runner is not null:
+                message = await runner.StopAsync(command.Graceful, "stopped by the operator", parent, cancellationToken);
+                break;
+            case CollectorAction.Restart when runner is not null:
+                await runner.StopAsync(command.Graceful, "restarting on the operator's request", parent, cancellationToken);
+                message = await runner.StartAsync("restarted by the operator", parent, cancellationToken);
+                break;
+            case CollectorAction.Health:
+                var timeout = command.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(command.TimeoutMs) : (TimeSpan?)null;
+                var response = await _rpc.CallAsync(id, RpcOperation.HealthCheck, timeout: timeout, parent: parent, cancellationToken: cancellationToken);
+                if (response.Status != RpcStatus.Ok)
+                {
+                    return (null, response.Error);
+                }
+
+                health = HealthCheckResponse.Parser.ParseFrom(response.Payload);
+                message = health.Healthy ? $"collector '{id}' is healthy: {health.Status}" : $"collector '{id}' reports unhealthy: {health.Status}";
+                break;
+            case CollectorAction.Start or CollectorAction.Stop or CollectorAction.Restart:
+                return (null, new RpcError
+                {
+                    Kind = RpcErrorKind.InvalidOperation,
+                    Message = $"collector '{id}' was not started by this agent (it is not in the configuration), so the agent cannot {command.Action.ToString().ToLowerInvariant()} it",
+                });
+            default:
+                return (null, new RpcError { Kind = RpcErrorKind.InvalidOperation, Message = $"action {command.Action} is not one of start, stop, restart, health" });
+        }
+
+        var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(_time.GetUtcNow(), _options.HeartbeatInterval);
+        return (new CollectorCommandResponse { Collector = ToStatus(snapshot), Health = health, Message = message }, null);
+    }
+
+    private CollectorStatus ToStatus(CollectorSnapshot snapshot)
+    {
+        _runners.TryGetValue(snapshot.Id, out var runner);
+        var status = new CollectorStatus
+        {
+            Id = snapshot.Id,
+            State = snapshot.State switch
+            {
+                CollectorLifecycle.Registered => CollectorState.Registered,
+                CollectorLifecycle.Starting => CollectorState.Starting,
+                CollectorLifecycle.Running => CollectorState.Running,
+                CollectorLifecycle.Stopping => CollectorState.Stopping,
+                CollectorLifecycle.Stopped => CollectorState.Stopped,
+                _ => CollectorState.Failed,
+            },
+            Health = snapshot.Health switch
+            {
+                CollectorHealthState.Healthy => CollectorHealth.Healthy,
+                CollectorHealthState.Degraded => CollectorHealth.Degraded,
+                CollectorHealthState.Unhealthy => CollectorHealth.Unhealthy,
+                _ => CollectorHealth.Unknown,
+            },
+            Pid = (uint)Math.Max(0, snapshot.Pid),
+            Restarts = (uint)snapshot.Restarts,
+            LastHeartbeatUnixNanos = snapshot.LastHeartbeat is { } hb ? UnixTime.ToNanos(hb) : 0,
+            Enabled = runner?.Definition.Enabled ?? true,
+            Executable = runner?.Definition.Executable ?? string.Empty,
+            Reason = snapshot.Reason,
+        };
+        status.Capabilities.AddRange(snapshot.Capabilities);
+        return status;
+    }
+
+    public void Dispose()
+    {
+        _healthTimer?.Dispose();
+        _launcher.Dispose();
+    }
+
+    [LoggerMessage(EventId = 4200, Level = LogLevel.Information, Message = "Collector {CollectorId}: {Outcome}")]
+    private static partial void LogStartOutcome(ILogger logger, string collectorId, string outcome);
+
+    [LoggerMessage(EventId = 4201, Level = LogLevel.Error, Message = "Collector {CollectorId} could not be started")]
+    private static partial void LogStartFailed(ILogger logger, string collectorId, Exception exception);
+
+    [LoggerMessage(EventId = 4202, Level = LogLevel.Warning, Message = "Collector {CollectorId} failed its health check ({Kind}): {Message}")]
+    private static partial void LogHealthCheckFailed(ILogger logger, string collectorId, RpcErrorKind kind, string message);
+
+    [LoggerMessage(EventId = 4203, Level = LogLevel.Warning, Message = "Collector {CollectorId}: health evaluation failed")]
+    private static partial void LogHealthEvaluationFailed(ILogger logger, string collectorId, Exception exception);
+}

@@ -1,0 +1,137 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using DaemonEye.Configuration;
+using Microsoft.Extensions.Logging;
+
+namespace DaemonEye.Supervision;
+
+/// <summary>
+/// Starts collector processes. Every fork happens on one dedicated thread that lives as long as
+/// the agent: children are started under <c>setpriv --pdeathsig KILL</c>, and the kernel delivers
+/// that signal when the thread that forked them exits, so it must never be a pool thread. With
+/// SIGKILL on the agent, the kernel then kills every collector: none survives as an orphan.
+/// Collectors' stdout and stderr go to the agent's log, tagged with the collector id.
+/// </summary>
+internal sealed partial class ProcessLauncher : IDisposable
+{
+    private const string SetprivPath = "/usr/bin/setpriv";
+
+    private readonly BlockingCollection<(ProcessStartInfo Info, string CollectorId, TaskCompletionSource<Process> Started)> _requests = [];
+    private readonly ILogger<ProcessLauncher> _logger;
+    private readonly Thread _thread;
+    private readonly bool _pdeathsig = File.Exists(SetprivPath);
+
+    public ProcessLauncher(ILogger<ProcessLauncher> logger)
+    {
+        _logger = logger;
+        _thread = new Thread(Run) { IsBackground = true, Name = "collector-launcher" };
+        _thread.Start();
+        if (!_pdeathsig)
+        {
+            LogNoSetpriv(logger, SetprivPath);
+        }
+    }
+
+    /// <summary>Starts the collector; the task fails when the program cannot be started.</summary>
+    public Task<Process> StartAsync(CollectorDefinition definition, IReadOnlyDictionary<string, string> environment)
+    {
+        var (file, args) = ResolveCommand(definition);
+        var info = new ProcessStartInfo
+        {
+            FileName = _pdeathsig ? SetprivPath : file,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        if (_pdeathsig)
+        {
+            info.ArgumentList.Add("--pdeathsig");
+            info.ArgumentList.Add("KILL");
+            info.ArgumentList.Add("--");
+            info.ArgumentList.Add(file);
+        }
+
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        foreach (var (key, value) in definition.Environment)
+        {
+            info.Environment[key] = value;
+        }
+
+        foreach (var (key, value) in environment)
+        {
+            info.Environment[key] = value;
+        }
+
+        var started = new TaskCompletionSource<Process>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _requests.Add((info, definition.Id, started));
+        return started.Task;
+    }
+
+    /// <summary>A .dll runs under this process's dotnet host; anything else runs as given.</summary>
+    internal static (string File, IReadOnlyList<string> Arguments) ResolveCommand(CollectorDefinition definition)
+    {
+        var executable = Path.GetFullPath(definition.Executable);
+        if (executable.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+        {
+            var host = Environment.ProcessPath ?? "dotnet";
+            if (!Path.GetFileNameWithoutExtension(host).Equals("dotnet", StringComparison.Ordinal))
+            {
+                host = "dotnet";
+            }
+
+            return (host, [executable, .. definition.Arguments]);
+        }
+
+        return (executable, definition.Arguments);
+    }
+
+    private void Run()
+    {
+        foreach (var (info, id, started) in _requests.GetConsumingEnumerable())
+        {
+            try
+            {
+                var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+                process.OutputDataReceived += (_, e) =>
+                {
+                    if (e.Data is not null)
+                    {
+                        LogOutput(_logger, id, "stdout", e.Data);
+                    }
+                };
+                process.ErrorDataReceived += (_, e) =>
+                {
+                    if (e.Data is not null)
+                    {
+                        LogOutput(_logger, id, "stderr", e.Data);
+                    }
+                };
+                if (!process.Start())
+                {
+                    throw new InvalidOperationException("the process did not start");
+                }
+
+                process.BeginOutputReadLine();
+                process.BeginErrorReadLine();
+                started.TrySetResult(process);
+            }
+            catch (Exception ex)
+            {
+                started.TrySetException(new InvalidOperationException($"cannot start collector '{id}' ({info.FileName}): {ex.Message}", ex));
+            }
+        }
+    }
+
+    public void Dispose() => _requests.CompleteAdding();
+
+    [LoggerMessage(EventId = 4100, Level = LogLevel.Information, Message = "[{CollectorId}] {Stream}: {Line}")]
+    private static partial void LogOutput(ILogger logger, string collectorId, string stream, string line);
+
+    [LoggerMessage(EventId = 4101, Level = LogLevel.Warning, Message = "{Setpriv} is missing: collectors will not be killed by the kernel if the agent dies; they still exit when their bus connection and parent go away")]
+    private static partial void LogNoSetpriv(ILogger logger, string setpriv);
+}
