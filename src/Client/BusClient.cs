@@ -144,14 +144,23 @@ public sealed partial class BusClient : IAsyncDisposable
     {
         while (true)
         {
-            Task wait;
+            Task? wait = null;
             lock (_writeGate)
             {
-                _spaceAvailable ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                wait = _spaceAvailable.Task;
+                // Checked under the writer's lock: if the writer drained the buffer since the failed
+                // attempt, retry now; otherwise the writer's next swap completes this wait.
+                if (_pending.WrittenCount >= _options.MaxPendingBytes)
+                {
+                    _spaceAvailable ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    wait = _spaceAvailable.Task;
+                }
             }
 
-            await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (wait is not null)
+            {
+                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
             if (Volatile.Read(ref _fault) is { } fault)
             {

@@ -22,12 +22,9 @@ internal static class AgentConnection
         {
             return await BusClient.ConnectAsync(options, cancellationToken);
         }
-        catch (FileNotFoundException e)
-        {
-            context.Error.WriteLine($"error: {e.Message}");
-        }
         catch (BusException e)
         {
+            // A missing --config file (FileNotFoundException) is an input error: RunAsync reports it.
             context.Error.WriteLine($"error: {e.Message}");
         }
 
