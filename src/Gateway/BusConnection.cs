@@ -1,0 +1,624 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Threading.Channels;
+using DaemonEye.Configuration;
+using DaemonEye.Grains;
+using DaemonEye.Protocol;
+using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using ErrorCode = DaemonEye.Protocol.V1.ErrorCode;
+
+namespace DaemonEye.Gateway;
+
+/// <summary>
+/// One client on the bus socket. The read loop parses frames, groups the Publish frames of each
+/// read by topic and routes them with one grain call per topic, awaiting those calls before it
+/// reads again (so one publisher's messages on one topic stay in order, and a publisher faster
+/// than the bus is slowed by the socket rather than by memory). The write loop drains a bounded
+/// outbound queue into the socket; when the queue is full, messages for this connection only are
+/// dropped, counted and reported with a Dropped notice.
+/// </summary>
+internal sealed partial class BusConnection
+{
+    private const int FlushThreshold = 64 * 1024;
+
+    private readonly Socket _socket;
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly Channel<Outbound> _outbound = Channel.CreateUnbounded<Outbound>(
+        new UnboundedChannelOptions { SingleReader = true, SingleWriter = false, AllowSynchronousContinuations = false });
+    private readonly IGrainFactory _grains;
+    private readonly ConnectionDirectory _directory;
+    private readonly GatewayStatistics _stats;
+    private readonly ILogger _logger;
+    private readonly PublishAccumulator _publishes;
+    private readonly Dictionary<uint, string> _subscriptions = [];
+    private readonly int _capacity;
+    private readonly int _maxFrameSize;
+    private int _queued;
+    private long _dropsPending;
+    private long _dropsTotal;
+    private uint _lastSubscriptionId;
+    private volatile bool _closed;
+    private bool _welcomed;
+    private string _clientId = "(before hello)";
+
+    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, GatewayStatistics stats, ILogger logger)
+    {
+        Id = id;
+        _socket = socket;
+        var stream = new NetworkStream(socket, ownsSocket: false);
+        _input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 64 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
+        _output = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024, leaveOpen: true));
+        _grains = grains;
+        _directory = directory;
+        _stats = stats;
+        _logger = logger;
+        _capacity = options.MessageBufferSize;
+        _maxFrameSize = options.MaxFrameSize;
+        _publishes = new PublishAccumulator(grains);
+    }
+
+    public long Id { get; }
+
+    public string ClientId => _clientId;
+
+    /// <summary>Messages waiting in the outbound queue (buffer utilisation).</summary>
+    public int Queued => Volatile.Read(ref _queued);
+
+    public long DroppedTotal => Interlocked.Read(ref _dropsTotal);
+
+    private ISubscriptionRegistryGrain Registry => _grains.GetGrain<ISubscriptionRegistryGrain>(RegistryGrain.Key);
+
+    /// <summary>
+    /// Called by Topic grains (any thread): takes as many messages as the outbound buffer has room
+    /// for and drops the rest, counted. Never blocks. Returns -1 once the connection is closed.
+    /// </summary>
+    public int Offer(DeliveryTarget target, PublishBatch batch, ulong firstSequence)
+    {
+        if (_closed)
+        {
+            return -1;
+        }
+
+        var count = batch.Count;
+        var accepted = Reserve(count);
+        if (accepted > 0)
+        {
+            _outbound.Writer.TryWrite(Outbound.Delivery(batch, target.SubscriptionIds, firstSequence, accepted));
+        }
+
+        if (accepted < count)
+        {
+            var dropped = count - accepted;
+            Interlocked.Add(ref _dropsTotal, dropped);
+            _stats.AddDropped(dropped);
+            if (Interlocked.Add(ref _dropsPending, dropped) == dropped)
+            {
+                // First drop since the last notice: wake the writer even if nothing else is queued.
+                _outbound.Writer.TryWrite(Outbound.DropMarker());
+            }
+        }
+
+        return accepted;
+    }
+
+    private int Reserve(int wanted)
+    {
+        while (true)
+        {
+            var queued = Volatile.Read(ref _queued);
+            var free = _capacity - queued;
+            if (free <= 0)
+            {
+                return 0;
+            }
+
+            var take = Math.Min(free, wanted);
+            if (Interlocked.CompareExchange(ref _queued, queued + take, queued) == queued)
+            {
+                return take;
+            }
+        }
+    }
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        _stats.ConnectionOpened();
+        var writer = Task.Run(WriteLoopAsync, CancellationToken.None);
+        try
+        {
+            await ReadLoopAsync(cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Agent shutting down.
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            LogConnectionLost(_logger, Id, _clientId, ex.Message);
+        }
+        catch (Exception ex)
+        {
+            LogConnectionFailed(_logger, Id, _clientId, ex);
+            TryEnqueueError(0, ErrorCode.Internal, "the agent failed while serving this connection; reconnect", fatal: true);
+        }
+        finally
+        {
+            await CloseAsync(writer);
+        }
+    }
+
+    private async Task CloseAsync(Task writer)
+    {
+        _closed = true;
+        _directory.Remove(Id);
+        if (_subscriptions.Count > 0)
+        {
+            try
+            {
+                await Registry.RemoveConnection(Id);
+            }
+            catch (Exception ex)
+            {
+                LogCleanupFailed(_logger, Id, ex);
+            }
+        }
+
+        _outbound.Writer.TryComplete();
+        try
+        {
+            // Let the writer send what is queued (an Error, say); a peer that does not read gets 2 s.
+            await writer.WaitAsync(TimeSpan.FromSeconds(2));
+        }
+        catch (Exception)
+        {
+            // Timed out or the peer is gone; closing the socket ends the writer.
+        }
+
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+            // Already closed by the peer.
+        }
+
+        _socket.Dispose();
+        await writer.ContinueWith(static _ => { }, TaskScheduler.Default);
+        _stats.ConnectionClosed();
+        LogClosed(_logger, Id, _clientId, _subscriptions.Count, DroppedTotal);
+    }
+
+    private async Task ReadLoopAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var result = await _input.ReadAsync(cancellationToken);
+            var buffer = result.Buffer;
+            var stop = false;
+            while (!stop)
+            {
+                var status = Framing.TryReadFrame(ref buffer, _maxFrameSize, out var frame, out var declared);
+                if (status == FrameStatus.Incomplete)
+                {
+                    break;
+                }
+
+                if (status == FrameStatus.TooLarge)
+                {
+                    await FlushPublishesAsync();
+                    Fatal(ErrorCode.FrameTooLarge, $"frame length prefix is {declared} bytes; the maximum frame size is {_maxFrameSize} bytes (broker.max_frame_size)");
+                    stop = true;
+                    break;
+                }
+
+                var control = HandleFrame(frame, out var fatal);
+                if (fatal)
+                {
+                    await FlushPublishesAsync();
+                    stop = true;
+                }
+                else if (control is not null)
+                {
+                    await FlushPublishesAsync();
+                    await HandleControlAsync(control);
+                }
+            }
+
+            if (!stop)
+            {
+                await FlushPublishesAsync();
+            }
+
+            if (!stop && result.IsCompleted && buffer.Length > 0)
+            {
+                var expected = Framing.TryReadFrame(ref buffer, int.MaxValue, out _, out var declared) == FrameStatus.Incomplete && buffer.Length >= Framing.HeaderSize
+                    ? $"{declared} bytes of frame body after its 4-byte length prefix"
+                    : "a 4-byte length prefix";
+                Fatal(ErrorCode.TruncatedFrame, $"the connection ended in the middle of a frame: {buffer.Length} bytes left over, expected {expected}");
+                stop = true;
+            }
+
+            _input.AdvanceTo(buffer.Start, buffer.End);
+            if (stop || result.IsCompleted)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Handles one frame synchronously. Publishes are accumulated; frames that need the registry
+    /// or a barrier are returned for <see cref="HandleControlAsync"/>.
+    /// </summary>
+    private Envelope? HandleFrame(ReadOnlySequence<byte> frame, out bool fatal)
+    {
+        fatal = false;
+        byte[]? rented = null;
+        var span = frame.IsSingleSegment ? frame.FirstSpan : CopyToRented(frame, out rented);
+        try
+        {
+            if (_welcomed)
+            {
+                switch (Wire.ScanPublish(span, out var requestId, out var publish, out var topic))
+                {
+                    case ScanResult.Publish:
+                        Accept(span[topic], span[publish], requestId);
+                        return null;
+                    case ScanResult.Malformed:
+                        fatal = true;
+                        Fatal(ErrorCode.MalformedFrame, $"a frame of {span.Length} bytes is not a valid Envelope (protobuf wire-format error)");
+                        return null;
+                }
+            }
+
+            Envelope envelope;
+            try
+            {
+                envelope = Envelope.Parser.ParseFrom(span);
+            }
+            catch (InvalidProtocolBufferException ex)
+            {
+                fatal = true;
+                Fatal(ErrorCode.MalformedFrame, $"a frame of {span.Length} bytes is not a valid Envelope: {ex.Message}");
+                return null;
+            }
+
+            if (!_welcomed)
+            {
+                fatal = !Handshake(envelope);
+                return null;
+            }
+
+            switch (envelope.BodyCase)
+            {
+                case Envelope.BodyOneofCase.Publish:
+                    // A Publish envelope with extra fields: re-encode the Publish on its own.
+                    var bytes = envelope.Publish.ToByteArray();
+                    Accept(System.Text.Encoding.UTF8.GetBytes(envelope.Publish.Topic), bytes, envelope.RequestId);
+                    return null;
+                case Envelope.BodyOneofCase.Subscribe:
+                case Envelope.BodyOneofCase.Unsubscribe:
+                case Envelope.BodyOneofCase.Ping:
+                    return envelope;
+                case Envelope.BodyOneofCase.Pong:
+                    return null;
+                case Envelope.BodyOneofCase.None:
+                    fatal = true;
+                    Fatal(ErrorCode.MalformedFrame, "the envelope has no body; expected one of publish, subscribe, unsubscribe, ping, pong", envelope.RequestId);
+                    return null;
+                default:
+                    fatal = true;
+                    Fatal(ErrorCode.UnexpectedMessage, $"a client may not send {envelope.BodyCase}; allowed after the handshake: publish, subscribe, unsubscribe, ping, pong", envelope.RequestId);
+                    return null;
+            }
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    private static ReadOnlySpan<byte> CopyToRented(ReadOnlySequence<byte> frame, out byte[] rented)
+    {
+        rented = ArrayPool<byte>.Shared.Rent((int)frame.Length);
+        frame.CopyTo(rented);
+        return rented.AsSpan(0, (int)frame.Length);
+    }
+
+    private void Accept(ReadOnlySpan<byte> topicUtf8, ReadOnlySpan<byte> publish, uint requestId)
+    {
+        var entry = _publishes.Resolve(topicUtf8, out var error);
+        if (entry is null)
+        {
+            _stats.AddProtocolError();
+            TryEnqueueError(requestId, ErrorCode.InvalidTopic, $"publish refused: {error}");
+            return;
+        }
+
+        _publishes.Add(entry, publish);
+    }
+
+    private async Task FlushPublishesAsync()
+    {
+        if (_publishes.IsEmpty)
+        {
+            return;
+        }
+
+        var pending = _publishes.PendingMessages;
+        try
+        {
+            await _publishes.FlushAsync(Id);
+            _stats.AddPublished(pending);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            _stats.AddUnrouted(pending);
+            LogRoutingFailed(_logger, Id, pending, ex);
+            TryEnqueueError(0, ErrorCode.Internal, $"{pending} published messages could not be routed: {ex.Message}");
+        }
+    }
+
+    private bool Handshake(Envelope envelope)
+    {
+        if (envelope.BodyCase != Envelope.BodyOneofCase.Hello)
+        {
+            Fatal(ErrorCode.HandshakeRequired, $"the first frame must be Hello; got {(envelope.BodyCase == Envelope.BodyOneofCase.None ? "an envelope with no body" : envelope.BodyCase.ToString())}", envelope.RequestId);
+            return false;
+        }
+
+        var hello = envelope.Hello;
+        if (hello.ProtocolVersion != ProtocolConstants.Version)
+        {
+            Fatal(ErrorCode.UnsupportedVersion, $"protocol version {hello.ProtocolVersion} is not supported; this agent speaks version {ProtocolConstants.Version}", envelope.RequestId);
+            return false;
+        }
+
+        if (hello.ClientId.Length is 0 or > ProtocolConstants.MaxClientIdLength)
+        {
+            Fatal(ErrorCode.HandshakeRequired, $"hello.client_id must be 1 to {ProtocolConstants.MaxClientIdLength} characters; got {hello.ClientId.Length}", envelope.RequestId);
+            return false;
+        }
+
+        _clientId = hello.ClientId;
+        _welcomed = true;
+        var role = hello.Role == Role.Unspecified ? Role.Client : hello.Role;
+        _directory.Add(this);
+        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
+        {
+            RequestId = envelope.RequestId,
+            Welcome = new Welcome
+            {
+                ProtocolVersion = ProtocolConstants.Version,
+                ConnectionId = $"c{Id}",
+                AgentVersion = AgentInfo.Version,
+                MaxFrameSize = (uint)_maxFrameSize,
+                MessageBufferSize = (uint)_capacity,
+                Role = role,
+            },
+        })));
+        LogWelcomed(_logger, Id, _clientId, role, hello.ClientVersion);
+        return true;
+    }
+
+    private async Task HandleControlAsync(Envelope envelope)
+    {
+        switch (envelope.BodyCase)
+        {
+            case Envelope.BodyOneofCase.Subscribe:
+                await SubscribeAsync(envelope.RequestId, envelope.Subscribe.Pattern);
+                break;
+            case Envelope.BodyOneofCase.Unsubscribe:
+                await UnsubscribeAsync(envelope.RequestId, envelope.Unsubscribe.SubscriptionId);
+                break;
+            case Envelope.BodyOneofCase.Ping:
+                // Every earlier frame has been routed (publishes were flushed first): a barrier.
+                Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } })));
+                break;
+        }
+    }
+
+    private async Task SubscribeAsync(uint requestId, string pattern)
+    {
+        var validation = TopicRules.ValidatePattern(pattern);
+        if (!validation.IsValid)
+        {
+            TryEnqueueError(requestId, ErrorCode.InvalidPattern, $"subscribe refused: {validation.Error}");
+            return;
+        }
+
+        var id = ++_lastSubscriptionId;
+        var result = await Registry.Subscribe(new SubscriptionKey(Id, id), pattern);
+        if (!result.Accepted)
+        {
+            TryEnqueueError(requestId, ErrorCode.LimitExceeded, $"subscribe to '{pattern}' refused: {result.Error}");
+            return;
+        }
+
+        _subscriptions[id] = pattern;
+        Enqueue(Outbound.Activate(id, Framing.ToFrame(new Envelope
+        {
+            RequestId = requestId,
+            SubscribeAck = new SubscribeAck { SubscriptionId = id, Pattern = pattern },
+        })));
+    }
+
+    private async Task UnsubscribeAsync(uint requestId, uint id)
+    {
+        if (!_subscriptions.Remove(id))
+        {
+            var known = _subscriptions.Count == 0 ? "none" : string.Join(", ", _subscriptions.Keys.Order());
+            TryEnqueueError(requestId, ErrorCode.UnknownSubscription, $"subscription {id} does not exist on this connection; its subscriptions: {known}");
+            return;
+        }
+
+        await Registry.Unsubscribe(new SubscriptionKey(Id, id));
+        Enqueue(Outbound.Deactivate(id, Framing.ToFrame(new Envelope
+        {
+            RequestId = requestId,
+            UnsubscribeAck = new UnsubscribeAck { SubscriptionId = id },
+        })));
+    }
+
+    private void Fatal(ErrorCode code, string message, uint requestId = 0)
+    {
+        _stats.AddProtocolError();
+        LogProtocolError(_logger, Id, _clientId, code, message);
+        TryEnqueueError(requestId, code, message, fatal: true);
+    }
+
+    private void TryEnqueueError(uint requestId, ErrorCode code, string message, bool fatal = false) =>
+        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
+        {
+            RequestId = requestId,
+            Error = new Error { Code = code, Message = message, Fatal = fatal },
+        })));
+
+    private void Enqueue(Outbound item) => _outbound.Writer.TryWrite(item);
+
+    private async Task WriteLoopAsync()
+    {
+        var reader = _outbound.Reader;
+        var active = new HashSet<uint>();
+        try
+        {
+            while (await reader.WaitToReadAsync())
+            {
+                while (reader.TryRead(out var item))
+                {
+                    Write(item, active);
+                    if (_output.UnflushedBytes >= FlushThreshold)
+                    {
+                        var flushed = await _output.FlushAsync();
+                        if (flushed.IsCompleted)
+                        {
+                            return;
+                        }
+                    }
+                }
+
+                if ((await _output.FlushAsync()).IsCompleted)
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The peer went away; the read loop sees the end of the stream and closes.
+            _closed = true;
+        }
+        finally
+        {
+            await _output.CompleteAsync();
+        }
+    }
+
+    private void Write(in Outbound item, HashSet<uint> active)
+    {
+        switch (item.Kind)
+        {
+            case OutboundKind.Control:
+                _output.Write(item.Frame);
+                break;
+            case OutboundKind.Activate:
+                active.Add(item.SubscriptionId);
+                _output.Write(item.Frame);
+                break;
+            case OutboundKind.Deactivate:
+                active.Remove(item.SubscriptionId);
+                _output.Write(item.Frame);
+                break;
+            case OutboundKind.DropMarker:
+                WriteDropped();
+                break;
+            case OutboundKind.Delivery:
+                WriteDropped();
+                Interlocked.Add(ref _queued, -item.Count);
+                WriteDelivery(item, active);
+                break;
+        }
+    }
+
+    private void WriteDelivery(in Outbound item, HashSet<uint> active)
+    {
+        // Deliveries queued before a SubscribeAck (the message was published before the
+        // subscription took effect) or after an UnsubscribeAck are skipped for that subscription.
+        ReadOnlySpan<uint> ids = item.Ids;
+        var allActive = true;
+        foreach (var id in ids)
+        {
+            if (!active.Contains(id))
+            {
+                allActive = false;
+                break;
+            }
+        }
+
+        if (!allActive)
+        {
+            ids = ids.ToArray().Where(active.Contains).ToArray();
+            if (ids.IsEmpty)
+            {
+                return;
+            }
+        }
+
+        var batch = item.Batch!;
+        for (var i = 0; i < item.Count; i++)
+        {
+            Wire.WriteDeliverFrame(_output, ids, item.FirstSequence + (ulong)i, batch.Message(i).Span);
+        }
+
+        _stats.AddDelivered(item.Count);
+    }
+
+    private void WriteDropped()
+    {
+        var count = Interlocked.Exchange(ref _dropsPending, 0);
+        if (count == 0)
+        {
+            return;
+        }
+
+        Framing.Write(_output, new Envelope
+        {
+            Dropped = new Dropped
+            {
+                Count = (ulong)count,
+                Total = (ulong)Interlocked.Read(ref _dropsTotal),
+                Reason = $"outbound buffer full (broker.message_buffer_size = {_capacity} messages); the subscriber is reading too slowly",
+            },
+        });
+    }
+
+    [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "Connection {ConnectionId} is client {ClientId} ({Role}, {ClientVersion})")]
+    private static partial void LogWelcomed(ILogger logger, long connectionId, string clientId, Role role, string clientVersion);
+
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) closed; {Subscriptions} subscriptions released, {Dropped} messages dropped in its lifetime")]
+    private static partial void LogClosed(ILogger logger, long connectionId, string clientId, int subscriptions, long dropped);
+
+    [LoggerMessage(EventId = 2003, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}) protocol error {Code}: {Detail}; closing it")]
+    private static partial void LogProtocolError(ILogger logger, long connectionId, string clientId, ErrorCode code, string detail);
+
+    [LoggerMessage(EventId = 2004, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) lost: {Reason}")]
+    private static partial void LogConnectionLost(ILogger logger, long connectionId, string clientId, string reason);
+
+    [LoggerMessage(EventId = 2005, Level = LogLevel.Error, Message = "Connection {ConnectionId} ({ClientId}) failed")]
+    private static partial void LogConnectionFailed(ILogger logger, long connectionId, string clientId, Exception exception);
+
+    [LoggerMessage(EventId = 2006, Level = LogLevel.Error, Message = "Connection {ConnectionId}: {Count} published messages could not be routed")]
+    private static partial void LogRoutingFailed(ILogger logger, long connectionId, int count, Exception exception);
+
+    [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "Connection {ConnectionId}: releasing its subscriptions failed")]
+    private static partial void LogCleanupFailed(ILogger logger, long connectionId, Exception exception);
+}

@@ -1,0 +1,129 @@
+using System.Text;
+using DaemonEye.Grains;
+using DaemonEye.Topics;
+
+namespace DaemonEye.Gateway;
+
+/// <summary>A topic this connection has published on: its validated name, grain and pending batch.</summary>
+internal sealed class TopicEntry(string topic, ITopicGrain grain)
+{
+    private byte[] _buffer = new byte[1024];
+    private int[] _ends = new int[16];
+    private int _length;
+
+    public string Topic { get; } = topic;
+
+    public ITopicGrain Grain { get; } = grain;
+
+    public int Count { get; private set; }
+
+    public void Append(ReadOnlySpan<byte> publish)
+    {
+        if (_length + publish.Length > _buffer.Length)
+        {
+            Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + publish.Length));
+        }
+
+        if (Count == _ends.Length)
+        {
+            Array.Resize(ref _ends, _ends.Length * 2);
+        }
+
+        publish.CopyTo(_buffer.AsSpan(_length));
+        _length += publish.Length;
+        _ends[Count++] = _length;
+    }
+
+    /// <summary>Moves the pending messages into an immutable batch and starts a new one.</summary>
+    public PublishBatch TakeBatch(long connectionId)
+    {
+        var batch = new PublishBatch(Topic, _buffer.AsSpan(0, _length).ToArray(), _ends.AsSpan(0, Count).ToArray(), Count, connectionId);
+        _length = 0;
+        Count = 0;
+        return batch;
+    }
+}
+
+/// <summary>
+/// Groups the Publish frames of one read by topic, so each topic gets one grain call per read
+/// (the GPSTracker pattern). Also caches, per connection, topic bytes to their validated name and
+/// grain reference, so a hot topic is validated once.
+/// </summary>
+internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCapacity = 4096)
+{
+    private readonly Dictionary<string, TopicEntry> _topics = new(StringComparer.Ordinal);
+    private readonly List<TopicEntry> _pending = [];
+
+    public bool IsEmpty => _pending.Count == 0;
+
+    public int PendingMessages { get; private set; }
+
+    /// <summary>Resolves a topic from its UTF-8 bytes; null with <paramref name="error"/> when invalid.</summary>
+    public TopicEntry? Resolve(ReadOnlySpan<byte> utf8, out string? error)
+    {
+        error = null;
+        if (utf8.Length <= TopicRules.MaxBytes && Ascii.IsValid(utf8))
+        {
+            Span<char> chars = stackalloc char[utf8.Length];
+            Ascii.ToUtf16(utf8, chars, out _);
+            if (_topics.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(chars, out var known))
+            {
+                return known;
+            }
+        }
+
+        var topic = Encoding.UTF8.GetString(utf8);
+        var validation = TopicRules.ValidateTopic(topic);
+        if (!validation.IsValid)
+        {
+            error = validation.Error;
+            return null;
+        }
+
+        if (_topics.Count >= topicCacheCapacity && IsEmpty)
+        {
+            _topics.Clear();
+        }
+
+        var entry = new TopicEntry(topic, grains.GetGrain<ITopicGrain>(topic));
+        _topics[topic] = entry;
+        return entry;
+    }
+
+    public void Add(TopicEntry entry, ReadOnlySpan<byte> publish)
+    {
+        if (entry.Count == 0)
+        {
+            _pending.Add(entry);
+        }
+
+        entry.Append(publish);
+        PendingMessages++;
+    }
+
+    /// <summary>Sends every pending batch to its Topic grain; completes when all are routed.</summary>
+    public Task FlushAsync(long connectionId)
+    {
+        if (_pending.Count == 0)
+        {
+            return Task.CompletedTask;
+        }
+
+        PendingMessages = 0;
+        if (_pending.Count == 1)
+        {
+            var only = _pending[0];
+            _pending.Clear();
+            return only.Grain.Publish(only.TakeBatch(connectionId));
+        }
+
+        var calls = new Task[_pending.Count];
+        for (var i = 0; i < calls.Length; i++)
+        {
+            calls[i] = _pending[i].Grain.Publish(_pending[i].TakeBatch(connectionId));
+        }
+
+        _pending.Clear();
+        return Task.WhenAll(calls);
+    }
+}

@@ -1,0 +1,66 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Configuration;
+
+namespace DaemonEye.Silo;
+
+/// <summary>The <c>orleans</c> section: the single silo's endpoint (loopback only).</summary>
+public sealed class OrleansOptions
+{
+    public const string SectionName = "orleans";
+
+    /// <summary>Silo-to-silo port on 127.0.0.1; 0 picks a free port at start-up.</summary>
+    [ConfigurationKeyName("silo_port")]
+    public int SiloPort { get; set; }
+
+    public IEnumerable<string> Validate()
+    {
+        if (SiloPort is < 0 or > 65535)
+        {
+            yield return $"orleans.silo_port is {SiloPort}; allowed: 0 (pick a free port) or 1 to 65535";
+        }
+    }
+
+    /// <summary>The configured port, or a free loopback port when it is 0.</summary>
+    public int ResolvePort()
+    {
+        if (SiloPort != 0)
+        {
+            return SiloPort;
+        }
+
+        using var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        return ((IPEndPoint)probe.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>The <c>logging</c> section.</summary>
+public sealed class LoggingOptions
+{
+    public const string SectionName = "logging";
+
+    private static readonly string[] Levels = ["verbose", "debug", "information", "warning", "error", "fatal"];
+    private static readonly string[] Formats = ["console", "json"];
+
+    /// <summary>Minimum level: verbose, debug, information, warning, error or fatal.</summary>
+    [ConfigurationKeyName("level")]
+    public string Level { get; set; } = "information";
+
+    /// <summary>console (human-readable) or json (compact JSON, one object per line).</summary>
+    [ConfigurationKeyName("format")]
+    public string Format { get; set; } = "console";
+
+    public IEnumerable<string> Validate()
+    {
+        if (!Levels.Contains(Level, StringComparer.OrdinalIgnoreCase))
+        {
+            yield return $"logging.level is '{Level}'; allowed: {string.Join(", ", Levels)}";
+        }
+
+        if (!Formats.Contains(Format, StringComparer.OrdinalIgnoreCase))
+        {
+            yield return $"logging.format is '{Format}'; allowed: {string.Join(", ", Formats)}";
+        }
+    }
+}
