@@ -9,6 +9,8 @@ namespace DaemonEye.Cli.Commands;
 /// <summary><c>subscribe &lt;pattern&gt;</c>: print messages as they arrive, one line each.</summary>
 internal static class SubscribeCommand
 {
+    // Output for people and jq, not for embedding in HTML: keep '+', '<', non-ASCII as they are.
+    private static readonly JsonWriterOptions JsonOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     public static Command Build(CliContext context)
@@ -77,7 +79,7 @@ internal static class SubscribeCommand
     internal static string ToJson(BusMessage message, MemoryStream buffer)
     {
         buffer.SetLength(0);
-        using (var writer = new Utf8JsonWriter(buffer))
+        using (var writer = new Utf8JsonWriter(buffer, JsonOptions))
         {
             var correlation = message.Correlation;
             writer.WriteStartObject();
@@ -91,7 +93,7 @@ internal static class SubscribeCommand
             }
 
             writer.WriteNumber("publisher_sequence", correlation.SequenceNumber);
-            writer.WriteString("timestamp", message.Timestamp.ToString("O"));
+            writer.WriteString("timestamp", message.Timestamp.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", System.Globalization.CultureInfo.InvariantCulture));
             writer.WriteNumber("timestamp_unix_nanos", message.TimestampUnixNanos);
             if (message.ContentType.Length > 0)
             {
