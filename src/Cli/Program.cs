@@ -1,1 +1,3 @@
-Console.Error.WriteLine("daemoneye-cli: commands land with the SDK"); return 1;
+using DaemonEye.Cli;
+
+return await CliApplication.InvokeAsync(args, Console.Out, Console.Error);

@@ -1,0 +1,41 @@
+using System.CommandLine;
+using DaemonEye.Cli.Commands;
+
+namespace DaemonEye.Cli;
+
+/// <summary>daemoneye-cli's command tree. Exit codes: 0 success; 1 "no" (topic match) or an
+/// incomplete run; 2 invalid input; 3 the agent could not be reached or refused.</summary>
+internal static class CliApplication
+{
+    public const int Ok = 0;
+    public const int No = 1;
+    public const int Invalid = 2;
+    public const int Unavailable = 3;
+
+    public static RootCommand Build(TextWriter output, TextWriter error)
+    {
+        var config = new Option<string?>("--config")
+        {
+            Description = "The agent's configuration file, to find its bus socket the way the agent does (default: config/daemoneye.yaml if present; DAEMONEYE_BROKER__SOCKET_PATH overrides)",
+            Recursive = true,
+        };
+        var context = new CliContext(config, output, error);
+        var root = new RootCommand("daemoneye-cli: operator commands for the DaemonEye event bus");
+        root.Options.Add(config);
+        root.Subcommands.Add(TopicCommands.Build(context));
+        root.Subcommands.Add(PublishCommand.Build(context));
+        root.Subcommands.Add(SubscribeCommand.Build(context));
+        root.Subcommands.Add(BenchCommand.Build(context));
+        return root;
+    }
+
+    public static async Task<int> InvokeAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
+    {
+        var root = Build(output, error);
+        var configuration = new InvocationConfiguration { Output = output, Error = error };
+        return await root.Parse(args).InvokeAsync(configuration, cancellationToken);
+    }
+}
+
+/// <summary>What every command needs: the global --config option and where to write.</summary>
+internal sealed record CliContext(Option<string?> Config, TextWriter Output, TextWriter Error);

@@ -1,0 +1,129 @@
+using System.CommandLine;
+using System.Text;
+using System.Text.Json;
+using DaemonEye.Client;
+using DaemonEye.Topics;
+
+namespace DaemonEye.Cli.Commands;
+
+/// <summary><c>subscribe &lt;pattern&gt;</c>: print messages as they arrive, one line each.</summary>
+internal static class SubscribeCommand
+{
+    // Output for people and jq, not for embedding in HTML: keep '+', '<', non-ASCII as they are.
+    private static readonly JsonWriterOptions JsonOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    public static Command Build(CliContext context)
+    {
+        var pattern = new Argument<string>("pattern") { Description = "A topic pattern: '+' is one segment, a final '#' any number" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object per line (NDJSON)" };
+        var count = new Option<long>("--count") { Description = "Exit after this many messages (0: run until Ctrl-C)" };
+        var command = new Command("subscribe", "Print messages published to topics that match a pattern; ready once 'subscribed to ...' is on stderr");
+        command.Arguments.Add(pattern);
+        command.Options.Add(json);
+        command.Options.Add(count);
+        command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
+        {
+            var p = parse.GetValue(pattern)!;
+            var limit = parse.GetValue(count);
+            var asJson = parse.GetValue(json);
+            if (TopicRules.ValidatePattern(p) is { IsValid: false } v)
+            {
+                context.Error.WriteLine($"invalid pattern '{p}': {v.Error}");
+                return CliApplication.Invalid;
+            }
+
+            if (limit < 0)
+            {
+                context.Error.WriteLine($"--count is {limit}; it must be 0 (no limit) or more");
+                return CliApplication.Invalid;
+            }
+
+            await using var client = await AgentConnection.ConnectAsync(context, AgentConnection.Options(context, parse), cancellationToken);
+            if (client is null)
+            {
+                return CliApplication.Unavailable;
+            }
+
+            client.Dropped += (_, e) => context.Error.WriteLine($"dropped {e.Count} message(s) (total {e.Total}): {e.Reason}");
+            client.Disconnected += (_, e) => context.Error.WriteLine($"lost the connection to the agent ({e.Reason?.Message ?? "closed"}); reconnecting");
+            client.Reconnected += (_, e) => context.Error.WriteLine($"reconnected (connection {e.ConnectionId}); restored {e.RestoredSubscriptions} subscription(s)");
+            client.ErrorReceived += (_, e) => context.Error.WriteLine($"agent error {e.Code}: {e.Message}");
+
+            var subscription = await client.SubscribeAsync(p, cancellationToken);
+            context.Error.WriteLine($"subscribed to {p} (subscription {subscription.Id}, connection {client.ConnectionId})");
+            var received = 0L;
+            using var stdout = new MemoryStream();
+            await foreach (var message in subscription.ReadAllAsync(cancellationToken))
+            {
+                context.Output.WriteLine(asJson ? ToJson(message, stdout) : ToLine(message));
+                context.Output.Flush();
+                if (limit > 0 && ++received >= limit)
+                {
+                    break;
+                }
+            }
+
+            return CliApplication.Ok;
+        }));
+        return command;
+    }
+
+    internal static string ToLine(BusMessage message)
+    {
+        var text = TryText(message.Payload.Span);
+        var payload = text is not null && !text.Any(c => char.IsControl(c) && c != '\t') ? text : "base64:" + Convert.ToBase64String(message.Payload.Span);
+        return $"{message.Topic} seq={message.Sequence} cid={message.CorrelationId} {payload}";
+    }
+
+    internal static string ToJson(BusMessage message, MemoryStream buffer)
+    {
+        buffer.SetLength(0);
+        using (var writer = new Utf8JsonWriter(buffer, JsonOptions))
+        {
+            var correlation = message.Correlation;
+            writer.WriteStartObject();
+            writer.WriteString("topic", message.Topic);
+            writer.WriteNumber("sequence", message.Sequence);
+            writer.WriteString("correlation_id", correlation.CorrelationId);
+            writer.WriteString("root_correlation_id", correlation.RootCorrelationId);
+            if (correlation.ParentCorrelationId.Length > 0)
+            {
+                writer.WriteString("parent_correlation_id", correlation.ParentCorrelationId);
+            }
+
+            writer.WriteNumber("publisher_sequence", correlation.SequenceNumber);
+            writer.WriteString("timestamp", message.Timestamp.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'", System.Globalization.CultureInfo.InvariantCulture));
+            writer.WriteNumber("timestamp_unix_nanos", message.TimestampUnixNanos);
+            if (message.ContentType.Length > 0)
+            {
+                writer.WriteString("content_type", message.ContentType);
+            }
+
+            if (TryText(message.Payload.Span) is { } text)
+            {
+                writer.WriteString("payload", text);
+            }
+            else
+            {
+                writer.WriteBase64String("payload_base64", message.Payload.Span);
+            }
+
+            writer.WriteEndObject();
+        }
+
+        return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+    }
+
+    private static string? TryText(ReadOnlySpan<byte> payload)
+    {
+        try
+        {
+            return StrictUtf8.GetString(payload);
+        }
+        catch (DecoderFallbackException)
+        {
+            return null;
+        }
+    }
+}

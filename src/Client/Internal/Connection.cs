@@ -1,0 +1,84 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using DaemonEye.Protocol.V1;
+
+namespace DaemonEye.Client.Internal;
+
+/// <summary>One accepted connection to the agent: its socket, reader buffer and the agent's ids for
+/// this connection's subscriptions. A <see cref="BusClient"/> outlives many of these.</summary>
+internal sealed class Connection(Socket socket, FrameReader reader, Welcome welcome) : IDisposable
+{
+    private readonly TaskCompletionSource<Exception?> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _cts = new();
+
+    public Socket Socket { get; } = socket;
+
+    public FrameReader Reader { get; } = reader;
+
+    public Welcome Welcome { get; } = welcome;
+
+    /// <summary>Subscriptions by the agent's id, valid on this connection only.</summary>
+    public ConcurrentDictionary<uint, BusSubscription> Subscriptions { get; } = new();
+
+    public CancellationToken Token => _cts.Token;
+
+    /// <summary>Completes with the reason once the connection has failed or been closed.</summary>
+    public Task<Exception?> Closed => _closed.Task;
+
+    public Task ReaderTask { get; set; } = Task.CompletedTask;
+
+    public Task WriterTask { get; set; } = Task.CompletedTask;
+
+    /// <summary>A fatal Error the agent sent just before closing, if any.</summary>
+    public BusException? FatalError { get; set; }
+
+    /// <summary>Ends the connection (idempotent); the first reason wins.</summary>
+    public void Close(Exception? reason)
+    {
+        if (_closed.TrySetResult(FatalError ?? reason))
+        {
+            try
+            {
+                _cts.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+
+            try
+            {
+                Socket.Shutdown(SocketShutdown.Both);
+            }
+            catch (SocketException)
+            {
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        Close(null);
+        Socket.Dispose();
+        _cts.Dispose();
+    }
+}
+
+/// <summary>A request waiting for its reply (SubscribeAck, UnsubscribeAck, Pong) or Error.</summary>
+internal sealed class PendingRequest(Connection connection, BusSubscription? subscription = null)
+{
+    private readonly TaskCompletionSource<Envelope> _reply = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Connection Connection { get; } = connection;
+
+    /// <summary>For Subscribe: the local subscription the ack binds.</summary>
+    public BusSubscription? Subscription { get; } = subscription;
+
+    public Task<Envelope> Reply => _reply.Task;
+
+    public void Complete(Envelope reply) => _reply.TrySetResult(reply);
+
+    public void Fail(Exception error) => _reply.TrySetException(error);
+}

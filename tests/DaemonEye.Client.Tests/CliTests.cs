@@ -1,0 +1,111 @@
+using DaemonEye.Cli;
+
+namespace DaemonEye.Client.Tests;
+
+/// <summary>The CLI's command parsing and exit codes, invoked in-process.</summary>
+public sealed class CliTests
+{
+    private static async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
+    {
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        var code = await CliApplication.InvokeAsync(args, output, error);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    [Theory]
+    [InlineData("events.process.lifecycle", 0)]
+    [InlineData("control.health.heartbeat", 0)]
+    [InlineData("events.*", 2)]
+    [InlineData("Events.a", 2)]
+    [InlineData("logs.a", 2)]
+    [InlineData("events..a", 2)]
+    [InlineData("events.+", 2)]
+    public async Task Topic_validate_exit_codes(string topic, int expected)
+    {
+        var (code, _, err) = await RunAsync("topic", "validate", topic);
+        Assert.Equal(expected, code);
+        Assert.Equal(expected != 0, err.Contains(topic, StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("events.+", 0)]
+    [InlineData("events.#", 0)]
+    [InlineData("#", 0)]
+    [InlineData("events.#.a", 2)]
+    [InlineData("events.a+", 2)]
+    public async Task Topic_validate_pattern_exit_codes(string pattern, int expected)
+    {
+        var (code, _, err) = await RunAsync("topic", "validate", "--pattern", pattern);
+        Assert.Equal(expected, code);
+        if (expected == 2)
+        {
+            Assert.StartsWith($"invalid pattern '{pattern}':", err, StringComparison.Ordinal);
+        }
+    }
+
+    [Theory]
+    [InlineData("events.+.lifecycle", "events.process.lifecycle", 0)]
+    [InlineData("events.#", "events", 0)]
+    [InlineData("events.+", "events.process.lifecycle", 1)]
+    [InlineData("control.#", "events.a", 1)]
+    [InlineData("events.*", "events.a", 2)]
+    [InlineData("events.#", "events.+", 2)]
+    public async Task Topic_match_exit_codes(string pattern, string topic, int expected)
+    {
+        var (code, _, err) = await RunAsync("topic", "match", pattern, topic);
+        Assert.Equal(expected, code);
+        Assert.Equal(expected == 2, err.Length > 0);
+    }
+
+    [Fact]
+    public async Task Publish_without_an_agent_names_the_socket()
+    {
+        var dir = Directory.CreateTempSubdirectory("de-cli-");
+        try
+        {
+            var socket = Path.Combine(dir.FullName, "bus.sock");
+            var config = Path.Combine(dir.FullName, "daemoneye.yaml");
+            await File.WriteAllTextAsync(config, $"broker:\n  socket_path: {socket}\n");
+            var (code, _, err) = await RunAsync("--config", config, "publish", "events.a", "hi");
+            Assert.Equal(3, code);
+            Assert.Contains($"agent socket not found at {socket}", err, StringComparison.Ordinal);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_missing_config_file_is_named()
+    {
+        var (code, _, err) = await RunAsync("--config", "/nonexistent/daemoneye.yaml", "publish", "events.a", "hi");
+        Assert.Equal(2, code);
+        Assert.Contains("/nonexistent/daemoneye.yaml", err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Publish_reaches_the_agent_with_its_correlation_id()
+    {
+        await using var agent = new FakeAgent();
+        var dir = Directory.CreateTempSubdirectory("de-cli-");
+        try
+        {
+            var config = Path.Combine(dir.FullName, "daemoneye.yaml");
+            await File.WriteAllTextAsync(config, $"broker:\n  socket_path: {agent.SocketPath}\n");
+            var (code, output, err) = await RunAsync("--config", config, "publish", "events.process.lifecycle", "started", "--count", "2", "--correlation-id", "op-7");
+            Assert.True(code == 0, err);
+            Assert.Contains("published 2 message(s)", output, StringComparison.Ordinal);
+            var first = await agent.Received.Reader.ReadAsync();
+            var second = await agent.Received.Reader.ReadAsync();
+            Assert.Equal(("op-7-1", "op-7", 1UL), (first.Correlation.CorrelationId, first.Correlation.RootCorrelationId, first.Correlation.SequenceNumber));
+            Assert.Equal(("op-7-2", 2UL), (second.Correlation.CorrelationId, second.Correlation.SequenceNumber));
+            Assert.Equal("started", second.Payload.ToStringUtf8());
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+}

@@ -1,0 +1,286 @@
+using System.Diagnostics;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace DaemonEye.EndToEnd.Tests;
+
+/// <summary>
+/// The real daemoneye-agent as a child process: its own temp directory (working directory, so no
+/// config file is picked up) and socket path, started and awaited until it logs
+/// "daemoneye-agent ready", killed on dispose.
+/// </summary>
+internal sealed class AgentProcess : IAsyncDisposable
+{
+    public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(90);
+    private readonly Process _process;
+    private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly List<string> _log = [];
+
+    private AgentProcess(string directory, string socketPath, IReadOnlyDictionary<string, string> environment)
+    {
+        Directory = directory;
+        SocketPath = socketPath;
+        var start = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = directory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Paths.AgentDll);
+        start.Environment["DAEMONEYE_BROKER__SOCKET_PATH"] = socketPath;
+        foreach (var (key, value) in environment)
+        {
+            start.Environment[key] = value;
+        }
+
+        _process = new Process { StartInfo = start };
+        _process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        _process.EnableRaisingEvents = true;
+        _process.Exited += (_, _) => _ready.TrySetException(new InvalidOperationException($"daemoneye-agent exited with {_process.ExitCode} before it was ready:\n{Log}"));
+    }
+
+    public string Directory { get; }
+
+    public string SocketPath { get; }
+
+    public string Log
+    {
+        get
+        {
+            lock (_log)
+            {
+                return string.Join('\n', _log);
+            }
+        }
+    }
+
+    /// <summary>Starts an agent in a fresh temp directory (or <paramref name="reuse"/>'s, same socket).</summary>
+    public static async Task<AgentProcess> StartAsync(IReadOnlyDictionary<string, string>? environment = null, AgentProcess? reuse = null)
+    {
+        var directory = reuse?.Directory ?? System.IO.Directory.CreateTempSubdirectory("de-e2e-").FullName;
+        var socket = reuse?.SocketPath ?? Path.Combine(directory, "run", "bus.sock");
+        var agent = new AgentProcess(directory, socket, environment ?? new Dictionary<string, string>());
+        agent._process.Start();
+        agent._process.BeginOutputReadLine();
+        agent._process.BeginErrorReadLine();
+        try
+        {
+            await agent._ready.Task.WaitAsync(StartTimeout);
+        }
+        catch
+        {
+            await agent.DisposeAsync();
+            throw;
+        }
+
+        return agent;
+    }
+
+    /// <summary>SIGTERM, then wait for a clean exit (the agent removes its socket).</summary>
+    public async Task StopAsync()
+    {
+        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync();
+        }
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await _process.WaitForExitAsync(timeout.Token);
+    }
+
+    public int ExitCode => _process.ExitCode;
+
+    private void OnLine(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_log)
+        {
+            _log.Add(line);
+        }
+
+        if (line.Contains("daemoneye-agent ready", StringComparison.Ordinal))
+        {
+            _ready.TrySetResult();
+        }
+    }
+
+    /// <summary>Kills the agent if it still runs; the directory stays for a restart unless <paramref name="keepDirectory"/> is false.</summary>
+    public async ValueTask DisposeAsync(bool keepDirectory)
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync();
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+
+        _process.Dispose();
+        if (!keepDirectory)
+        {
+            try
+            {
+                System.IO.Directory.Delete(Directory, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+
+    public ValueTask DisposeAsync() => DisposeAsync(keepDirectory: false);
+}
+
+/// <summary>Where the built agent and CLI are.</summary>
+internal static class Paths
+{
+#if DEBUG
+    private const string Configuration = "Debug";
+#else
+    private const string Configuration = "Release";
+#endif
+
+    public static string RepositoryRoot { get; } = FindRoot();
+
+    public static string AgentDll => Path.Combine(RepositoryRoot, "src", "Silo", "bin", Configuration, "net10.0", "daemoneye-agent.dll");
+
+    public static string CliDll => Path.Combine(RepositoryRoot, "src", "Cli", "bin", Configuration, "net10.0", "daemoneye-cli.dll");
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "DaemonEye.Orleans.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException($"no DaemonEye.Orleans.sln above {AppContext.BaseDirectory}");
+    }
+}
+
+/// <summary>The real daemoneye-cli as a child process.</summary>
+internal sealed class CliProcess : IDisposable
+{
+    private readonly Process _process;
+    private readonly List<string> _stdout = [];
+    private readonly List<string> _stderr = [];
+    private readonly TaskCompletionSource _stderrMarker = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly string? _marker;
+
+    public CliProcess(string socketPath, string? stderrMarker, params string[] args)
+    {
+        _marker = stderrMarker;
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Path.GetTempPath(),
+        };
+        start.ArgumentList.Add(Paths.CliDll);
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        start.Environment["DAEMONEYE_BROKER__SOCKET_PATH"] = socketPath;
+        _process = new Process { StartInfo = start };
+        _process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                lock (_stdout)
+                {
+                    _stdout.Add(e.Data);
+                }
+            }
+        };
+        _process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+            {
+                return;
+            }
+
+            lock (_stderr)
+            {
+                _stderr.Add(e.Data);
+            }
+
+            if (_marker is not null && e.Data.Contains(_marker, StringComparison.Ordinal))
+            {
+                _stderrMarker.TrySetResult();
+            }
+        };
+        _process.Start();
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public IReadOnlyList<string> Stdout
+    {
+        get
+        {
+            lock (_stdout)
+            {
+                return [.. _stdout];
+            }
+        }
+    }
+
+    public string Stderr
+    {
+        get
+        {
+            lock (_stderr)
+            {
+                return string.Join('\n', _stderr);
+            }
+        }
+    }
+
+    /// <summary>Completes when the marker line appears on stderr.</summary>
+    public Task Marker => _stderrMarker.Task;
+
+    public async Task<int> WaitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cts.Token);
+        return _process.ExitCode;
+    }
+
+    public static async Task<(int Code, IReadOnlyList<string> Stdout, string Stderr)> RunAsync(string socketPath, TimeSpan timeout, params string[] args)
+    {
+        using var cli = new CliProcess(socketPath, null, args);
+        var code = await cli.WaitAsync(timeout);
+        return (code, cli.Stdout, cli.Stderr);
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+
+        _process.Dispose();
+    }
+}
