@@ -39,6 +39,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         IBusPublisher publisher,
         TimeProvider time,
         ProcessLauncher launcher,
+        CollectorPresenceHub presence,
         ILogger<CollectorSupervisor> logger)
     {
         _options = options.Value;
@@ -47,6 +48,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         _time = time;
         _logger = logger;
         _launcher = launcher;
+        presence.Attach(this);
         var environment = new Dictionary<string, string>
         {
             ["DAEMONEYE_BROKER__SOCKET_PATH"] = bus.SocketPath,
