@@ -3,8 +3,9 @@ using DaemonEye.Cli.Commands;
 
 namespace DaemonEye.Cli;
 
-/// <summary>daemoneye-cli's command tree. Exit codes: 0 success; 1 "no" (topic match) or an
-/// incomplete run; 2 invalid input; 3 the agent could not be reached or refused.</summary>
+/// <summary>daemoneye-cli's command tree. Exit codes: 0 success; 1 "no" (topic match), an
+/// incomplete run, or an RPC/IPC failure (stderr: <c>&lt;Kind&gt;: &lt;message&gt;</c>, e.g.
+/// <c>NotFound: ...</c>); 2 invalid input; 3 the agent could not be reached or refused.</summary>
 internal static class CliApplication
 {
     public const int Ok = 0;
@@ -25,6 +26,8 @@ internal static class CliApplication
         root.Subcommands.Add(TopicCommands.Build(context));
         root.Subcommands.Add(PublishCommand.Build(context));
         root.Subcommands.Add(SubscribeCommand.Build(context));
+        root.Subcommands.Add(CollectorCommands.BuildStatus(context));
+        root.Subcommands.Add(CollectorCommands.BuildCollectors(context));
         root.Subcommands.Add(BenchCommand.Build(context));
         return root;
     }

@@ -475,6 +475,9 @@ public sealed partial class BusClient : IAsyncDisposable
             pending.Fail(new ObjectDisposedException(nameof(BusClient)));
         }
 
+        FailCalls(null, "the bus client was disposed while the call was pending");
+        _incomingRequests.Writer.TryComplete();
+
         _disposeCts.Dispose();
     }
 
@@ -703,6 +706,7 @@ public sealed partial class BusClient : IAsyncDisposable
             // The loops report through connection.Closed.
         }
 
+        FailCalls(connection, $"the connection to the agent at {SocketPath} was lost while the call was pending");
         var lostError = new BusConnectionException($"the connection to the agent at {SocketPath} was lost");
         foreach (var (id, pending) in _requests)
         {
@@ -1032,6 +1036,10 @@ public sealed partial class BusClient : IAsyncDisposable
                 break;
             }
 
+            case Envelope.BodyOneofCase.RpcRequest:
+            case Envelope.BodyOneofCase.RpcResponse:
+                HandleRpc(envelope);
+                break;
             case Envelope.BodyOneofCase.Ping:
                 EnqueueControl(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } });
                 break;

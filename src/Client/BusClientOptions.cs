@@ -50,6 +50,9 @@ public sealed class BusClientOptions
     /// <summary>Longest time DisposeAsync waits for buffered publishes to reach the agent.</summary>
     public TimeSpan DisposeTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>Timeout of an RPC call that sets none. Null: the agent's <c>rpc.default_timeout_seconds</c>.</summary>
+    public TimeSpan? DefaultRpcTimeout { get; set; }
+
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
     public ILoggerFactory? LoggerFactory { get; set; }
@@ -97,6 +100,11 @@ public sealed class BusClientOptions
         if (HandshakeTimeout <= TimeSpan.Zero)
         {
             yield return $"HandshakeTimeout is {HandshakeTimeout}; it must be positive";
+        }
+
+        if (DefaultRpcTimeout is { } rpcTimeout && (rpcTimeout <= TimeSpan.Zero || rpcTimeout.TotalMilliseconds > uint.MaxValue))
+        {
+            yield return $"DefaultRpcTimeout is {rpcTimeout}; it must be positive and at most 49 days";
         }
 
         if (DisposeTimeout < TimeSpan.Zero)

@@ -19,6 +19,7 @@ internal static class BenchCommand
     {
         var bench = new Command("bench", "Measure the running agent");
         bench.Subcommands.Add(BuildPubSub(context));
+        bench.Subcommands.Add(BenchRpcCommand.Build(context));
         return bench;
     }
 
