@@ -156,6 +156,8 @@ internal static class Paths
 
     public static string CliDll => Path.Combine(RepositoryRoot, "src", "Cli", "bin", Configuration, "net10.0", "daemoneye-cli.dll");
 
+    public static string TestCollectorDll => Path.Combine(RepositoryRoot, "tests", "TestCollector", "bin", Configuration, "net10.0", "test-collector.dll");
+
     private static string FindRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
