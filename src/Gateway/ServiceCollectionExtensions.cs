@@ -29,12 +29,28 @@ public static class ServiceCollectionExtensions
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<RpcOptions>, RpcOptionsValidator>();
         services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<Rpc.CollectorPresenceHub>();
         services.AddSingleton<Rpc.RpcRouter>();
         services.AddSingleton<Rpc.AgentRpcClient>();
         services.AddSingleton<Rpc.IAgentRpc>(sp => sp.GetRequiredService<Rpc.AgentRpcClient>());
         services.AddSingleton<IBusPublisher, LocalPublisher>();
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
+        return services;
+    }
+
+    /// <summary>
+    /// Adds the IPC server (the CLI's control socket, <c>ipc.socket_path</c>, default ipc.sock beside the
+    /// bus socket). Needs an <see cref="IAgentControl"/> (the supervisor registers one).
+    /// </summary>
+    public static IServiceCollection AddAgentIpc(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<IpcOptions>().Bind(configuration.GetSection(IpcOptions.SectionName));
+        services.AddSingleton(sp => new Ipc.IpcEndpoint(DaemonEye.Hosting.SocketPaths.IpcSocket(
+            sp.GetRequiredService<IOptions<IpcOptions>>().Value.SocketPath,
+            sp.GetRequiredService<IOptions<BrokerOptions>>().Value.SocketPath)));
+        services.AddSingleton<Ipc.IpcSocketListener>();
+        services.AddHostedService(sp => sp.GetRequiredService<Ipc.IpcSocketListener>());
         return services;
     }
 

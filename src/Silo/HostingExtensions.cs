@@ -22,6 +22,9 @@ internal static partial class HostingExtensions
     {
         var errors = new List<string>();
         Check(errors, () => configuration.GetBrokerOptions().Validate());
+        Check(errors, () => Bind<RpcOptions>(configuration, RpcOptions.SectionName).Validate());
+        Check(errors, () => Bind<IpcOptions>(configuration, IpcOptions.SectionName).Validate());
+        Check(errors, () => Supervision.ServiceCollectionExtensions.ValidateSupervision(configuration).ToList());
         Check(errors, () => Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).Validate());
         Check(errors, () => Bind<LoggingOptions>(configuration, LoggingOptions.SectionName).Validate());
         return errors;
@@ -102,17 +105,17 @@ internal static partial class HostingExtensions
     public static IServiceCollection AddReadyAnnouncement(this IServiceCollection services) =>
         services.AddHostedService<ReadyAnnouncer>();
 
-    private sealed partial class ReadyAnnouncer(BusEndpoint bus, ILogger<ReadyAnnouncer> logger) : IHostedService
+    private sealed partial class ReadyAnnouncer(BusEndpoint bus, Gateway.Ipc.IpcEndpoint ipc, ILogger<ReadyAnnouncer> logger) : IHostedService
     {
         public Task StartAsync(CancellationToken cancellationToken)
         {
-            LogReady(logger, AgentInfo.Version, bus.SocketPath, Environment.ProcessId);
+            LogReady(logger, AgentInfo.Version, bus.SocketPath, ipc.SocketPath, Environment.ProcessId);
             return Task.CompletedTask;
         }
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-        [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "daemoneye-agent ready: version {Version}, bus socket {BusSocket}, pid {Pid}")]
-        private static partial void LogReady(Microsoft.Extensions.Logging.ILogger logger, string version, string busSocket, int pid);
+        [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "daemoneye-agent ready: version {Version}, bus socket {BusSocket}, IPC socket {IpcSocket}, pid {Pid}")]
+        private static partial void LogReady(Microsoft.Extensions.Logging.ILogger logger, string version, string busSocket, string ipcSocket, int pid);
     }
 }

@@ -2,6 +2,7 @@ using DaemonEye.Configuration;
 using DaemonEye.Gateway;
 using DaemonEye.Grains;
 using DaemonEye.Silo;
+using DaemonEye.Supervision;
 using Microsoft.Extensions.Hosting;
 
 // daemoneye-agent: the embedded event bus broker in one localhost-only Orleans silo.
@@ -46,6 +47,8 @@ builder.UseOrleans(silo => silo
     .UseSingleLoopbackSilo(builder.Configuration)
     .AddEventBusGrains());
 builder.Services.AddEventBusGateway(builder.Configuration);
+builder.Services.AddCollectorSupervision(builder.Configuration);
+builder.Services.AddAgentIpc(builder.Configuration);
 builder.Services.AddReadyAnnouncement();
 
 using var host = builder.Build();

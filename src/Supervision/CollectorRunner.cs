@@ -40,6 +40,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
     private int _totalRestarts;
     private CancellationTokenSource? _pendingRestart;
     private TaskCompletionSource<CollectorPresence>? _registration;
+    private Process? _killedForStartupTimeout;
 
     public CollectorDefinition Definition => definition;
 
@@ -199,6 +200,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
         }
 
         LogStartupTimeout(context.Logger, Id, pid, Options.StartupTimeoutSeconds);
+        _killedForStartupTimeout = process;
         Signals.Send(pid, Signals.SigKill);
         return $"collector '{Id}' did not register within process_manager.startup_timeout_seconds ({Options.StartupTimeoutSeconds} s); killed it";
     }
@@ -217,7 +219,9 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
             _process = null;
             var code = process.ExitCode;
-            var how = code > 128 ? $"killed by signal {code - 128}" : $"exited with code {code}";
+            var how = ReferenceEquals(_killedForStartupTimeout, process)
+                ? string.Create(CultureInfo.InvariantCulture, $"did not register within {Options.StartupTimeoutSeconds} s and was killed")
+                : code > 128 ? $"was killed by signal {code - 128}" : $"exited with code {code}";
             if (_stopRequested)
             {
                 await TransitionAsync(CollectorLifecycle.Stopped, 0, how, null, code);
@@ -226,7 +230,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
             if (!Options.EnableAutoRestart)
             {
-                await TransitionAsync(CollectorLifecycle.Failed, 0, $"{how} unexpectedly; process_manager.enable_auto_restart is off", null, code);
+                await TransitionAsync(CollectorLifecycle.Failed, 0, $"{how}; process_manager.enable_auto_restart is off", null, code);
                 return;
             }
 
@@ -239,7 +243,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
             if (_recentRestarts.Count >= Options.MaxRestartAttempts)
             {
                 await TransitionAsync(CollectorLifecycle.Failed, 0,
-                    string.Create(CultureInfo.InvariantCulture, $"{how} unexpectedly after {_recentRestarts.Count} restarts within {Options.RestartWindowSeconds} s (process_manager.max_restart_attempts = {Options.MaxRestartAttempts}); not restarting it. Start it by hand: daemoneye-cli collectors start {Id}"),
+                    string.Create(CultureInfo.InvariantCulture, $"{how} after {_recentRestarts.Count} restarts within {Options.RestartWindowSeconds} s (process_manager.max_restart_attempts = {Options.MaxRestartAttempts}); not restarting it. Start it by hand: daemoneye-cli collectors start {Id}"),
                     null, code);
                 return;
             }
@@ -250,7 +254,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
             var attempt = _recentRestarts.Count;
             var delay = Options.BackoffFor(attempt);
             await TransitionAsync(CollectorLifecycle.Stopped, 0,
-                string.Create(CultureInfo.InvariantCulture, $"{how} unexpectedly; restart {attempt} of {Options.MaxRestartAttempts} in {delay.TotalSeconds:0.###} s"), null, code);
+                string.Create(CultureInfo.InvariantCulture, $"{how}; restart {attempt} of {Options.MaxRestartAttempts} in {delay.TotalSeconds:0.###} s"), null, code);
             var pending = new CancellationTokenSource();
             _pendingRestart = pending;
             _ = RestartAfterAsync(delay, pending.Token);

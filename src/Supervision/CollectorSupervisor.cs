@@ -27,6 +27,8 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
     private readonly TimeProvider _time;
     private readonly ILogger<CollectorSupervisor> _logger;
     private readonly ProcessLauncher _launcher;
+    private readonly IBusPublisher _publisher;
+    private readonly ConcurrentDictionary<string, CollectorHealthState> _lastHealth = new(StringComparer.Ordinal);
     private ITimer? _healthTimer;
     private DateTimeOffset _lastHealthCheck;
 
@@ -39,6 +41,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         IBusPublisher publisher,
         TimeProvider time,
         ProcessLauncher launcher,
+        CollectorPresenceHub presence,
         ILogger<CollectorSupervisor> logger)
     {
         _options = options.Value;
@@ -47,6 +50,8 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         _time = time;
         _logger = logger;
         _launcher = launcher;
+        _publisher = publisher;
+        presence.Attach(this);
         var environment = new Dictionary<string, string>
         {
             ["DAEMONEYE_BROKER__SOCKET_PATH"] = bus.SocketPath,
@@ -123,6 +128,12 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
             try
             {
                 var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(now, _options.HeartbeatInterval);
+                if (_lastHealth.TryGetValue(id, out var previous) ? previous != snapshot.Health : snapshot.Health != CollectorHealthState.Unknown)
+                {
+                    _lastHealth[id] = snapshot.Health;
+                    await PublishStatusAsync(snapshot);
+                }
+
                 if (rpcDue && snapshot.State == CollectorLifecycle.Running && _rpc.FindCollector(id) is not null)
                 {
                     var response = await _rpc.CallAsync(id, RpcOperation.HealthCheck, timeout: _options.HeartbeatInterval * 3);
@@ -138,6 +149,13 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
             }
         }
     }
+
+    public const string StatusTopic = "control.health.status";
+    public const string StatusContentType = "application/x-protobuf; messageType=daemoneye.ipc.v1.CollectorStatus";
+
+    /// <summary>Publishes a collector's status on control.health.status when its health changes.</summary>
+    private Task PublishStatusAsync(CollectorSnapshot snapshot) =>
+        _publisher.PublishAsync(StatusTopic, Google.Protobuf.MessageExtensions.ToByteString(ToStatus(snapshot)), StatusContentType, Correlation.ChildOf(null));
 
     private IEnumerable<string> KnownIds() => _runners.Keys.Concat(_external.Keys.Where(k => !_runners.ContainsKey(k))).Distinct().Order(StringComparer.Ordinal);
 

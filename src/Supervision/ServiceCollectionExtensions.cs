@@ -1,6 +1,5 @@
 using DaemonEye.Configuration;
 using DaemonEye.Gateway;
-using DaemonEye.Gateway.Rpc;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -25,7 +24,6 @@ public static class ServiceCollectionExtensions
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<ProcessLauncher>();
         services.AddSingleton<CollectorSupervisor>();
-        services.AddSingleton<ICollectorPresenceObserver>(sp => sp.GetRequiredService<CollectorSupervisor>());
         services.AddSingleton<IAgentControl>(sp => sp.GetRequiredService<CollectorSupervisor>());
         services.AddHostedService(sp => sp.GetRequiredService<CollectorSupervisor>());
         return services;

@@ -92,6 +92,18 @@ internal sealed class AgentProcess : IAsyncDisposable
 
     public int ExitCode => _process.ExitCode;
 
+    public int Pid => _process.Id;
+
+    /// <summary>The IPC socket: ipc.sock beside the bus socket (the default).</summary>
+    public string IpcSocketPath => Path.Combine(Path.GetDirectoryName(SocketPath)!, "ipc.sock");
+
+    /// <summary>SIGKILL to the agent alone (not its children), and wait for it to be gone.</summary>
+    public async Task KillAgentOnlyAsync()
+    {
+        _process.Kill(entireProcessTree: false);
+        await _process.WaitForExitAsync();
+    }
+
     private void OnLine(string? line)
     {
         if (line is null)
@@ -153,6 +165,8 @@ internal static class Paths
     public static string RepositoryRoot { get; } = FindRoot();
 
     public static string AgentDll => Path.Combine(RepositoryRoot, "src", "Silo", "bin", Configuration, "net10.0", "daemoneye-agent.dll");
+
+    public static string TestCollectorDll => Path.Combine(RepositoryRoot, "tests", "TestCollector", "bin", Configuration, "net10.0", "test-collector.dll");
 
     public static string CliDll => Path.Combine(RepositoryRoot, "src", "Cli", "bin", Configuration, "net10.0", "daemoneye-cli.dll");
 

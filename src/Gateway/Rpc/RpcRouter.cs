@@ -37,6 +37,26 @@ public interface ICollectorPresenceObserver
 }
 
 /// <summary>
+/// Fan-out of collector presence events. Has no dependencies, so the router (which raises events)
+/// and the supervisor (which calls through the router and observes) do not depend on each other.
+/// </summary>
+public sealed class CollectorPresenceHub
+{
+    private volatile ICollectorPresenceObserver[] _observers = [];
+    private readonly Lock _gate = new();
+
+    public void Attach(ICollectorPresenceObserver observer)
+    {
+        lock (_gate)
+        {
+            _observers = [.. _observers, observer];
+        }
+    }
+
+    internal ICollectorPresenceObserver[] Observers => _observers;
+}
+
+/// <summary>
 /// Routes RPC calls point to point: a request for <c>control.collector.&lt;id&gt;</c> goes to the
 /// one connection registered as that collector; its response goes back to the caller alone. Keeps
 /// the pending calls (bounded by <c>rpc.max_pending_requests</c>), enforces deadlines with a sweep
@@ -52,7 +72,7 @@ internal sealed partial class RpcRouter : IDisposable
     private readonly ConcurrentDictionary<string, PendingCall> _pending = new(StringComparer.Ordinal);
     private readonly RpcOptions _options;
     private readonly TimeProvider _time;
-    private readonly IEnumerable<ICollectorPresenceObserver> _observers;
+    private readonly CollectorPresenceHub _presence;
     private readonly ILogger<RpcRouter> _logger;
     private readonly ITimer _sweep;
     private readonly Lock _sweepGate = new();
@@ -65,11 +85,11 @@ internal sealed partial class RpcRouter : IDisposable
     private long _rejected;
     private long _communicationErrors;
 
-    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, IEnumerable<ICollectorPresenceObserver> observers, ILogger<RpcRouter> logger)
+    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, CollectorPresenceHub presence, ILogger<RpcRouter> logger)
     {
         _options = options.Value;
         _time = time;
-        _observers = observers;
+        _presence = presence;
         _logger = logger;
         _sweep = time.CreateTimer(_ => Sweep(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
@@ -101,7 +121,7 @@ internal sealed partial class RpcRouter : IDisposable
 
         error = null;
         LogCollectorRegistered(_logger, presence.CollectorId, presence.ConnectionId, presence.Pid);
-        foreach (var observer in _observers)
+        foreach (var observer in _presence.Observers)
         {
             observer.OnCollectorConnected(presence);
         }
@@ -112,7 +132,7 @@ internal sealed partial class RpcRouter : IDisposable
     /// <summary>Tells the observers that <paramref name="collectorId"/> sent a heartbeat.</summary>
     public void NotifyHeartbeat(string collectorId)
     {
-        foreach (var observer in _observers)
+        foreach (var observer in _presence.Observers)
         {
             observer.OnCollectorHeartbeat(collectorId);
         }
@@ -150,7 +170,7 @@ internal sealed partial class RpcRouter : IDisposable
         if (collectorId is not null)
         {
             LogCollectorUnregistered(_logger, collectorId, peer.Id);
-            foreach (var observer in _observers)
+            foreach (var observer in _presence.Observers)
             {
                 observer.OnCollectorDisconnected(collectorId, peer.Id);
             }

@@ -1,0 +1,276 @@
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using DaemonEye.Configuration;
+using DaemonEye.Gateway.Rpc;
+using DaemonEye.Grains;
+using DaemonEye.Protocol;
+using DaemonEye.Protocol.Ipc.V1;
+using DaemonEye.Protocol.V1;
+using Google.Protobuf;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DaemonEye.Gateway.Ipc;
+
+/// <summary>Where the IPC server listens, resolved from configuration.</summary>
+public sealed record IpcEndpoint(string SocketPath);
+
+/// <summary>
+/// The product document's IPC server: the CLI's control socket. Protobuf IpcRequest frames in,
+/// one IpcResponse per request out (same request_id), requests of one connection served in order.
+/// Bound with the same rules as the bus socket (directory 0700, socket 0600, stale file removed,
+/// a live agent refused).
+/// </summary>
+internal sealed partial class IpcSocketListener(
+    IpcEndpoint endpoint,
+    BusEndpoint bus,
+    IOptions<BrokerOptions> broker,
+    IAgentControl control,
+    RpcRouter rpc,
+    GatewayStatistics stats,
+    IGrainFactory grains,
+    TimeProvider time,
+    ILogger<IpcSocketListener> logger) : IHostedLifecycleService, IAsyncDisposable
+{
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly ConcurrentDictionary<long, Task> _connections = new();
+    private readonly DateTimeOffset _started = time.GetUtcNow();
+    private Socket? _listener;
+    private Task? _acceptLoop;
+    private long _lastId;
+
+    public Task StartingAsync(CancellationToken cancellationToken)
+    {
+        _listener = UnixSocketBinder.Bind(endpoint.SocketPath, "IPC");
+        return Task.CompletedTask;
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        LogListening(logger, endpoint.SocketPath);
+        _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener!.AcceptAsync(_stopping.Token);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException || _stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (SocketException)
+            {
+                continue;
+            }
+
+            var id = Interlocked.Increment(ref _lastId);
+            _connections[id] = Task.Run(async () =>
+            {
+                try
+                {
+                    await ServeAsync(client, _stopping.Token);
+                }
+                finally
+                {
+                    _connections.TryRemove(id, out _);
+                    client.Dispose();
+                }
+            });
+        }
+    }
+
+    private async Task ServeAsync(Socket socket, CancellationToken cancellationToken)
+    {
+        var peer = PeerCredentials.Of(socket);
+        await using var stream = new NetworkStream(socket, ownsSocket: false);
+        var input = PipeReader.Create(stream);
+        var output = PipeWriter.Create(stream);
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync(cancellationToken);
+                var buffer = result.Buffer;
+                while (true)
+                {
+                    var status = Framing.TryReadFrame(ref buffer, broker.Value.MaxFrameSize, out var frame, out var declared);
+                    if (status == FrameStatus.Incomplete)
+                    {
+                        break;
+                    }
+
+                    if (status == FrameStatus.TooLarge)
+                    {
+                        await ReplyAsync(output, new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, $"frame length {declared} exceeds the maximum frame size {broker.Value.MaxFrameSize}") }, cancellationToken);
+                        return;
+                    }
+
+                    IpcRequest request;
+                    try
+                    {
+                        request = IpcRequest.Parser.ParseFrom(frame);
+                    }
+                    catch (InvalidProtocolBufferException ex)
+                    {
+                        await ReplyAsync(output, new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, $"not a valid IpcRequest: {ex.Message}") }, cancellationToken);
+                        return;
+                    }
+
+                    LogRequest(logger, request.BodyCase, request.Correlation?.CorrelationId ?? string.Empty, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue);
+                    var response = await HandleAsync(request, cancellationToken);
+                    response.RequestId = request.RequestId;
+                    await ReplyAsync(output, response, cancellationToken);
+                }
+
+                input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted)
+                {
+                    return;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or SocketException)
+        {
+            // Client gone or agent stopping.
+        }
+        finally
+        {
+            await input.CompleteAsync();
+            await output.CompleteAsync();
+        }
+    }
+
+    private static async Task ReplyAsync(PipeWriter output, IpcResponse response, CancellationToken cancellationToken)
+    {
+        Framing.Write(output, response);
+        await output.FlushAsync(cancellationToken);
+    }
+
+    private async Task<IpcResponse> HandleAsync(IpcRequest request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            switch (request.BodyCase)
+            {
+                case IpcRequest.BodyOneofCase.Status:
+                    return new IpcResponse { Status = await StatusAsync(cancellationToken) };
+                case IpcRequest.BodyOneofCase.ListCollectors:
+                    var list = new ListCollectorsResponse();
+                    list.Collectors.AddRange(await control.ListCollectorsAsync(cancellationToken));
+                    return new IpcResponse { ListCollectors = list };
+                case IpcRequest.BodyOneofCase.CollectorCommand:
+                    var (reply, error) = await control.ExecuteAsync(request.CollectorCommand, request.Correlation, cancellationToken);
+                    return error is not null ? new IpcResponse { Error = error } : new IpcResponse { CollectorCommand = reply };
+                default:
+                    return new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, "the request has no body; expected status, list_collectors or collector_command") };
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogFailed(logger, request.BodyCase, ex);
+            return new IpcResponse { Error = Error(RpcErrorKind.ExecutionError, ex.Message) };
+        }
+    }
+
+    private async Task<StatusResponse> StatusAsync(CancellationToken cancellationToken)
+    {
+        var registry = await grains.GetGrain<ISubscriptionRegistryGrain>(RegistryGrain.Key).GetStats().WaitAsync(cancellationToken);
+        var r = rpc.Statistics;
+        var status = new StatusResponse
+        {
+            AgentVersion = AgentInfo.Version,
+            Pid = (uint)Environment.ProcessId,
+            UptimeMs = (ulong)(time.GetUtcNow() - _started).TotalMilliseconds,
+            BusSocket = bus.SocketPath,
+            IpcSocket = endpoint.SocketPath,
+            Broker = new BrokerStatistics
+            {
+                ConnectionsOpen = (ulong)Math.Max(0, stats.ConnectionsOpen),
+                ConnectionsAccepted = (ulong)stats.ConnectionsAccepted,
+                Published = (ulong)stats.Published,
+                Delivered = (ulong)stats.Delivered,
+                Dropped = (ulong)stats.Dropped,
+                ProtocolErrors = (ulong)stats.ProtocolErrors,
+                Unrouted = (ulong)stats.Unrouted,
+                Subscriptions = (uint)registry.Subscriptions,
+                MaxSubscribers = (uint)registry.MaxSubscribers,
+                ActiveTopics = (uint)registry.ActiveTopics,
+            },
+            Rpc = new Protocol.Ipc.V1.RpcStatistics
+            {
+                Requests = (ulong)r.Requests,
+                Responses = (ulong)r.Responses,
+                Timeouts = (ulong)r.Timeouts,
+                LateResponsesDiscarded = (ulong)r.LateResponsesDiscarded,
+                Rejected = (ulong)r.Rejected,
+                CommunicationErrors = (ulong)r.CommunicationErrors,
+                Pending = (uint)r.Pending,
+            },
+        };
+        status.Collectors.AddRange(await control.ListCollectorsAsync(cancellationToken));
+        return status;
+    }
+
+    private static RpcError Error(RpcErrorKind kind, string message) => new() { Kind = kind, Message = message };
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_listener is null)
+        {
+            return;
+        }
+
+        await _stopping.CancelAsync();
+        _listener.Dispose();
+        if (_acceptLoop is not null)
+        {
+            await _acceptLoop;
+        }
+
+        try
+        {
+            await Task.WhenAll(_connections.Values).WaitAsync(TimeSpan.FromSeconds(5), cancellationToken);
+        }
+        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+        {
+            // Shutting down regardless.
+        }
+
+        UnixSocketBinder.Remove(endpoint.SocketPath);
+        _listener = null;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_listener is not null)
+        {
+            await StopAsync(CancellationToken.None);
+        }
+
+        _stopping.Dispose();
+    }
+
+    [LoggerMessage(EventId = 2200, Level = LogLevel.Information, Message = "IPC listening on {SocketPath}")]
+    private static partial void LogListening(ILogger logger, string socketPath);
+
+    [LoggerMessage(EventId = 2201, Level = LogLevel.Debug, Message = "IPC {Request} (correlation {CorrelationId}) from pid {Pid} uid {Uid}")]
+    private static partial void LogRequest(ILogger logger, IpcRequest.BodyOneofCase request, string correlationId, int pid, uint uid);
+
+    [LoggerMessage(EventId = 2202, Level = LogLevel.Error, Message = "IPC {Request} failed")]
+    private static partial void LogFailed(ILogger logger, IpcRequest.BodyOneofCase request, Exception exception);
+}
