@@ -40,7 +40,9 @@ public sealed class AgentIpcClient : IAsyncDisposable
     public static string ResolveSocketPath(string? configPath)
     {
         var configuration = new ConfigurationBuilder().AddDaemonEyeConfiguration(configPath).Build();
-        return SocketPaths.IpcSocket(configuration.GetSection("ipc")["socket_path"], configuration.GetBrokerOptions().SocketPath);
+        var ipc = new IpcOptions();
+        configuration.GetSection(IpcOptions.SectionName).Bind(ipc);
+        return SocketPaths.IpcSocket(ipc.SocketPath, configuration.GetBrokerOptions().SocketPath);
     }
 
     /// <exception cref="BusConnectionException">The socket is missing or refuses connections.</exception>

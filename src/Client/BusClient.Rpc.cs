@@ -19,6 +19,14 @@ public sealed partial class BusClient
     private readonly Channel<RpcRequest> _incomingRequests = Channel.CreateUnbounded<RpcRequest>(new UnboundedChannelOptions { SingleWriter = true });
     private long _lateResponses;
 
+    /// <summary>The caller's own deadline runs this much after the call's: the agent's Timeout answer
+    /// (which names the collector) normally arrives first; the caller's is the backstop.</summary>
+    public static readonly TimeSpan RpcDeadlineGrace = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>An RPC response arrived for no pending call and was dropped (see <see cref="LateRpcResponses"/>).
+    /// Raised on the reader; keep handlers short.</summary>
+    public event EventHandler<RpcResponse>? RpcResponseDropped;
+
     /// <summary>RPC responses that arrived for no pending call (after a caller-side timeout or cancellation) and were dropped.</summary>
     public long LateRpcResponses => Interlocked.Read(ref _lateResponses);
 
@@ -38,7 +46,7 @@ public sealed partial class BusClient
     /// <see cref="RpcStatus.Error"/> and an <see cref="RpcError"/> — the agent's (NotFound,
     /// InvalidOperation, ResourceExhausted, Timeout, CommunicationError), the collector's
     /// (ExecutionError, InvalidOperation...), or this client's own: Timeout when no answer came by
-    /// the deadline (a later answer is dropped and counted in <see cref="LateRpcResponses"/>),
+    /// the deadline plus <see cref="RpcDeadlineGrace"/> (a later answer is dropped and counted in <see cref="LateRpcResponses"/>),
     /// CommunicationError when the connection was lost while the call was pending (every pending
     /// call fails at once; calls are not retried on the next connection).
     /// </summary>
@@ -131,7 +139,7 @@ public sealed partial class BusClient
             {
                 var (client, pending) = ((BusClient, PendingCall))state!;
                 client.TimeOut(pending);
-            }, (this, call), deadline, Timeout.InfiniteTimeSpan);
+            }, (this, call), deadline + RpcDeadlineGrace, Timeout.InfiniteTimeSpan);
         }
 
         EnqueueControl(new Envelope { RpcRequest = request });
@@ -260,6 +268,7 @@ public sealed partial class BusClient
         {
             Interlocked.Increment(ref _lateResponses);
             Log.RpcLateResponse(_logger, id);
+            Raise(RpcResponseDropped, response);
         }
     }
 

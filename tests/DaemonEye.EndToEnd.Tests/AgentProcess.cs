@@ -166,9 +166,9 @@ internal static class Paths
 
     public static string AgentDll => Path.Combine(RepositoryRoot, "src", "Silo", "bin", Configuration, "net10.0", "daemoneye-agent.dll");
 
-    public static string TestCollectorDll => Path.Combine(RepositoryRoot, "tests", "TestCollector", "bin", Configuration, "net10.0", "test-collector.dll");
-
     public static string CliDll => Path.Combine(RepositoryRoot, "src", "Cli", "bin", Configuration, "net10.0", "daemoneye-cli.dll");
+
+    public static string TestCollectorDll => Path.Combine(RepositoryRoot, "tests", "TestCollector", "bin", Configuration, "net10.0", "test-collector.dll");
 
     private static string FindRoot()
     {

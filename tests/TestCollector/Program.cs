@@ -4,7 +4,7 @@
 //   --crash-at-start      exit with code 3 at once, before registering
 //   --ignore-stop         answer Stop without stopping, and ignore SIGTERM (only SIGKILL ends it)
 //   --health-delay-ms N   answer HealthCheck after N ms (the delay ignores the deadline, so a late
-//                         answer really is sent)
+//                         answer really is sent); prints "health-check started <correlation id>"
 //   --no-heartbeat        never publish a heartbeat
 // UpdateConfig publishes its settings on events.test.config from inside the handler (so the event
 // carries the call's correlation root).
@@ -42,6 +42,8 @@ if (healthDelay > TimeSpan.Zero)
 {
     collector.HandleHealthCheck(async (call, cancellationToken) =>
     {
+        // The marker tells a test the call has reached the collector.
+        Console.WriteLine($"health-check started {call.Correlation.CorrelationId}");
         await Task.Delay(healthDelay, TimeProvider.System, CancellationToken.None);
         return new HealthCheckResponse { Healthy = true, Status = "slow", UptimeMs = (ulong)call.Collector.Uptime.TotalMilliseconds };
     });

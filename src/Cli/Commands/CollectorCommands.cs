@@ -212,7 +212,7 @@ internal static class CollectorCommands
                     context.Output.WriteLine($"{collectorId}: {(h.Healthy ? "healthy" : "UNHEALTHY")}, status '{h.Status}', up {Duration(TimeSpan.FromMilliseconds(h.UptimeMs))}{(details.Length > 0 ? $" ({details})" : "")}");
                 }
 
-                if (result.Collector is not null)
+                if (result.Collector is not null && action != CollectorAction.Health)
                 {
                     WriteTable(context.Output, [result.Collector]);
                 }

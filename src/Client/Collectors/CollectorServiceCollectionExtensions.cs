@@ -4,6 +4,7 @@ using Google.Protobuf;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Console;
 using Microsoft.Extensions.Options;
 
 namespace DaemonEye.Client;
@@ -18,6 +19,7 @@ public static class CollectorServiceCollectionExtensions
     /// declares its capabilities, publishes heartbeats, serves RPCs (HealthCheck, GetCapabilities,
     /// Stop by default; others through the returned builder), and stops when its supervising agent
     /// is gone. Register it before the collector's own hosted services, so they start connected.
+    /// Console log records are written on one line each (the agent logs a collector's stdout by line).
     /// </summary>
     public static CollectorBuilder AddDaemonEyeCollector(this IServiceCollection services, Action<CollectorOptions>? configure = null)
     {
@@ -34,6 +36,9 @@ public static class CollectorServiceCollectionExtensions
         var handlers = new CollectorHandlers();
         services.AddSingleton(handlers);
         services.TryAddSingleton(TimeProvider.System);
+
+        // The agent copies a collector's stdout into its own log line by line: one record, one line.
+        services.Configure<SimpleConsoleFormatterOptions>(o => o.SingleLine = true);
         services.TryAddSingleton<CollectorHost>();
         services.TryAddSingleton<ICollectorContext>(sp => sp.GetRequiredService<CollectorHost>());
         services.AddHostedService(sp => sp.GetRequiredService<CollectorHost>());

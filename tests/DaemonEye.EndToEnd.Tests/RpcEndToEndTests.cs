@@ -1,0 +1,249 @@
+using System.Text.Json;
+using DaemonEye.Client;
+using DaemonEye.Protocol.Collector.V1;
+using DaemonEye.Protocol.V1;
+using Google.Protobuf;
+
+namespace DaemonEye.EndToEnd.Tests;
+
+/// <summary>One agent and two real test-collector processes for the RPC tests: "fast" (answers at
+/// once) and "slow" (answers HealthCheck after <see cref="SlowDelay"/>).</summary>
+public sealed class RpcAgentFixture : IAsyncLifetime
+{
+    public static readonly TimeSpan SlowDelay = TimeSpan.FromMilliseconds(1500);
+
+    internal AgentProcess Agent { get; private set; } = null!;
+
+    internal TestCollectorProcess Fast { get; private set; } = null!;
+
+    internal TestCollectorProcess Slow { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Agent = await AgentProcess.StartAsync(new Dictionary<string, string> { ["DAEMONEYE_RPC__MAX_PENDING_REQUESTS"] = "5000" });
+        Fast = await TestCollectorProcess.StartAsync(Agent.SocketPath, "fast");
+        Slow = await TestCollectorProcess.StartAsync(Agent.SocketPath, "slow", "--health-delay-ms", ((int)SlowDelay.TotalMilliseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    public async Task DisposeAsync()
+    {
+        Fast?.Dispose();
+        Slow?.Dispose();
+        if (Agent is not null)
+        {
+            await Agent.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>RPC through the real agent between SDK callers and real collector processes built on the SDK's collector host.</summary>
+public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<RpcAgentFixture>
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    private BusClientOptions Options(string id) => new()
+    {
+        SocketPath = fixture.Agent.SocketPath,
+        ClientId = id,
+        AutoReconnect = false,
+    };
+
+    [Fact]
+    public async Task HealthCheck_round_trip_carries_child_correlation_and_events_from_a_handler_share_the_root()
+    {
+        await using var caller = await BusClient.ConnectAsync(Options("caller-health"));
+        var parent = new CorrelationMetadata { CorrelationId = "op-7", RootCorrelationId = "scan-1", SequenceNumber = 4 };
+
+        var response = await caller.CallAsync("fast", RpcOperation.HealthCheck, parent: parent).WaitAsync(Patience);
+
+        Assert.Equal(RpcStatus.Ok, response.Status);
+        Assert.Equal("op-7", response.Correlation.ParentCorrelationId);
+        Assert.Equal("scan-1", response.Correlation.RootCorrelationId);
+        Assert.Equal(5UL, response.Correlation.SequenceNumber);
+        Assert.Equal(32, response.Correlation.CorrelationId.Length);
+        var health = HealthCheckResponse.Parser.ParseFrom(response.Payload);
+        Assert.True(health.Healthy);
+        Assert.Equal(fixture.Fast.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), health.Details["pid"]);
+
+        // A call without a parent starts a chain of its own.
+        var root = await caller.CallAsync("fast", RpcOperation.GetCapabilities).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, root.Status);
+        Assert.Equal(root.Correlation.CorrelationId, root.Correlation.RootCorrelationId);
+        Assert.Equal(string.Empty, root.Correlation.ParentCorrelationId);
+        var capabilities = Capabilities.Parser.ParseFrom(root.Payload);
+        Assert.Equal(["test.echo"], capabilities.TaskTypes);
+        Assert.Equal(["events.test.#"], capabilities.EventDomains);
+        Assert.Equal(4U, capabilities.Capacity);
+
+        // An event published by the handler while serving the call: parent = the call, same root.
+        var events = await caller.SubscribeAsync("events.test.config");
+        var update = new UpdateConfigRequest { Settings = { ["level"] = "debug" } };
+        var updated = await caller.CallAsync("fast", RpcOperation.UpdateConfig, update.ToByteString(), parent: parent).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, updated.Status);
+        await caller.FlushAsync().WaitAsync(Patience);
+        var published = await events.Reader.ReadAsync().AsTask().WaitAsync(Patience);
+        Assert.Equal(updated.Correlation.CorrelationId, published.Correlation.ParentCorrelationId);
+        Assert.Equal("scan-1", published.Correlation.RootCorrelationId);
+        Assert.Equal("debug", UpdateConfigRequest.Parser.ParseFrom(published.Payload.Span).Settings["level"]);
+
+        // Operations the collector does not serve.
+        var start = await caller.CallAsync("fast", RpcOperation.Start).WaitAsync(Patience);
+        Assert.Equal(RpcErrorKind.InvalidOperation, start.Error.Kind);
+        Assert.Contains("does not support Start", start.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_call_to_an_unknown_collector_is_NotFound_and_lists_the_connected_ones()
+    {
+        await using var caller = await BusClient.ConnectAsync(Options("caller-notfound"));
+        var response = await caller.CallAsync("nobody", RpcOperation.HealthCheck).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Error, response.Status);
+        Assert.Equal(RpcErrorKind.NotFound, response.Error.Kind);
+        Assert.Contains("fast", response.Error.Message, StringComparison.Ordinal);
+        Assert.Contains("slow", response.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_call_that_outlives_its_timeout_gets_Timeout_and_the_late_answer_never_reaches_the_caller()
+    {
+        await using var caller = await BusClient.ConnectAsync(Options("caller-timeout"));
+        var dropped = new List<RpcResponse>();
+        caller.RpcResponseDropped += (_, r) =>
+        {
+            lock (dropped)
+            {
+                dropped.Add(r);
+            }
+        };
+        var timedOut = await caller.CallAsync("slow", RpcOperation.HealthCheck, timeout: TimeSpan.FromMilliseconds(300)).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Error, timedOut.Status);
+        Assert.Equal(RpcErrorKind.Timeout, timedOut.Error.Kind);
+
+        // A second call to the same collector is answered after the first (the collector answers in
+        // start order over one connection, and the agent handles its frames in order): once it is
+        // back, the first call's late answer has reached the agent, which discarded it.
+        var later = await caller.CallAsync("slow", RpcOperation.HealthCheck, timeout: TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, later.Status);
+        Assert.Equal("slow", HealthCheckResponse.Parser.ParseFrom(later.Payload).Status);
+        Assert.Equal(0, caller.PendingCalls);
+
+        // The caller may see the agent's own Timeout answer after its backstop fired, never the collector's.
+        lock (dropped)
+        {
+            Assert.All(dropped, r => Assert.Equal(RpcErrorKind.Timeout, r.Error?.Kind));
+            Assert.True(dropped.Count <= 1);
+        }
+    }
+
+    [Fact]
+    public async Task A_thousand_concurrent_calls_from_several_clients_are_each_answered_with_their_own_correlation()
+    {
+        const int Clients = 4;
+        const int PerClient = 250;
+        var callers = new List<BusClient>();
+        try
+        {
+            for (var i = 0; i < Clients; i++)
+            {
+                callers.Add(await BusClient.ConnectAsync(Options($"caller-many-{i}")));
+            }
+
+            var calls = callers.SelectMany((c, i) => Enumerable.Range(0, PerClient).Select(j =>
+            {
+                var parent = new CorrelationMetadata { CorrelationId = $"p-{i}-{j}", RootCorrelationId = $"root-{i}" };
+                return (Parent: parent, Call: c.CallAsync("fast", RpcOperation.HealthCheck, timeout: TimeSpan.FromSeconds(20), parent: parent));
+            })).ToList();
+            await Task.WhenAll(calls.Select(c => c.Call)).WaitAsync(TimeSpan.FromSeconds(60));
+
+            foreach (var (parent, call) in calls)
+            {
+                var response = await call;
+                Assert.True(response.Status == RpcStatus.Ok, $"{parent.CorrelationId}: {response.Error}");
+                Assert.Equal(parent.CorrelationId, response.Correlation.ParentCorrelationId);
+                Assert.Equal(parent.RootCorrelationId, response.Correlation.RootCorrelationId);
+            }
+
+            Assert.Equal(Clients * PerClient, calls.Select(c => c.Call.Result.Correlation.CorrelationId).Distinct().Count());
+            Assert.All(callers, c => Assert.Equal(0, c.LateRpcResponses));
+        }
+        finally
+        {
+            foreach (var caller in callers)
+            {
+                await caller.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Killing_the_collector_mid_call_fails_the_pending_call_with_CommunicationError_at_once()
+    {
+        using var doomed = await TestCollectorProcess.StartAsync(fixture.Agent.SocketPath, "doomed", "--health-delay-ms", "60000");
+        await using var caller = await BusClient.ConnectAsync(Options("caller-doomed"));
+        var started = doomed.NextLineAsync("health-check started");
+        var call = caller.CallAsync("doomed", RpcOperation.HealthCheck, timeout: TimeSpan.FromSeconds(50));
+        await started.WaitAsync(Patience);
+
+        await doomed.KillAsync();
+
+        var response = await call.WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Error, response.Status);
+        Assert.Equal(RpcErrorKind.CommunicationError, response.Error.Kind);
+        Assert.Contains("doomed", response.Error.Message, StringComparison.Ordinal);
+
+        var gone = await caller.CallAsync("doomed", RpcOperation.HealthCheck).WaitAsync(Patience);
+        Assert.Equal(RpcErrorKind.NotFound, gone.Error.Kind);
+    }
+
+    [Fact]
+    public async Task A_caller_that_disconnects_mid_call_leaves_the_agent_and_the_collector_working()
+    {
+        var leaving = await BusClient.ConnectAsync(Options("caller-leaving"));
+        var started = fixture.Slow.NextLineAsync("health-check started");
+        var abandoned = leaving.CallAsync("slow", RpcOperation.HealthCheck, timeout: TimeSpan.FromSeconds(20));
+        await started.WaitAsync(Patience);
+        await leaving.DisposeAsync();
+
+        var local = await abandoned.WaitAsync(Patience);
+        Assert.Equal(RpcErrorKind.CommunicationError, local.Error.Kind);
+
+        // The collector answers the abandoned call later; the agent drops it and keeps serving.
+        await using var next = await BusClient.ConnectAsync(Options("caller-next"));
+        var fast = await next.CallAsync("fast", RpcOperation.HealthCheck).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, fast.Status);
+        var slow = await next.CallAsync("slow", RpcOperation.HealthCheck, timeout: TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, slow.Status);
+        Assert.Equal(0, next.LateRpcResponses);
+        Assert.Equal(0, next.PendingCalls);
+    }
+
+    [Fact]
+    public async Task A_second_collector_with_a_taken_id_is_refused_and_exits_with_1()
+    {
+        var (code, output) = await TestCollectorProcess.RunToExitAsync(fixture.Agent.SocketPath, "fast", Patience);
+        Assert.True(code == 1, $"exit {code}:\n{output}");
+        Assert.Contains("Conflict", output, StringComparison.Ordinal);
+        Assert.Contains("already registered", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_rpc_json_reports_throughput_latency_and_errors()
+    {
+        var (code, stdout, stderr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, TimeSpan.FromSeconds(120),
+            "bench", "rpc", "--collector", "fast", "--requests", "3000", "--concurrency", "16", "--connections", "2", "--warmup", "200", "--json");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        using var json = JsonDocument.Parse(string.Join('\n', stdout));
+        var root = json.RootElement;
+        Assert.Equal(3000, root.GetProperty("requests").GetInt64());
+        Assert.True(root.GetProperty("requests_per_sec").GetDouble() > 0);
+        var latency = root.GetProperty("latency_us");
+        Assert.True(latency.GetProperty("p50").GetDouble() > 0);
+        Assert.True(latency.GetProperty("p99").GetDouble() >= latency.GetProperty("p50").GetDouble());
+        Assert.True(latency.GetProperty("p999").GetDouble() >= latency.GetProperty("p99").GetDouble());
+        Assert.Equal(JsonValueKind.Object, root.GetProperty("errors").ValueKind);
+
+        var (missing, _, missingErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, Patience, "bench", "rpc", "--collector", "nobody", "--requests", "10");
+        Assert.Equal(1, missing);
+        Assert.StartsWith("NotFound: ", missingErr, StringComparison.Ordinal);
+    }
+}
