@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net.Sockets;
 using DaemonEye.Configuration;
@@ -34,23 +33,20 @@ internal sealed partial class IpcSocketListener(
     TimeProvider time,
     ILogger<IpcSocketListener> logger) : IHostedLifecycleService, IAsyncDisposable
 {
-    private readonly CancellationTokenSource _stopping = new();
-    private readonly ConcurrentDictionary<long, Task> _connections = new();
     private readonly DateTimeOffset _started = time.GetUtcNow();
-    private Socket? _listener;
-    private Task? _acceptLoop;
-    private long _lastId;
+    private UnixSocketServer? _server;
 
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        _listener = UnixSocketBinder.Bind(endpoint.SocketPath, "IPC");
+        _server = new UnixSocketServer(endpoint.SocketPath, "IPC", ServeAsync, logger);
+        _server.Bind();
         return Task.CompletedTask;
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
         LogListening(logger, endpoint.SocketPath);
-        _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+        _server?.Start();
         return Task.CompletedTask;
     }
 
@@ -60,42 +56,9 @@ internal sealed partial class IpcSocketListener(
 
     public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    private async Task AcceptLoopAsync()
+    private async Task ServeAsync(Socket socket, long id, CancellationToken cancellationToken)
     {
-        while (!_stopping.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await _listener!.AcceptAsync(_stopping.Token);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException || _stopping.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (SocketException)
-            {
-                continue;
-            }
-
-            var id = Interlocked.Increment(ref _lastId);
-            _connections[id] = Task.Run(async () =>
-            {
-                try
-                {
-                    await ServeAsync(client, _stopping.Token);
-                }
-                finally
-                {
-                    _connections.TryRemove(id, out _);
-                    client.Dispose();
-                }
-            });
-        }
-    }
-
-    private async Task ServeAsync(Socket socket, CancellationToken cancellationToken)
-    {
+        using var owned = socket;
         var peer = PeerCredentials.Of(socket);
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream);
@@ -228,42 +191,9 @@ internal sealed partial class IpcSocketListener(
 
     private static RpcError Error(RpcErrorKind kind, string message) => new() { Kind = kind, Message = message };
 
-    public async Task StopAsync(CancellationToken cancellationToken)
-    {
-        if (_listener is null)
-        {
-            return;
-        }
+    public Task StopAsync(CancellationToken cancellationToken) => _server?.StopAsync(cancellationToken) ?? Task.CompletedTask;
 
-        await _stopping.CancelAsync();
-        _listener.Dispose();
-        if (_acceptLoop is not null)
-        {
-            await _acceptLoop;
-        }
-
-        try
-        {
-            await Task.WhenAll(_connections.Values).WaitAsync(TimeSpan.FromSeconds(5), cancellationToken);
-        }
-        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
-        {
-            // Shutting down regardless.
-        }
-
-        UnixSocketBinder.Remove(endpoint.SocketPath);
-        _listener = null;
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (_listener is not null)
-        {
-            await StopAsync(CancellationToken.None);
-        }
-
-        _stopping.Dispose();
-    }
+    public ValueTask DisposeAsync() => _server?.DisposeAsync() ?? ValueTask.CompletedTask;
 
     [LoggerMessage(EventId = 2200, Level = LogLevel.Information, Message = "IPC listening on {SocketPath}")]
     private static partial void LogListening(ILogger logger, string socketPath);
