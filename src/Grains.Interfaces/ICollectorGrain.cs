@@ -73,3 +73,10 @@ public interface ICollectorGrain : IGrainWithStringKey
 public sealed record CollectorTransition(
     [property: Id(0)] CollectorSnapshot Before,
     [property: Id(1)] CollectorSnapshot After);
+
+/// <summary>Keys the collector grain reads from Orleans' RequestContext.</summary>
+public static class CollectorGrainContext
+{
+    /// <summary>Correlation id of the request that caused a call, for the grain's log lines.</summary>
+    public const string CorrelationIdKey = "daemoneye.correlation_id";
+}

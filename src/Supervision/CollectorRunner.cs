@@ -31,6 +31,7 @@ internal sealed record SupervisorContext(
 internal sealed partial class CollectorRunner(CollectorDefinition definition, SupervisorContext context)
 {
     public const string LifecycleTopic = "control.collector.lifecycle";
+    public const string CorrelationContextKey = CollectorGrainContext.CorrelationIdKey;
     public const string LifecycleContentType = "application/x-protobuf; messageType=daemoneye.collector.v1.LifecycleEvent";
 
     private readonly SemaphoreSlim _gate = new(1, 1);
@@ -311,6 +312,8 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
     private async Task TransitionAsync(CollectorLifecycle state, int pid, string reason, CorrelationMetadata? parent, int exitCode = 0)
     {
+        // RequestContext flows into the grain call, so the grain's log line names the operator's request.
+        RequestContext.Set(CorrelationContextKey, parent?.CorrelationId ?? string.Empty);
         var transition = await Grain.Transition(state, pid, reason, context.Time.GetUtcNow());
         if (transition.Before.State == state && transition.Before.Pid == pid)
         {

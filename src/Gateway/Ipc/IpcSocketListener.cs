@@ -94,8 +94,16 @@ internal sealed partial class IpcSocketListener(
                         return;
                     }
 
-                    LogRequest(logger, request.BodyCase, request.Correlation?.CorrelationId ?? string.Empty, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue);
-                    var response = await HandleAsync(request, cancellationToken);
+                    var correlationId = request.Correlation?.CorrelationId ?? string.Empty;
+                    LogRequest(logger, request.BodyCase, correlationId, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue);
+                    IpcResponse response;
+
+                    // Everything logged while serving the request (the supervisor's stop, its RPCs) carries its correlation id.
+                    using (logger.BeginScope(new Dictionary<string, object> { ["CorrelationId"] = correlationId, ["Operation"] = request.BodyCase.ToString() }))
+                    {
+                        response = await HandleAsync(request, cancellationToken);
+                    }
+
                     response.RequestId = request.RequestId;
                     await ReplyAsync(output, response, cancellationToken);
                 }
