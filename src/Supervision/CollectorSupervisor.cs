@@ -176,7 +176,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
 
     public void OnCollectorDisconnected(string collectorId, long connectionId)
     {
-        if (_external.TryRemove(collectorId, out var presence))
+        if (_external.TryRemove(collectorId, out _))
         {
             _ = _grains.GetGrain<ICollectorGrain>(collectorId).Transition(CollectorLifecycle.Stopped, 0, "disconnected from the bus", _time.GetUtcNow());
         }

@@ -41,6 +41,7 @@ internal sealed partial class ProcessLauncher : IDisposable
             FileName = _pdeathsig ? SetprivPath : file,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
+            // A pipe nobody writes: a collector must never read the agent's terminal or journal input.
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
