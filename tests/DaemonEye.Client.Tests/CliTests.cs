@@ -84,28 +84,4 @@ public sealed class CliTests
         Assert.Equal(2, code);
         Assert.Contains("/nonexistent/daemoneye.yaml", err, StringComparison.Ordinal);
     }
-
-    [Fact]
-    public async Task Publish_reaches_the_agent_with_its_correlation_id()
-    {
-        await using var agent = new FakeAgent();
-        var dir = Directory.CreateTempSubdirectory("de-cli-");
-        try
-        {
-            var config = Path.Combine(dir.FullName, "daemoneye.yaml");
-            await File.WriteAllTextAsync(config, $"broker:\n  socket_path: {agent.SocketPath}\n");
-            var (code, output, err) = await RunAsync("--config", config, "publish", "events.process.lifecycle", "started", "--count", "2", "--correlation-id", "op-7");
-            Assert.True(code == 0, err);
-            Assert.Contains("published 2 message(s)", output, StringComparison.Ordinal);
-            var first = await agent.Received.Reader.ReadAsync();
-            var second = await agent.Received.Reader.ReadAsync();
-            Assert.Equal(("op-7-1", "op-7", 1UL), (first.Correlation.CorrelationId, first.Correlation.RootCorrelationId, first.Correlation.SequenceNumber));
-            Assert.Equal(("op-7-2", 2UL), (second.Correlation.CorrelationId, second.Correlation.SequenceNumber));
-            Assert.Equal("started", second.Payload.ToStringUtf8());
-        }
-        finally
-        {
-            dir.Delete(recursive: true);
-        }
-    }
 }

@@ -102,6 +102,8 @@ public sealed class BusEndToEndTests
         Assert.Equal(["before"], (await DrainAsync(subscriber, leaving)).Select(Text));
 
         await leaving.UnsubscribeAsync().AsTask().WaitAsync(Patience);
+        var status = await IpcProbe.SendAsync(agent.IpcSocketPath, new Protocol.Ipc.V1.IpcRequest { Status = new Protocol.Ipc.V1.StatusRequest() });
+        Assert.Equal(1u, status.Status.Broker.Subscriptions); // only "staying" is left in the agent
         for (var i = 0; i < 5; i++)
         {
             await publisher.PublishAsync("events.a", "after"u8.ToArray());
@@ -203,8 +205,14 @@ public sealed class BusEndToEndTests
         await using var slow = await BusClient.ConnectAsync(options);
         await using var publisher = await BusClient.ConnectAsync(Options(agent, "publisher"));
         var subscription = await slow.SubscribeAsync("events.flood");
-        var notices = 0L;
-        slow.Dropped += (_, e) => Interlocked.Add(ref notices, (long)e.Count);
+        var notices = new List<BusDroppedEventArgs>();
+        slow.Dropped += (_, e) =>
+        {
+            lock (notices)
+            {
+                notices.Add(e);
+            }
+        };
 
         const int Published = 20_000;
         var payload = new byte[512];
@@ -229,7 +237,24 @@ public sealed class BusEndToEndTests
 
         Assert.True(slow.DroppedTotal > 0, "nothing was dropped; the test did not overload the subscriber");
         Assert.Equal(Published, received.Count + slow.DroppedTotal);
-        Assert.Equal(slow.DroppedTotal, Interlocked.Read(ref notices));
+        // Every Dropped notice was raised, with the agent's running count for this connection and the client's own total.
+        lock (notices)
+        {
+            Assert.NotEmpty(notices);
+            Assert.Equal(slow.DroppedTotal, notices.Sum(n => (long)n.Count));
+            var running = 0L;
+            foreach (var notice in notices)
+            {
+                running += (long)notice.Count;
+                Assert.Equal(running, notice.Total);
+                // The agent reads its total just after taking the count, so it may already include drops the next notice reports.
+                Assert.True(notice.ConnectionTotal >= (ulong)running, $"agent total {notice.ConnectionTotal} < {running} reported");
+                Assert.Contains("broker.message_buffer_size = 64", notice.Reason, StringComparison.Ordinal);
+            }
+
+            Assert.Equal((ulong)slow.DroppedTotal, notices[^1].ConnectionTotal);
+        }
+
         // What arrived is in order; the gaps are the drops.
         Assert.Equal(received.Select(m => m.Sequence).Order(), received.Select(m => m.Sequence));
         Assert.Equal(received.Count, received.Select(m => m.Sequence).Distinct().Count());
@@ -243,6 +268,7 @@ public sealed class BusEndToEndTests
         {
             await using var subscriber = await BusClient.ConnectAsync(Options(agent, "subscriber"));
             var subscription = await subscriber.SubscribeAsync("events.process.#");
+            var exact = await subscriber.SubscribeAsync("events.process.lifecycle");
             var reconnected = new TaskCompletionSource<BusReconnectedEventArgs>(TaskCreationOptions.RunContinuationsAsynchronously);
             subscriber.Reconnected += (_, e) => reconnected.TrySetResult(e);
 
@@ -253,6 +279,7 @@ public sealed class BusEndToEndTests
             }
 
             Assert.Equal(["before"], (await DrainAsync(subscriber, subscription)).Select(Text));
+            Assert.Equal(["before"], (await DrainAsync(subscriber, exact)).Select(Text));
 
             await agent.StopAsync();
             Assert.Equal(0, agent.ExitCode);
@@ -262,7 +289,8 @@ public sealed class BusEndToEndTests
             agent = restarted;
 
             var args = await reconnected.Task.WaitAsync(Patience);
-            Assert.Equal(1, args.RestoredSubscriptions);
+            Assert.Equal(2, args.RestoredSubscriptions);
+            Assert.Equal(args.ConnectionId, subscriber.ConnectionId);
             await using (var publisher = await BusClient.ConnectAsync(Options(agent, "publisher-2")))
             {
                 await publisher.PublishAsync("events.process.lifecycle", "after"u8.ToArray());
@@ -272,6 +300,7 @@ public sealed class BusEndToEndTests
             var after = await DrainAsync(subscriber, subscription);
             Assert.Equal(["after"], after.Select(Text));
             Assert.Equal(1UL, after[0].Sequence); // a new agent process numbers topics afresh
+            Assert.Same(after[0], Assert.Single(await DrainAsync(subscriber, exact)));
         }
         finally
         {
@@ -300,6 +329,7 @@ public sealed class BusEndToEndTests
             Assert.Equal("events.process.lifecycle", root.GetProperty("topic").GetString());
             Assert.Equal((ulong)(i + 1), root.GetProperty("sequence").GetUInt64());
             Assert.Equal($"op-1-{i + 1}", root.GetProperty("correlation_id").GetString());
+            Assert.Equal("op-1", root.GetProperty("root_correlation_id").GetString());
             Assert.Equal("started pid 42", root.GetProperty("payload").GetString());
             Assert.True(DateTimeOffset.TryParse(root.GetProperty("timestamp").GetString(), System.Globalization.CultureInfo.InvariantCulture, out _));
         }
