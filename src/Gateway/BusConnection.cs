@@ -45,6 +45,7 @@ internal sealed partial class BusConnection : IRpcPeer
     private int _queued;
     private long _dropsPending;
     private long _dropsTotal;
+    private ulong _dropsReported; // writer loop only: the sum of every Dropped.count sent so far
     private uint _lastSubscriptionId;
     private volatile bool _closed;
     private bool _welcomed;
@@ -635,12 +636,13 @@ internal sealed partial class BusConnection : IRpcPeer
             return;
         }
 
+        _dropsReported += (ulong)count;
         Framing.Write(_output, new Envelope
         {
             Dropped = new Dropped
             {
                 Count = (ulong)count,
-                Total = (ulong)Interlocked.Read(ref _dropsTotal),
+                Total = _dropsReported,
                 Reason = $"outbound buffer full (broker.message_buffer_size = {_capacity} messages); the subscriber is reading too slowly",
             },
         });

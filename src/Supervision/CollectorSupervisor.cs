@@ -6,6 +6,7 @@ using DaemonEye.Grains;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
+using Google.Protobuf;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -171,14 +172,36 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
 
         // A collector the agent did not start (run by hand or by another supervisor).
         _external[presence.CollectorId] = presence;
-        _ = grain.Transition(CollectorLifecycle.Running, presence.Pid, "registered on the bus; not started by this agent", _time.GetUtcNow());
+        _ = RecordExternalAsync(presence.CollectorId, CollectorLifecycle.Running, presence.Pid, "registered on the bus; not started by this agent");
+    }
+
+    /// <summary>Records a state change of a collector the agent did not start, and publishes it like any other.</summary>
+    private async Task RecordExternalAsync(string id, CollectorLifecycle state, int pid, string reason)
+    {
+        try
+        {
+            var transition = await _grains.GetGrain<ICollectorGrain>(id).Transition(state, pid, reason, _time.GetUtcNow());
+            var lifecycle = new LifecycleEvent
+            {
+                CollectorId = id,
+                State = state.ToString(),
+                PreviousState = transition.Before.State.ToString(),
+                Pid = (uint)Math.Max(0, pid),
+                Reason = reason,
+            };
+            await _publisher.PublishAsync(CollectorRunner.LifecycleTopic, lifecycle.ToByteString(), CollectorRunner.LifecycleContentType, Correlation.ChildOf(null));
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogExternalFailed(_logger, id, ex);
+        }
     }
 
     public void OnCollectorDisconnected(string collectorId, long connectionId)
     {
         if (_external.TryRemove(collectorId, out _))
         {
-            _ = _grains.GetGrain<ICollectorGrain>(collectorId).Transition(CollectorLifecycle.Stopped, 0, "disconnected from the bus", _time.GetUtcNow());
+            _ = RecordExternalAsync(collectorId, CollectorLifecycle.Stopped, 0, "disconnected from the bus");
         }
     }
 
@@ -298,6 +321,9 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
 
     [LoggerMessage(EventId = 4202, Level = LogLevel.Warning, Message = "Collector {CollectorId} failed its health check ({Kind}): {Message}")]
     private static partial void LogHealthCheckFailed(ILogger logger, string collectorId, RpcErrorKind kind, string message);
+
+    [LoggerMessage(EventId = 4204, Level = LogLevel.Warning, Message = "Collector {CollectorId} (not started by this agent): recording its state failed")]
+    private static partial void LogExternalFailed(ILogger logger, string collectorId, Exception exception);
 
     [LoggerMessage(EventId = 4203, Level = LogLevel.Warning, Message = "Collector {CollectorId}: health evaluation failed")]
     private static partial void LogHealthEvaluationFailed(ILogger logger, string collectorId, Exception exception);
