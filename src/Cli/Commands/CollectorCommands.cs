@@ -24,15 +24,10 @@ internal static class CollectorCommands
         command.Options.Add(json);
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
-            var response = await SendAsync(context, parse, new IpcRequest { Status = new StatusRequest() }, cancellationToken);
+            var (response, exitCode) = await RequestAsync(context, parse, new IpcRequest { Status = new StatusRequest() }, cancellationToken);
             if (response is null)
             {
-                return CliApplication.Unavailable;
-            }
-
-            if (Failed(context, response))
-            {
-                return CliApplication.No;
+                return exitCode;
             }
 
             var status = response.Status;
@@ -69,15 +64,10 @@ internal static class CollectorCommands
         list.Options.Add(json);
         list.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
-            var response = await SendAsync(context, parse, new IpcRequest { ListCollectors = new ListCollectorsRequest() }, cancellationToken);
+            var (response, exitCode) = await RequestAsync(context, parse, new IpcRequest { ListCollectors = new ListCollectorsRequest() }, cancellationToken);
             if (response is null)
             {
-                return CliApplication.Unavailable;
-            }
-
-            if (Failed(context, response))
-            {
-                return CliApplication.No;
+                return exitCode;
             }
 
             var all = response.ListCollectors.Collectors;
@@ -155,15 +145,10 @@ internal static class CollectorCommands
                 Graceful = graceful is not null && parse.GetValue(graceful) && !parse.GetValue(force!),
                 TimeoutMs = seconds is { } t ? (uint)Math.Ceiling(t * 1000) : 0,
             };
-            var response = await SendAsync(context, parse, new IpcRequest { CollectorCommand = command }, cancellationToken);
+            var (response, exitCode) = await RequestAsync(context, parse, new IpcRequest { CollectorCommand = command }, cancellationToken);
             if (response is null)
             {
-                return CliApplication.Unavailable;
-            }
-
-            if (Failed(context, response))
-            {
-                return CliApplication.No;
+                return exitCode;
             }
 
             var result = response.CollectorCommand;
@@ -230,6 +215,21 @@ internal static class CollectorCommands
     }
 
     /// <summary>Sends one request over the IPC socket; null (reason on stderr) when the agent is not reachable.</summary>
+    /// <summary>
+    /// Sends one request. On failure the response is null and the exit code is chosen: 3 when the
+    /// agent is unreachable, 1 when it refused (with "&lt;Kind&gt;: &lt;message&gt;" on stderr).
+    /// </summary>
+    private static async Task<(IpcResponse? Response, int ExitCode)> RequestAsync(CliContext context, ParseResult parse, IpcRequest request, CancellationToken cancellationToken)
+    {
+        var response = await SendAsync(context, parse, request, cancellationToken);
+        if (response is null)
+        {
+            return (null, CliApplication.Unavailable);
+        }
+
+        return Failed(context, response) ? (null, CliApplication.No) : (response, CliApplication.Ok);
+    }
+
     private static async Task<IpcResponse?> SendAsync(CliContext context, ParseResult parse, IpcRequest request, CancellationToken cancellationToken)
     {
         var path = AgentIpcClient.ResolveSocketPath(parse.GetValue(context.Config));
