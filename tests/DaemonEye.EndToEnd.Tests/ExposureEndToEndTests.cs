@@ -1,0 +1,74 @@
+using System.Globalization;
+
+namespace DaemonEye.EndToEnd.Tests;
+
+/// <summary>What the agent listens on, read from the kernel's own tables (/proc), not from its config.</summary>
+public sealed class ExposureEndToEndTests
+{
+    [Fact]
+    public async Task The_agent_listens_on_loopback_only_and_runs_no_Orleans_client_gateway()
+    {
+        await using var agent = await AgentProcess.StartAsync();
+
+        var inodes = SocketInodes(agent.Pid);
+        var listening = ListeningTcp().Where(l => inodes.Contains(l.Inode)).ToList();
+
+        // One TCP listener: the silo-to-silo endpoint. No gateway port, nothing on another address.
+        var only = Assert.Single(listening);
+        Assert.True(only.IsLoopback, $"the agent listens on {only.Address}:{only.Port}, not on loopback");
+    }
+
+    private static HashSet<long> SocketInodes(int pid)
+    {
+        var inodes = new HashSet<long>();
+        foreach (var fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+        {
+            var target = new FileInfo(fd).LinkTarget;
+            if (target is not null && target.StartsWith("socket:[", StringComparison.Ordinal))
+            {
+                inodes.Add(long.Parse(target["socket:[".Length..^1], CultureInfo.InvariantCulture));
+            }
+        }
+
+        return inodes;
+    }
+
+    private sealed record Listener(string Address, int Port, long Inode, bool IsLoopback);
+
+    /// <summary>LISTEN entries (state 0A) of /proc/net/tcp and tcp6.</summary>
+    private static IEnumerable<Listener> ListeningTcp()
+    {
+        foreach (var table in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
+        {
+            foreach (var line in File.ReadLines(table).Skip(1))
+            {
+                var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (f[3] != "0A")
+                {
+                    continue;
+                }
+
+                var local = f[1].Split(':');
+                var port = int.Parse(local[1], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                var hex = local[0];
+                bool loopback;
+                string address;
+                if (hex.Length == 8)
+                {
+                    // IPv4, little-endian: 0100007F is 127.0.0.1.
+                    var bytes = Convert.FromHexString(hex);
+                    Array.Reverse(bytes);
+                    address = string.Join('.', bytes);
+                    loopback = bytes[0] == 127;
+                }
+                else
+                {
+                    address = hex;
+                    loopback = hex == "00000000000000000000000001000000" || hex == "0000000000000000FFFF00000100007F";
+                }
+
+                yield return new Listener(address, port, long.Parse(f[9], CultureInfo.InvariantCulture), loopback);
+            }
+        }
+    }
+}
