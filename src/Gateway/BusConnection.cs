@@ -80,9 +80,6 @@ internal sealed partial class BusConnection : IRpcPeer
     /// <summary>The peer process, as the kernel reports it.</summary>
     public PeerCredentials? Peer => _peer;
 
-    /// <summary>Messages waiting in the outbound queue (buffer utilisation).</summary>
-    public int Queued => Volatile.Read(ref _queued);
-
     public long DroppedTotal => Interlocked.Read(ref _dropsTotal);
 
     private ISubscriptionRegistryGrain Registry => _grains.GetGrain<ISubscriptionRegistryGrain>(RegistryGrain.Key);

@@ -11,10 +11,6 @@ internal sealed class ConnectionDirectory : IDeliverySink
 {
     private readonly ConcurrentDictionary<long, BusConnection> _connections = new();
 
-    public int Count => _connections.Count;
-
-    public ICollection<BusConnection> Connections => _connections.Values;
-
     public void Add(BusConnection connection) => _connections[connection.Id] = connection;
 
     public void Remove(long id) => _connections.TryRemove(id, out _);

@@ -22,12 +22,7 @@ public static class TopicRules
     public const string SingleLevelWildcard = "+";
     public const string MultiLevelWildcard = "#";
 
-    private static readonly string[] Roots = ["events", "control"];
-
     private static readonly SearchValues<char> SegmentChars = SearchValues.Create("abcdefghijklmnopqrstuvwxyz0123456789_-");
-
-    /// <summary>The allowed first segments, for messages.</summary>
-    public static IReadOnlyList<string> AllowedRoots => Roots;
 
     /// <summary>Checks a concrete topic (what is published).</summary>
     public static TopicValidation ValidateTopic(string? topic) => Validate(topic, isPattern: false);
