@@ -6,7 +6,7 @@ using DaemonEye.Supervision;
 using Microsoft.Extensions.Hosting;
 
 // daemoneye-agent: the embedded event bus broker in one localhost-only Orleans silo.
-//   daemoneye-agent [--config PATH]
+//   daemoneye-agent [--config PATH] [--dashboard]
 // Exit codes: 0 stopped cleanly, 1 failed to start or run, 2 bad command line or configuration.
 
 if (!AgentCommandLine.TryParse(args, out var commandLine, out var usageError))
@@ -34,15 +34,19 @@ catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException o
     return 2;
 }
 
-var configurationErrors = HostingExtensions.ValidateConfiguration(builder.Configuration);
-if (configurationErrors.Count > 0)
+commandLine.ApplyTo(builder.Configuration);
+
+// The same validation as `daemoneye-cli config validate`.
+var report = ConfigurationValidator.Validate(builder.Configuration);
+if (!report.IsValid)
 {
-    Console.Error.WriteLine($"daemoneye-agent: the configuration has {configurationErrors.Count} problem(s):");
-    configurationErrors.ForEach(e => Console.Error.WriteLine($"  - {e}"));
+    Console.Error.WriteLine($"daemoneye-agent: the configuration has {report.Errors.Count} problem(s):");
+    report.Errors.ToList().ForEach(e => Console.Error.WriteLine($"  - {e}"));
     return 2;
 }
 
 builder.Services.AddAgentLogging(builder.Configuration);
+builder.Services.AddConfigurationWarnings(report);
 builder.UseOrleans(silo => silo
     .UseSingleLoopbackSilo(builder.Configuration)
     .AddEventBusGrains());
@@ -52,4 +56,4 @@ builder.Services.AddAgentIpc(builder.Configuration);
 builder.Services.AddReadyAnnouncement();
 
 using var host = builder.Build();
-return await AgentRunner.RunAsync(host);
+return await AgentRunner.RunAsync(host, builder.Configuration.GetBrokerOptions().StartupTimeoutSeconds);
