@@ -48,12 +48,31 @@ public static class ConfigurationValidator
     /// <summary>Validates <paramref name="configuration"/>: all errors and all unknown-key warnings at once.</summary>
     public static ConfigurationReport Validate(IConfiguration configuration)
     {
+        // Values the binder cannot convert ("abc" for a number) are reported one by one and left out, so
+        // the remaining keys of the same section are still checked.
         var errors = new List<string>();
+        var unconvertible = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (path, type) in TypedKeys(configuration))
+        {
+            try
+            {
+                configuration.GetValue(type, path);
+            }
+            catch (InvalidOperationException)
+            {
+                unconvertible.Add(path);
+                errors.Add($"{DottedKey(path)} is '{configuration[path]}'; allowed: {Describe(type.FullName ?? type.Name)}");
+            }
+        }
+
+        var usable = unconvertible.Count == 0
+            ? configuration
+            : new ConfigurationBuilder().AddInMemoryCollection(configuration.AsEnumerable().Where(kv => !unconvertible.Contains(kv.Key))).Build();
         foreach (var section in Sections)
         {
             try
             {
-                errors.AddRange(section.Validate(configuration));
+                errors.AddRange(section.Validate(usable));
             }
             catch (InvalidOperationException ex)
             {
@@ -63,6 +82,27 @@ public static class ConfigurationValidator
         }
 
         return new ConfigurationReport(errors, UnknownKeys(configuration));
+    }
+
+    /// <summary>Every present scalar key of a known section with the type its property expects.</summary>
+    private static IEnumerable<(string Path, Type Type)> TypedKeys(IConfiguration configuration)
+    {
+        foreach (var section in Sections)
+        {
+            var entries = section.IsList ? configuration.GetSection(section.Name).GetChildren() : [configuration.GetSection(section.Name)];
+            foreach (var entry in entries)
+            {
+                foreach (var property in section.OptionsType.GetProperties(BindingFlags.Public | BindingFlags.Instance))
+                {
+                    if (property.GetCustomAttribute<ConfigurationKeyNameAttribute>()?.Name is { } key
+                        && (property.PropertyType.IsPrimitive || property.PropertyType.IsEnum)
+                        && entry.GetSection(key).Value is { Length: > 0 })
+                    {
+                        yield return (entry.Path + ":" + key, property.PropertyType);
+                    }
+                }
+            }
+        }
     }
 
     /// <summary>Reads a section into options, embedded defaults where keys are absent.</summary>
@@ -229,7 +269,7 @@ public static class ConfigurationValidator
     {
         var source = SourceOf(configuration, configuration.GetSection(path).Value is null ? FirstLeaf(configuration.GetSection(path)) : path);
         var closest = Closest(key, known);
-        var suggestion = closest is null ? string.Empty : $"; did you mean '{closest}'?";
+        var suggestion = closest is null ? "." : $"; did you mean '{closest}'?";
         return $"unknown key {DottedKey(path)} ({source}) is ignored{suggestion} Known keys of {where}: {string.Join(", ", known)}";
     }
 
