@@ -277,6 +277,12 @@ public static class ConfigurationValidator
     public static string? Closest(string key, IEnumerable<string> known)
     {
         var lower = key.ToLowerInvariant();
+        if (known.FirstOrDefault(k => lower.Length >= 3 && (k.StartsWith(lower, StringComparison.Ordinal) || lower.StartsWith(k, StringComparison.Ordinal))) is { } prefixed)
+        {
+            // default_timeout for default_timeout_seconds: a key with its unit (or more) left off.
+            return prefixed;
+        }
+
         var best = known.Select(k => (Key: k, Distance: Distance(lower, k))).OrderBy(x => x.Distance).FirstOrDefault();
         return best.Key is not null && best.Distance <= Math.Max(2, lower.Length / 3) ? best.Key : null;
     }
