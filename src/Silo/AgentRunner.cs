@@ -12,8 +12,9 @@ internal static partial class AgentRunner
     /// notification — takes longer than <c>broker.startup_timeout_seconds</c>; then runs it until
     /// it is asked to stop.
     /// </summary>
-    public static async Task<int> RunAsync(IHost host, int startupTimeoutSeconds, TimeProvider? time = null)
+    public static async Task<int> RunAsync(IHost host, int startupTimeoutSeconds, TimeProvider? time = null, TextWriter? error = null)
     {
+        error ??= Console.Error;
         var startupTimeout = TimeSpan.FromSeconds(startupTimeoutSeconds);
         try
         {
@@ -25,9 +26,9 @@ internal static partial class AgentRunner
                 }
                 catch (OperationCanceledException) when (startup.IsCancellationRequested)
                 {
-                    Console.Error.WriteLine($"daemoneye-agent: start-up did not finish within broker.startup_timeout_seconds ({startupTimeoutSeconds} s); stopping. Raise broker.startup_timeout_seconds if the host is slow.");
+                    error.WriteLine($"daemoneye-agent: start-up did not finish within broker.startup_timeout_seconds ({startupTimeoutSeconds} s); stopping. Raise broker.startup_timeout_seconds if the host is slow.");
                     using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-                    await StopQuietlyAsync(host, stop.Token);
+                    await StopQuietlyAsync(host, error, stop.Token);
                     return 1;
                 }
             }
@@ -37,22 +38,22 @@ internal static partial class AgentRunner
         }
         catch (OptionsValidationException ex)
         {
-            Console.Error.WriteLine($"daemoneye-agent: the configuration is invalid:");
+            error.WriteLine($"daemoneye-agent: the configuration is invalid:");
             foreach (var failure in ex.Failures)
             {
-                Console.Error.WriteLine($"  - {failure}");
+                error.WriteLine($"  - {failure}");
             }
 
             return 2;
         }
         catch (InvalidOperationException ex)
         {
-            Console.Error.WriteLine($"daemoneye-agent: failed to start: {ex.Message}");
+            error.WriteLine($"daemoneye-agent: failed to start: {ex.Message}");
             return 1;
         }
     }
 
-    private static async Task StopQuietlyAsync(IHost host, CancellationToken cancellationToken)
+    private static async Task StopQuietlyAsync(IHost host, TextWriter error, CancellationToken cancellationToken)
     {
         try
         {
@@ -60,7 +61,7 @@ internal static partial class AgentRunner
         }
         catch (Exception ex) when (ex is OperationCanceledException or InvalidOperationException or AggregateException)
         {
-            Console.Error.WriteLine($"daemoneye-agent: stopping after the failed start-up: {ex.Message}");
+            error.WriteLine($"daemoneye-agent: stopping after the failed start-up: {ex.Message}");
         }
     }
 }
