@@ -27,6 +27,7 @@ internal static partial class HostingExtensions
         Check(errors, () => Supervision.ServiceCollectionExtensions.ValidateSupervision(configuration).ToList());
         Check(errors, () => Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).Validate());
         Check(errors, () => Bind<LoggingOptions>(configuration, LoggingOptions.SectionName).Validate());
+        Check(errors, () => Bind<HealthOptions>(configuration, HealthOptions.SectionName).Validate());
         return errors;
     }
 
