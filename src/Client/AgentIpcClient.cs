@@ -128,6 +128,13 @@ public sealed class AgentIpcClient : IAsyncDisposable
                 while (reader.TryTake(out var offset, out var length))
                 {
                     var response = IpcResponse.Parser.ParseFrom(reader.Buffer.AsSpan(offset, length));
+                    if (response.RequestId == 0 && response.Error is { } refused)
+                    {
+                        // Unsolicited: the agent refused the connection itself (e.g. this user may not use the socket).
+                        reason = new BusConnectionException($"the agent refused this IPC connection ({refused.Kind}): {refused.Message}");
+                        continue;
+                    }
+
                     if (_pending.TryRemove(response.RequestId, out var waiting))
                     {
                         waiting.TrySetResult(response);

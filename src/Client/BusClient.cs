@@ -91,6 +91,10 @@ public sealed partial class BusClient : IAsyncDisposable
 
     public bool IsConnected => Volatile.Read(ref _connection) is not null;
 
+    /// <summary>The role the agent granted the current connection (Welcome.role): what it may do. A
+    /// client of another user than the agent's asking for cli or client may get subscriber. Null while disconnected.</summary>
+    public Role? GrantedRole => Volatile.Read(ref _connection)?.Welcome.Role;
+
     /// <summary>Messages the agent dropped for this client, over all its connections.</summary>
     public long DroppedTotal => Interlocked.Read(ref _droppedTotal);
 
@@ -509,6 +513,7 @@ public sealed partial class BusClient : IAsyncDisposable
                     Role = _options.Role,
                     ClientVersion = _options.ClientVersion,
                     Capabilities = { _options.Capabilities },
+                    RegistrationToken = _options.RegistrationToken ?? string.Empty,
                 },
             };
             await SendAllAsync(socket, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);

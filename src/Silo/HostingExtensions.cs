@@ -24,6 +24,7 @@ internal static partial class HostingExtensions
         Check(errors, () => configuration.GetBrokerOptions().Validate());
         Check(errors, () => Bind<RpcOptions>(configuration, RpcOptions.SectionName).Validate());
         Check(errors, () => Bind<IpcOptions>(configuration, IpcOptions.SectionName).Validate());
+        Check(errors, () => Bind<SecurityOptions>(configuration, SecurityOptions.SectionName).Validate());
         Check(errors, () => Supervision.ServiceCollectionExtensions.ValidateSupervision(configuration).ToList());
         Check(errors, () => Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).Validate());
         Check(errors, () => Bind<LoggingOptions>(configuration, LoggingOptions.SectionName).Validate());
