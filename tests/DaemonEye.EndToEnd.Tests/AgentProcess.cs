@@ -56,12 +56,11 @@ internal sealed class AgentProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts an agent in a fresh temp directory (or <paramref name="reuse"/>'s, same socket),
-    /// its bus socket at <paramref name="socketPath"/> if given (default: run/bus.sock in the directory).</summary>
-    public static async Task<AgentProcess> StartAsync(IReadOnlyDictionary<string, string>? environment = null, AgentProcess? reuse = null, string? socketPath = null)
+    /// <summary>Starts an agent in a fresh temp directory (or <paramref name="reuse"/>'s, same socket).</summary>
+    public static async Task<AgentProcess> StartAsync(IReadOnlyDictionary<string, string>? environment = null, AgentProcess? reuse = null)
     {
         var directory = reuse?.Directory ?? System.IO.Directory.CreateTempSubdirectory("de-e2e-").FullName;
-        var socket = reuse?.SocketPath ?? socketPath ?? Path.Combine(directory, "run", "bus.sock");
+        var socket = reuse?.SocketPath ?? Path.Combine(directory, "run", "bus.sock");
         var agent = new AgentProcess(directory, socket, environment ?? new Dictionary<string, string>());
         agent._process.Start();
         agent._process.BeginOutputReadLine();

@@ -26,7 +26,15 @@ internal sealed class RawBus : IAsyncDisposable
         await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath));
         var raw = new RawBus(socket);
         hello.ProtocolVersion = ProtocolConstants.Version;
-        await raw.SendAsync(new Envelope { RequestId = 1, Hello = hello });
+        try
+        {
+            await raw.SendAsync(new Envelope { RequestId = 1, Hello = hello });
+        }
+        catch (SocketException)
+        {
+            // The agent refused the connection on accept (its Error is already in the socket) and closed it.
+        }
+
         raw.HelloReply = await raw.ReadAsync();
         return raw;
     }

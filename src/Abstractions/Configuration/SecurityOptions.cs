@@ -23,12 +23,33 @@ public sealed class SecurityOptions
     public const int MaxTokenLength = 256;
 
     /// <summary>User ids that may connect besides the agent's own and root.</summary>
+    /// <remarks>Kept as text so a value that is not a number is reported, not skipped by the binder.</remarks>
     [ConfigurationKeyName("allowed_uids")]
-    public List<uint> AllowedUids { get; set; } = [];
+    public List<string> AllowedUids { get; set; } = [];
 
     /// <summary>Group ids whose members (primary or supplementary group of the peer process) may connect.</summary>
     [ConfigurationKeyName("allowed_gids")]
-    public List<uint> AllowedGids { get; set; } = [];
+    public List<string> AllowedGids { get; set; } = [];
+
+    /// <summary>The numeric ids of <see cref="AllowedUids"/> (valid ones; call after <see cref="Validate"/>).</summary>
+    public IEnumerable<uint> AllowedUidValues() => Numbers(AllowedUids);
+
+    /// <summary>The numeric ids of <see cref="AllowedGids"/> (valid ones; call after <see cref="Validate"/>).</summary>
+    public IEnumerable<uint> AllowedGidValues() => Numbers(AllowedGids);
+
+    private static IEnumerable<uint> Numbers(IEnumerable<string> values)
+    {
+        foreach (var value in values)
+        {
+            if (TryId(value, out var id))
+            {
+                yield return id;
+            }
+        }
+    }
+
+    private static bool TryId(string? value, out uint id) =>
+        uint.TryParse(value?.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out id) && id != uint.MaxValue;
 
     /// <summary>Group (name or number) the sockets and their directory belong to. Empty: sockets
     /// 0600 in a 0700 directory; set: sockets 0660 and the directory 0710, both of this group.</summary>
@@ -54,6 +75,22 @@ public sealed class SecurityOptions
         if (!string.IsNullOrWhiteSpace(SocketGroup) && !Posix.TryResolveGroup(SocketGroup.Trim(), out _))
         {
             yield return $"security.socket_group is '{SocketGroup}'; no such group on this host (give a group name or a numeric gid from /etc/group)";
+        }
+
+        for (var i = 0; i < AllowedUids.Count; i++)
+        {
+            if (!TryId(AllowedUids[i], out _))
+            {
+                yield return $"security.allowed_uids[{i}] is '{AllowedUids[i]}'; allowed: a numeric user id, 0 to 4294967294";
+            }
+        }
+
+        for (var i = 0; i < AllowedGids.Count; i++)
+        {
+            if (!TryId(AllowedGids[i], out _))
+            {
+                yield return $"security.allowed_gids[{i}] is '{AllowedGids[i]}'; allowed: a numeric group id, 0 to 4294967294";
+            }
         }
 
         if (!OtherUidRoles.Contains(OtherUidRole, StringComparer.OrdinalIgnoreCase))

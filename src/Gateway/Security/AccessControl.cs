@@ -38,8 +38,8 @@ internal sealed partial class AccessControl
         _stats = stats;
         _logger = logger;
         AgentUid = Posix.EffectiveUserId;
-        _allowedUids = [.. _options.AllowedUids];
-        _allowedGids = [.. _options.AllowedGids];
+        _allowedUids = [.. _options.AllowedUidValues()];
+        _allowedGids = [.. _options.AllowedGidValues()];
         _tokens = _options.RegistrationTokens.ToDictionary(t => t.Key, t => Encoding.UTF8.GetBytes(t.Value ?? string.Empty), StringComparer.Ordinal);
         _otherUidRole = string.Equals(_options.OtherUidRole, "client", StringComparison.OrdinalIgnoreCase) ? Role.Client : Role.Subscriber;
         _allowedSummary = $"allowed: the agent's uid {AgentUid}, root, security.allowed_uids [{string.Join(", ", _allowedUids.Order())}] and members of security.allowed_gids [{string.Join(", ", _allowedGids.Order())}]";
@@ -179,7 +179,7 @@ internal sealed partial class AccessControl
         }
     }
 
-    [LoggerMessage(EventId = 2300, Level = LogLevel.Warning, Message = "Refused a {Socket} connection from pid {Pid} uid {Uid} gid {Gid}: not the agent's user, root, an allowed uid or a member of an allowed gid")]
+    [LoggerMessage(EventId = 2300, Level = LogLevel.Warning, Message = "Refused a connection to the {Socket} socket from pid {Pid} uid {Uid} gid {Gid}: not the agent's user, root, an allowed uid or a member of an allowed gid")]
     private static partial void LogPeerRefused(ILogger logger, string socket, int pid, uint uid, uint gid);
 
     [LoggerMessage(EventId = 2301, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}) denied by rule {Rule} (pid {Pid}, uid {Uid}): {Detail}")]
