@@ -516,7 +516,17 @@ public sealed partial class BusClient : IAsyncDisposable
                     RegistrationToken = _options.RegistrationToken ?? string.Empty,
                 },
             };
-            await SendAllAsync(socket, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
+            SocketException? sendFailed = null;
+            try
+            {
+                await SendAllAsync(socket, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
+            }
+            catch (SocketException e)
+            {
+                // The agent may have refused the connection on accept (e.g. this user may not use the
+                // bus) and closed it: its Error is still there to read, and says why.
+                sendFailed = e;
+            }
 
             var reader = new FrameReader(MaxIncomingFrameSize);
             Envelope reply;
@@ -530,7 +540,9 @@ public sealed partial class BusClient : IAsyncDisposable
 
                 if (!await reader.FillAsync(socket, timeout.Token).ConfigureAwait(false))
                 {
-                    throw new BusConnectionException($"the agent at {SocketPath} closed the connection during the handshake");
+                    throw sendFailed is not null
+                        ? new BusConnectionException($"the handshake with the agent at {SocketPath} failed: {sendFailed.Message}", sendFailed)
+                        : new BusConnectionException($"the agent at {SocketPath} closed the connection during the handshake");
                 }
             }
 
