@@ -32,6 +32,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         ConnectionDirectory directory,
         Rpc.RpcRouter rpc,
         GatewayStatistics stats,
+        Metrics.BusMetrics metrics,
         AccessControl access,
         ILogger<BusSocketListener> logger)
     {
@@ -40,7 +41,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         _access = access;
         _stats = stats;
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, access), stopping),
+            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access), stopping),
             logger,
             security.Value.ResolveSocketGroupId());
     }
