@@ -17,6 +17,13 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
 
     public int Count { get; private set; }
 
+    public const byte VerdictUnknown = 0;
+    public const byte VerdictAllowed = 1;
+    public const byte VerdictDenied = 2;
+
+    /// <summary>The connection's access decision for publishing here, cached (see Security.AccessPolicy).</summary>
+    public byte PublishVerdict { get; set; }
+
     /// <summary>This topic's root tally of daemoneye.bus.published.</summary>
     public Metrics.TallyCounter? Published { get; } = published;
 

@@ -63,12 +63,13 @@ public sealed record TopicRegistration(
     [property: Id(0)] TopicSubscribers Subscribers,
     [property: Id(1)] ulong LastSequence);
 
-/// <summary>Outcome of a subscribe request.</summary>
+/// <summary>Outcome of a subscribe request. <c>Limit</c> names the configuration key of the limit that refused it, if one did.</summary>
 [GenerateSerializer, Immutable, Alias("daemoneye.SubscribeResult")]
 public sealed record SubscribeResult(
     [property: Id(0)] bool Accepted,
     [property: Id(1)] string? Error,
-    [property: Id(2)] int TotalSubscriptions);
+    [property: Id(2)] int TotalSubscriptions,
+    [property: Id(3)] string? Limit = null);
 
 /// <summary>Counters of one topic.</summary>
 [GenerateSerializer, Immutable, Alias("daemoneye.TopicStats")]

@@ -46,6 +46,13 @@ internal static partial class AgentRunner
 
             return 2;
         }
+        catch (Gateway.SocketSecurityException ex)
+        {
+            // The socket's directory or file would not be private: fix the configuration or the directory.
+            Console.Error.WriteLine($"daemoneye-agent: the configuration is invalid:");
+            Console.Error.WriteLine($"  - {ex.Message}");
+            return 2;
+        }
         catch (InvalidOperationException ex)
         {
             error.WriteLine($"daemoneye-agent: failed to start: {ex.Message}");

@@ -81,6 +81,7 @@ public sealed class ConfigurationEndToEndTests
             ["DAEMONEYE_RPC__HEALTH_CHECK_INTERVAL_SECONDS"] = "1",
             ["DAEMONEYE_RPC__ENABLE_CORRELATION_TRACKING"] = "true",
             ["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.2",
+            [TestTokens.AgentSettings("external").Single().Key] = TestTokens.For("external"),
         };
         await using var agent = await AgentProcess.StartAsync(env);
         var rpcLine = agent.WaitForLineAsync(IsRpcCompletedLine);
@@ -109,6 +110,7 @@ public sealed class ConfigurationEndToEndTests
         {
             ["DAEMONEYE_LOGGING__FORMAT"] = "json",
             ["DAEMONEYE_RPC__ENABLE_CORRELATION_TRACKING"] = "false",
+            [TestTokens.AgentSettings("quiet").Single().Key] = TestTokens.For("quiet"),
         };
         await using var agent = await AgentProcess.StartAsync(env);
         using var collector = await TestCollectorProcess.StartAsync(agent.SocketPath, "quiet");

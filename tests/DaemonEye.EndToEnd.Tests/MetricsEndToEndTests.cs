@@ -21,7 +21,7 @@ public sealed class MetricsEndToEndTests
     [Fact]
     public async Task After_a_known_workload_the_CLI_and_Prometheus_report_its_exact_counts()
     {
-        await using var agent = await AgentProcess.StartAsync();
+        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>(TestTokens.AgentSettings("tc-metrics")));
         using var collector = await TestCollectorProcess.StartAsync(agent.SocketPath, "tc-metrics");
 
         // M subscribers on events.metrics.#, N messages published on events.metrics.load.

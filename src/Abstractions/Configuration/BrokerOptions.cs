@@ -36,6 +36,18 @@ public sealed class BrokerOptions
     [ConfigurationKeyName("max_frame_size")]
     public int MaxFrameSize { get; set; } = Framing.DefaultMaxFrameSize;
 
+    /// <summary>Most bus connections open at once; one more is refused with LIMIT_EXCEEDED.</summary>
+    [ConfigurationKeyName("max_connections")]
+    public int MaxConnections { get; set; } = 256;
+
+    /// <summary>Most subscriptions one connection may hold.</summary>
+    [ConfigurationKeyName("max_subscriptions_per_connection")]
+    public int MaxSubscriptionsPerConnection { get; set; } = 100;
+
+    /// <summary>Most subscriptions, over all connections, on one topic or pattern (the same pattern string).</summary>
+    [ConfigurationKeyName("max_subscribers_per_topic")]
+    public int MaxSubscribersPerTopic { get; set; } = 100;
+
     /// <summary>Every problem with these values, each naming the key, the value and what is allowed.</summary>
     public IEnumerable<string> Validate()
     {
@@ -57,6 +69,21 @@ public sealed class BrokerOptions
         if (MaxFrameSize is < 1024 or > Framing.MaxConfigurableFrameSize)
         {
             yield return $"broker.max_frame_size is {MaxFrameSize}; allowed: 1024 to {Framing.MaxConfigurableFrameSize}";
+        }
+
+        if (MaxConnections is < 1 or > 100_000)
+        {
+            yield return $"broker.max_connections is {MaxConnections}; allowed: 1 to 100000";
+        }
+
+        if (MaxSubscriptionsPerConnection is < 1 or > 1_000_000)
+        {
+            yield return $"broker.max_subscriptions_per_connection is {MaxSubscriptionsPerConnection}; allowed: 1 to 1000000";
+        }
+
+        if (MaxSubscribersPerTopic is < 1 or > 1_000_000)
+        {
+            yield return $"broker.max_subscribers_per_topic is {MaxSubscribersPerTopic}; allowed: 1 to 1000000";
         }
 
         if (MetricsPort is < 0 or > 65535)

@@ -30,8 +30,8 @@ public sealed record ConfigurationReport(IReadOnlyList<string> Errors, IReadOnly
 /// </summary>
 public static class ConfigurationValidator
 {
-    /// <summary>Keys whose children are free-form (a collector's <c>environment</c> and <c>arguments</c>).</summary>
-    private static readonly HashSet<string> FreeFormKeys = new(StringComparer.OrdinalIgnoreCase) { "environment", "arguments" };
+    /// <summary>Keys whose children are free-form (a collector's <c>environment</c> and <c>arguments</c>; the security section's lists and token map).</summary>
+    private static readonly HashSet<string> FreeFormKeys = new(StringComparer.OrdinalIgnoreCase) { "environment", "arguments", "allowed_uids", "allowed_gids", "registration_tokens" };
 
     /// <summary>Every section the agent reads. A new section is one line here.</summary>
     public static IReadOnlyList<KnownSection> Sections { get; } =
@@ -44,6 +44,7 @@ public static class ConfigurationValidator
         new(OrleansOptions.SectionName, typeof(OrleansOptions), c => Bind<OrleansOptions>(c, OrleansOptions.SectionName).Validate()),
         new(LoggingOptions.SectionName, typeof(LoggingOptions), c => Bind<LoggingOptions>(c, LoggingOptions.SectionName).Validate()),
         new(HealthOptions.SectionName, typeof(HealthOptions), c => Bind<HealthOptions>(c, HealthOptions.SectionName).Validate()),
+        new(SecurityOptions.SectionName, typeof(SecurityOptions), c => Bind<SecurityOptions>(c, SecurityOptions.SectionName).Validate()),
     ];
 
     /// <summary>Validates <paramref name="configuration"/>: all errors and all unknown-key warnings at once.</summary>

@@ -257,6 +257,10 @@ internal sealed partial class RpcRouter : IDisposable
         callee.Peer.DeliverRequest(request);
     }
 
+    /// <summary>True when a call with this id is pending on a callee other than <paramref name="peer"/> (an answer from <paramref name="peer"/> is then not its to give).</summary>
+    public bool IsAnsweredByAnother(string correlationId, IRpcPeer peer) =>
+        _pending.TryGetValue(correlationId, out var call) && !ReferenceEquals(call.Callee, peer);
+
     /// <summary>Routes a response from <paramref name="callee"/> back to the caller that is waiting for it.</summary>
     public void HandleResponse(IRpcPeer callee, RpcResponse response)
     {
