@@ -18,6 +18,25 @@ public sealed class ExposureEndToEndTests
         Assert.True(only.IsLoopback, $"the agent listens on {only.Address}:{only.Port}, not on loopback");
     }
 
+    [Fact]
+    public async Task With_the_dashboard_on_its_listener_is_on_loopback_too()
+    {
+        var port = DashboardEndToEndTests.FreePort();
+        await using var agent = await AgentProcess.StartAsync(
+            new Dictionary<string, string> { ["DAEMONEYE_ORLEANS__DASHBOARD_PORT"] = port.ToString(CultureInfo.InvariantCulture) },
+            args: ["--dashboard"]);
+        await DashboardEndToEndTests.ListeningAsync(agent, port);
+        await DashboardEndToEndTests.GetAsync(port, "/");
+
+        var inodes = SocketInodes(agent.Pid);
+        var listening = ListeningTcp().Where(l => inodes.Contains(l.Inode)).ToList();
+
+        // The silo endpoint and the dashboard, both on loopback.
+        Assert.Equal(2, listening.Count);
+        Assert.All(listening, l => Assert.True(l.IsLoopback, $"the agent listens on {l.Address}:{l.Port}, not on loopback"));
+        Assert.Contains(listening, l => l.Port == port);
+    }
+
     private static HashSet<long> SocketInodes(int pid)
     {
         var inodes = new HashSet<long>();
