@@ -39,6 +39,7 @@ internal sealed partial class BusConnection : IRpcPeer
     private readonly RpcRouter _rpc;
     private readonly PeerCredentials? _peer;
     private readonly PublishAccumulator _publishes;
+    private readonly Metrics.DeliveryMeter _delivery;
     private readonly Dictionary<uint, string> _subscriptions = [];
     private readonly int _capacity;
     private readonly int _maxFrameSize;
@@ -53,7 +54,7 @@ internal sealed partial class BusConnection : IRpcPeer
     private TopicEntry? _heartbeatEntry;
     private string _clientId = "(before hello)";
 
-    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger)
+    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics)
     {
         Id = id;
         _socket = socket;
@@ -68,7 +69,8 @@ internal sealed partial class BusConnection : IRpcPeer
         _logger = logger;
         _capacity = options.MessageBufferSize;
         _maxFrameSize = options.MaxFrameSize;
-        _publishes = new PublishAccumulator(grains);
+        _publishes = new PublishAccumulator(grains, metrics: metrics);
+        _delivery = metrics.NewDeliveryMeter();
     }
 
     public long Id { get; }
@@ -81,6 +83,15 @@ internal sealed partial class BusConnection : IRpcPeer
     public PeerCredentials? Peer => _peer;
 
     public long DroppedTotal => Interlocked.Read(ref _dropsTotal);
+
+    /// <summary>Messages in the outbound buffer now (metrics and health).</summary>
+    public int Queued => Volatile.Read(ref _queued);
+
+    /// <summary>The outbound buffer's size in messages (broker.message_buffer_size).</summary>
+    public int BufferCapacity => _capacity;
+
+    /// <summary>Subscriptions this connection holds now (read from other threads: a moment's view).</summary>
+    public int SubscriptionCount => _subscriptions.Count;
 
     private ISubscriptionRegistryGrain Registry => _grains.GetGrain<ISubscriptionRegistryGrain>(RegistryGrain.Key);
 
@@ -211,6 +222,7 @@ internal sealed partial class BusConnection : IRpcPeer
         while (true)
         {
             var result = await _input.ReadAsync(cancellationToken);
+            _publishes.ReadTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
             var buffer = result.Buffer;
             var stop = false;
             while (!stop)
@@ -542,6 +554,7 @@ internal sealed partial class BusConnection : IRpcPeer
                     if (_output.UnflushedBytes >= FlushThreshold)
                     {
                         var flushed = await _output.FlushAsync();
+                        _delivery.Flushed();
                         if (flushed.IsCompleted)
                         {
                             return;
@@ -549,7 +562,9 @@ internal sealed partial class BusConnection : IRpcPeer
                     }
                 }
 
-                if ((await _output.FlushAsync()).IsCompleted)
+                var done = (await _output.FlushAsync()).IsCompleted;
+                _delivery.Flushed();
+                if (done)
                 {
                     return;
                 }
@@ -623,6 +638,7 @@ internal sealed partial class BusConnection : IRpcPeer
         }
 
         _stats.AddDelivered(item.Count);
+        _delivery.Written(batch, item.Count);
     }
 
     private void WriteDropped()

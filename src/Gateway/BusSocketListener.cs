@@ -23,12 +23,13 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         ConnectionDirectory directory,
         Rpc.RpcRouter rpc,
         GatewayStatistics stats,
+        Metrics.BusMetrics metrics,
         ILogger<BusSocketListener> logger)
     {
         _options = options.Value;
         _logger = logger;
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger).RunAsync(stopping),
+            (client, id, stopping) => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics).RunAsync(stopping),
             logger);
     }
 

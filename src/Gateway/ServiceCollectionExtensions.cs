@@ -34,6 +34,7 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<Rpc.AgentRpcClient>();
         services.AddSingleton<Rpc.IAgentRpc>(sp => sp.GetRequiredService<Rpc.AgentRpcClient>());
         services.AddSingleton<IBusPublisher, LocalPublisher>();
+        Metrics.MetricsServiceCollectionExtensions.AddBusMetrics(services, configuration);
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
         return services;

@@ -57,6 +57,7 @@ builder.UseOrleans(silo => silo
 builder.Services.AddEventBusGateway(builder.Configuration);
 builder.Services.AddCollectorSupervision(builder.Configuration);
 builder.Services.AddAgentIpc(builder.Configuration);
+builder.Services.AddPrometheusMetrics(builder.Configuration);
 builder.Services.AddReadyAnnouncement();
 
 using var host = builder switch

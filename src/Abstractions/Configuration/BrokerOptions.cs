@@ -24,8 +24,13 @@ public sealed class BrokerOptions
     [ConfigurationKeyName("message_buffer_size")]
     public int MessageBufferSize { get; set; } = 10_000;
 
+    /// <summary>Serve the metrics in Prometheus text format on 127.0.0.1:<see cref="MetricsPort"/> (daemoneye-cli metrics works either way).</summary>
     [ConfigurationKeyName("enable_metrics")]
     public bool EnableMetrics { get; set; } = true;
+
+    /// <summary>The Prometheus endpoint's port on 127.0.0.1; 0 picks a free port at start-up (logged).</summary>
+    [ConfigurationKeyName("metrics_port")]
+    public int MetricsPort { get; set; }
 
     /// <summary>Largest frame accepted, in bytes.</summary>
     [ConfigurationKeyName("max_frame_size")]
@@ -52,6 +57,11 @@ public sealed class BrokerOptions
         if (MaxFrameSize is < 1024 or > Framing.MaxConfigurableFrameSize)
         {
             yield return $"broker.max_frame_size is {MaxFrameSize}; allowed: 1024 to {Framing.MaxConfigurableFrameSize}";
+        }
+
+        if (MetricsPort is < 0 or > 65535)
+        {
+            yield return $"broker.metrics_port is {MetricsPort}; allowed: 0 (pick a free port) or 1 to 65535";
         }
 
         if (SocketPath is { Length: > 0 } path)

@@ -43,6 +43,7 @@ public static class ConfigurationValidator
         new(CollectorDefinition.SectionName, typeof(CollectorDefinition), ValidateCollectors, IsList: true),
         new(OrleansOptions.SectionName, typeof(OrleansOptions), c => Bind<OrleansOptions>(c, OrleansOptions.SectionName).Validate()),
         new(LoggingOptions.SectionName, typeof(LoggingOptions), c => Bind<LoggingOptions>(c, LoggingOptions.SectionName).Validate()),
+        new(HealthOptions.SectionName, typeof(HealthOptions), c => Bind<HealthOptions>(c, HealthOptions.SectionName).Validate()),
     ];
 
     /// <summary>Validates <paramref name="configuration"/>: all errors and all unknown-key warnings at once.</summary>

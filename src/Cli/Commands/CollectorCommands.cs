@@ -219,7 +219,7 @@ internal static class CollectorCommands
     /// Sends one request. On failure the response is null and the exit code is chosen: 3 when the
     /// agent is unreachable, 1 when it refused (with "&lt;Kind&gt;: &lt;message&gt;" on stderr).
     /// </summary>
-    private static async Task<(IpcResponse? Response, int ExitCode)> RequestAsync(CliContext context, ParseResult parse, IpcRequest request, CancellationToken cancellationToken)
+    internal static async Task<(IpcResponse? Response, int ExitCode)> RequestAsync(CliContext context, ParseResult parse, IpcRequest request, CancellationToken cancellationToken)
     {
         var response = await SendAsync(context, parse, request, cancellationToken);
         if (response is null)
@@ -377,7 +377,7 @@ internal static class CollectorCommands
         ? $"{(int)t.TotalDays}d{t.Hours:00}h{t.Minutes:00}m"
         : t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m{t.Seconds:00}s" : $"{t.Minutes}m{t.Seconds:00}s";
 
-    private static string Json(Action<Utf8JsonWriter> write)
+    internal static string Json(Action<Utf8JsonWriter> write)
     {
         using var buffer = new MemoryStream();
         using (var writer = new Utf8JsonWriter(buffer, JsonOptions))

@@ -31,7 +31,8 @@ internal sealed partial class IpcSocketListener(
     GatewayStatistics stats,
     IGrainFactory grains,
     TimeProvider time,
-    ILogger<IpcSocketListener> logger) : IHostedLifecycleService, IAsyncDisposable
+    ILogger<IpcSocketListener> logger,
+    Metrics.AgentObservability observability) : IHostedLifecycleService, IAsyncDisposable
 {
     private readonly DateTimeOffset _started = time.GetUtcNow();
     private UnixSocketServer? _server;
@@ -147,8 +148,12 @@ internal sealed partial class IpcSocketListener(
                 case IpcRequest.BodyOneofCase.CollectorCommand:
                     var (reply, error) = await control.ExecuteAsync(request.CollectorCommand, request.Correlation, cancellationToken);
                     return error is not null ? new IpcResponse { Error = error } : new IpcResponse { CollectorCommand = reply };
+                case IpcRequest.BodyOneofCase.Metrics:
+                    return new IpcResponse { Metrics = observability.Metrics() };
+                case IpcRequest.BodyOneofCase.Health:
+                    return new IpcResponse { Health = await observability.HealthAsync(cancellationToken) };
                 default:
-                    return new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, "the request has no body; expected status, list_collectors or collector_command") };
+                    return new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, "the request has no body; expected status, list_collectors, collector_command, metrics or health") };
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)

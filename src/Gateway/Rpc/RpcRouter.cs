@@ -74,6 +74,7 @@ internal sealed partial class RpcRouter : IDisposable
     private readonly TimeProvider _time;
     private readonly CollectorPresenceHub _presence;
     private readonly ILogger<RpcRouter> _logger;
+    private readonly Metrics.RpcMetrics? _metrics;
     private readonly ITimer _sweep;
     private readonly Lock _sweepGate = new();
     private bool _sweeping;
@@ -85,8 +86,10 @@ internal sealed partial class RpcRouter : IDisposable
     private long _rejected;
     private long _communicationErrors;
 
-    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, CollectorPresenceHub presence, ILogger<RpcRouter> logger)
+    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, CollectorPresenceHub presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
     {
+        _metrics = metrics;
+        metrics?.Attach(() => Pending, () => _collectors.Count);
         _options = options.Value;
         _time = time;
         _presence = presence;
@@ -132,6 +135,7 @@ internal sealed partial class RpcRouter : IDisposable
     /// <summary>Tells the observers that <paramref name="collectorId"/> sent a heartbeat.</summary>
     public void NotifyHeartbeat(string collectorId)
     {
+        _metrics?.Heartbeat();
         foreach (var observer in _presence.Observers)
         {
             observer.OnCollectorHeartbeat(collectorId);
@@ -162,6 +166,7 @@ internal sealed partial class RpcRouter : IDisposable
             else if (ReferenceEquals(call.Callee, peer) && Remove(key, call))
             {
                 Interlocked.Increment(ref _communicationErrors);
+                _metrics?.Error(call.Request.Operation, RpcErrorKind.CommunicationError);
                 call.Caller.DeliverResponse(Failure(call.Request, RpcErrorKind.CommunicationError,
                     $"collector '{call.CalleeName}' disconnected while the call was pending"));
             }
@@ -181,6 +186,7 @@ internal sealed partial class RpcRouter : IDisposable
     public void HandleRequest(IRpcPeer caller, RpcRequest request)
     {
         Interlocked.Increment(ref _requests);
+        _metrics?.Request(request.Operation);
         var now = _time.GetUtcNow();
         var correlationId = request.Correlation?.CorrelationId ?? string.Empty;
         if (correlationId.Length is 0 or > Protocol.ProtocolConstants.MaxCorrelationIdLength)
@@ -225,6 +231,7 @@ internal sealed partial class RpcRouter : IDisposable
         if (request.DeadlineUnixNanos <= ToUnixNanos(now))
         {
             Interlocked.Increment(ref _timeouts);
+            _metrics?.Error(request.Operation, RpcErrorKind.Timeout);
             caller.DeliverResponse(Failure(request, RpcErrorKind.Timeout, "the call's deadline had passed before it reached the agent; it was not forwarded"));
             return;
         }
@@ -258,6 +265,7 @@ internal sealed partial class RpcRouter : IDisposable
         {
             // Too late (timed out and answered already), or not this peer's call to answer.
             Interlocked.Increment(ref _late);
+            _metrics?.Late();
             LogLateResponse(_logger, correlationId, callee.Name);
             return;
         }
@@ -265,10 +273,12 @@ internal sealed partial class RpcRouter : IDisposable
         if (!Remove(correlationId, call))
         {
             Interlocked.Increment(ref _late);
+            _metrics?.Late();
             return;
         }
 
         Interlocked.Increment(ref _responses);
+        _metrics?.Response(call.Request.Operation, response, Stopwatch.GetElapsedTime(call.Started));
         if (_options.EnableCorrelationTracking && _logger.IsEnabled(LogLevel.Information))
         {
             // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration.
@@ -293,6 +303,7 @@ internal sealed partial class RpcRouter : IDisposable
     private void Reject(IRpcPeer caller, RpcRequest request, RpcErrorKind kind, string message)
     {
         Interlocked.Increment(ref _rejected);
+        _metrics?.Error(request.Operation, kind);
         LogRejected(_logger, request.Correlation?.CorrelationId ?? string.Empty, request.Operation, kind, message);
         caller.DeliverResponse(Failure(request, kind, message));
     }
@@ -348,6 +359,7 @@ internal sealed partial class RpcRouter : IDisposable
             if (call.Deadline <= now && Remove(key, call))
             {
                 Interlocked.Increment(ref _timeouts);
+                _metrics?.Error(call.Request.Operation, RpcErrorKind.Timeout);
                 var timeout = TimeSpan.FromMilliseconds(call.Request.TimeoutMs);
                 LogTimedOut(_logger, key, call.Request.Operation, call.CalleeName, timeout.TotalMilliseconds);
                 call.Caller.DeliverResponse(Failure(call.Request, RpcErrorKind.Timeout,

@@ -133,7 +133,7 @@ public sealed class ConfigurationValidatorTests
             Assert.Empty(report.Errors);
             Assert.Equal(
                 [
-                    $"unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'? Known keys of broker: socket_path, startup_timeout_seconds, max_subscribers, message_buffer_size, enable_metrics, max_frame_size",
+                    $"unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'? Known keys of broker: {string.Join(", ", ConfigurationValidator.Sections.Single(s => s.Name == "broker").Keys)}",
                     $"unknown key brokr (file {file}) is ignored; did you mean 'broker'? Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
                     $"unknown key collectors[0].enabld (file {file}) is ignored; did you mean 'enabled'? Known keys of each collectors entry: id, executable, arguments, environment, enabled",
                     $"unknown key zzz (file {file}) is ignored. Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
