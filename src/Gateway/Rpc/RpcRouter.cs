@@ -279,10 +279,11 @@ internal sealed partial class RpcRouter : IDisposable
 
         Interlocked.Increment(ref _responses);
         _metrics?.Response(call.Request.Operation, response, Stopwatch.GetElapsedTime(call.Started));
-        if (_logger.IsEnabled(LogLevel.Debug))
+        if (_options.EnableCorrelationTracking && _logger.IsEnabled(LogLevel.Information))
         {
-            var micros = Stopwatch.GetElapsedTime(call.Started).TotalMicroseconds;
-            LogCompleted(_logger, correlationId, call.Request.Operation, call.CalleeName, response.Status, micros);
+            // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration.
+            var millis = Stopwatch.GetElapsedTime(call.Started).TotalMilliseconds;
+            LogCompleted(_logger, correlationId, call.Request.Correlation?.RootCorrelationId ?? string.Empty, call.Request.Operation, call.CalleeName, response.Status, millis);
         }
 
         call.Caller.DeliverResponse(response);
@@ -360,7 +361,7 @@ internal sealed partial class RpcRouter : IDisposable
                 Interlocked.Increment(ref _timeouts);
                 _metrics?.Error(call.Request.Operation, RpcErrorKind.Timeout);
                 var timeout = TimeSpan.FromMilliseconds(call.Request.TimeoutMs);
-                LogTimedOut(_logger, key, call.Request.Operation, call.CalleeName, timeout.TotalSeconds);
+                LogTimedOut(_logger, key, call.Request.Operation, call.CalleeName, timeout.TotalMilliseconds);
                 call.Caller.DeliverResponse(Failure(call.Request, RpcErrorKind.Timeout,
                     $"collector '{call.CalleeName}' did not answer {call.Request.Operation} within {timeout.TotalSeconds:0.###} s; check its health (daemoneye-cli collectors health {call.CalleeName}) or raise the timeout"));
             }
@@ -389,11 +390,11 @@ internal sealed partial class RpcRouter : IDisposable
     [LoggerMessage(EventId = 3002, Level = LogLevel.Debug, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} from {Caller}")]
     private static partial void LogForwarded(ILogger logger, string correlationId, RpcOperation operation, string collectorId, string caller);
 
-    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "RPC {CorrelationId} {Operation} <- {CollectorId}: {Status} in {DurationUs:0} µs")]
-    private static partial void LogCompleted(ILogger logger, string correlationId, RpcOperation operation, string collectorId, RpcStatus status, double durationUs);
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Information, Message = "RPC {CorrelationId} {Operation} <- {CollectorId}: {Status} in {DurationMs:0.###} ms (root {RootCorrelationId})")]
+    private static partial void LogCompleted(ILogger logger, string correlationId, string rootCorrelationId, RpcOperation operation, string collectorId, RpcStatus status, double durationMs);
 
-    [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} timed out after {TimeoutSeconds} s")]
-    private static partial void LogTimedOut(ILogger logger, string correlationId, RpcOperation operation, string collectorId, double timeoutSeconds);
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} timed out after {DurationMs} ms")]
+    private static partial void LogTimedOut(ILogger logger, string correlationId, RpcOperation operation, string collectorId, double durationMs);
 
     [LoggerMessage(EventId = 3005, Level = LogLevel.Information, Message = "RPC {CorrelationId} {Operation} refused ({Kind}): {Reason}")]
     private static partial void LogRejected(ILogger logger, string correlationId, RpcOperation operation, RpcErrorKind kind, string reason);
