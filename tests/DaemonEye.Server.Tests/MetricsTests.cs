@@ -6,6 +6,7 @@ using DaemonEye.Gateway;
 using DaemonEye.Gateway.Health;
 using DaemonEye.Gateway.Metrics;
 using DaemonEye.Gateway.Rpc;
+using DaemonEye.Gateway.Security;
 using DaemonEye.Grains;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
@@ -98,17 +99,18 @@ public sealed class MetricsTests : IDisposable
         delivery.Written(Batch("control.health.status", 1, readTimestamp: 0), 1); // published by the agent: no latency
         delivery.Flushed();
         bus.PublishedCounter("events.process.lifecycle").Add(5);
-        bus.Denied("publish_domain");
-        bus.Denied("publish_domain");
-        bus.Denied("peer_uid");
+        stats.AddDenied(AccessRule.CollectorPublish);
+        stats.AddDenied(AccessRule.CollectorPublish);
+        stats.AddDenied(AccessRule.SubscriberRpcCall);
 
         var s = _aggregator.Snapshot();
         Assert.Equal(5, Point(s, MetricNames.Delivered, ("topic.root", "events")).Value);
         Assert.Equal(1, Point(s, MetricNames.Delivered, ("topic.root", "control")).Value);
         Assert.Equal(5, Point(s, MetricNames.Published, ("topic.root", "events")).Value);
         Assert.Equal(2ul, Point(s, MetricNames.DeliveryDuration).Count);
-        Assert.Equal(2, Point(s, MetricNames.Denied, ("rule", "publish_domain")).Value);
-        Assert.Equal(1, Point(s, MetricNames.Denied, ("rule", "peer_uid")).Value);
+        Assert.Equal(2, Point(s, MetricNames.Denied, ("rule", AccessRules.Name(AccessRule.CollectorPublish))).Value);
+        Assert.Equal(1, Point(s, MetricNames.Denied, ("rule", AccessRules.Name(AccessRule.SubscriberRpcCall))).Value);
+        Assert.Equal(2, Assert.Single(s, m => m.Name == MetricNames.Denied).Points.Count);
         Assert.Equal(3, bus.DeniedTotal);
         Assert.Equal(0, Point(s, MetricNames.Subscriptions).Value);
         Assert.Equal(0, Point(s, MetricNames.BufferUtilization).Value);
