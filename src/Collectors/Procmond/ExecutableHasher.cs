@@ -117,31 +117,49 @@ internal sealed class ExecutableHasher
         {
             await foreach (var job in _queue.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                if (job.Integrity is null)
-                {
-                    Hash(job.Key, job.Path);
-                    _pending.TryRemove(job.Key, out _);
-                    continue;
-                }
-
-                if (job.Integrity.OriginalSha256.Length == 0 && job.Key != default)
-                {
-                    job.Integrity.OriginalSha256 = TryGet(job.Key) ?? Hash(job.Key, job.Path) ?? string.Empty;
-                }
-
-                if (job.Integrity.CurrentSha256.Length == 0 && job.CurrentKey is { } current && job.CurrentPath is not null)
-                {
-                    job.Integrity.CurrentSha256 = TryGet(current) ?? Hash(current, job.CurrentPath) ?? string.Empty;
-                }
-
-                if (IntegrityReady is { } ready)
-                {
-                    await ready(job.Integrity, cancellationToken).ConfigureAwait(false);
-                }
+                await ProcessAsync(job, cancellationToken).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
+        }
+    }
+
+    /// <summary>Does the queued work now, on the caller (tests, benchmarks); returns the number of jobs done.</summary>
+    public async Task<int> DrainAsync(CancellationToken cancellationToken)
+    {
+        var done = 0;
+        while (_queue.Reader.TryRead(out var job))
+        {
+            await ProcessAsync(job, cancellationToken).ConfigureAwait(false);
+            done++;
+        }
+
+        return done;
+    }
+
+    private async ValueTask ProcessAsync(Job job, CancellationToken cancellationToken)
+    {
+        if (job.Integrity is null)
+        {
+            Hash(job.Key, job.Path);
+            _pending.TryRemove(job.Key, out _);
+            return;
+        }
+
+        if (job.Integrity.OriginalSha256.Length == 0 && job.Key != default)
+        {
+            job.Integrity.OriginalSha256 = TryGet(job.Key) ?? Hash(job.Key, job.Path) ?? string.Empty;
+        }
+
+        if (job.Integrity.CurrentSha256.Length == 0 && job.CurrentKey is { } current && job.CurrentPath is not null)
+        {
+            job.Integrity.CurrentSha256 = TryGet(current) ?? Hash(current, job.CurrentPath) ?? string.Empty;
+        }
+
+        if (IntegrityReady is { } ready)
+        {
+            await ready(job.Integrity, cancellationToken).ConfigureAwait(false);
         }
     }
 

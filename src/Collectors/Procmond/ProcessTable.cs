@@ -208,7 +208,7 @@ internal sealed class ProcessTable
             }
         }
 
-        if (process.ExeKey is { } key && _hasher.TryGet(key) is null && !process.ExeDeleted)
+        if (!isNew && !execed && process.ExeKey is { } key && _hasher.TryGet(key) is null && !process.ExeDeleted)
         {
             // Hash (again) if an earlier request found the queue full.
             _hasher.Request(key, _reader.PathString(pid, "exe"));
