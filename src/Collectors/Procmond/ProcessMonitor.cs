@@ -32,6 +32,7 @@ internal sealed partial class ProcessMonitor(
     public const string SnapshotTaskType = "process.snapshot";
 
     private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly TaskCompletionSource _baseline = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private PeriodicTimer? _timer;
     private long _published;
     private long _publishFailures;
@@ -58,6 +59,7 @@ internal sealed partial class ProcessMonitor(
                 _lock.Release();
             }
 
+            _baseline.TrySetResult();
             LogStarted(logger, collector.CollectorId, startup.Processes.Count, (long)startup.ScanDurationUs, settings.ScanInterval.TotalMilliseconds);
             await PublishBatchAsync(startup, stoppingToken).ConfigureAwait(false);
 
@@ -199,16 +201,13 @@ internal sealed partial class ProcessMonitor(
             throw new CollectorRpcException(RpcErrorKind.InvalidOperation, $"process.snapshot has no parameter(s) {string.Join(", ", unknown.Select(k => $"'{k}'"))}; known: fresh, publish");
         }
 
+        // The baseline scan comes first, whatever arrives before it.
+        await _baseline.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
         ScanChanges? scan = fresh ? await ScanAndPublishAsync(cancellationToken).ConfigureAwait(false) : null;
         ProcessSnapshot snapshot;
         await _lock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (table.LastScan is null)
-            {
-                throw new CollectorRpcException(RpcErrorKind.ExecutionError, $"collector '{collector.CollectorId}' has not finished its first scan yet; try again");
-            }
-
             snapshot = Snapshot(scan, "task");
         }
         finally
