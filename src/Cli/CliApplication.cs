@@ -32,6 +32,7 @@ internal static class CliApplication
         root.Subcommands.Add(ConfigCommands.Build(context));
         root.Subcommands.Add(ObservabilityCommands.BuildMetrics(context));
         root.Subcommands.Add(ObservabilityCommands.BuildHealth(context));
+        root.Subcommands.Add(PsCommand.Build(context));
         return root;
     }
 

@@ -99,7 +99,7 @@ public sealed class CollectorDefinition
     [ConfigurationKeyName("id")]
     public string Id { get; set; } = string.Empty;
 
-    /// <summary>Program to run: an absolute path, a path relative to the agent's working directory, or a .dll run with the agent's dotnet.</summary>
+    /// <summary>Program to run: an absolute path, or a relative one (looked up in the agent's working directory, then in the agent's own directory); a .dll runs with the agent's dotnet.</summary>
     [ConfigurationKeyName("executable")]
     public string Executable { get; set; } = string.Empty;
 
