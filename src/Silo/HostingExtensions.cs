@@ -59,6 +59,7 @@ internal static partial class HostingExtensions
                 .MinimumLevel.Override("Polly", LogEventLevel.Warning)
                 // The ready line is how operators and supervisors know the sockets accept; keep it at any level.
                 .MinimumLevel.Override("DaemonEye.Silo.HostingExtensions.ReadyAnnouncer", LogEventLevel.Information)
+                .MinimumLevel.Override("DaemonEye.Silo.Dashboard", LogEventLevel.Information)
                 .MinimumLevel.Override("Microsoft.Hosting.Lifetime", LogEventLevel.Information)
                 .Enrich.FromLogContext();
             if (string.Equals(options.Format, "json", StringComparison.OrdinalIgnoreCase))

@@ -98,12 +98,21 @@ internal sealed class AgentProcess : IAsyncDisposable
         return (agent._process.ExitCode, agent.Log);
     }
 
-    /// <summary>Completes with the first line from now on that <paramref name="match"/> accepts (call it before causing the line).</summary>
-    public Task<string> WaitForLineAsync(Func<string, bool> match)
+    /// <summary>
+    /// Completes with the first line from now on that <paramref name="match"/> accepts (call it before
+    /// causing the line), or with an earlier one when <paramref name="includeEarlier"/>.
+    /// </summary>
+    public Task<string> WaitForLineAsync(Func<string, bool> match, bool includeEarlier = false)
     {
         var seen = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_log)
         {
+            if (includeEarlier && _log.FirstOrDefault(match) is { } earlier)
+            {
+                seen.SetResult(earlier);
+                return seen.Task;
+            }
+
             _waits.Add((match, seen));
         }
 

@@ -122,6 +122,46 @@ public sealed class ConfigurationEndToEndTests
         Assert.DoesNotContain(agent.Log.Split('\n'), IsRpcCompletedLine);
     }
 
+    [Fact]
+    public async Task Ipc_socket_path_silo_port_and_logging_level_take_effect()
+    {
+        var directory = Directory.CreateTempSubdirectory("de-keys-").FullName;
+        try
+        {
+            var ipc = Path.Combine(directory, "control.sock");
+            var port = DashboardEndToEndTests.FreePort();
+            await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>
+            {
+                ["DAEMONEYE_IPC__SOCKET_PATH"] = ipc,
+                ["DAEMONEYE_ORLEANS__SILO_PORT"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["DAEMONEYE_LOGGING__LEVEL"] = "warning",
+            });
+
+            // ipc.socket_path: the IPC socket is where the key says, and answers.
+            using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+            {
+                await socket.ConnectAsync(new UnixDomainSocketEndPoint(ipc));
+            }
+
+            Assert.False(File.Exists(agent.IpcSocketPath), "ipc.sock beside the bus socket exists although ipc.socket_path names another path");
+
+            // orleans.silo_port: the silo endpoint is on that port.
+            using (var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+            {
+                await tcp.ConnectAsync(System.Net.IPAddress.Loopback, port);
+            }
+
+            // logging.level warning: the information lines of start-up are gone; the ready line is kept on purpose.
+            Assert.DoesNotContain("Event bus listening on", agent.Log, StringComparison.Ordinal);
+            Assert.DoesNotContain("IPC listening on", agent.Log, StringComparison.Ordinal);
+            Assert.Contains("daemoneye-agent ready", agent.Log, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     /// <summary>Type=notify: the agent sends READY=1 to $NOTIFY_SOCKET, and at that moment both sockets accept.</summary>
     [Fact]
     public async Task Under_systemd_READY_1_arrives_once_both_sockets_accept_and_STOPPING_1_on_SIGTERM()

@@ -21,6 +21,28 @@ public sealed class ExposureEndToEndTests
         Assert.True(prometheus.Success, agent.Log);
         Assert.Contains(listening, l => l.Port == int.Parse(prometheus.Groups[1].Value, CultureInfo.InvariantCulture));
     }
+
+    [Fact]
+    public async Task With_the_dashboard_on_its_listener_is_on_loopback_too()
+    {
+        var port = DashboardEndToEndTests.FreePort();
+        await using var agent = await AgentProcess.StartAsync(
+            new Dictionary<string, string>
+            {
+                ["DAEMONEYE_ORLEANS__DASHBOARD_PORT"] = port.ToString(CultureInfo.InvariantCulture),
+                ["DAEMONEYE_BROKER__ENABLE_METRICS"] = "false",
+            },
+            args: ["--dashboard"]);
+        await DashboardEndToEndTests.ListeningAsync(agent, port);
+        await DashboardEndToEndTests.GetAsync(port, "/");
+
+        var listening = Listeners.Tcp(agent.Pid);
+
+        // Metrics off: the silo endpoint and the dashboard, both on loopback.
+        Assert.Equal(2, listening.Count);
+        Assert.All(listening, l => Assert.True(l.IsLoopback, $"the agent listens on {l.Address}:{l.Port}, not on loopback"));
+        Assert.Contains(listening, l => l.Port == port);
+    }
 }
 
 /// <summary>A process's TCP listeners, from /proc/net/tcp{,6} and its fds.</summary>

@@ -16,12 +16,12 @@ public sealed class BusMetrics
     private readonly Meter _meter;
     private readonly TopicRootCounters _published = new();
     private readonly TopicRootCounters _delivered = new();
-    private readonly Counter<long> _denied;
     private readonly Histogram<double> _deliveryDuration;
-    private long _deniedTotal;
+    private readonly GatewayStatistics _stats;
 
     internal BusMetrics(IMeterFactory meters, GatewayStatistics stats, ConnectionDirectory connections)
     {
+        _stats = stats;
         _meter = meters.Create(MetricNames.BusMeter);
         _meter.CreateObservableCounter(MetricNames.Published, () => Observe(_published), "{message}",
             "Publish frames read from clients and handed to their Topic grain, by topic root");
@@ -33,7 +33,7 @@ public sealed class BusMetrics
             "Published messages that could not be routed because the grain call failed");
         _meter.CreateObservableCounter(MetricNames.ProtocolErrors, () => stats.ProtocolErrors, "{error}",
             "Frames refused as malformed, oversized, truncated, out of protocol, or publishes on an invalid topic");
-        _denied = _meter.CreateCounter<long>(MetricNames.Denied, "{action}", "Actions refused by an access rule, by rule");
+        _meter.CreateObservableCounter(MetricNames.Denied, ObserveDenied, "{action}", "Actions refused by an access rule (security), by rule");
         _deliveryDuration = _meter.CreateHistogram(MetricNames.DeliveryDuration, "s",
             "From the gateway's socket read that held a Publish to the flush of its Deliver frame to the subscriber's socket; one value per delivered batch per subscriber",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = MetricNames.LatencyBuckets });
@@ -53,18 +53,8 @@ public sealed class BusMetrics
             "Connections whose outbound buffer is full now (their next messages are dropped)");
     }
 
-    /// <summary>Every denied action so far (all rules); part of the health check's error rate.</summary>
-    public long DeniedTotal => Interlocked.Read(ref _deniedTotal);
-
-    /// <summary>
-    /// Counts one action refused by an access rule (<c>daemoneye.bus.denied{rule}</c>). The rule
-    /// names a fixed set (e.g. "publish_domain", "peer_uid"), never a value from the client.
-    /// </summary>
-    public void Denied(string rule)
-    {
-        Interlocked.Increment(ref _deniedTotal);
-        _denied.Add(1, new KeyValuePair<string, object?>(MetricNames.RuleTag, rule));
-    }
+    /// <summary>Every denied action so far (all access rules); part of the health check's error rate.</summary>
+    public long DeniedTotal => Security.AccessRules.All.Sum(_stats.DeniedBy);
 
     /// <summary>The tally of published messages for <paramref name="topic"/>'s root; keep it with the topic.</summary>
     internal TallyCounter PublishedCounter(string topic) => _published.For(topic);
@@ -77,6 +67,19 @@ public sealed class BusMetrics
     internal void RecordDelivery(double seconds) => _deliveryDuration.Record(seconds);
 
     internal bool DeliveryDurationEnabled => _deliveryDuration.Enabled;
+
+    /// <summary>The access rules' denial counts that GatewayStatistics keeps, one series per rule that has denied something.</summary>
+    private IEnumerable<Measurement<long>> ObserveDenied()
+    {
+        foreach (var rule in Security.AccessRules.All)
+        {
+            var n = _stats.DeniedBy(rule);
+            if (n != 0)
+            {
+                yield return new Measurement<long>(n, new KeyValuePair<string, object?>(MetricNames.RuleTag, Security.AccessRules.Name(rule)));
+            }
+        }
+    }
 
     private static IEnumerable<Measurement<long>> Observe(TopicRootCounters counters)
     {

@@ -19,6 +19,7 @@ public sealed class ConfigurationValidatorTests
         { "broker:message_buffer_size", "0", "broker.message_buffer_size is 0; allowed: 1 to 10000000" },
         { "broker:max_frame_size", "1023", "broker.max_frame_size is 1023; allowed: 1024 to 67108864" },
         { "broker:enable_metrics", "yes", "broker.enable_metrics is 'yes'; allowed: true or false" },
+        { "broker:metrics_port", "65536", "broker.metrics_port is 65536; allowed: 0 (pick a free port) or 1 to 65535" },
         { "broker:socket_path", "/" + new string('s', 120), $"broker.socket_path is '/{new string('s', 120)}'; a Unix socket path must be at most 107 bytes" },
         { "rpc:default_timeout_seconds", "0", "rpc.default_timeout_seconds is 0; allowed: 1 to 3600" },
         { "rpc:health_check_interval_seconds", "86401", "rpc.health_check_interval_seconds is 86401; allowed: 1 to 86400" },
@@ -40,6 +41,10 @@ public sealed class ConfigurationValidatorTests
         { "orleans:dashboard", "sometimes", "orleans.dashboard is 'sometimes'; allowed: true or false" },
         { "logging:level", "loud", "logging.level is 'loud'; allowed: verbose, debug, information, warning, error, fatal" },
         { "logging:format", "xml", "logging.format is 'xml'; allowed: console, json" },
+        { "health:max_error_rate_per_second", "-1", "health.max_error_rate_per_second is -1; allowed: 0 to 1000000 (errors per second)" },
+        { "health:error_rate_window_seconds", "0", "health.error_rate_window_seconds is 0; allowed: 1 to 86400" },
+        { "health:probe_timeout_seconds", "301", "health.probe_timeout_seconds is 301; allowed: 0.01 to 300" },
+        { "health:buffer_degraded_percent", "0", "health.buffer_degraded_percent is 0; allowed: 1 to 100" },
         { "collectors:0:id", "Bad.Id", "collectors[0].id is 'Bad.Id'; allowed: 1 to 64 characters from a-z, 0-9, '_' and '-'" },
         { "collectors:0:enabled", "si", "collectors[0].enabled is 'si'; allowed: true or false" },
     };
