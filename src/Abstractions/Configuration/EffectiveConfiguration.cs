@@ -12,9 +12,16 @@ namespace DaemonEye.Configuration;
 /// <param name="Source"><c>default</c>, <c>file PATH</c>, <c>environment DAEMONEYE_…</c> or <c>command line</c>.</param>
 public sealed record EffectiveValue(string Section, string Key, object? Value, string Source);
 
+/// <summary>Marks a key whose values are secrets: <c>config show</c> prints its map keys but not their values.</summary>
+[AttributeUsage(AttributeTargets.Property)]
+public sealed class SecretAttribute : Attribute;
+
 /// <summary>The configuration the agent would run with: every known key, its value and its source.</summary>
 public static class EffectiveConfiguration
 {
+    /// <summary>What <c>config show</c> prints instead of a secret value.</summary>
+    public const string Redacted = "<redacted>";
+
     public static IReadOnlyList<EffectiveValue> Describe(IConfiguration configuration)
     {
         var values = new List<EffectiveValue>();
@@ -58,7 +65,15 @@ public static class EffectiveConfiguration
                 source = ConfigurationValidator.SourceOf(configuration, child.GetChildren().Any() ? child.GetChildren().First().Path : child.Path);
             }
 
-            yield return new EffectiveValue(section, key, property.GetValue(options), source);
+            var value = property.GetValue(options);
+            if (property.GetCustomAttribute<SecretAttribute>() is not null)
+            {
+                value = value is IDictionary map
+                    ? map.Keys.Cast<object>().ToDictionary(k => k, _ => (object?)Redacted)
+                    : value is null or "" ? value : Redacted;
+            }
+
+            yield return new EffectiveValue(section, key, value, source);
         }
     }
 

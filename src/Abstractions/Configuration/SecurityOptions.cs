@@ -63,6 +63,7 @@ public sealed class SecurityOptions
 
     /// <summary>Collector id to the token a collector started outside the agent must present in Hello.</summary>
     [ConfigurationKeyName("registration_tokens")]
+    [Secret]
     public Dictionary<string, string> RegistrationTokens { get; set; } = new(StringComparer.Ordinal);
 
     /// <summary>The socket group's id, null when none is configured. Call after <see cref="Validate"/>.</summary>

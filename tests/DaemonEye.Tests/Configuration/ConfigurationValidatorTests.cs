@@ -186,6 +186,18 @@ public sealed class ConfigurationValidatorTests
         }
     }
 
+    [Fact]
+    public void Config_show_names_registration_token_ids_but_never_prints_the_tokens()
+    {
+        var configuration = Build(new() { ["security:registration_tokens:procmond"] = "0123456789abcdef0123" });
+
+        var tokens = EffectiveConfiguration.Describe(configuration).Single(v => v.Section == "security" && v.Key == "registration_tokens");
+
+        var formatted = EffectiveConfiguration.Format(tokens.Value);
+        Assert.Equal("{procmond: \"<redacted>\"}", formatted);
+        Assert.DoesNotContain("0123456789abcdef0123", formatted, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("max_subscriber", "max_subscribers")]
     [InlineData("default_timeout", "default_timeout_seconds")]
