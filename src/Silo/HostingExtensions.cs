@@ -25,6 +25,7 @@ internal static partial class HostingExtensions
         Check(errors, () => Bind<RpcOptions>(configuration, RpcOptions.SectionName).Validate());
         Check(errors, () => Bind<IpcOptions>(configuration, IpcOptions.SectionName).Validate());
         Check(errors, () => Supervision.ServiceCollectionExtensions.ValidateSupervision(configuration).ToList());
+        Check(errors, () => Coordination.ServiceCollectionExtensions.ValidateCoordination(configuration));
         Check(errors, () => Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).Validate());
         Check(errors, () => Bind<LoggingOptions>(configuration, LoggingOptions.SectionName).Validate());
         return errors;

@@ -98,6 +98,16 @@ public sealed class CollectorDefinition
     public string Id { get; set; } = string.Empty;
 
     /// <summary>Program to run: an absolute path, a path relative to the agent's working directory, or a .dll run with the agent's dotnet.</summary>
+    /// <summary>
+    /// Collector type: instances with the same type (procmond-1, procmond-2) share that type's tasks
+    /// round-robin, and an aggregated task expects one answer per type. Empty: the id.
+    /// </summary>
+    [ConfigurationKeyName("type")]
+    public string Type { get; set; } = string.Empty;
+
+    /// <summary>The type, or the id when no type is configured.</summary>
+    public string EffectiveType => string.IsNullOrEmpty(Type) ? Id : Type;
+
     [ConfigurationKeyName("executable")]
     public string Executable { get; set; } = string.Empty;
 
@@ -117,6 +127,11 @@ public sealed class CollectorDefinition
         if (Id.Length == 0 || Id.Contains('.', StringComparison.Ordinal) || !validation.IsValid)
         {
             yield return $"{where}.id is '{Id}'; allowed: 1 to 64 characters from a-z, 0-9, '_' and '-'";
+        }
+
+        if (Type.Length > 0 && (Type.Contains('.', StringComparison.Ordinal) || !Topics.TopicRules.ValidateTopic("control.collector." + Type).IsValid))
+        {
+            yield return $"{where}.type is '{Type}'; allowed: empty (the id) or 1 to 64 characters from a-z, 0-9, '_' and '-'";
         }
 
         if (string.IsNullOrWhiteSpace(Executable))

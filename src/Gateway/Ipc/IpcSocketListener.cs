@@ -31,8 +31,12 @@ internal sealed partial class IpcSocketListener(
     GatewayStatistics stats,
     IGrainFactory grains,
     TimeProvider time,
+    IEnumerable<IIpcRequestHandler> extensions,
     ILogger<IpcSocketListener> logger) : IHostedLifecycleService, IAsyncDisposable
 {
+    private readonly Dictionary<IpcRequest.BodyOneofCase, IIpcRequestHandler> _extensions =
+        extensions.SelectMany(h => h.Handles.Select(c => (Case: c, Handler: h))).ToDictionary(x => x.Case, x => x.Handler);
+
     private readonly DateTimeOffset _started = time.GetUtcNow();
     private UnixSocketServer? _server;
 
@@ -147,6 +151,8 @@ internal sealed partial class IpcSocketListener(
                 case IpcRequest.BodyOneofCase.CollectorCommand:
                     var (reply, error) = await control.ExecuteAsync(request.CollectorCommand, request.Correlation, cancellationToken);
                     return error is not null ? new IpcResponse { Error = error } : new IpcResponse { CollectorCommand = reply };
+                case var other when _extensions.TryGetValue(other, out var extension):
+                    return await extension.HandleAsync(request, cancellationToken);
                 default:
                     return new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, "the request has no body; expected status, list_collectors or collector_command") };
             }
