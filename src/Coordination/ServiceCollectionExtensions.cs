@@ -1,4 +1,3 @@
-using DaemonEye.Configuration;
 using DaemonEye.Gateway.Ipc;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -10,7 +9,9 @@ public static class ServiceCollectionExtensions
 {
     /// <summary>
     /// Adds task distribution, result aggregation and detection rules (the <c>coordination</c>
-    /// section), with their IPC operations. Call after AddEventBusGateway and AddCollectorSupervision.
+    /// section), with their IPC operations. Call after AddEventBusGateway and AddCollectorSupervision
+    /// (whose <c>process_manager</c> and <c>collectors</c> options it reads; binding them twice would
+    /// double the collectors list).
     /// </summary>
     public static IServiceCollection AddCoordination(this IServiceCollection services, IConfiguration configuration)
     {
@@ -18,8 +19,6 @@ public static class ServiceCollectionExtensions
             .Bind(configuration.GetSection(CoordinationOptions.SectionName))
             .Validate(o => !o.Validate().Any(), "coordination is invalid")
             .ValidateOnStart();
-        services.AddOptions<ProcessManagerOptions>().Bind(configuration.GetSection(ProcessManagerOptions.SectionName));
-        services.AddOptions<List<CollectorDefinition>>().Bind(configuration.GetSection("collectors"));
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<TaskCoordinator>();
         services.AddSingleton<DetectionRuleService>();

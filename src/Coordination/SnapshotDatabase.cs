@@ -182,6 +182,17 @@ public sealed class SnapshotDatabase : IDisposable
             }
         }
 
+        // What reads but is still not a plain query (PRAGMA, ATTACH...) fails under the evaluation's authorizer.
+        raw.sqlite3_set_authorizer(connection.Handle, ReadOnlyAuthorizer, null);
+        rc = raw.sqlite3_prepare_v2(connection.Handle, sql, out var authorized, out _);
+        using (authorized)
+        {
+            if (rc != SqliteOk)
+            {
+                return $"is refused: a rule may only read the tables with SELECT ({raw.sqlite3_errmsg(connection.Handle).utf8_to_string()})";
+            }
+        }
+
         return null;
     }
 

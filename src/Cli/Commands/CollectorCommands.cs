@@ -219,7 +219,7 @@ internal static class CollectorCommands
     /// Sends one request. On failure the response is null and the exit code is chosen: 3 when the
     /// agent is unreachable, 1 when it refused (with "&lt;Kind&gt;: &lt;message&gt;" on stderr).
     /// </summary>
-    private static async Task<(IpcResponse? Response, int ExitCode)> RequestAsync(CliContext context, ParseResult parse, IpcRequest request, CancellationToken cancellationToken)
+    internal static async Task<(IpcResponse? Response, int ExitCode)> RequestAsync(CliContext context, ParseResult parse, IpcRequest request, CancellationToken cancellationToken)
     {
         var response = await SendAsync(context, parse, request, cancellationToken);
         if (response is null)
