@@ -176,10 +176,6 @@ public sealed class SnapshotDatabase : IDisposable
                 return "is not read-only; a rule may only read the tables (SELECT), never modify them";
             }
 
-            if (raw.sqlite3_column_count(statement) == 0)
-            {
-                return "returns no columns; a rule is a SELECT whose rows become alerts";
-            }
         }
 
         // What reads but is still not a plain query (PRAGMA, ATTACH...) fails under the evaluation's authorizer.
@@ -190,6 +186,11 @@ public sealed class SnapshotDatabase : IDisposable
             if (rc != SqliteOk)
             {
                 return $"is refused: a rule may only read the tables with SELECT ({raw.sqlite3_errmsg(connection.Handle).utf8_to_string()})";
+            }
+
+            if (raw.sqlite3_column_count(authorized) == 0)
+            {
+                return "returns no columns; a rule is a SELECT whose rows become alerts";
             }
         }
 
