@@ -32,6 +32,7 @@ internal static class CliApplication
         root.Subcommands.Add(CoordinationCommands.BuildTask(context));
         root.Subcommands.Add(CoordinationCommands.BuildRules(context));
         root.Subcommands.Add(CoordinationCommands.BuildAlerts(context));
+        root.Subcommands.Add(PsCommand.Build(context));
         return root;
     }
 

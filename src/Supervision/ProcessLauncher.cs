@@ -76,7 +76,7 @@ internal sealed partial class ProcessLauncher : IDisposable
     /// <summary>A .dll runs under this process's dotnet host; anything else runs as given.</summary>
     internal static (string File, IReadOnlyList<string> Arguments) ResolveCommand(CollectorDefinition definition)
     {
-        var executable = Path.GetFullPath(definition.Executable);
+        var executable = ResolveExecutable(definition.Executable, Environment.CurrentDirectory, AppContext.BaseDirectory);
         if (executable.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
         {
             var host = Environment.ProcessPath ?? "dotnet";
@@ -89,6 +89,26 @@ internal sealed partial class ProcessLauncher : IDisposable
         }
 
         return (executable, definition.Arguments);
+    }
+
+    /// <summary>An absolute path as given. A relative one against the working directory when a file
+    /// is there, otherwise against the agent's own directory (where its build puts
+    /// collectors/procmond, and where an installation keeps its collectors).</summary>
+    internal static string ResolveExecutable(string executable, string workingDirectory, string agentDirectory)
+    {
+        if (Path.IsPathRooted(executable))
+        {
+            return Path.GetFullPath(executable);
+        }
+
+        var fromWorkingDirectory = Path.GetFullPath(executable, workingDirectory);
+        if (File.Exists(fromWorkingDirectory))
+        {
+            return fromWorkingDirectory;
+        }
+
+        var fromAgent = Path.GetFullPath(executable, agentDirectory);
+        return File.Exists(fromAgent) ? fromAgent : fromWorkingDirectory;
     }
 
     private void Run()

@@ -97,7 +97,6 @@ public sealed class CollectorDefinition
     [ConfigurationKeyName("id")]
     public string Id { get; set; } = string.Empty;
 
-    /// <summary>Program to run: an absolute path, a path relative to the agent's working directory, or a .dll run with the agent's dotnet.</summary>
     /// <summary>
     /// Collector type: instances with the same type (procmond-1, procmond-2) share that type's tasks
     /// round-robin, and an aggregated task expects one answer per type. Empty: the id.
@@ -108,6 +107,7 @@ public sealed class CollectorDefinition
     /// <summary>The type, or the id when no type is configured.</summary>
     public string EffectiveType => string.IsNullOrEmpty(Type) ? Id : Type;
 
+    /// <summary>Program to run: an absolute path, or a relative one (looked up in the agent's working directory, then in the agent's own directory); a .dll runs with the agent's dotnet.</summary>
     [ConfigurationKeyName("executable")]
     public string Executable { get; set; } = string.Empty;
 

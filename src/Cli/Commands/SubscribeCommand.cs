@@ -71,6 +71,11 @@ internal static class SubscribeCommand
 
     internal static string ToLine(BusMessage message)
     {
+        if (EventDecoder.TryDecode(message) is { } decoded)
+        {
+            return $"{message.Topic} seq={message.Sequence} cid={message.CorrelationId} {EventDecoder.TypeName(decoded)} {EventDecoder.ToJson(decoded)}";
+        }
+
         var text = TryText(message.Payload.Span);
         var payload = text is not null && !text.Any(c => char.IsControl(c) && c != '\t') ? text : "base64:" + Convert.ToBase64String(message.Payload.Span);
         return $"{message.Topic} seq={message.Sequence} cid={message.CorrelationId} {payload}";
@@ -100,7 +105,14 @@ internal static class SubscribeCommand
                 writer.WriteString("content_type", message.ContentType);
             }
 
-            if (TryText(message.Payload.Span) is { } text)
+            if (EventDecoder.TryDecode(message) is { } decoded)
+            {
+                // The decoded event: its .proto field names and values (proto3 JSON mapping).
+                writer.WriteString("event_type", decoded.Descriptor.FullName);
+                writer.WritePropertyName("event");
+                writer.WriteRawValue(EventDecoder.ToJson(decoded), skipInputValidation: true);
+            }
+            else if (TryText(message.Payload.Span) is { } text)
             {
                 writer.WriteString("payload", text);
             }

@@ -70,7 +70,7 @@ public static class CollectorServiceCollectionExtensions
 }
 
 /// <summary>Registers a collector's RPC handlers. Operations without a handler answer InvalidOperation.</summary>
-public sealed class CollectorBuilder
+public sealed partial class CollectorBuilder
 {
     private readonly CollectorHandlers _handlers;
 

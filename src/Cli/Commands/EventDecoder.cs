@@ -1,0 +1,44 @@
+using DaemonEye.Client;
+using DaemonEye.Protocol.Process.V1;
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
+
+namespace DaemonEye.Cli.Commands;
+
+/// <summary>
+/// Decodes protobuf event payloads the CLI knows (content type
+/// <c>application/x-protobuf; messageType=&lt;full name&gt;</c>) for <c>subscribe</c>: procmond's
+/// events.process.* messages. Unknown types stay raw.
+/// </summary>
+internal static class EventDecoder
+{
+    private const string Prefix = "application/x-protobuf; messageType=";
+
+    private static readonly TypeRegistry Registry = TypeRegistry.FromFiles(ProcessReflection.Descriptor);
+
+    private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true).WithFormatDefaultValues(true).WithTypeRegistry(Registry));
+
+    /// <summary>The decoded message, or null when the content type names no known type or the bytes do not parse.</summary>
+    public static IMessage? TryDecode(BusMessage message)
+    {
+        var contentType = message.ContentType;
+        if (!contentType.StartsWith(Prefix, StringComparison.Ordinal) || Registry.Find(contentType[Prefix.Length..].Trim()) is not { } descriptor)
+        {
+            return null;
+        }
+
+        try
+        {
+            return descriptor.Parser.ParseFrom(message.Payload.Span);
+        }
+        catch (InvalidProtocolBufferException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The message as one JSON object with the .proto field names (proto3 JSON mapping).</summary>
+    public static string ToJson(IMessage message) => Formatter.Format(message);
+
+    public static string TypeName(IMessage message) => message.Descriptor.Name;
+}

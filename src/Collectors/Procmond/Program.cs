@@ -1,0 +1,53 @@
+// procmond: the process collector. Reads /proc every scan interval and publishes
+//   events.process.lifecycle  start, exit and exec of processes
+//   events.process.metadata   CPU %, RSS, threads of processes whose values moved past a threshold
+//   events.process.tree       re-parenting
+//   events.process.integrity  a running process's executable replaced or deleted on disk
+//   events.process.batch      the full snapshot, at start and on request
+// and executes the task "process.snapshot" (RPC_OPERATION_EXECUTE_TASK). Settings: procmond --help,
+// docs/collectors.md ("procmond"). The agent starts it from its collectors list.
+using DaemonEye.Client;
+using DaemonEye.Collectors.Procmond;
+using DaemonEye.Collectors.Procmond.Proc;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+if (args is ["--help"] or ["-h"])
+{
+    Console.WriteLine(ProcmondSettings.Usage);
+    return 0;
+}
+
+var errors = new List<string>();
+var settings = ProcmondSettings.Parse(args, errors);
+if (errors.Count > 0)
+{
+    Console.Error.WriteLine($"procmond: {errors.Count} problem(s) with the command line:");
+    errors.ForEach(e => Console.Error.WriteLine($"  - {e}"));
+    Console.Error.WriteLine(ProcmondSettings.Usage);
+    return 2;
+}
+
+var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+builder.Services.AddSingleton(settings);
+builder.Services.AddSingleton(_ => new ExecutableHasher(settings.HashQueueCapacity, settings.HashCacheEntries, () => settings.HashMaxFileBytes));
+builder.Services.AddSingleton(sp => new ProcessTable(
+    new ProcReader(),
+    sp.GetRequiredService<ExecutableHasher>(),
+    new UserDirectory(),
+    settings,
+    sp.GetRequiredService<TimeProvider>(),
+    sp.GetRequiredService<IOptions<CollectorOptions>>().Value.CollectorId!));
+builder.Services.AddSingleton<ProcessMonitor>();
+builder.Services.AddDaemonEyeCollector(o =>
+{
+    o.CollectorId = "procmond";
+    o.EventDomains.Add("events.process.#");
+    o.Capacity = 1;
+})
+.HandleTask(ProcessMonitor.SnapshotTaskType, (task, call, ct) => call.Services.GetRequiredService<ProcessMonitor>().ExecuteSnapshotTaskAsync(task, call, ct))
+.HandleHealthCheck((call, ct) => call.Services.GetRequiredService<ProcessMonitor>().HealthAsync(call, ct))
+.HandleUpdateConfig((request, call, ct) => call.Services.GetRequiredService<ProcessMonitor>().UpdateConfigAsync(request, call, ct));
+builder.Services.AddHostedService(sp => sp.GetRequiredService<ProcessMonitor>());
+return await builder.Build().RunCollectorAsync();
