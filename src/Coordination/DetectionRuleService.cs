@@ -181,8 +181,21 @@ internal sealed partial class DetectionRuleService(
         return (rules[0], evaluation.Error is null ? [] : [new RuleProblem(file, rules[0].Line, rules[0].Id, evaluation.Error)], evaluation, snapshot, database.Processes);
     }
 
-    private Task<AggregatedTaskResult> TakeSnapshotAsync(CorrelationMetadata? parent, CancellationToken cancellationToken) =>
-        coordinator.RunAsync(new TaskSpec(RulesOptions.SnapshotTaskType, new Dictionary<string, string>(), Priority: 0, _options.SnapshotTimeout), parent, cancellationToken);
+    /// <summary>Parameters of the snapshot task: scan now (not the last periodic scan), and do not also publish it on the bus.</summary>
+    private static readonly Dictionary<string, string> SnapshotParameters = new(StringComparer.Ordinal) { ["fresh"] = "true", ["publish"] = "false" };
+
+    /// <summary>A snapshot from at least one collector; rules never run over empty tables that only mean "nobody answered".</summary>
+    private async Task<AggregatedTaskResult> TakeSnapshotAsync(CorrelationMetadata? parent, CancellationToken cancellationToken)
+    {
+        var snapshot = await coordinator.RunAsync(new TaskSpec(RulesOptions.SnapshotTaskType, SnapshotParameters, Priority: 0, _options.SnapshotTimeout), parent, cancellationToken);
+        if (snapshot.Results.Count == 0)
+        {
+            throw new TaskFailedException(RpcErrorKind.Timeout,
+                $"no collector returned a process snapshot (task {snapshot.TaskId}): {string.Join("; ", snapshot.Missing.Select(m => $"{m.CollectorType}: {m.Reason}"))}");
+        }
+
+        return snapshot;
+    }
 
     private IEnumerable<ProcessSnapshot> Snapshots(AggregatedTaskResult snapshot)
     {
