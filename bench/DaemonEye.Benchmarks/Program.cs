@@ -1,4 +1,4 @@
 using BenchmarkDotNet.Running;
 
 // dotnet run -c Release --project bench/DaemonEye.Benchmarks -- --filter '*Matcher*' [--job short]
-BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+BenchmarkSwitcher.FromAssembly(typeof(DaemonEye.Benchmarks.TopicRulesBenchmarks).Assembly).Run(args);

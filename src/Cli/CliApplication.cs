@@ -29,6 +29,9 @@ internal static class CliApplication
         root.Subcommands.Add(CollectorCommands.BuildStatus(context));
         root.Subcommands.Add(CollectorCommands.BuildCollectors(context));
         root.Subcommands.Add(BenchCommand.Build(context));
+        root.Subcommands.Add(ConfigCommands.Build(context));
+        root.Subcommands.Add(ObservabilityCommands.BuildMetrics(context));
+        root.Subcommands.Add(ObservabilityCommands.BuildHealth(context));
         root.Subcommands.Add(CoordinationCommands.BuildTask(context));
         root.Subcommands.Add(CoordinationCommands.BuildRules(context));
         root.Subcommands.Add(CoordinationCommands.BuildAlerts(context));

@@ -24,6 +24,7 @@ public sealed class AgentIpcClient : IAsyncDisposable
     private readonly CancellationTokenSource _closing = new();
     private readonly Task _reader;
     private int _nextId;
+    private BusConnectionException? _refusal;
 
     private AgentIpcClient(Socket socket, string socketPath)
     {
@@ -86,7 +87,7 @@ public sealed class AgentIpcClient : IAsyncDisposable
         if (_reader.IsCompleted)
         {
             _pending.TryRemove(id, out _);
-            throw new BusConnectionException($"the connection to the agent's IPC socket {SocketPath} was lost");
+            throw Volatile.Read(ref _refusal) ?? new BusConnectionException($"the connection to the agent's IPC socket {SocketPath} was lost");
         }
 
         try
@@ -109,7 +110,9 @@ public sealed class AgentIpcClient : IAsyncDisposable
         }
         catch (SocketException e)
         {
-            throw new BusConnectionException($"writing to the agent's IPC socket {SocketPath} failed: {e.Message}", e);
+            // Writing fails when the agent refused the connection and closed it: say why, once the reader has it.
+            await _reader.WaitAsync(TimeSpan.FromSeconds(2), CancellationToken.None).ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            throw Volatile.Read(ref _refusal) ?? new BusConnectionException($"writing to the agent's IPC socket {SocketPath} failed: {e.Message}", e);
         }
         finally
         {
@@ -128,6 +131,14 @@ public sealed class AgentIpcClient : IAsyncDisposable
                 while (reader.TryTake(out var offset, out var length))
                 {
                     var response = IpcResponse.Parser.ParseFrom(reader.Buffer.AsSpan(offset, length));
+                    if (response.RequestId == 0 && response.Error is { } refused)
+                    {
+                        // Unsolicited: the agent refused the connection itself (e.g. this user may not use the socket).
+                        reason = new BusConnectionException($"the agent refused this IPC connection ({refused.Kind}): {refused.Message}");
+                        Volatile.Write(ref _refusal, (BusConnectionException)reason);
+                        continue;
+                    }
+
                     if (_pending.TryRemove(response.RequestId, out var waiting))
                     {
                         waiting.TrySetResult(response);

@@ -91,6 +91,10 @@ public sealed partial class BusClient : IAsyncDisposable
 
     public bool IsConnected => Volatile.Read(ref _connection) is not null;
 
+    /// <summary>The role the agent granted the current connection (Welcome.role): what it may do. A
+    /// client of another user than the agent's asking for cli or client may get subscriber. Null while disconnected.</summary>
+    public Role? GrantedRole => Volatile.Read(ref _connection)?.Welcome.Role;
+
     /// <summary>Messages the agent dropped for this client, over all its connections.</summary>
     public long DroppedTotal => Interlocked.Read(ref _droppedTotal);
 
@@ -509,9 +513,20 @@ public sealed partial class BusClient : IAsyncDisposable
                     Role = _options.Role,
                     ClientVersion = _options.ClientVersion,
                     Capabilities = { _options.Capabilities },
+                    RegistrationToken = _options.RegistrationToken ?? string.Empty,
                 },
             };
-            await SendAllAsync(socket, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
+            SocketException? sendFailed = null;
+            try
+            {
+                await SendAllAsync(socket, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
+            }
+            catch (SocketException e)
+            {
+                // The agent may have refused the connection on accept (e.g. this user may not use the
+                // bus) and closed it: its Error is still there to read, and says why.
+                sendFailed = e;
+            }
 
             var reader = new FrameReader(MaxIncomingFrameSize);
             Envelope reply;
@@ -525,7 +540,9 @@ public sealed partial class BusClient : IAsyncDisposable
 
                 if (!await reader.FillAsync(socket, timeout.Token).ConfigureAwait(false))
                 {
-                    throw new BusConnectionException($"the agent at {SocketPath} closed the connection during the handshake");
+                    throw sendFailed is not null
+                        ? new BusConnectionException($"the handshake with the agent at {SocketPath} failed: {sendFailed.Message}", sendFailed)
+                        : new BusConnectionException($"the agent at {SocketPath} closed the connection during the handshake");
                 }
             }
 

@@ -26,6 +26,11 @@ public sealed class BusClientOptions
     /// <summary>Capabilities declared in Hello (e.g. "publish:events.process.#").</summary>
     public IList<string> Capabilities { get; } = [];
 
+    /// <summary>Token a collector started outside the agent presents in Hello to prove its id (the
+    /// agent's <c>security.registration_tokens.&lt;id&gt;</c>). Null: none. Not needed by collectors the
+    /// agent starts (it knows their pids) nor by other roles.</summary>
+    public string? RegistrationToken { get; set; }
+
     /// <summary>Software name and version sent in Hello, for the agent's logs.</summary>
     public string ClientVersion { get; set; } = $"daemoneye-client/{typeof(BusClientOptions).Assembly.GetName().Version?.ToString(3)}";
 
@@ -75,6 +80,11 @@ public sealed class BusClientOptions
         if (string.IsNullOrEmpty(ClientId) || ClientId.Length > ProtocolConstants.MaxClientIdLength)
         {
             yield return $"ClientId is '{ClientId}'; it must be 1 to {ProtocolConstants.MaxClientIdLength} characters";
+        }
+
+        if (RegistrationToken is { Length: > 256 })
+        {
+            yield return $"RegistrationToken is {RegistrationToken.Length} characters; at most 256";
         }
 
         if (ReconnectMinDelay <= TimeSpan.Zero)

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Threading.Channels;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Rpc;
+using DaemonEye.Gateway.Security;
 using DaemonEye.Grains;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
@@ -39,9 +40,13 @@ internal sealed partial class BusConnection : IRpcPeer
     private readonly RpcRouter _rpc;
     private readonly PeerCredentials? _peer;
     private readonly PublishAccumulator _publishes;
+    private readonly Metrics.DeliveryMeter _delivery;
     private readonly Dictionary<uint, string> _subscriptions = [];
     private readonly int _capacity;
     private readonly int _maxFrameSize;
+    private readonly int _maxSubscriptions;
+    private readonly AccessControl _access;
+    private AccessPolicy _policy = AccessPolicy.Subscriber(); // replaced at the handshake
     private int _queued;
     private long _dropsPending;
     private long _dropsTotal;
@@ -60,8 +65,10 @@ internal sealed partial class BusConnection : IRpcPeer
     private TopicEntry? _heartbeatEntry;
     private string _clientId = "(before hello)";
 
-    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger)
+    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics, AccessControl access)
     {
+        _access = access;
+        _maxSubscriptions = options.MaxSubscriptionsPerConnection;
         Id = id;
         _socket = socket;
         _peer = PeerCredentials.Of(socket);
@@ -75,7 +82,8 @@ internal sealed partial class BusConnection : IRpcPeer
         _logger = logger;
         _capacity = options.MessageBufferSize;
         _maxFrameSize = options.MaxFrameSize;
-        _publishes = new PublishAccumulator(grains);
+        _publishes = new PublishAccumulator(grains, metrics: metrics);
+        _delivery = metrics.NewDeliveryMeter();
     }
 
     public long Id { get; }
@@ -88,6 +96,15 @@ internal sealed partial class BusConnection : IRpcPeer
     public PeerCredentials? Peer => _peer;
 
     public long DroppedTotal => Interlocked.Read(ref _dropsTotal);
+
+    /// <summary>Messages in the outbound buffer now (metrics and health).</summary>
+    public int Queued => Volatile.Read(ref _queued);
+
+    /// <summary>The outbound buffer's size in messages (broker.message_buffer_size).</summary>
+    public int BufferCapacity => _capacity;
+
+    /// <summary>Subscriptions this connection holds now (read from other threads: a moment's view).</summary>
+    public int SubscriptionCount => _subscriptions.Count;
 
     private ISubscriptionRegistryGrain Registry => _grains.GetGrain<ISubscriptionRegistryGrain>(RegistryGrain.Key);
 
@@ -218,6 +235,7 @@ internal sealed partial class BusConnection : IRpcPeer
         while (true)
         {
             var result = await _input.ReadAsync(cancellationToken);
+            _publishes.ReadTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
             var buffer = result.Buffer;
             var stop = false;
             while (!stop)
@@ -231,6 +249,7 @@ internal sealed partial class BusConnection : IRpcPeer
                 if (status == FrameStatus.TooLarge)
                 {
                     await FlushPublishesAsync();
+                    _stats.AddLimitRefusal(Limit.MaxFrameSize);
                     Fatal(ErrorCode.FrameTooLarge, $"frame length prefix is {declared} bytes; the maximum frame size is {_maxFrameSize} bytes (broker.max_frame_size)");
                     stop = true;
                     break;
@@ -365,6 +384,18 @@ internal sealed partial class BusConnection : IRpcPeer
             return;
         }
 
+        if (!_policy.PublishesAnything && _policy.CheckPublish(entry) is { } rule)
+        {
+            Deny(rule, requestId, $"publish to '{entry.Topic}'");
+            return;
+        }
+
+        if (PublishCorrelation.FindInvalidField(publish) is var bad and not 0)
+        {
+            RefuseCorrelation(requestId, $"publish to '{entry.Topic}' refused: {PublishCorrelation.FieldName(bad)} is not a valid correlation id");
+            return;
+        }
+
         _publishes.Add(entry, publish);
         // Only collectors have a heartbeat topic; the entry is cached so the check is a reference compare.
         if (_heartbeatTopic is not null && (ReferenceEquals(entry, _heartbeatEntry) || entry.Topic == _heartbeatTopic))
@@ -418,7 +449,15 @@ internal sealed partial class BusConnection : IRpcPeer
         }
 
         _clientId = hello.ClientId;
-        var role = hello.Role == Role.Unspecified ? Role.Client : hello.Role;
+        var decision = _access.Decide(hello, _peer, Id);
+        if (decision.Policy is null)
+        {
+            Fatal(ErrorCode.NotAuthorized, decision.Refusal!, envelope.RequestId);
+            return false;
+        }
+
+        _policy = decision.Policy;
+        var role = _policy.Role;
         if (role == Role.Collector)
         {
             var presence = new CollectorPresence(_clientId, Id, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue, [.. hello.Capabilities]);
@@ -472,10 +511,18 @@ internal sealed partial class BusConnection : IRpcPeer
                 await UnsubscribeAsync(envelope.RequestId, envelope.Unsubscribe.SubscriptionId);
                 break;
             case Envelope.BodyOneofCase.RpcRequest:
-                _rpc.HandleRequest(this, envelope.RpcRequest);
+                if (AuthorizeRpcRequest(envelope.RpcRequest))
+                {
+                    _rpc.HandleRequest(this, envelope.RpcRequest);
+                }
+
                 break;
             case Envelope.BodyOneofCase.RpcResponse:
-                _rpc.HandleResponse(this, envelope.RpcResponse);
+                if (AuthorizeRpcResponse(envelope.RequestId, envelope.RpcResponse))
+                {
+                    _rpc.HandleResponse(this, envelope.RpcResponse);
+                }
+
                 break;
             case Envelope.BodyOneofCase.Ping:
                 // Every earlier frame has been routed (publishes were flushed first): a barrier.
@@ -493,10 +540,29 @@ internal sealed partial class BusConnection : IRpcPeer
             return;
         }
 
+        if (_policy.CheckSubscribe(pattern) is { } rule)
+        {
+            Deny(rule, requestId, $"subscribe to '{pattern}'");
+            return;
+        }
+
+        if (_subscriptions.Count >= _maxSubscriptions)
+        {
+            _stats.AddLimitRefusal(Limit.MaxSubscriptionsPerConnection);
+            TryEnqueueError(requestId, ErrorCode.LimitExceeded,
+                $"subscribe to '{pattern}' refused: broker.max_subscriptions_per_connection ({_maxSubscriptions}) reached on this connection; unsubscribe some or raise broker.max_subscriptions_per_connection");
+            return;
+        }
+
         var id = ++_lastSubscriptionId;
         var result = await Registry.Subscribe(new SubscriptionKey(Id, id), pattern);
         if (!result.Accepted)
         {
+            if (Limits.FromKey(result.Limit) is { } limit)
+            {
+                _stats.AddLimitRefusal(limit);
+            }
+
             TryEnqueueError(requestId, ErrorCode.LimitExceeded, $"subscribe to '{pattern}' refused: {result.Error}");
             return;
         }
@@ -524,6 +590,60 @@ internal sealed partial class BusConnection : IRpcPeer
             RequestId = requestId,
             UnsubscribeAck = new UnsubscribeAck { SubscriptionId = id },
         })));
+    }
+
+    /// <summary>Refuses an action its role forbids: NOT_AUTHORIZED naming the rule, counted, logged.</summary>
+    private void Deny(AccessRule rule, uint requestId, string action)
+    {
+        var message = $"{action} refused by rule {AccessRules.Name(rule)}: {_policy.Explain(rule)}";
+        _access.Denied(rule, Id, _clientId, _peer, message, _policy);
+        TryEnqueueError(requestId, ErrorCode.NotAuthorized, message);
+    }
+
+    private void RefuseCorrelation(uint requestId, string message)
+    {
+        _stats.AddLimitRefusal(Limit.CorrelationId);
+        TryEnqueueError(requestId, ErrorCode.InvalidMessage, $"{message}; allowed: {CorrelationRules.Allowed}, or empty");
+    }
+
+    /// <summary>The caller's role may make calls, and the call names itself validly; a refusal is answered at once.</summary>
+    private bool AuthorizeRpcRequest(RpcRequest request)
+    {
+        if (_policy.RpcCallDenied is { } rule)
+        {
+            var message = $"RPC {request.Operation} to '{request.Target}' refused by rule {AccessRules.Name(rule)}: {_policy.Explain(rule)}";
+            _access.Denied(rule, Id, _clientId, _peer, message, _policy);
+            DeliverResponse(RpcRouter.Failure(request, RpcErrorKind.NotAuthorized, message));
+            return false;
+        }
+
+        var correlation = request.Correlation;
+        var problem = correlation is null || correlation.CorrelationId.Length == 0
+            ? "correlation.correlation_id is empty; every RPC call needs an id"
+            : CorrelationRules.Problem("correlation.correlation_id", correlation.CorrelationId)
+              ?? CorrelationRules.Problem("correlation.parent_correlation_id", correlation.ParentCorrelationId)
+              ?? CorrelationRules.Problem("correlation.root_correlation_id", correlation.RootCorrelationId);
+        if (problem is not null)
+        {
+            _stats.AddLimitRefusal(Limit.CorrelationId);
+            DeliverResponse(RpcRouter.Failure(request, RpcErrorKind.InvalidOperation, $"RPC {request.Operation} refused: {problem}"));
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Only the callee of a pending call may answer it.</summary>
+    private bool AuthorizeRpcResponse(uint requestId, RpcResponse response)
+    {
+        var correlationId = response.Correlation?.CorrelationId ?? string.Empty;
+        if (_policy.Role != Role.Collector || _rpc.IsAnsweredByAnother(correlationId, this))
+        {
+            Deny(AccessRule.RpcAnswer, requestId, $"RPC response '{correlationId}'");
+            return false;
+        }
+
+        return true;
     }
 
     private void Fatal(ErrorCode code, string message, uint requestId = 0)
@@ -575,6 +695,7 @@ internal sealed partial class BusConnection : IRpcPeer
                     if (_output.UnflushedBytes >= FlushThreshold)
                     {
                         var flushed = await _output.FlushAsync();
+                        _delivery.Flushed();
                         if (flushed.IsCompleted)
                         {
                             return;
@@ -582,7 +703,9 @@ internal sealed partial class BusConnection : IRpcPeer
                     }
                 }
 
-                if ((await _output.FlushAsync()).IsCompleted)
+                var done = (await _output.FlushAsync()).IsCompleted;
+                _delivery.Flushed();
+                if (done)
                 {
                     return;
                 }
@@ -656,6 +779,7 @@ internal sealed partial class BusConnection : IRpcPeer
         }
 
         _stats.AddDelivered(item.Count);
+        _delivery.Written(batch, item.Count);
     }
 
     private void WriteDropped()

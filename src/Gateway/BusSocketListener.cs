@@ -1,4 +1,9 @@
+using System.Net.Sockets;
 using DaemonEye.Configuration;
+using DaemonEye.Gateway.Security;
+using DaemonEye.Protocol;
+using DaemonEye.Protocol.V1;
+using ErrorCode = DaemonEye.Protocol.V1.ErrorCode;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -15,22 +20,63 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     private readonly BrokerOptions _options;
     private readonly UnixSocketServer _server;
     private readonly ILogger<BusSocketListener> _logger;
+    private readonly AccessControl _access;
+    private readonly GatewayStatistics _stats;
+    private int _open;
 
     public BusSocketListener(
         IOptions<BrokerOptions> options,
+        IOptions<SecurityOptions> security,
         BusEndpoint endpoint,
         IGrainFactory grains,
         ConnectionDirectory directory,
         Rpc.RpcRouter rpc,
         GatewayStatistics stats,
+        Metrics.BusMetrics metrics,
+        AccessControl access,
         ILogger<BusSocketListener> logger)
     {
         _options = options.Value;
         _logger = logger;
+        _access = access;
+        _stats = stats;
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger).RunAsync(stopping),
-            logger);
+            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access), stopping),
+            logger,
+            security.Value.ResolveSocketGroupId());
     }
+
+    /// <summary>Admits the peer (SO_PEERCRED) and the connection (broker.max_connections), then serves it.</summary>
+    private async Task ServeAsync(Socket client, Func<BusConnection> connect, CancellationToken stopping)
+    {
+        if (!_access.AdmitPeer(PeerCredentials.Of(client), ipc: false, out var refusal))
+        {
+            await UnixSocketServer.RefuseAsync(client, ErrorFrame(ErrorCode.NotAuthorized, refusal!));
+            return;
+        }
+
+        if (Interlocked.Increment(ref _open) > _options.MaxConnections)
+        {
+            Interlocked.Decrement(ref _open);
+            _stats.AddLimitRefusal(Limit.MaxConnections);
+            LogTooManyConnections(_logger, _options.MaxConnections);
+            await UnixSocketServer.RefuseAsync(client, ErrorFrame(ErrorCode.LimitExceeded,
+                $"broker.max_connections ({_options.MaxConnections}) connections are open already; retry later, close idle clients or raise broker.max_connections"));
+            return;
+        }
+
+        try
+        {
+            await connect().RunAsync(stopping);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _open);
+        }
+    }
+
+    private static byte[] ErrorFrame(ErrorCode code, string message) =>
+        Framing.ToFrame(new Envelope { Error = new Error { Code = code, Message = message, Fatal = true } });
 
     /// <summary>The socket path in use (resolved from configuration).</summary>
     public string SocketPath => _server.SocketPath;
@@ -58,6 +104,9 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     public ValueTask DisposeAsync() => _server.DisposeAsync();
+
+    [LoggerMessage(EventId = 2104, Level = LogLevel.Warning, Message = "Refused a bus connection: broker.max_connections ({Max}) are open")]
+    private static partial void LogTooManyConnections(ILogger logger, int max);
 
     [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Event bus listening on {SocketPath} (message_buffer_size {BufferSize}, max_subscribers {MaxSubscribers}, max_frame_size {MaxFrameSize})")]
     private static partial void LogListening(ILogger logger, string socketPath, int bufferSize, int maxSubscribers, int maxFrameSize);

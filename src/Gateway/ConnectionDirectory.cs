@@ -15,6 +15,9 @@ internal sealed class ConnectionDirectory : IDeliverySink
 
     public void Remove(long id) => _connections.TryRemove(id, out _);
 
+    /// <summary>The live connections now (for metrics and health; a moment's view).</summary>
+    public IEnumerable<BusConnection> Connections => _connections.Values;
+
     public int Deliver(DeliveryTarget target, PublishBatch batch, ulong firstSequence) =>
         _connections.TryGetValue(target.ConnectionId, out var connection) ? connection.Offer(target, batch, firstSequence) : -1;
 }

@@ -1,3 +1,5 @@
+using DaemonEye.Gateway.Security;
+
 namespace DaemonEye.Gateway;
 
 /// <summary>Counters of the bus gateway, shared by all connections. Read by status and metrics.</summary>
@@ -10,6 +12,10 @@ public sealed class GatewayStatistics
     private long _dropped;
     private long _protocolErrors;
     private long _unrouted;
+    private long _peersRefusedBus;
+    private long _peersRefusedIpc;
+    private readonly long[] _denied = new long[AccessRules.Count];
+    private readonly long[] _limits = new long[Limits.Count];
 
     public long ConnectionsAccepted => Interlocked.Read(ref _connectionsAccepted);
 
@@ -29,6 +35,24 @@ public sealed class GatewayStatistics
 
     /// <summary>Published messages that could not be routed because the grain call failed.</summary>
     public long Unrouted => Interlocked.Read(ref _unrouted);
+
+    /// <summary>Bus connections refused on accept by their peer credentials (SO_PEERCRED).</summary>
+    public long PeersRefusedBus => Interlocked.Read(ref _peersRefusedBus);
+
+    /// <summary>IPC connections refused on accept by their peer credentials (SO_PEERCRED).</summary>
+    public long PeersRefusedIpc => Interlocked.Read(ref _peersRefusedIpc);
+
+    /// <summary>Actions denied by <paramref name="rule"/> since the agent started.</summary>
+    public long DeniedBy(AccessRule rule) => Interlocked.Read(ref _denied[(int)rule]);
+
+    /// <summary>Requests refused by <paramref name="limit"/> since the agent started.</summary>
+    public long RefusedBy(Limit limit) => Interlocked.Read(ref _limits[(int)limit]);
+
+    internal void AddPeerRefused(bool ipc) => Interlocked.Increment(ref ipc ? ref _peersRefusedIpc : ref _peersRefusedBus);
+
+    internal void AddDenied(AccessRule rule) => Interlocked.Increment(ref _denied[(int)rule]);
+
+    internal void AddLimitRefusal(Limit limit) => Interlocked.Increment(ref _limits[(int)limit]);
 
     internal void ConnectionOpened()
     {

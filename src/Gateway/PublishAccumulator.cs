@@ -5,7 +5,7 @@ using DaemonEye.Topics;
 namespace DaemonEye.Gateway;
 
 /// <summary>A topic this connection has published on: its validated name, grain and pending batch.</summary>
-internal sealed class TopicEntry(string topic, ITopicGrain grain)
+internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyCounter? published = null)
 {
     private byte[] _buffer = new byte[1024];
     private int[] _ends = new int[16];
@@ -16,6 +16,16 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain)
     public ITopicGrain Grain { get; } = grain;
 
     public int Count { get; private set; }
+
+    public const byte VerdictUnknown = 0;
+    public const byte VerdictAllowed = 1;
+    public const byte VerdictDenied = 2;
+
+    /// <summary>The connection's access decision for publishing here, cached (see Security.AccessPolicy).</summary>
+    public byte PublishVerdict { get; set; }
+
+    /// <summary>This topic's root tally of daemoneye.bus.published.</summary>
+    public Metrics.TallyCounter? Published { get; } = published;
 
     public void Append(ReadOnlySpan<byte> publish)
     {
@@ -35,9 +45,10 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain)
     }
 
     /// <summary>Moves the pending messages into an immutable batch and starts a new one.</summary>
-    public PublishBatch TakeBatch(long connectionId)
+    public PublishBatch TakeBatch(long connectionId, long readTimestamp = 0)
     {
-        var batch = new PublishBatch(Topic, _buffer.AsSpan(0, _length).ToArray(), _ends.AsSpan(0, Count).ToArray(), Count, connectionId);
+        Published?.Add(Count);
+        var batch = new PublishBatch(Topic, _buffer.AsSpan(0, _length).ToArray(), _ends.AsSpan(0, Count).ToArray(), Count, connectionId, readTimestamp);
         _length = 0;
         Count = 0;
         return batch;
@@ -49,7 +60,7 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain)
 /// (the GPSTracker pattern). Also caches, per connection, topic bytes to their validated name and
 /// grain reference, so a hot topic is validated once.
 /// </summary>
-internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCapacity = 4096)
+internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCapacity = 4096, Metrics.BusMetrics? metrics = null)
 {
     private readonly Dictionary<string, TopicEntry> _topics = new(StringComparer.Ordinal);
     private readonly List<TopicEntry> _pending = [];
@@ -57,6 +68,9 @@ internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCap
     public bool IsEmpty => _pending.Count == 0;
 
     public int PendingMessages { get; private set; }
+
+    /// <summary>When the socket read now being parsed returned (Stopwatch timestamp); stamped on the batches.</summary>
+    public long ReadTimestamp { get; set; }
 
     /// <summary>Resolves a topic from its UTF-8 bytes; null with <paramref name="error"/> when invalid.</summary>
     public TopicEntry? Resolve(ReadOnlySpan<byte> utf8, out string? error)
@@ -85,7 +99,7 @@ internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCap
             _topics.Clear();
         }
 
-        var entry = new TopicEntry(topic, grains.GetGrain<ITopicGrain>(topic));
+        var entry = new TopicEntry(topic, grains.GetGrain<ITopicGrain>(topic), metrics?.PublishedCounter(topic));
         _topics[topic] = entry;
         return entry;
     }
@@ -114,13 +128,13 @@ internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCap
         {
             var only = _pending[0];
             _pending.Clear();
-            return only.Grain.Publish(only.TakeBatch(connectionId));
+            return only.Grain.Publish(only.TakeBatch(connectionId, ReadTimestamp));
         }
 
         var calls = new Task[_pending.Count];
         for (var i = 0; i < calls.Length; i++)
         {
-            calls[i] = _pending[i].Grain.Publish(_pending[i].TakeBatch(connectionId));
+            calls[i] = _pending[i].Grain.Publish(_pending[i].TakeBatch(connectionId, ReadTimestamp));
         }
 
         _pending.Clear();

@@ -10,7 +10,7 @@ namespace DaemonEye.Gateway;
 public static class ServiceCollectionExtensions
 {
     /// <summary>
-    /// Adds the bus gateway: the <c>broker</c> options (validated at start-up), the Unix-socket
+    /// Adds the bus gateway: the <c>broker</c> and <c>security</c> options (validated at start-up), the access rules, the Unix-socket
     /// listener, and the in-process delivery path the Topic grains use. Call after UseOrleans so
     /// the listener starts once the silo is up and stops before it.
     /// </summary>
@@ -21,6 +21,12 @@ public static class ServiceCollectionExtensions
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<BrokerOptions>, BrokerOptionsValidator>();
         services.AddSingleton(sp => new BusEndpoint(DaemonEye.Hosting.SocketPaths.BusSocket(sp.GetRequiredService<IOptions<BrokerOptions>>().Value.SocketPath)));
+        services.AddOptions<SecurityOptions>()
+            .Bind(configuration.GetSection(SecurityOptions.SectionName))
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<SecurityOptions>, SecurityOptionsValidator>();
+        services.AddSingleton<Security.SpawnedCollectors>();
+        services.AddSingleton<Security.AccessControl>();
         services.AddSingleton<GatewayStatistics>();
         services.AddSingleton<ConnectionDirectory>();
         services.AddSingleton<IDeliverySink>(sp => sp.GetRequiredService<ConnectionDirectory>());
@@ -34,6 +40,7 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<Rpc.AgentRpcClient>();
         services.AddSingleton<Rpc.IAgentRpc>(sp => sp.GetRequiredService<Rpc.AgentRpcClient>());
         services.AddSingleton<IBusPublisher, LocalPublisher>();
+        Metrics.MetricsServiceCollectionExtensions.AddBusMetrics(services, configuration);
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
         return services;
@@ -57,6 +64,15 @@ public static class ServiceCollectionExtensions
     private sealed class RpcOptionsValidator : IValidateOptions<RpcOptions>
     {
         public ValidateOptionsResult Validate(string? name, RpcOptions options)
+        {
+            var failures = options.Validate().ToList();
+            return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+        }
+    }
+
+    private sealed class SecurityOptionsValidator : IValidateOptions<SecurityOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, SecurityOptions options)
         {
             var failures = options.Validate().ToList();
             return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);

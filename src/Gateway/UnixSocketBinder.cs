@@ -1,22 +1,27 @@
 using System.Net.Sockets;
+using DaemonEye.Hosting;
 
 namespace DaemonEye.Gateway;
 
 /// <summary>
-/// Binds a listening Unix-domain socket the way every agent socket is bound: in a directory of
-/// mode 0700 (created if missing), the socket itself 0600, refusing a path a live process serves
-/// and removing a stale socket file left by a crashed agent.
+/// Binds a listening Unix-domain socket the way every agent socket is bound: in a directory owned
+/// by the agent's user of mode 0700 (0710 with a socket group; created if missing), the socket
+/// itself 0600 (0660 with a socket group), refusing a path a live process serves and removing a
+/// stale socket file left by a crashed agent. Mode and ownership are verified after binding.
 /// </summary>
 public static class UnixSocketBinder
 {
     private const UnixFileMode DirectoryMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
     private const UnixFileMode SocketMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+    private const UnixFileMode GroupAccess = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute;
+    private const UnixFileMode OtherAccess = UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
 
     /// <exception cref="InvalidOperationException">The path is served by a live process or cannot be used; the message says why.</exception>
-    public static Socket Bind(string path, string what)
+    /// <exception cref="SocketSecurityException">The directory or socket would not be private to the agent (and <paramref name="group"/>).</exception>
+    public static Socket Bind(string path, string what, uint? group = null)
     {
         var directory = Path.GetDirectoryName(path) ?? throw new InvalidOperationException($"{what} socket path '{path}' has no directory");
-        PrepareDirectory(directory, what);
+        PrepareDirectory(directory, what, group);
 
         if (File.Exists(path) || Directory.Exists(path))
         {
@@ -38,7 +43,7 @@ public static class UnixSocketBinder
         try
         {
             socket.Bind(new UnixDomainSocketEndPoint(path));
-            File.SetUnixFileMode(path, SocketMode);
+            SecureSocketFile(path, what, group);
             socket.Listen(512);
             return socket;
         }
@@ -47,7 +52,40 @@ public static class UnixSocketBinder
             socket.Dispose();
             throw new InvalidOperationException($"cannot listen on {what} socket '{path}': {ex.Message}; check that the directory is writable", ex);
         }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
+
+    private static void SecureSocketFile(string path, string what, uint? group)
+    {
+        var mode = SocketMode;
+        File.SetUnixFileMode(path, mode);
+        try
+        {
+            if (group is { } gid)
+            {
+                Posix.ChangeGroup(path, gid);
+                mode |= UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
+                File.SetUnixFileMode(path, mode);
+            }
+
+            var (uid, actualGid, actual) = Posix.GetOwnership(path);
+            if (uid != Posix.EffectiveUserId || actual != mode || (group is { } g && actualGid != g))
+            {
+                throw new SocketSecurityException(
+                    $"the {what} socket '{path}' has owner {uid}, group {actualGid}, mode {Octal(actual)} after binding; expected owner {Posix.EffectiveUserId}, mode {Octal(mode)}{(group is { } expected ? $", group {expected} (security.socket_group)" : string.Empty)}");
+            }
+        }
+        catch (IOException ex)
+        {
+            throw new SocketSecurityException($"cannot secure the {what} socket '{path}': {ex.Message}", ex);
+        }
+    }
+
+    private static string Octal(UnixFileMode mode) => "0" + Convert.ToString((int)mode, 8);
 
     /// <summary>Removes the socket file if it is there.</summary>
     public static void Remove(string path)
@@ -66,27 +104,63 @@ public static class UnixSocketBinder
         }
     }
 
-    private static void PrepareDirectory(string directory, string what)
+    private static void PrepareDirectory(string directory, string what, uint? group)
     {
+        var wanted = group is null ? DirectoryMode : DirectoryMode | UnixFileMode.GroupExecute;
         if (!Directory.Exists(directory))
         {
             try
             {
                 Directory.CreateDirectory(directory, DirectoryMode);
+                if (group is { } gid)
+                {
+                    Posix.ChangeGroup(directory, gid);
+                    File.SetUnixFileMode(directory, wanted);
+                }
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 throw new InvalidOperationException($"cannot create the {what} socket directory '{directory}': {ex.Message}", ex);
             }
-
-            return;
         }
 
-        var mode = File.GetUnixFileMode(directory);
+        VerifyDirectory(directory, what, group, wanted);
+    }
+
+    /// <summary>The directory must be the agent user's, writable by nobody else, and open to no one
+    /// but (for search only) the socket group: otherwise another user could replace or reach the socket.</summary>
+    private static void VerifyDirectory(string directory, string what, uint? group, UnixFileMode wanted)
+    {
+        uint uid, gid;
+        UnixFileMode mode;
+        try
+        {
+            (uid, gid, mode) = Posix.GetOwnership(directory);
+        }
+        catch (IOException ex)
+        {
+            throw new SocketSecurityException($"cannot check the {what} socket directory '{directory}': {ex.Message}", ex);
+        }
+
+        var me = Posix.EffectiveUserId;
+        if (uid != me)
+        {
+            throw new SocketSecurityException(
+                $"the {what} socket directory '{directory}' is owned by uid {uid}, not by the agent's user (uid {me}); another user could replace the socket. Use a directory the agent's user owns (mode {Octal(wanted)})");
+        }
+
         if ((mode & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
         {
-            throw new InvalidOperationException(
-                $"the {what} socket directory '{directory}' is writable by group or others (mode {Convert.ToString((int)mode, 8)}); it must be 0700 so no other user can replace the socket; use a private directory");
+            throw new SocketSecurityException(
+                $"the {what} socket directory '{directory}' is writable by group or others (mode {Octal(mode)}); it must be {Octal(wanted)} so no other user can replace the socket: chmod {Convert.ToString((int)wanted, 8)} {directory}, or use a private directory");
+        }
+
+        var open = mode & (GroupAccess | OtherAccess);
+        var allowedOpen = wanted & (GroupAccess | OtherAccess);
+        if ((open & ~allowedOpen) != 0 || (group is { } g && (gid != g || (mode & UnixFileMode.GroupExecute) == 0)))
+        {
+            throw new SocketSecurityException(
+                $"the {what} socket directory '{directory}' has mode {Octal(mode)} and group {gid}; it must be {Octal(wanted)}{(group is { } expected ? $" with group {expected} (security.socket_group): chgrp {expected} {directory} && " : ": ")}chmod {Convert.ToString((int)wanted, 8)} {directory}");
         }
     }
 
@@ -102,5 +176,19 @@ public static class UnixSocketBinder
         {
             return false;
         }
+    }
+}
+
+/// <summary>A socket or its directory would not be private to the agent; a configuration problem (exit 2).</summary>
+public sealed class SocketSecurityException : InvalidOperationException
+{
+    public SocketSecurityException(string message)
+        : base(message)
+    {
+    }
+
+    public SocketSecurityException(string message, Exception inner)
+        : base(message, inner)
+    {
     }
 }

@@ -9,7 +9,7 @@ namespace DaemonEye.Gateway;
 /// <see cref="UnixSocketBinder"/>, an accept loop that runs <c>serve</c> per client, and a stop
 /// that ends the loop, waits (bounded) for the clients and removes the socket file.
 /// </summary>
-internal sealed partial class UnixSocketServer(string path, string what, Func<Socket, long, CancellationToken, Task> serve, ILogger logger) : IAsyncDisposable
+internal sealed partial class UnixSocketServer(string path, string what, Func<Socket, long, CancellationToken, Task> serve, ILogger logger, uint? socketGroup = null) : IAsyncDisposable
 {
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(5);
     private readonly CancellationTokenSource _stopping = new();
@@ -21,7 +21,25 @@ internal sealed partial class UnixSocketServer(string path, string what, Func<So
     public string SocketPath => path;
 
     /// <summary>Binds (fails at once when the path is taken); accepts nothing yet.</summary>
-    public void Bind() => _listener = UnixSocketBinder.Bind(path, what);
+    public void Bind() => _listener = UnixSocketBinder.Bind(path, what, socketGroup);
+
+    /// <summary>Sends a refused client one last frame (bounded wait: it may not read) and closes it.</summary>
+    public static async Task RefuseAsync(Socket client, byte[] frame)
+    {
+        using (client)
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+                await client.SendAsync(frame, SocketFlags.None, timeout.Token);
+                client.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception ex) when (ex is SocketException or OperationCanceledException or ObjectDisposedException)
+            {
+                // The peer is gone or does not read; closing is all that is left.
+            }
+        }
+    }
 
     /// <summary>Starts accepting clients.</summary>
     public void Start() => _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);

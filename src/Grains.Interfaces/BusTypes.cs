@@ -13,7 +13,7 @@ public readonly record struct SubscriptionKey(
 /// Orleans passes the reference instead of copying it.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("daemoneye.PublishBatch")]
-public sealed class PublishBatch(string topic, byte[] buffer, int[] ends, int count, long publisherConnectionId)
+public sealed class PublishBatch(string topic, byte[] buffer, int[] ends, int count, long publisherConnectionId, long readTimestamp = 0)
 {
     [Id(0)] public string Topic { get; } = topic;
 
@@ -24,6 +24,12 @@ public sealed class PublishBatch(string topic, byte[] buffer, int[] ends, int co
     [Id(3)] public int Count { get; } = count;
 
     [Id(4)] public long PublisherConnectionId { get; } = publisherConnectionId;
+
+    /// <summary>
+    /// <see cref="System.Diagnostics.Stopwatch.GetTimestamp"/> when the gateway's socket read that held
+    /// these messages returned (for the delivery latency metric); 0 for messages the agent published itself.
+    /// </summary>
+    [Id(5)] public long ReadTimestamp { get; } = readTimestamp;
 
     /// <summary>The raw encoded Publish message at <paramref name="index"/>.</summary>
     public ReadOnlyMemory<byte> Message(int index)
@@ -57,12 +63,13 @@ public sealed record TopicRegistration(
     [property: Id(0)] TopicSubscribers Subscribers,
     [property: Id(1)] ulong LastSequence);
 
-/// <summary>Outcome of a subscribe request.</summary>
+/// <summary>Outcome of a subscribe request. <c>Limit</c> names the configuration key of the limit that refused it, if one did.</summary>
 [GenerateSerializer, Immutable, Alias("daemoneye.SubscribeResult")]
 public sealed record SubscribeResult(
     [property: Id(0)] bool Accepted,
     [property: Id(1)] string? Error,
-    [property: Id(2)] int TotalSubscriptions);
+    [property: Id(2)] int TotalSubscriptions,
+    [property: Id(3)] string? Limit = null);
 
 /// <summary>Counters of one topic.</summary>
 [GenerateSerializer, Immutable, Alias("daemoneye.TopicStats")]

@@ -28,7 +28,9 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
     private readonly Dictionary<long, List<uint>> _byConnection = [];
     private readonly HashSet<string> _activeTopics = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ulong> _lastSequences = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _perPattern = new(StringComparer.Ordinal);
     private readonly int _maxSubscribers = options.Value.MaxSubscribers;
+    private readonly int _maxPerTopic = options.Value.MaxSubscribersPerTopic;
     private long _generation;
 
     public async Task<SubscribeResult> Subscribe(SubscriptionKey key, string pattern)
@@ -50,9 +52,22 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
             return new SubscribeResult(
                 false,
                 $"broker.max_subscribers ({_maxSubscribers}) reached: the broker already holds {_patterns.Count} subscriptions; unsubscribe some or raise broker.max_subscribers",
-                _patterns.Count);
+                _patterns.Count,
+                "broker.max_subscribers");
         }
 
+        _perPattern.TryGetValue(pattern, out var onPattern);
+        if (onPattern >= _maxPerTopic)
+        {
+            LogTopicLimitReached(logger, _maxPerTopic, pattern, key.ConnectionId);
+            return new SubscribeResult(
+                false,
+                $"broker.max_subscribers_per_topic ({_maxPerTopic}) reached: '{pattern}' already has {onPattern} subscriptions; unsubscribe some or raise broker.max_subscribers_per_topic",
+                _patterns.Count,
+                "broker.max_subscribers_per_topic");
+        }
+
+        _perPattern[pattern] = onPattern + 1;
         _matcher.Add(pattern, key);
         _patterns.Add(key, pattern);
         if (!_byConnection.TryGetValue(key.ConnectionId, out var ids))
@@ -134,6 +149,15 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
         }
 
         _matcher.Remove(pattern, key);
+        if (_perPattern.TryGetValue(pattern, out var onPattern) && --onPattern > 0)
+        {
+            _perPattern[pattern] = onPattern;
+        }
+        else
+        {
+            _perPattern.Remove(pattern);
+        }
+
         if (_byConnection.TryGetValue(key.ConnectionId, out var ids))
         {
             ids.Remove(key.SubscriptionId);
@@ -196,4 +220,7 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
 
     [LoggerMessage(EventId = 1002, Level = LogLevel.Warning, Message = "broker.max_subscribers ({Max}) reached; refused connection {ConnectionId}'s subscription to {Pattern}")]
     private static partial void LogLimitReached(ILogger logger, int max, long connectionId, string pattern);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "broker.max_subscribers_per_topic ({Max}) reached on {Pattern}; refused connection {ConnectionId}'s subscription")]
+    private static partial void LogTopicLimitReached(ILogger logger, int max, string pattern, long connectionId);
 }

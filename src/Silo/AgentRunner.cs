@@ -1,45 +1,89 @@
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace DaemonEye.Silo;
 
 /// <summary>Runs the host until SIGTERM or Ctrl-C and turns failures into clear exit codes.</summary>
-internal static class AgentRunner
+internal static partial class AgentRunner
 {
-    public static async Task<int> RunAsync(IHost host)
+    /// <summary>
+    /// Starts the host, giving up (exit 1) if start-up — the silo, both sockets, the ready
+    /// notification — takes longer than <c>broker.startup_timeout_seconds</c>; then runs it until
+    /// it is asked to stop.
+    /// </summary>
+    public static async Task<int> RunAsync(IHost host, int startupTimeoutSeconds, TimeProvider? time = null, TextWriter? error = null)
     {
+        error ??= Console.Error;
+        var startupTimeout = TimeSpan.FromSeconds(startupTimeoutSeconds);
         try
         {
-            await host.RunAsync();
+            using (var startup = new CancellationTokenSource(startupTimeout, time ?? TimeProvider.System))
+            {
+                try
+                {
+                    await host.StartAsync(startup.Token);
+                }
+                catch (OperationCanceledException) when (startup.IsCancellationRequested)
+                {
+                    error.WriteLine($"daemoneye-agent: start-up did not finish within broker.startup_timeout_seconds ({startupTimeoutSeconds} s); stopping. Raise broker.startup_timeout_seconds if the host is slow.");
+                    using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                    await StopQuietlyAsync(host, error, stop.Token);
+                    return 1;
+                }
+            }
+
+            await host.WaitForShutdownAsync();
             return 0;
         }
         catch (OptionsValidationException ex)
         {
-            Console.Error.WriteLine($"daemoneye-agent: the configuration is invalid:");
+            error.WriteLine($"daemoneye-agent: the configuration is invalid:");
             foreach (var failure in ex.Failures)
             {
-                Console.Error.WriteLine($"  - {failure}");
+                error.WriteLine($"  - {failure}");
             }
 
             return 2;
         }
+        catch (Gateway.SocketSecurityException ex)
+        {
+            // The socket's directory or file would not be private: fix the configuration or the directory.
+            Console.Error.WriteLine($"daemoneye-agent: the configuration is invalid:");
+            Console.Error.WriteLine($"  - {ex.Message}");
+            return 2;
+        }
         catch (InvalidOperationException ex)
         {
-            Console.Error.WriteLine($"daemoneye-agent: failed to start: {ex.Message}");
+            error.WriteLine($"daemoneye-agent: failed to start: {ex.Message}");
             return 1;
+        }
+    }
+
+    private static async Task StopQuietlyAsync(IHost host, TextWriter error, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await host.StopAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or InvalidOperationException or AggregateException)
+        {
+            error.WriteLine($"daemoneye-agent: stopping after the failed start-up: {ex.Message}");
         }
     }
 }
 
 /// <summary>The agent's command line: <c>[--config PATH] [--help]</c>.</summary>
-internal sealed record AgentCommandLine(string? ConfigPath, bool ShowHelp)
+internal sealed record AgentCommandLine(string? ConfigPath, bool ShowHelp, bool Dashboard = false)
 {
     public const string Usage = """
-        usage: daemoneye-agent [--config PATH]
+        usage: daemoneye-agent [--config PATH] [--dashboard]
 
           --config PATH   configuration file (YAML). Default: config/daemoneye.yaml if it exists,
                           else the embedded defaults. Environment variables DAEMONEYE_<SECTION>__<KEY>
                           override file values (e.g. DAEMONEYE_BROKER__SOCKET_PATH).
+          --dashboard     serve the Orleans dashboard on 127.0.0.1 (orleans.dashboard_port, default
+                          8080); the same as orleans.dashboard: true. For development.
           --help          show this help
         """;
 
@@ -47,6 +91,7 @@ internal sealed record AgentCommandLine(string? ConfigPath, bool ShowHelp)
     {
         string? config = null;
         var help = false;
+        var dashboard = false;
         error = null;
         for (var i = 0; i < args.Length; i++)
         {
@@ -64,6 +109,9 @@ internal sealed record AgentCommandLine(string? ConfigPath, bool ShowHelp)
                 case "--help" or "-h":
                     help = true;
                     break;
+                case "--dashboard":
+                    dashboard = true;
+                    break;
                 default:
                     error = $"unknown argument '{args[i]}'";
                     break;
@@ -75,7 +123,16 @@ internal sealed record AgentCommandLine(string? ConfigPath, bool ShowHelp)
             }
         }
 
-        result = new AgentCommandLine(config, help);
+        result = new AgentCommandLine(config, help, dashboard);
         return error is null;
+    }
+
+    /// <summary>Command-line switches override the file and the environment.</summary>
+    public void ApplyTo(IConfigurationBuilder configuration)
+    {
+        if (Dashboard)
+        {
+            configuration.AddInMemoryCollection([new("orleans:dashboard", "true")]);
+        }
     }
 }

@@ -9,46 +9,35 @@ using Orleans.Configuration;
 using Serilog;
 using Serilog.Events;
 using Serilog.Formatting.Compact;
+using Serilog.Sinks.SystemConsole.Themes;
 
 namespace DaemonEye.Silo;
 
 internal static partial class HostingExtensions
 {
-    /// <summary>
-    /// Every configuration problem at once, each naming the key, the value and what is allowed.
-    /// Empty when the configuration is usable.
-    /// </summary>
-    public static List<string> ValidateConfiguration(IConfiguration configuration)
-    {
-        var errors = new List<string>();
-        Check(errors, () => configuration.GetBrokerOptions().Validate());
-        Check(errors, () => Bind<RpcOptions>(configuration, RpcOptions.SectionName).Validate());
-        Check(errors, () => Bind<IpcOptions>(configuration, IpcOptions.SectionName).Validate());
-        Check(errors, () => Supervision.ServiceCollectionExtensions.ValidateSupervision(configuration).ToList());
-        Check(errors, () => Coordination.ServiceCollectionExtensions.ValidateCoordination(configuration));
-        Check(errors, () => Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).Validate());
-        Check(errors, () => Bind<LoggingOptions>(configuration, LoggingOptions.SectionName).Validate());
-        return errors;
-    }
+    public static T Bind<T>(IConfiguration configuration, string section) where T : new() =>
+        ConfigurationValidator.Bind<T>(configuration, section);
 
-    private static void Check(List<string> errors, Func<IEnumerable<string>> validate)
-    {
-        try
-        {
-            errors.AddRange(validate());
-        }
-        catch (InvalidOperationException ex)
-        {
-            // The binder could not convert a value (e.g. "abc" for a number); its message names the key.
-            errors.Add((ex.InnerException is null ? ex.Message : $"{ex.Message} {ex.InnerException.Message}").Replace(':', '.'));
-        }
-    }
+    /// <summary>Logs each configuration warning (unknown keys) once logging is up, before anything else starts.</summary>
+    public static IServiceCollection AddConfigurationWarnings(this IServiceCollection services, ConfigurationReport report) =>
+        services.AddHostedService(sp => new ConfigurationWarningLogger(report, sp.GetRequiredService<ILogger<ConfigurationWarningLogger>>()));
 
-    public static T Bind<T>(IConfiguration configuration, string section) where T : new()
+    private sealed partial class ConfigurationWarningLogger(ConfigurationReport report, ILogger<ConfigurationWarningLogger> logger) : IHostedService
     {
-        var options = new T();
-        configuration.GetSection(section).Bind(options);
-        return options;
+        public Task StartAsync(CancellationToken cancellationToken)
+        {
+            foreach (var warning in report.Warnings)
+            {
+                LogWarning(logger, warning);
+            }
+
+            return Task.CompletedTask;
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        [LoggerMessage(EventId = 2, Level = LogLevel.Warning, Message = "Configuration: {Warning}")]
+        private static partial void LogWarning(Microsoft.Extensions.Logging.ILogger logger, string warning);
     }
 
     /// <summary>Serilog to the console, human-readable or compact JSON, at the configured level.</summary>
@@ -70,11 +59,19 @@ internal static partial class HostingExtensions
                 .MinimumLevel.Override("Polly", LogEventLevel.Warning)
                 // The ready line is how operators and supervisors know the sockets accept; keep it at any level.
                 .MinimumLevel.Override("DaemonEye.Silo.HostingExtensions.ReadyAnnouncer", LogEventLevel.Information)
+                .MinimumLevel.Override("DaemonEye.Silo.Dashboard", LogEventLevel.Information)
                 .MinimumLevel.Override("Microsoft.Hosting.Lifetime", LogEventLevel.Information)
                 .Enrich.FromLogContext();
             if (string.Equals(options.Format, "json", StringComparison.OrdinalIgnoreCase))
             {
                 lc.WriteTo.Console(new CompactJsonFormatter());
+            }
+            else if (Systemd.IsJournalStream())
+            {
+                // Under systemd with stdout connected to the journal: a <priority> prefix journald turns into
+                // the entry's PRIORITY, no timestamp (the journal keeps its own) and no colour.
+                lc.Enrich.With<Systemd.SyslogPriorityEnricher>()
+                    .WriteTo.Console(outputTemplate: "<{SyslogPriority}>{SourceContext}: {Message:lj}{NewLine}{Exception}", theme: ConsoleTheme.None);
             }
             else
             {
@@ -106,15 +103,45 @@ internal static partial class HostingExtensions
     public static IServiceCollection AddReadyAnnouncement(this IServiceCollection services) =>
         services.AddHostedService<ReadyAnnouncer>();
 
-    private sealed partial class ReadyAnnouncer(BusEndpoint bus, Gateway.Ipc.IpcEndpoint ipc, ILogger<ReadyAnnouncer> logger) : IHostedService
+    /// <summary>
+    /// Registered last, so it starts once the silo and both socket listeners have started (both
+    /// sockets accept): logs the ready line and, under systemd (Type=notify), sends READY=1; on
+    /// shutdown sends STOPPING=1 before the other services stop.
+    /// </summary>
+    private sealed partial class ReadyAnnouncer(BusEndpoint bus, Gateway.Ipc.IpcEndpoint ipc, ILogger<ReadyAnnouncer> logger) : IHostedLifecycleService
     {
+        public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
         public Task StartAsync(CancellationToken cancellationToken)
         {
             LogReady(logger, AgentInfo.Version, bus.SocketPath, ipc.SocketPath, Environment.ProcessId);
+            Notify($"READY=1\nSTATUS=serving {bus.SocketPath} and {ipc.SocketPath}\nMAINPID={Environment.ProcessId}");
+            return Task.CompletedTask;
+        }
+
+        public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        /// <summary>Runs before any service's StopAsync: systemd learns at once that the agent is stopping.</summary>
+        public Task StoppingAsync(CancellationToken cancellationToken)
+        {
+            Notify("STOPPING=1\nSTATUS=stopping");
             return Task.CompletedTask;
         }
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        private void Notify(string state)
+        {
+            if (Systemd.Notify(state) is { } failure)
+            {
+                LogNotifyFailed(logger, failure);
+            }
+        }
+
+        [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "systemd notification failed: {Reason}")]
+        private static partial void LogNotifyFailed(Microsoft.Extensions.Logging.ILogger logger, string reason);
 
         [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "daemoneye-agent ready: version {Version}, bus socket {BusSocket}, IPC socket {IpcSocket}, pid {Pid}")]
         private static partial void LogReady(Microsoft.Extensions.Logging.ILogger logger, string version, string busSocket, string ipcSocket, int pid);

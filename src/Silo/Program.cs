@@ -4,10 +4,12 @@ using DaemonEye.Gateway;
 using DaemonEye.Grains;
 using DaemonEye.Silo;
 using DaemonEye.Supervision;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 
 // daemoneye-agent: the embedded event bus broker in one localhost-only Orleans silo.
-//   daemoneye-agent [--config PATH]
+//   daemoneye-agent [--config PATH] [--dashboard]
 // Exit codes: 0 stopped cleanly, 1 failed to start or run, 2 bad command line or configuration.
 
 if (!AgentCommandLine.TryParse(args, out var commandLine, out var usageError))
@@ -23,11 +25,10 @@ if (commandLine.ShowHelp)
     return 0;
 }
 
-var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
-builder.Configuration.Sources.Clear();
+var configuration = new ConfigurationManager();
 try
 {
-    builder.Configuration.AddDaemonEyeConfiguration(commandLine.ConfigPath);
+    configuration.AddDaemonEyeConfiguration(commandLine.ConfigPath);
 }
 catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException or FormatException)
 {
@@ -35,23 +36,37 @@ catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException o
     return 2;
 }
 
-var configurationErrors = HostingExtensions.ValidateConfiguration(builder.Configuration);
-if (configurationErrors.Count > 0)
+commandLine.ApplyTo(configuration);
+
+// The same validation as `daemoneye-cli config validate`.
+var report = ConfigurationValidator.Validate(configuration);
+if (!report.IsValid)
 {
-    Console.Error.WriteLine($"daemoneye-agent: the configuration has {configurationErrors.Count} problem(s):");
-    configurationErrors.ForEach(e => Console.Error.WriteLine($"  - {e}"));
+    Console.Error.WriteLine($"daemoneye-agent: the configuration has {report.Errors.Count} problem(s):");
+    report.Errors.ToList().ForEach(e => Console.Error.WriteLine($"  - {e}"));
     return 2;
 }
 
+// A generic host; with the Orleans dashboard on, a slim web application listening on 127.0.0.1 only.
+var builder = Dashboard.CreateBuilder(configuration);
 builder.Services.AddAgentLogging(builder.Configuration);
+builder.Services.AddConfigurationWarnings(report);
 builder.UseOrleans(silo => silo
     .UseSingleLoopbackSilo(builder.Configuration)
-    .AddEventBusGrains());
+    .AddEventBusGrains()
+    .AddDashboardIfEnabled(builder.Configuration));
 builder.Services.AddEventBusGateway(builder.Configuration);
 builder.Services.AddCollectorSupervision(builder.Configuration);
 builder.Services.AddCoordination(builder.Configuration);
 builder.Services.AddAgentIpc(builder.Configuration);
+builder.Services.AddPrometheusMetrics(builder.Configuration);
 builder.Services.AddReadyAnnouncement();
 
-using var host = builder.Build();
-return await AgentRunner.RunAsync(host);
+using var host = builder switch
+{
+    HostApplicationBuilder generic => generic.Build(),
+    WebApplicationBuilder web => web.Build(),
+    _ => throw new InvalidOperationException($"unexpected host builder {builder.GetType()}"),
+};
+Dashboard.MapIfEnabled(host);
+return await AgentRunner.RunAsync(host, configuration.GetBrokerOptions().StartupTimeoutSeconds);

@@ -32,10 +32,13 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
     private readonly ConcurrentDictionary<string, CollectorHealthState> _lastHealth = new(StringComparer.Ordinal);
     private ITimer? _healthTimer;
     private DateTimeOffset _lastHealthCheck;
+    private DateTimeOffset _lastExternalHealthCheck;
+    private readonly TimeSpan _externalHealthCheckInterval;
 
     public CollectorSupervisor(
         IOptions<ProcessManagerOptions> options,
         IOptions<List<CollectorDefinition>> collectors,
+        IOptions<RpcOptions> rpcOptions,
         BusEndpoint bus,
         IAgentRpc rpc,
         IGrainFactory grains,
@@ -46,6 +49,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         ILogger<CollectorSupervisor> logger)
     {
         _options = options.Value;
+        _externalHealthCheckInterval = TimeSpan.FromSeconds(rpcOptions.Value.HealthCheckIntervalSeconds);
         _rpc = rpc;
         _grains = grains;
         _time = time;
@@ -69,6 +73,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         _lastHealthCheck = _time.GetUtcNow();
+        _lastExternalHealthCheck = _lastHealthCheck;
         _healthTimer = _time.CreateTimer(_ => _ = CheckHealthAsync(), null, _options.HeartbeatInterval, _options.HeartbeatInterval);
         foreach (var runner in _runners.Values)
         {
@@ -114,14 +119,24 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         }
     }
 
-    /// <summary>Judges every collector's health from its heartbeats; every health_check_interval also asks it over RPC.</summary>
+    /// <summary>
+    /// Judges every collector's health from its heartbeats, and asks it over RPC (HealthCheck): the
+    /// collectors this agent supervises every process_manager.health_check_interval_seconds, collectors
+    /// registered on the bus but started elsewhere every rpc.health_check_interval_seconds.
+    /// </summary>
     internal async Task CheckHealthAsync()
     {
         var now = _time.GetUtcNow();
-        var rpcDue = now - _lastHealthCheck >= _options.HealthCheckInterval;
-        if (rpcDue)
+        var supervisedDue = now - _lastHealthCheck >= _options.HealthCheckInterval;
+        if (supervisedDue)
         {
             _lastHealthCheck = now;
+        }
+
+        var externalDue = now - _lastExternalHealthCheck >= _externalHealthCheckInterval;
+        if (externalDue)
+        {
+            _lastExternalHealthCheck = now;
         }
 
         foreach (var id in KnownIds())
@@ -135,6 +150,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
                     await PublishStatusAsync(snapshot);
                 }
 
+                var rpcDue = _runners.ContainsKey(id) ? supervisedDue : externalDue;
                 if (rpcDue && snapshot.State == CollectorLifecycle.Running && _rpc.FindCollector(id) is not null)
                 {
                     var response = await _rpc.CallAsync(id, RpcOperation.HealthCheck, timeout: _options.HeartbeatInterval * 3);

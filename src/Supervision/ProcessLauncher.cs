@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using DaemonEye.Configuration;
+using DaemonEye.Gateway.Security;
 using Microsoft.Extensions.Logging;
 
 namespace DaemonEye.Supervision;
@@ -20,9 +21,11 @@ internal sealed partial class ProcessLauncher : IDisposable
     private readonly ILogger<ProcessLauncher> _logger;
     private readonly Thread _thread;
     private readonly bool _pdeathsig = File.Exists(SetprivPath);
+    private readonly SpawnedCollectors _spawned;
 
-    public ProcessLauncher(ILogger<ProcessLauncher> logger)
+    public ProcessLauncher(SpawnedCollectors spawned, ILogger<ProcessLauncher> logger)
     {
+        _spawned = spawned;
         _logger = logger;
         _thread = new Thread(Run) { IsBackground = true, Name = "collector-launcher" };
         _thread.Start();
@@ -136,6 +139,12 @@ internal sealed partial class ProcessLauncher : IDisposable
                 {
                     throw new InvalidOperationException("the process did not start");
                 }
+
+                // setpriv execs the collector in place, so this pid is the one its socket will report:
+                // recorded before the child can have connected, it is how the gateway knows its own children.
+                var pid = process.Id;
+                _spawned.Started(id, pid);
+                process.Exited += (_, _) => _spawned.Exited(id, pid);
 
                 process.BeginOutputReadLine();
                 process.BeginErrorReadLine();

@@ -16,7 +16,9 @@ internal sealed class AgentProcess : IAsyncDisposable
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly List<string> _log = [];
 
-    private AgentProcess(string directory, string socketPath, IReadOnlyDictionary<string, string> environment)
+    private readonly List<(Func<string, bool> Match, TaskCompletionSource<string> Seen)> _waits = [];
+
+    private AgentProcess(string directory, string socketPath, IReadOnlyDictionary<string, string> environment, IReadOnlyList<string>? args = null)
     {
         Directory = directory;
         SocketPath = socketPath;
@@ -28,6 +30,11 @@ internal sealed class AgentProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         start.ArgumentList.Add(Paths.AgentDll);
+        foreach (var arg in args ?? [])
+        {
+            start.ArgumentList.Add(arg);
+        }
+
         start.Environment["DAEMONEYE_BROKER__SOCKET_PATH"] = socketPath;
         foreach (var (key, value) in environment)
         {
@@ -57,11 +64,11 @@ internal sealed class AgentProcess : IAsyncDisposable
     }
 
     /// <summary>Starts an agent in a fresh temp directory (or <paramref name="reuse"/>'s, same socket).</summary>
-    public static async Task<AgentProcess> StartAsync(IReadOnlyDictionary<string, string>? environment = null, AgentProcess? reuse = null)
+    public static async Task<AgentProcess> StartAsync(IReadOnlyDictionary<string, string>? environment = null, AgentProcess? reuse = null, IReadOnlyList<string>? args = null)
     {
         var directory = reuse?.Directory ?? System.IO.Directory.CreateTempSubdirectory("de-e2e-").FullName;
         var socket = reuse?.SocketPath ?? Path.Combine(directory, "run", "bus.sock");
-        var agent = new AgentProcess(directory, socket, environment ?? new Dictionary<string, string>());
+        var agent = new AgentProcess(directory, socket, environment ?? new Dictionary<string, string>(), args);
         agent._process.Start();
         agent._process.BeginOutputReadLine();
         agent._process.BeginErrorReadLine();
@@ -76,6 +83,40 @@ internal sealed class AgentProcess : IAsyncDisposable
         }
 
         return agent;
+    }
+
+    /// <summary>Runs an agent that is expected to exit by itself (bad configuration); its exit code and output.</summary>
+    public static async Task<(int Code, string Output)> RunToExitAsync(IReadOnlyDictionary<string, string>? environment, IReadOnlyList<string> args, TimeSpan timeout)
+    {
+        var directory = System.IO.Directory.CreateTempSubdirectory("de-e2e-").FullName;
+        await using var agent = new AgentProcess(directory, Path.Combine(directory, "run", "bus.sock"), environment ?? new Dictionary<string, string>(), args);
+        agent._process.Start();
+        agent._process.BeginOutputReadLine();
+        agent._process.BeginErrorReadLine();
+        using var cts = new CancellationTokenSource(timeout);
+        await agent._process.WaitForExitAsync(cts.Token);
+        return (agent._process.ExitCode, agent.Log);
+    }
+
+    /// <summary>
+    /// Completes with the first line from now on that <paramref name="match"/> accepts (call it before
+    /// causing the line), or with an earlier one when <paramref name="includeEarlier"/>.
+    /// </summary>
+    public Task<string> WaitForLineAsync(Func<string, bool> match, bool includeEarlier = false)
+    {
+        var seen = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_log)
+        {
+            if (includeEarlier && _log.FirstOrDefault(match) is { } earlier)
+            {
+                seen.SetResult(earlier);
+                return seen.Task;
+            }
+
+            _waits.Add((match, seen));
+        }
+
+        return seen.Task;
     }
 
     /// <summary>SIGTERM, then wait for a clean exit (the agent removes its socket).</summary>
@@ -114,6 +155,11 @@ internal sealed class AgentProcess : IAsyncDisposable
         lock (_log)
         {
             _log.Add(line);
+            foreach (var wait in _waits.Where(w => w.Match(line)).ToList())
+            {
+                _waits.Remove(wait);
+                wait.Seen.TrySetResult(line);
+            }
         }
 
         if (line.Contains("daemoneye-agent ready", StringComparison.Ordinal))

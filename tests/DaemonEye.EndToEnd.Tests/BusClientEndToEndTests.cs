@@ -12,7 +12,7 @@ public sealed class SharedAgentFixture : IAsyncLifetime
 {
     internal AgentProcess Agent { get; private set; } = null!;
 
-    public async Task InitializeAsync() => Agent = await AgentProcess.StartAsync();
+    public async Task InitializeAsync() => Agent = await AgentProcess.StartAsync(new Dictionary<string, string>(TestTokens.AgentSettings("procmond-handshake")));
 
     public async Task DisposeAsync()
     {
@@ -61,6 +61,7 @@ public sealed class BusClientEndToEndTests(SharedAgentFixture fixture) : IClassF
     {
         var options = Options("procmond-handshake");
         options.Role = Role.Collector;
+        options.RegistrationToken = TestTokens.For("procmond-handshake");
         options.Capabilities.Add("publish:events.process.#");
         options.Capabilities.Add("capacity:2");
         await using var client = await BusClient.ConnectAsync(options);

@@ -6,16 +6,52 @@ namespace DaemonEye.EndToEnd.Tests;
 public sealed class ExposureEndToEndTests
 {
     [Fact]
-    public async Task The_agent_listens_on_loopback_only_and_runs_no_Orleans_client_gateway()
+    public async Task Every_TCP_listener_of_the_agent_is_on_loopback_including_the_Prometheus_endpoint()
     {
-        await using var agent = await AgentProcess.StartAsync();
+        // broker.enable_metrics is on by default: the silo endpoint, the Prometheus endpoint, and whatever
+        // else is configured on, each of them on loopback. (With metrics off, MetricsEndToEndTests sees
+        // the silo endpoint alone: no Orleans client gateway.)
+        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string> { ["DAEMONEYE_BROKER__METRICS_PORT"] = "0" });
 
-        var inodes = SocketInodes(agent.Pid);
-        var listening = ListeningTcp().Where(l => inodes.Contains(l.Inode)).ToList();
+        var listening = Listeners.Tcp(agent.Pid);
 
-        // One TCP listener: the silo-to-silo endpoint. No gateway port, nothing on another address.
-        var only = Assert.Single(listening);
-        Assert.True(only.IsLoopback, $"the agent listens on {only.Address}:{only.Port}, not on loopback");
+        Assert.NotEmpty(listening);
+        Assert.All(listening, l => Assert.True(l.IsLoopback, $"the agent listens on {l.Address}:{l.Port}, not on loopback"));
+        var prometheus = System.Text.RegularExpressions.Regex.Match(agent.Log, @"Prometheus metrics served at http://127\.0\.0\.1:(\d+)/metrics");
+        Assert.True(prometheus.Success, agent.Log);
+        Assert.Contains(listening, l => l.Port == int.Parse(prometheus.Groups[1].Value, CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
+    public async Task With_the_dashboard_on_its_listener_is_on_loopback_too()
+    {
+        var port = DashboardEndToEndTests.FreePort();
+        await using var agent = await AgentProcess.StartAsync(
+            new Dictionary<string, string>
+            {
+                ["DAEMONEYE_ORLEANS__DASHBOARD_PORT"] = port.ToString(CultureInfo.InvariantCulture),
+                ["DAEMONEYE_BROKER__ENABLE_METRICS"] = "false",
+            },
+            args: ["--dashboard"]);
+        await DashboardEndToEndTests.ListeningAsync(agent, port);
+        await DashboardEndToEndTests.GetAsync(port, "/");
+
+        var listening = Listeners.Tcp(agent.Pid);
+
+        // Metrics off: the silo endpoint and the dashboard, both on loopback.
+        Assert.Equal(2, listening.Count);
+        Assert.All(listening, l => Assert.True(l.IsLoopback, $"the agent listens on {l.Address}:{l.Port}, not on loopback"));
+        Assert.Contains(listening, l => l.Port == port);
+    }
+}
+
+/// <summary>A process's TCP listeners, from /proc/net/tcp{,6} and its fds.</summary>
+internal static class Listeners
+{
+    public static List<Listener> Tcp(int pid)
+    {
+        var inodes = SocketInodes(pid);
+        return [.. ListeningTcp().Where(l => inodes.Contains(l.Inode))];
     }
 
     private static HashSet<long> SocketInodes(int pid)
@@ -33,7 +69,7 @@ public sealed class ExposureEndToEndTests
         return inodes;
     }
 
-    private sealed record Listener(string Address, int Port, long Inode, bool IsLoopback);
+    public sealed record Listener(string Address, int Port, long Inode, bool IsLoopback);
 
     /// <summary>LISTEN entries (state 0A) of /proc/net/tcp and tcp6.</summary>
     private static IEnumerable<Listener> ListeningTcp()

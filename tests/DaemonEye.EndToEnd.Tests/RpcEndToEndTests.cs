@@ -20,7 +20,7 @@ public sealed class RpcAgentFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        Agent = await AgentProcess.StartAsync(new Dictionary<string, string> { ["DAEMONEYE_RPC__MAX_PENDING_REQUESTS"] = "5000" });
+        Agent = await AgentProcess.StartAsync(new Dictionary<string, string>(TestTokens.AgentSettings("fast", "slow", "doomed")) { ["DAEMONEYE_RPC__MAX_PENDING_REQUESTS"] = "5000" });
         Fast = await TestCollectorProcess.StartAsync(Agent.SocketPath, "fast");
         Slow = await TestCollectorProcess.StartAsync(Agent.SocketPath, "slow", "--health-delay-ms", ((int)SlowDelay.TotalMilliseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
     }

@@ -36,6 +36,8 @@ internal sealed class TestCollectorProcess : IDisposable
         start.Environment["DAEMONEYE_COLLECTOR_ID"] = id;
         start.Environment["DAEMONEYE_SUPERVISOR_PID"] = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
         start.Environment["DAEMONEYE_HEARTBEAT_INTERVAL_MS"] = "1000";
+        // Started by the test, not the agent: it proves its id with a token (see TestTokens).
+        start.Environment["DAEMONEYE_REGISTRATION_TOKEN"] = TestTokens.For(id);
         _process = new Process { StartInfo = start, EnableRaisingEvents = true };
         _process.OutputDataReceived += (_, e) => OnLine(e.Data);
         _process.ErrorDataReceived += (_, e) => OnLine(e.Data);

@@ -31,14 +31,15 @@ public sealed class TaskCoordinatorTests : IDisposable
 
     private TaskCoordinatorTests(CoordinationOptions options)
     {
-        _router = new RpcRouter(Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 1000 }), _time, _hub, NullLogger<RpcRouter>.Instance);
+        var rpcOptions = Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 1000 });
+        _router = new RpcRouter(rpcOptions, _time, _hub, NullLogger<RpcRouter>.Instance);
         var collectors = new List<CollectorDefinition>
         {
             new() { Id = "p-1", Type = "procmond", Executable = "x" },
             new() { Id = "p-2", Type = "procmond", Executable = "x" },
         };
         _coordinator = new TaskCoordinator(Options.Create(options), Options.Create(new ProcessManagerOptions { HeartbeatIntervalSeconds = Heartbeat.TotalSeconds }),
-            Options.Create(collectors), new AgentRpcClient(_router, _time), _hub, _time, NullLogger<TaskCoordinator>.Instance);
+            Options.Create(collectors), new AgentRpcClient(_router, _time, rpcOptions), _hub, _time, NullLogger<TaskCoordinator>.Instance);
     }
 
     public void Dispose()

@@ -24,12 +24,29 @@ public sealed class BrokerOptions
     [ConfigurationKeyName("message_buffer_size")]
     public int MessageBufferSize { get; set; } = 10_000;
 
+    /// <summary>Serve the metrics in Prometheus text format on 127.0.0.1:<see cref="MetricsPort"/> (daemoneye-cli metrics works either way).</summary>
     [ConfigurationKeyName("enable_metrics")]
     public bool EnableMetrics { get; set; } = true;
+
+    /// <summary>The Prometheus endpoint's port on 127.0.0.1; 0 picks a free port at start-up (logged).</summary>
+    [ConfigurationKeyName("metrics_port")]
+    public int MetricsPort { get; set; }
 
     /// <summary>Largest frame accepted, in bytes.</summary>
     [ConfigurationKeyName("max_frame_size")]
     public int MaxFrameSize { get; set; } = Framing.DefaultMaxFrameSize;
+
+    /// <summary>Most bus connections open at once; one more is refused with LIMIT_EXCEEDED.</summary>
+    [ConfigurationKeyName("max_connections")]
+    public int MaxConnections { get; set; } = 256;
+
+    /// <summary>Most subscriptions one connection may hold.</summary>
+    [ConfigurationKeyName("max_subscriptions_per_connection")]
+    public int MaxSubscriptionsPerConnection { get; set; } = 100;
+
+    /// <summary>Most subscriptions, over all connections, on one topic or pattern (the same pattern string).</summary>
+    [ConfigurationKeyName("max_subscribers_per_topic")]
+    public int MaxSubscribersPerTopic { get; set; } = 100;
 
     /// <summary>Every problem with these values, each naming the key, the value and what is allowed.</summary>
     public IEnumerable<string> Validate()
@@ -52,6 +69,26 @@ public sealed class BrokerOptions
         if (MaxFrameSize is < 1024 or > Framing.MaxConfigurableFrameSize)
         {
             yield return $"broker.max_frame_size is {MaxFrameSize}; allowed: 1024 to {Framing.MaxConfigurableFrameSize}";
+        }
+
+        if (MaxConnections is < 1 or > 100_000)
+        {
+            yield return $"broker.max_connections is {MaxConnections}; allowed: 1 to 100000";
+        }
+
+        if (MaxSubscriptionsPerConnection is < 1 or > 1_000_000)
+        {
+            yield return $"broker.max_subscriptions_per_connection is {MaxSubscriptionsPerConnection}; allowed: 1 to 1000000";
+        }
+
+        if (MaxSubscribersPerTopic is < 1 or > 1_000_000)
+        {
+            yield return $"broker.max_subscribers_per_topic is {MaxSubscribersPerTopic}; allowed: 1 to 1000000";
+        }
+
+        if (MetricsPort is < 0 or > 65535)
+        {
+            yield return $"broker.metrics_port is {MetricsPort}; allowed: 0 (pick a free port) or 1 to 65535";
         }
 
         if (SocketPath is { Length: > 0 } path)

@@ -93,6 +93,8 @@ public sealed class ProcessManagerOptions
 /// <summary>One entry of the <c>collectors</c> list: a collector process the agent supervises.</summary>
 public sealed class CollectorDefinition
 {
+    public const string SectionName = "collectors";
+
     /// <summary>Collector id: its client id on the bus and the last segment of control.collector.&lt;id&gt;.</summary>
     [ConfigurationKeyName("id")]
     public string Id { get; set; } = string.Empty;

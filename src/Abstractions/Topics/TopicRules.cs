@@ -97,6 +97,49 @@ public static class TopicRules
         return !t.MoveNext();
     }
 
+    /// <summary>
+    /// True when every topic <paramref name="inner"/> matches is also matched by <paramref name="outer"/>
+    /// (both valid patterns; a topic is a pattern without wildcards). Used by access rules:
+    /// <c>Covers("events.#", "events.process.+")</c> is true, <c>Covers("events.process.#", "events.+")</c> false.
+    /// </summary>
+    public static bool Covers(string outer, string inner)
+    {
+        var o = new SegmentEnumerator(outer);
+        var i = new SegmentEnumerator(inner);
+        while (o.MoveNext())
+        {
+            var os = o.Current;
+            if (os.Length == 1 && os[0] == '#')
+            {
+                return true;
+            }
+
+            if (!i.MoveNext())
+            {
+                return false;
+            }
+
+            var inn = i.Current;
+            if (inn.Length == 1 && inn[0] == '#')
+            {
+                // The inner pattern reaches any depth here; only '#' in the outer one covers that.
+                return false;
+            }
+
+            if (os.Length == 1 && os[0] == '+')
+            {
+                continue;
+            }
+
+            if ((inn.Length == 1 && inn[0] == '+') || !os.SequenceEqual(inn))
+            {
+                return false;
+            }
+        }
+
+        return !i.MoveNext();
+    }
+
     private static TopicValidation Validate(string? value, bool isPattern)
     {
         var what = isPattern ? "pattern" : "topic";

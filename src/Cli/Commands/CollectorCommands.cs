@@ -45,6 +45,8 @@ internal static class CollectorCommands
             o.WriteLine($"broker: {b.ConnectionsOpen} connection(s) open, {b.ConnectionsAccepted} accepted; published {b.Published}, delivered {b.Delivered}, dropped {b.Dropped}, unrouted {b.Unrouted}; subscriptions {b.Subscriptions}/{b.MaxSubscribers}; topics {b.ActiveTopics}; protocol errors {b.ProtocolErrors}");
             var r = status.Rpc ?? new RpcStatistics();
             o.WriteLine($"rpc: requests {r.Requests}, responses {r.Responses}, pending {r.Pending}; timeouts {r.Timeouts}, late answers discarded {r.LateResponsesDiscarded}, rejected {r.Rejected}, communication errors {r.CommunicationErrors}");
+            var sec = status.Security ?? new SecurityStatistics();
+            o.WriteLine($"security: peers refused bus {sec.PeersRefusedBus}, ipc {sec.PeersRefusedIpc}; denied {Nonzero(sec.Denied)}; limits reached {Nonzero(sec.Limits)}");
             o.WriteLine($"collectors: {status.Collectors.Count}");
             if (status.Collectors.Count > 0)
             {
@@ -286,6 +288,12 @@ internal static class CollectorCommands
         }
     }
 
+    private static string Nonzero(IDictionary<string, ulong> counts)
+    {
+        var hits = counts.Where(p => p.Value > 0).OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key} {p.Value}").ToList();
+        return hits.Count == 0 ? "none" : string.Join(", ", hits);
+    }
+
     private static void WriteStatus(Utf8JsonWriter w, StatusResponse status)
     {
         var b = status.Broker ?? new BrokerStatistics();
@@ -316,6 +324,25 @@ internal static class CollectorCommands
         w.WriteNumber("rejected", r.Rejected);
         w.WriteNumber("communication_errors", r.CommunicationErrors);
         w.WriteNumber("pending", r.Pending);
+        w.WriteEndObject();
+        var sec = status.Security ?? new SecurityStatistics();
+        w.WriteStartObject("security");
+        w.WriteNumber("peers_refused_bus", sec.PeersRefusedBus);
+        w.WriteNumber("peers_refused_ipc", sec.PeersRefusedIpc);
+        w.WriteStartObject("denied");
+        foreach (var (rule, count) in sec.Denied.OrderBy(p => p.Key, StringComparer.Ordinal))
+        {
+            w.WriteNumber(rule, count);
+        }
+
+        w.WriteEndObject();
+        w.WriteStartObject("limits");
+        foreach (var (limit, count) in sec.Limits.OrderBy(p => p.Key, StringComparer.Ordinal))
+        {
+            w.WriteNumber(limit, count);
+        }
+
+        w.WriteEndObject();
         w.WriteEndObject();
         w.WriteStartArray("collectors");
         foreach (var c in status.Collectors)
@@ -377,7 +404,7 @@ internal static class CollectorCommands
         ? $"{(int)t.TotalDays}d{t.Hours:00}h{t.Minutes:00}m"
         : t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m{t.Seconds:00}s" : $"{t.Minutes}m{t.Seconds:00}s";
 
-    private static string Json(Action<Utf8JsonWriter> write)
+    internal static string Json(Action<Utf8JsonWriter> write)
     {
         using var buffer = new MemoryStream();
         using (var writer = new Utf8JsonWriter(buffer, JsonOptions))

@@ -47,6 +47,16 @@ internal static class PublishCommand
                 return CliApplication.Unavailable;
             }
 
+            // Publishes are fire-and-forget; a refusal (e.g. NOT_AUTHORIZED for a read-only role) comes back
+            // as an Error before the barrier's Pong, so it is known when FlushAsync returns.
+            var refusals = new List<BusErrorEventArgs>();
+            client.ErrorReceived += (_, e) =>
+            {
+                lock (refusals)
+                {
+                    refusals.Add(e);
+                }
+            };
             var bytes = Encoding.UTF8.GetBytes(parse.GetValue(payload)!);
             var type = parse.GetValue(contentType);
             for (var i = 1; i <= n; i++)
@@ -61,6 +71,15 @@ internal static class PublishCommand
 
             // The barrier: once it returns, the agent has routed every message above.
             await client.FlushAsync(cancellationToken);
+            lock (refusals)
+            {
+                if (refusals.Count > 0)
+                {
+                    context.Error.WriteLine($"the agent refused {refusals.Count} of {n} message(s) to {t}: {refusals[0].Code}: {refusals[0].Message}");
+                    return CliApplication.No;
+                }
+            }
+
             context.Output.WriteLine($"published {n} message(s) to {t}");
             return CliApplication.Ok;
         }));

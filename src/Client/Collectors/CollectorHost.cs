@@ -76,6 +76,7 @@ internal sealed partial class CollectorHost(
         var bus = _options.Bus;
         bus.ClientId = CollectorId;
         bus.Role = Role.Collector;
+        bus.RegistrationToken = _options.RegistrationToken;
         bus.Capabilities.Clear();
         foreach (var capability in _options.DeclaredCapabilities())
         {

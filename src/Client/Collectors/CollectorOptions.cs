@@ -5,19 +5,25 @@ namespace DaemonEye.Client;
 
 /// <summary>Who a collector is and what it declares. Unset values come from the environment the
 /// agent gives the collectors it spawns (<c>DAEMONEYE_COLLECTOR_ID</c>,
-/// <c>DAEMONEYE_HEARTBEAT_INTERVAL_MS</c>, <c>DAEMONEYE_SUPERVISOR_PID</c>,
+/// <c>DAEMONEYE_HEARTBEAT_INTERVAL_MS</c>, <c>DAEMONEYE_SUPERVISOR_PID</c>, <c>DAEMONEYE_REGISTRATION_TOKEN</c>,
 /// <c>DAEMONEYE_BROKER__SOCKET_PATH</c>).</summary>
 public sealed class CollectorOptions
 {
     public const string CollectorIdVariable = "DAEMONEYE_COLLECTOR_ID";
     public const string HeartbeatIntervalVariable = "DAEMONEYE_HEARTBEAT_INTERVAL_MS";
     public const string SupervisorPidVariable = "DAEMONEYE_SUPERVISOR_PID";
+    public const string RegistrationTokenVariable = "DAEMONEYE_REGISTRATION_TOKEN";
 
     /// <summary>The collector id: its Hello client id and its RPC target <c>control.collector.&lt;id&gt;</c>.
     /// <c>DAEMONEYE_COLLECTOR_ID</c> wins when set: an agent-spawned collector must register under the
     /// id the agent's configuration gives it, or the agent never sees it start. The value set here is
     /// the id when the collector runs by hand.</summary>
     public string? CollectorId { get; set; }
+
+    /// <summary>The registration token of a collector started outside the agent (the agent's
+    /// <c>security.registration_tokens.&lt;id&gt;</c>). Null: <c>DAEMONEYE_REGISTRATION_TOKEN</c>, else none
+    /// (enough for a collector the agent starts itself).</summary>
+    public string? RegistrationToken { get; set; }
 
     /// <summary>Task types it executes; declared in Hello as <c>task:&lt;type&gt;</c>.</summary>
     public IList<string> TaskTypes { get; } = [];
@@ -53,6 +59,11 @@ public sealed class CollectorOptions
         if (environment(CollectorIdVariable) is { Length: > 0 } id)
         {
             CollectorId = id;
+        }
+
+        if (RegistrationToken is null && environment(RegistrationTokenVariable) is { Length: > 0 } token)
+        {
+            RegistrationToken = token;
         }
 
         if (HeartbeatInterval is null && long.TryParse(environment(HeartbeatIntervalVariable), NumberStyles.Integer, CultureInfo.InvariantCulture, out var ms) && ms > 0)

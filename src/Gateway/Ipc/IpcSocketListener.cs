@@ -26,13 +26,16 @@ internal sealed partial class IpcSocketListener(
     IpcEndpoint endpoint,
     BusEndpoint bus,
     IOptions<BrokerOptions> broker,
+    IOptions<SecurityOptions> security,
+    Security.AccessControl access,
     IAgentControl control,
     RpcRouter rpc,
     GatewayStatistics stats,
     IGrainFactory grains,
     TimeProvider time,
     IEnumerable<IIpcRequestHandler> extensions,
-    ILogger<IpcSocketListener> logger) : IHostedLifecycleService, IAsyncDisposable
+    ILogger<IpcSocketListener> logger,
+    Metrics.AgentObservability observability) : IHostedLifecycleService, IAsyncDisposable
 {
     private readonly Dictionary<IpcRequest.BodyOneofCase, IIpcRequestHandler> _extensions =
         extensions.SelectMany(h => h.Handles.Select(c => (Case: c, Handler: h))).ToDictionary(x => x.Case, x => x.Handler);
@@ -42,7 +45,7 @@ internal sealed partial class IpcSocketListener(
 
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        _server = new UnixSocketServer(endpoint.SocketPath, "IPC", ServeAsync, logger);
+        _server = new UnixSocketServer(endpoint.SocketPath, "IPC", ServeAsync, logger, security.Value.ResolveSocketGroupId());
         _server.Bind();
         return Task.CompletedTask;
     }
@@ -62,8 +65,15 @@ internal sealed partial class IpcSocketListener(
 
     private async Task ServeAsync(Socket socket, long id, CancellationToken cancellationToken)
     {
-        using var owned = socket;
         var peer = PeerCredentials.Of(socket);
+        if (!access.AdmitPeer(peer, ipc: true, out var refusal))
+        {
+            // No handshake on IPC: the refusal is an unsolicited response (request_id 0) before the close.
+            await UnixSocketServer.RefuseAsync(socket, Framing.ToFrame(new IpcResponse { Error = Error(RpcErrorKind.NotAuthorized, refusal!) }));
+            return;
+        }
+
+        using var owned = socket;
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream);
         var output = PipeWriter.Create(stream);
@@ -151,10 +161,14 @@ internal sealed partial class IpcSocketListener(
                 case IpcRequest.BodyOneofCase.CollectorCommand:
                     var (reply, error) = await control.ExecuteAsync(request.CollectorCommand, request.Correlation, cancellationToken);
                     return error is not null ? new IpcResponse { Error = error } : new IpcResponse { CollectorCommand = reply };
+                case IpcRequest.BodyOneofCase.Metrics:
+                    return new IpcResponse { Metrics = observability.Metrics() };
+                case IpcRequest.BodyOneofCase.Health:
+                    return new IpcResponse { Health = await observability.HealthAsync(cancellationToken) };
                 case var other when _extensions.TryGetValue(other, out var extension):
                     return await extension.HandleAsync(request, cancellationToken);
                 default:
-                    return new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, "the request has no body; expected status, list_collectors or collector_command") };
+                    return new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, "the request has no body; expected status, list_collectors, collector_command, metrics or health") };
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
@@ -200,7 +214,28 @@ internal sealed partial class IpcSocketListener(
             },
         };
         status.Collectors.AddRange(await control.ListCollectorsAsync(cancellationToken));
+        status.Security = SecurityStatistics(stats);
         return status;
+    }
+
+    private static SecurityStatistics SecurityStatistics(GatewayStatistics stats)
+    {
+        var security = new SecurityStatistics
+        {
+            PeersRefusedBus = (ulong)stats.PeersRefusedBus,
+            PeersRefusedIpc = (ulong)stats.PeersRefusedIpc,
+        };
+        foreach (var rule in Security.AccessRules.All)
+        {
+            security.Denied[Security.AccessRules.Name(rule)] = (ulong)stats.DeniedBy(rule);
+        }
+
+        foreach (var limit in Security.Limits.All)
+        {
+            security.Limits[Security.Limits.Name(limit)] = (ulong)stats.RefusedBy(limit);
+        }
+
+        return security;
     }
 
     private static RpcError Error(RpcErrorKind kind, string message) => new() { Kind = kind, Message = message };

@@ -29,8 +29,12 @@ public interface IAgentRpc
 }
 
 /// <summary>The agent as an RPC caller: a peer of the router that lives in-process.</summary>
-internal sealed class AgentRpcClient(RpcRouter router, TimeProvider time) : IAgentRpc, IRpcPeer
+internal sealed class AgentRpcClient(RpcRouter router, TimeProvider time, Microsoft.Extensions.Options.IOptions<DaemonEye.Configuration.RpcOptions> options) : IAgentRpc, IRpcPeer
 {
+    // rpc.enable_correlation_tracking: agent-made calls join their parent's chain (parent id, root, sequence);
+    // off, every call starts a chain of its own.
+    private readonly bool _tracking = options.Value.EnableCorrelationTracking;
+
     private readonly ConcurrentDictionary<string, TaskCompletionSource<RpcResponse>> _waiting = new(StringComparer.Ordinal);
 
     public long Id => 0;
@@ -47,7 +51,7 @@ internal sealed class AgentRpcClient(RpcRouter router, TimeProvider time) : IAge
     {
         var request = new RpcRequest
         {
-            Correlation = Correlation.ChildOf(parent),
+            Correlation = Correlation.ChildOf(_tracking ? parent : null),
             TimestampUnixNanos = RpcRouter.ToUnixNanos(time.GetUtcNow()),
             TimeoutMs = timeout is { } t ? (uint)Math.Max(1, t.TotalMilliseconds) : 0,
             Operation = operation,

@@ -74,6 +74,7 @@ internal sealed partial class RpcRouter : IDisposable
     private readonly TimeProvider _time;
     private readonly CollectorPresenceHub _presence;
     private readonly ILogger<RpcRouter> _logger;
+    private readonly Metrics.RpcMetrics? _metrics;
     private readonly ITimer _sweep;
     private readonly Lock _sweepGate = new();
     private bool _sweeping;
@@ -85,8 +86,10 @@ internal sealed partial class RpcRouter : IDisposable
     private long _rejected;
     private long _communicationErrors;
 
-    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, CollectorPresenceHub presence, ILogger<RpcRouter> logger)
+    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, CollectorPresenceHub presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
     {
+        _metrics = metrics;
+        metrics?.Attach(() => Pending, () => _collectors.Count);
         _options = options.Value;
         _time = time;
         _presence = presence;
@@ -132,6 +135,7 @@ internal sealed partial class RpcRouter : IDisposable
     /// <summary>Tells the observers that <paramref name="collectorId"/> sent a heartbeat.</summary>
     public void NotifyHeartbeat(string collectorId)
     {
+        _metrics?.Heartbeat();
         foreach (var observer in _presence.Observers)
         {
             observer.OnCollectorHeartbeat(collectorId);
@@ -162,6 +166,7 @@ internal sealed partial class RpcRouter : IDisposable
             else if (ReferenceEquals(call.Callee, peer) && Remove(key, call))
             {
                 Interlocked.Increment(ref _communicationErrors);
+                _metrics?.Error(call.Request.Operation, RpcErrorKind.CommunicationError);
                 call.Caller.DeliverResponse(Failure(call.Request, RpcErrorKind.CommunicationError,
                     $"collector '{call.CalleeName}' disconnected while the call was pending"));
             }
@@ -181,6 +186,7 @@ internal sealed partial class RpcRouter : IDisposable
     public void HandleRequest(IRpcPeer caller, RpcRequest request)
     {
         Interlocked.Increment(ref _requests);
+        _metrics?.Request(request.Operation);
         var now = _time.GetUtcNow();
         var correlationId = request.Correlation?.CorrelationId ?? string.Empty;
         if (correlationId.Length is 0 or > Protocol.ProtocolConstants.MaxCorrelationIdLength)
@@ -225,6 +231,7 @@ internal sealed partial class RpcRouter : IDisposable
         if (request.DeadlineUnixNanos <= ToUnixNanos(now))
         {
             Interlocked.Increment(ref _timeouts);
+            _metrics?.Error(request.Operation, RpcErrorKind.Timeout);
             caller.DeliverResponse(Failure(request, RpcErrorKind.Timeout, "the call's deadline had passed before it reached the agent; it was not forwarded"));
             return;
         }
@@ -250,6 +257,10 @@ internal sealed partial class RpcRouter : IDisposable
         callee.Peer.DeliverRequest(request);
     }
 
+    /// <summary>True when a call with this id is pending on a callee other than <paramref name="peer"/> (an answer from <paramref name="peer"/> is then not its to give).</summary>
+    public bool IsAnsweredByAnother(string correlationId, IRpcPeer peer) =>
+        _pending.TryGetValue(correlationId, out var call) && !ReferenceEquals(call.Callee, peer);
+
     /// <summary>Routes a response from <paramref name="callee"/> back to the caller that is waiting for it.</summary>
     public void HandleResponse(IRpcPeer callee, RpcResponse response)
     {
@@ -258,6 +269,7 @@ internal sealed partial class RpcRouter : IDisposable
         {
             // Too late (timed out and answered already), or not this peer's call to answer.
             Interlocked.Increment(ref _late);
+            _metrics?.Late();
             LogLateResponse(_logger, correlationId, callee.Name);
             return;
         }
@@ -265,14 +277,17 @@ internal sealed partial class RpcRouter : IDisposable
         if (!Remove(correlationId, call))
         {
             Interlocked.Increment(ref _late);
+            _metrics?.Late();
             return;
         }
 
         Interlocked.Increment(ref _responses);
-        if (_logger.IsEnabled(LogLevel.Debug))
+        _metrics?.Response(call.Request.Operation, response, Stopwatch.GetElapsedTime(call.Started));
+        if (_options.EnableCorrelationTracking && _logger.IsEnabled(LogLevel.Information))
         {
-            var micros = Stopwatch.GetElapsedTime(call.Started).TotalMicroseconds;
-            LogCompleted(_logger, correlationId, call.Request.Operation, call.CalleeName, response.Status, micros);
+            // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration.
+            var millis = Stopwatch.GetElapsedTime(call.Started).TotalMilliseconds;
+            LogCompleted(_logger, correlationId, call.Request.Correlation?.RootCorrelationId ?? string.Empty, call.Request.Operation, call.CalleeName, response.Status, millis);
         }
 
         call.Caller.DeliverResponse(response);
@@ -292,6 +307,7 @@ internal sealed partial class RpcRouter : IDisposable
     private void Reject(IRpcPeer caller, RpcRequest request, RpcErrorKind kind, string message)
     {
         Interlocked.Increment(ref _rejected);
+        _metrics?.Error(request.Operation, kind);
         LogRejected(_logger, request.Correlation?.CorrelationId ?? string.Empty, request.Operation, kind, message);
         caller.DeliverResponse(Failure(request, kind, message));
     }
@@ -347,8 +363,9 @@ internal sealed partial class RpcRouter : IDisposable
             if (call.Deadline <= now && Remove(key, call))
             {
                 Interlocked.Increment(ref _timeouts);
+                _metrics?.Error(call.Request.Operation, RpcErrorKind.Timeout);
                 var timeout = TimeSpan.FromMilliseconds(call.Request.TimeoutMs);
-                LogTimedOut(_logger, key, call.Request.Operation, call.CalleeName, timeout.TotalSeconds);
+                LogTimedOut(_logger, key, call.Request.Operation, call.CalleeName, timeout.TotalMilliseconds);
                 call.Caller.DeliverResponse(Failure(call.Request, RpcErrorKind.Timeout,
                     $"collector '{call.CalleeName}' did not answer {call.Request.Operation} within {timeout.TotalSeconds:0.###} s; check its health (daemoneye-cli collectors health {call.CalleeName}) or raise the timeout"));
             }
@@ -377,11 +394,11 @@ internal sealed partial class RpcRouter : IDisposable
     [LoggerMessage(EventId = 3002, Level = LogLevel.Debug, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} from {Caller}")]
     private static partial void LogForwarded(ILogger logger, string correlationId, RpcOperation operation, string collectorId, string caller);
 
-    [LoggerMessage(EventId = 3003, Level = LogLevel.Debug, Message = "RPC {CorrelationId} {Operation} <- {CollectorId}: {Status} in {DurationUs:0} µs")]
-    private static partial void LogCompleted(ILogger logger, string correlationId, RpcOperation operation, string collectorId, RpcStatus status, double durationUs);
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Information, Message = "RPC {CorrelationId} {Operation} <- {CollectorId}: {Status} in {DurationMs:0.###} ms (root {RootCorrelationId})")]
+    private static partial void LogCompleted(ILogger logger, string correlationId, string rootCorrelationId, RpcOperation operation, string collectorId, RpcStatus status, double durationMs);
 
-    [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} timed out after {TimeoutSeconds} s")]
-    private static partial void LogTimedOut(ILogger logger, string correlationId, RpcOperation operation, string collectorId, double timeoutSeconds);
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} timed out after {DurationMs} ms")]
+    private static partial void LogTimedOut(ILogger logger, string correlationId, RpcOperation operation, string collectorId, double durationMs);
 
     [LoggerMessage(EventId = 3005, Level = LogLevel.Information, Message = "RPC {CorrelationId} {Operation} refused ({Kind}): {Reason}")]
     private static partial void LogRejected(ILogger logger, string correlationId, RpcOperation operation, RpcErrorKind kind, string reason);

@@ -2,7 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Configuration;
 
-namespace DaemonEye.Silo;
+namespace DaemonEye.Configuration;
 
 /// <summary>The <c>orleans</c> section: the single silo's endpoint (loopback only).</summary>
 public sealed class OrleansOptions
@@ -13,11 +13,29 @@ public sealed class OrleansOptions
     [ConfigurationKeyName("silo_port")]
     public int SiloPort { get; set; }
 
+    /// <summary>Serve the Orleans dashboard (development aid) on 127.0.0.1:<see cref="DashboardPort"/>. Off by default; <c>daemoneye-agent --dashboard</c> turns it on.</summary>
+    [ConfigurationKeyName("dashboard")]
+    public bool Dashboard { get; set; }
+
+    /// <summary>The dashboard's port on 127.0.0.1 when <see cref="Dashboard"/> is on.</summary>
+    [ConfigurationKeyName("dashboard_port")]
+    public int DashboardPort { get; set; } = 8080;
+
     public IEnumerable<string> Validate()
     {
         if (SiloPort is < 0 or > 65535)
         {
             yield return $"orleans.silo_port is {SiloPort}; allowed: 0 (pick a free port) or 1 to 65535";
+        }
+
+        if (DashboardPort is < 1 or > 65535)
+        {
+            yield return $"orleans.dashboard_port is {DashboardPort}; allowed: 1 to 65535";
+        }
+
+        if (Dashboard && SiloPort != 0 && DashboardPort == SiloPort)
+        {
+            yield return $"orleans.dashboard_port is {DashboardPort}, the same as orleans.silo_port; allowed: a port other than the silo's";
         }
     }
 

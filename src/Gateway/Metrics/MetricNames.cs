@@ -1,0 +1,52 @@
+namespace DaemonEye.Gateway.Metrics;
+
+/// <summary>The agent's meters and instrument names (OpenTelemetry style; docs/metrics.md lists them).</summary>
+public static class MetricNames
+{
+    public const string BusMeter = "DaemonEye.Bus";
+    public const string RpcMeter = "DaemonEye.Rpc";
+    public const string CollectorsMeter = "DaemonEye.Collectors";
+
+    /// <summary>Every meter of the agent, for exporters.</summary>
+    public static readonly string[] Meters = [BusMeter, RpcMeter, CollectorsMeter];
+
+    public const string Published = "daemoneye.bus.published";
+    public const string Delivered = "daemoneye.bus.delivered";
+    public const string Dropped = "daemoneye.bus.dropped";
+    public const string Unrouted = "daemoneye.bus.unrouted";
+    public const string ProtocolErrors = "daemoneye.bus.protocol_errors";
+    public const string Denied = "daemoneye.bus.denied";
+    public const string DeliveryDuration = "daemoneye.bus.delivery.duration";
+    public const string Connections = "daemoneye.bus.connections";
+    public const string ConnectionsAccepted = "daemoneye.bus.connections.accepted";
+    public const string Subscriptions = "daemoneye.bus.subscriptions";
+    public const string Subscribers = "daemoneye.bus.subscribers";
+    public const string BufferQueued = "daemoneye.bus.buffer.queued";
+    public const string BufferUtilization = "daemoneye.bus.buffer.utilization";
+    public const string BuffersFull = "daemoneye.bus.buffer.full";
+
+    public const string RpcRequests = "daemoneye.rpc.requests";
+    public const string RpcResponses = "daemoneye.rpc.responses";
+    public const string RpcErrors = "daemoneye.rpc.errors";
+    public const string RpcDuration = "daemoneye.rpc.duration";
+    public const string RpcPending = "daemoneye.rpc.pending";
+    public const string RpcLateResponses = "daemoneye.rpc.late_responses";
+
+    public const string CollectorsConnected = "daemoneye.collectors.connected";
+    public const string CollectorHeartbeats = "daemoneye.collectors.heartbeats";
+
+    public const string TopicRootTag = "topic.root";
+    public const string OperationTag = "rpc.operation";
+    public const string StatusTag = "rpc.status";
+    public const string ErrorKindTag = "error.kind";
+    public const string RuleTag = "rule";
+
+    /// <summary>
+    /// Bucket upper bounds of the latency histograms, in seconds: 10 µs to 10 s. Given to exporters
+    /// as the instruments' advice, so Prometheus and <c>daemoneye-cli metrics</c> show the same buckets.
+    /// </summary>
+    public static readonly double[] LatencyBuckets =
+    [
+        0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ];
+}

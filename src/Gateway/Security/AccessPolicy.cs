@@ -1,0 +1,156 @@
+using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
+
+namespace DaemonEye.Gateway.Security;
+
+/// <summary>
+/// What one connection may do, decided once at the handshake from its role:
+/// <list type="bullet">
+/// <item><b>cli</b>: everything.</item>
+/// <item><b>client</b>: publish on <c>events.#</c>, subscribe to anything, make RPC calls.</item>
+/// <item><b>subscriber</b>: subscribe to anything; no publish, no RPC calls.</item>
+/// <item><b>collector</b> <c>&lt;id&gt;</c>: publish on the event domains it declared
+/// (<c>publish:</c> capabilities, all under <c>events.#</c>) and on its own health topics
+/// <c>control.health.+.&lt;id&gt;</c> (e.g. <c>control.health.heartbeat.&lt;id&gt;</c>); subscribe only
+/// within its own control topics (<c>control.collector.&lt;id&gt;.#</c> and
+/// <c>control.health.+.&lt;id&gt;</c>); answer the RPC calls addressed to it; make no RPC calls.</item>
+/// </list>
+/// Publish decisions are cached on the connection's topic entries, so a hot topic costs one byte read.
+/// </summary>
+internal sealed class AccessPolicy
+{
+    private readonly string[] _publish;
+    private readonly string[] _subscribe;
+    private int _deniedOnce;
+
+    private AccessPolicy(Role role, string? collectorId, bool publishAny, bool publishEvents, string[] publish, bool subscribeAny, string[] subscribe, AccessRule? rpcCallDenied)
+    {
+        Role = role;
+        CollectorId = collectorId;
+        PublishesAnything = publishAny;
+        PublishesEvents = publishEvents;
+        _publish = publish;
+        SubscribesAnything = subscribeAny;
+        _subscribe = subscribe;
+        RpcCallDenied = rpcCallDenied;
+    }
+
+    public Role Role { get; }
+
+    public string? CollectorId { get; }
+
+    public bool PublishesAnything { get; }
+
+    private bool PublishesEvents { get; }
+
+    public bool SubscribesAnything { get; }
+
+    /// <summary>The rule that forbids this connection RPC calls, or null when it may make them.</summary>
+    public AccessRule? RpcCallDenied { get; }
+
+    /// <summary>Patterns this connection may publish on besides what its role allows wholesale.</summary>
+    public IReadOnlyList<string> PublishPatterns => _publish;
+
+    /// <summary>Patterns this connection's subscriptions must lie within (unless <see cref="SubscribesAnything"/>).</summary>
+    public IReadOnlyList<string> SubscribePatterns => _subscribe;
+
+    public static AccessPolicy Cli() => new(Role.Cli, null, true, true, [], true, [], null);
+
+    public static AccessPolicy Client() => new(Role.Client, null, false, true, [], true, [], null);
+
+    public static AccessPolicy Subscriber() => new(Role.Subscriber, null, false, false, [], true, [], AccessRule.SubscriberRpcCall);
+
+    public static AccessPolicy Collector(string id, IReadOnlyList<string> declared) => new(
+        Role.Collector, id, false, false,
+        [.. declared, OwnHealthTopics(id)],
+        false,
+        [$"control.collector.{id}.#", OwnHealthTopics(id)],
+        AccessRule.CollectorRpcCall);
+
+    /// <summary>A collector's own health topics: <c>control.health.&lt;kind&gt;.&lt;id&gt;</c>.</summary>
+    public static string OwnHealthTopics(string collectorId) => $"control.health.+.{collectorId}";
+
+    /// <summary>Null when the connection may publish on <paramref name="entry"/>'s topic, else the rule that forbids it.</summary>
+    public AccessRule? CheckPublish(TopicEntry entry)
+    {
+        if (PublishesAnything)
+        {
+            return null;
+        }
+
+        if (entry.PublishVerdict == TopicEntry.VerdictUnknown)
+        {
+            entry.PublishVerdict = DecidePublish(entry.Topic) is null ? TopicEntry.VerdictAllowed : TopicEntry.VerdictDenied;
+        }
+
+        return entry.PublishVerdict == TopicEntry.VerdictAllowed ? null : DecidePublish(entry.Topic);
+    }
+
+    /// <summary>Null when the connection may publish on <paramref name="topic"/>, else the rule that forbids it.</summary>
+    public AccessRule? DecidePublish(string topic)
+    {
+        if (PublishesAnything)
+        {
+            return null;
+        }
+
+        switch (Role)
+        {
+            case Role.Subscriber:
+                return AccessRule.SubscriberPublish;
+            case Role.Client:
+                return PublishesEvents && TopicRules.Matches("events.#", topic) ? null : AccessRule.ClientPublishControl;
+        }
+
+        foreach (var pattern in _publish)
+        {
+            if (TopicRules.Matches(pattern, topic))
+            {
+                return null;
+            }
+        }
+
+        return AccessRule.CollectorPublish;
+    }
+
+    /// <summary>Null when the connection may subscribe to <paramref name="pattern"/> (valid), else the rule that forbids it.</summary>
+    public AccessRule? CheckSubscribe(string pattern)
+    {
+        if (SubscribesAnything)
+        {
+            return null;
+        }
+
+        foreach (var allowed in _subscribe)
+        {
+            if (TopicRules.Covers(allowed, pattern))
+            {
+                return null;
+            }
+        }
+
+        return AccessRule.CollectorSubscribe;
+    }
+
+    /// <summary>What the rule allows, for the error message that names it.</summary>
+    public string Explain(AccessRule rule) => rule switch
+    {
+        AccessRule.SubscriberPublish => "the subscriber role is read-only: it may subscribe, not publish",
+        AccessRule.SubscriberRpcCall => "the subscriber role is read-only: it may not make RPC calls",
+        AccessRule.ClientPublishControl => "the client role may publish only on events.#; control topics belong to the agent, the cli role and each collector's own health topics",
+        AccessRule.CollectorPublish => $"collector '{CollectorId}' may publish only on its declared event domains and its own health topics: {string.Join(", ", _publish)}",
+        AccessRule.CollectorSubscribe => $"collector '{CollectorId}' may subscribe only within its own control topics: {string.Join(", ", _subscribe)}",
+        AccessRule.CollectorRpcCall => $"collector '{CollectorId}' answers RPC calls addressed to control.collector.{CollectorId}; it may not make calls",
+        AccessRule.RpcAnswer => Role == Role.Collector
+            ? $"collector '{CollectorId}' may answer only the calls addressed to it"
+            : "only the collector a call was addressed to may answer it",
+        _ => AccessRules.Name(rule),
+    };
+
+    /// <summary>True the first time <paramref name="rule"/> denies something on this connection (for log levels).</summary>
+    public bool FirstDenial(AccessRule rule)
+    {
+        var bit = 1 << (int)rule;
+        return (Interlocked.Or(ref _deniedOnce, bit) & bit) == 0;
+    }
+}

@@ -1,0 +1,104 @@
+namespace DaemonEye.Gateway.Security;
+
+/// <summary>The access rules a bus action can be denied by. Each has a stable name used in error
+/// messages, logs and counters (see <see cref="AccessRules.Name"/>).</summary>
+public enum AccessRule
+{
+    /// <summary>ROLE_COLLECTOR from a process the agent did not start, without the registration token configured for its id.</summary>
+    CollectorAuthentication,
+
+    /// <summary>A collector declared <c>publish:</c> outside <c>events.#</c>.</summary>
+    CollectorDeclaredPublish,
+
+    /// <summary>A collector published outside its declared event domains and its own <c>control.health.+.&lt;id&gt;</c> topics.</summary>
+    CollectorPublish,
+
+    /// <summary>A collector subscribed outside its own control topics.</summary>
+    CollectorSubscribe,
+
+    /// <summary>A collector made an RPC call (collectors answer calls; they do not make them).</summary>
+    CollectorRpcCall,
+
+    /// <summary>An RpcResponse from a connection that is not the callee of that call.</summary>
+    RpcAnswer,
+
+    /// <summary>A read-only subscriber published.</summary>
+    SubscriberPublish,
+
+    /// <summary>A read-only subscriber made an RPC call.</summary>
+    SubscriberRpcCall,
+
+    /// <summary>A client (not cli) published on a <c>control.</c> topic.</summary>
+    ClientPublishControl,
+}
+
+/// <summary>Names and descriptions of <see cref="AccessRule"/>.</summary>
+public static class AccessRules
+{
+    public static readonly AccessRule[] All = Enum.GetValues<AccessRule>();
+
+    public static int Count => All.Length;
+
+    public static string Name(AccessRule rule) => rule switch
+    {
+        AccessRule.CollectorAuthentication => "collector.authentication",
+        AccessRule.CollectorDeclaredPublish => "collector.declared_publish",
+        AccessRule.CollectorPublish => "collector.publish",
+        AccessRule.CollectorSubscribe => "collector.subscribe",
+        AccessRule.CollectorRpcCall => "collector.rpc_call",
+        AccessRule.RpcAnswer => "rpc.answer",
+        AccessRule.SubscriberPublish => "subscriber.publish",
+        AccessRule.SubscriberRpcCall => "subscriber.rpc_call",
+        AccessRule.ClientPublishControl => "client.publish_control",
+        _ => rule.ToString(),
+    };
+}
+
+/// <summary>The limits a request can run into, each counted when it refuses something.</summary>
+public enum Limit
+{
+    /// <summary><c>broker.max_connections</c>.</summary>
+    MaxConnections,
+
+    /// <summary><c>broker.max_subscriptions_per_connection</c>.</summary>
+    MaxSubscriptionsPerConnection,
+
+    /// <summary><c>broker.max_subscribers</c> (all connections).</summary>
+    MaxSubscribers,
+
+    /// <summary><c>broker.max_subscribers_per_topic</c>.</summary>
+    MaxSubscribersPerTopic,
+
+    /// <summary><c>broker.max_frame_size</c>.</summary>
+    MaxFrameSize,
+
+    /// <summary>Correlation id length and format (Publish and RpcRequest).</summary>
+    CorrelationId,
+}
+
+/// <summary>Names of <see cref="Limit"/>: the configuration key, or <c>correlation_id</c>.</summary>
+public static class Limits
+{
+    public static readonly Limit[] All = Enum.GetValues<Limit>();
+
+    public static int Count => All.Length;
+
+    public static string Name(Limit limit) => limit switch
+    {
+        Limit.MaxConnections => "broker.max_connections",
+        Limit.MaxSubscriptionsPerConnection => "broker.max_subscriptions_per_connection",
+        Limit.MaxSubscribers => "broker.max_subscribers",
+        Limit.MaxSubscribersPerTopic => "broker.max_subscribers_per_topic",
+        Limit.MaxFrameSize => "broker.max_frame_size",
+        Limit.CorrelationId => "correlation_id",
+        _ => limit.ToString(),
+    };
+
+    /// <summary>The limit a registry refusal names by its key; null when the key is not one of ours.</summary>
+    public static Limit? FromKey(string? key) => key switch
+    {
+        "broker.max_subscribers" => Limit.MaxSubscribers,
+        "broker.max_subscribers_per_topic" => Limit.MaxSubscribersPerTopic,
+        _ => null,
+    };
+}
