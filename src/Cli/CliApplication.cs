@@ -32,6 +32,9 @@ internal static class CliApplication
         root.Subcommands.Add(ConfigCommands.Build(context));
         root.Subcommands.Add(ObservabilityCommands.BuildMetrics(context));
         root.Subcommands.Add(ObservabilityCommands.BuildHealth(context));
+        root.Subcommands.Add(CoordinationCommands.BuildTask(context));
+        root.Subcommands.Add(CoordinationCommands.BuildRules(context));
+        root.Subcommands.Add(CoordinationCommands.BuildAlerts(context));
         root.Subcommands.Add(PsCommand.Build(context));
         return root;
     }

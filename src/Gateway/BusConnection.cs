@@ -54,6 +54,13 @@ internal sealed partial class BusConnection : IRpcPeer
     private uint _lastSubscriptionId;
     private volatile bool _closed;
     private bool _welcomed;
+
+    // A collector is registered (and its presence announced) before its Welcome is queued, so a request
+    // routed to it in between (the task coordinator dispatches as soon as an instance appears) waits
+    // here and is queued right after the Welcome: a client never sees a request before its Welcome.
+    private readonly Lock _welcomeGate = new();
+    private volatile bool _welcomeQueued;
+    private List<RpcRequest>? _early;
     private string? _heartbeatTopic;
     private TopicEntry? _heartbeatEntry;
     private string _clientId = "(before hello)";
@@ -478,6 +485,17 @@ internal sealed partial class BusConnection : IRpcPeer
                 Role = role,
             },
         })));
+        lock (_welcomeGate)
+        {
+            foreach (var request in _early ?? [])
+            {
+                Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+            }
+
+            _early = null;
+            _welcomeQueued = true;
+        }
+
         LogWelcomed(_logger, Id, _clientId, role, hello.ClientVersion, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue);
         return true;
     }
@@ -644,7 +662,22 @@ internal sealed partial class BusConnection : IRpcPeer
 
     private void Enqueue(Outbound item) => _outbound.Writer.TryWrite(item);
 
-    public void DeliverRequest(RpcRequest request) => Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+    public void DeliverRequest(RpcRequest request)
+    {
+        if (!_welcomeQueued)
+        {
+            lock (_welcomeGate)
+            {
+                if (!_welcomeQueued)
+                {
+                    (_early ??= []).Add(request);
+                    return;
+                }
+            }
+        }
+
+        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+    }
 
     public void DeliverResponse(RpcResponse response) => Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcResponse = response })));
 

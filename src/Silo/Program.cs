@@ -1,4 +1,5 @@
 using DaemonEye.Configuration;
+using DaemonEye.Coordination;
 using DaemonEye.Gateway;
 using DaemonEye.Grains;
 using DaemonEye.Silo;
@@ -56,6 +57,7 @@ builder.UseOrleans(silo => silo
     .AddDashboardIfEnabled(builder.Configuration));
 builder.Services.AddEventBusGateway(builder.Configuration);
 builder.Services.AddCollectorSupervision(builder.Configuration);
+builder.Services.AddCoordination(builder.Configuration);
 builder.Services.AddAgentIpc(builder.Configuration);
 builder.Services.AddPrometheusMetrics(builder.Configuration);
 builder.Services.AddReadyAnnouncement();

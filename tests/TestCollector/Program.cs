@@ -6,12 +6,24 @@
 //   --health-delay-ms N   answer HealthCheck after N ms (the delay ignores the deadline, so a late
 //                         answer really is sent); prints "health-check started <correlation id>"
 //   --no-heartbeat        never publish a heartbeat
+//   --task-type T         declare task:T (repeatable; default test.echo); "process.snapshot" is refused:
+//                         snapshots come from procmond only, never from this collector
+//   --capacity N          declare capacity:N (default 4)
+//   --task-delay-ms N     each task takes N ms
+//   --never-answer        accept tasks and never answer them
+// A task's result payload is a google.protobuf.Struct: instance, pid, task_id, in_flight (tasks
+// this process was running when the task started, itself included), max_in_flight (the most ever
+// at once in this process), executed (tasks started so far) and the task's parameters.
 // UpdateConfig publishes its settings on events.test.config from inside the handler (so the event
 // carries the call's correlation root).
 using System.Globalization;
 using System.Runtime.InteropServices;
 using DaemonEye.Client;
 using DaemonEye.Protocol.Collector.V1;
+using DaemonEye.Protocol.Task.V1;
+using DaemonEye.Protocol.V1;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -24,13 +36,34 @@ var ignoreStop = args.Contains("--ignore-stop");
 var delayAt = Array.IndexOf(args, "--health-delay-ms");
 var healthDelay = delayAt >= 0 && delayAt + 1 < args.Length ? TimeSpan.FromMilliseconds(int.Parse(args[delayAt + 1], CultureInfo.InvariantCulture)) : TimeSpan.Zero;
 
+var taskTypes = Values(args, "--task-type").ToList();
+if (taskTypes.Count == 0)
+{
+    taskTypes.Add("test.echo");
+}
+
+if (taskTypes.Contains("process.snapshot"))
+{
+    Console.Error.WriteLine("test-collector: --task-type process.snapshot is refused: process snapshots come from procmond, not from a test collector");
+    return 2;
+}
+
+var capacity = Values(args, "--capacity").Select(v => uint.Parse(v, CultureInfo.InvariantCulture)).DefaultIfEmpty(4u).Last();
+var taskDelay = TimeSpan.FromMilliseconds(Values(args, "--task-delay-ms").Select(v => int.Parse(v, CultureInfo.InvariantCulture)).DefaultIfEmpty(0).Last());
+var neverAnswer = args.Contains("--never-answer");
+var tasks = new TaskCounters();
+
 var builder = Host.CreateApplicationBuilder(args);
 var collector = builder.Services.AddDaemonEyeCollector(o =>
 {
     o.CollectorId = "test";
-    o.TaskTypes.Add("test.echo");
+    foreach (var type in taskTypes)
+    {
+        o.TaskTypes.Add(type);
+    }
+
     o.EventDomains.Add("events.test.#");
-    o.Capacity = 4;
+    o.Capacity = capacity;
     o.SendHeartbeats = !args.Contains("--no-heartbeat");
 });
 collector.HandleUpdateConfig(async (request, call, cancellationToken) =>
@@ -38,6 +71,54 @@ collector.HandleUpdateConfig(async (request, call, cancellationToken) =>
     var update = new UpdateConfigRequest { Settings = { request.Settings } };
     await call.Collector.PublishAsync("events.test.config", update, cancellationToken);
 });
+collector.Handle(RpcOperation.ExecuteTask, async (call, cancellationToken) =>
+{
+    var request = call.Payload(TaskRequest.Parser);
+    if (!taskTypes.Contains(request.TaskType))
+    {
+        throw new CollectorRpcException(RpcErrorKind.InvalidOperation, $"test-collector does not execute task type '{request.TaskType}'; it executes: {string.Join(", ", taskTypes)}");
+    }
+
+    var (inFlight, maxInFlight, executed) = tasks.Enter();
+    try
+    {
+        if (neverAnswer)
+        {
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+
+        if (taskDelay > TimeSpan.Zero)
+        {
+            await Task.Delay(taskDelay, TimeProvider.System, cancellationToken);
+        }
+
+        var outcome = new Struct();
+        outcome.Fields["instance"] = Value.ForString(call.Collector.CollectorId);
+        outcome.Fields["pid"] = Value.ForNumber(Environment.ProcessId);
+        outcome.Fields["task_id"] = Value.ForString(request.TaskId);
+        outcome.Fields["in_flight"] = Value.ForNumber(inFlight);
+        outcome.Fields["max_in_flight"] = Value.ForNumber(maxInFlight);
+        outcome.Fields["executed"] = Value.ForNumber(executed);
+        foreach (var (key, value) in request.Parameters)
+        {
+            outcome.Fields["param." + key] = Value.ForString(value);
+        }
+
+        return new TaskResult
+        {
+            TaskId = request.TaskId,
+            CollectorId = call.Collector.CollectorId,
+            Sequence = tasks.NextSequence(),
+            PayloadType = Struct.Descriptor.FullName,
+            Payload = outcome.ToByteString(),
+        }.ToByteString();
+    }
+    finally
+    {
+        tasks.Exit();
+    }
+});
+
 if (healthDelay > TimeSpan.Zero)
 {
     collector.HandleHealthCheck(async (call, cancellationToken) =>
@@ -61,6 +142,54 @@ if (ignoreStop)
 using (ignoreTerm)
 {
     return await builder.Build().RunCollectorAsync();
+}
+
+static IEnumerable<string> Values(string[] args, string flag)
+{
+    for (var i = 0; i + 1 < args.Length; i++)
+    {
+        if (args[i] == flag)
+        {
+            yield return args[i + 1];
+        }
+    }
+}
+
+/// <summary>Tasks running in this process right now, the most ever at once, and result numbering.</summary>
+internal sealed class TaskCounters
+{
+    private readonly Lock _gate = new();
+    private int _inFlight;
+    private int _max;
+    private int _executed;
+    private ulong _sequence;
+
+    public (int InFlight, int Max, int Executed) Enter()
+    {
+        lock (_gate)
+        {
+            _inFlight++;
+            _executed++;
+            _max = Math.Max(_max, _inFlight);
+            return (_inFlight, _max, _executed);
+        }
+    }
+
+    public void Exit()
+    {
+        lock (_gate)
+        {
+            _inFlight--;
+        }
+    }
+
+    public ulong NextSequence()
+    {
+        lock (_gate)
+        {
+            return ++_sequence;
+        }
+    }
 }
 
 /// <summary>A host lifetime that does not react to signals.</summary>

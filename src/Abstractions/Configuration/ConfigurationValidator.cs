@@ -45,6 +45,7 @@ public static class ConfigurationValidator
         new(LoggingOptions.SectionName, typeof(LoggingOptions), c => Bind<LoggingOptions>(c, LoggingOptions.SectionName).Validate()),
         new(HealthOptions.SectionName, typeof(HealthOptions), c => Bind<HealthOptions>(c, HealthOptions.SectionName).Validate()),
         new(SecurityOptions.SectionName, typeof(SecurityOptions), c => Bind<SecurityOptions>(c, SecurityOptions.SectionName).Validate()),
+        new(Coordination.CoordinationOptions.SectionName, typeof(Coordination.CoordinationOptions), c => Bind<Coordination.CoordinationOptions>(c, Coordination.CoordinationOptions.SectionName).Validate()),
     ];
 
     /// <summary>Validates <paramref name="configuration"/>: all errors and all unknown-key warnings at once.</summary>

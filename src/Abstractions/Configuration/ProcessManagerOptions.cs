@@ -99,6 +99,16 @@ public sealed class CollectorDefinition
     [ConfigurationKeyName("id")]
     public string Id { get; set; } = string.Empty;
 
+    /// <summary>
+    /// Collector type: instances with the same type (procmond-1, procmond-2) share that type's tasks
+    /// round-robin, and an aggregated task expects one answer per type. Empty: the id.
+    /// </summary>
+    [ConfigurationKeyName("type")]
+    public string Type { get; set; } = string.Empty;
+
+    /// <summary>The type, or the id when no type is configured.</summary>
+    public string EffectiveType => string.IsNullOrEmpty(Type) ? Id : Type;
+
     /// <summary>Program to run: an absolute path, or a relative one (looked up in the agent's working directory, then in the agent's own directory); a .dll runs with the agent's dotnet.</summary>
     [ConfigurationKeyName("executable")]
     public string Executable { get; set; } = string.Empty;
@@ -119,6 +129,11 @@ public sealed class CollectorDefinition
         if (Id.Length == 0 || Id.Contains('.', StringComparison.Ordinal) || !validation.IsValid)
         {
             yield return $"{where}.id is '{Id}'; allowed: 1 to 64 characters from a-z, 0-9, '_' and '-'";
+        }
+
+        if (Type.Length > 0 && (Type.Contains('.', StringComparison.Ordinal) || !Topics.TopicRules.ValidateTopic("control.collector." + Type).IsValid))
+        {
+            yield return $"{where}.type is '{Type}'; allowed: empty (the id) or 1 to 64 characters from a-z, 0-9, '_' and '-'";
         }
 
         if (string.IsNullOrWhiteSpace(Executable))

@@ -33,9 +33,13 @@ internal sealed partial class IpcSocketListener(
     GatewayStatistics stats,
     IGrainFactory grains,
     TimeProvider time,
+    IEnumerable<IIpcRequestHandler> extensions,
     ILogger<IpcSocketListener> logger,
     Metrics.AgentObservability observability) : IHostedLifecycleService, IAsyncDisposable
 {
+    private readonly Dictionary<IpcRequest.BodyOneofCase, IIpcRequestHandler> _extensions =
+        extensions.SelectMany(h => h.Handles.Select(c => (Case: c, Handler: h))).ToDictionary(x => x.Case, x => x.Handler);
+
     private readonly DateTimeOffset _started = time.GetUtcNow();
     private UnixSocketServer? _server;
 
@@ -161,6 +165,8 @@ internal sealed partial class IpcSocketListener(
                     return new IpcResponse { Metrics = observability.Metrics() };
                 case IpcRequest.BodyOneofCase.Health:
                     return new IpcResponse { Health = await observability.HealthAsync(cancellationToken) };
+                case var other when _extensions.TryGetValue(other, out var extension):
+                    return await extension.HandleAsync(request, cancellationToken);
                 default:
                     return new IpcResponse { Error = Error(RpcErrorKind.InvalidOperation, "the request has no body; expected status, list_collectors, collector_command, metrics or health") };
             }

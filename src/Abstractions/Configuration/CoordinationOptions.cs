@@ -1,0 +1,106 @@
+using System.Globalization;
+using Microsoft.Extensions.Configuration;
+
+namespace DaemonEye.Coordination;
+
+/// <summary>The <c>coordination</c> section: task distribution and detection rules.</summary>
+public sealed class CoordinationOptions
+{
+    public const string SectionName = "coordination";
+
+    /// <summary>Timeout of a task that sets none, in seconds.</summary>
+    [ConfigurationKeyName("default_task_timeout_seconds")]
+    public double DefaultTaskTimeoutSeconds { get; set; } = 30;
+
+    /// <summary>Most task assignments waiting for a free instance; beyond it a new task fails at once.</summary>
+    [ConfigurationKeyName("max_queued_tasks")]
+    public int MaxQueuedTasks { get; set; } = 1000;
+
+    /// <summary>Capacity of an instance that declares none in its Hello (no <c>capacity:&lt;n&gt;</c>).</summary>
+    [ConfigurationKeyName("default_capacity")]
+    public int DefaultCapacity { get; set; } = 1;
+
+    [ConfigurationKeyName("rules")]
+    public RulesOptions Rules { get; set; } = new();
+
+    public TimeSpan DefaultTaskTimeout => TimeSpan.FromSeconds(DefaultTaskTimeoutSeconds);
+
+    public IEnumerable<string> Validate()
+    {
+        if (double.IsNaN(DefaultTaskTimeoutSeconds) || DefaultTaskTimeoutSeconds is < 0.01 or > 86400)
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"coordination.default_task_timeout_seconds is {DefaultTaskTimeoutSeconds}; allowed: 0.01 to 86400 seconds");
+        }
+
+        if (MaxQueuedTasks is < 1 or > 1_000_000)
+        {
+            yield return $"coordination.max_queued_tasks is {MaxQueuedTasks}; allowed: 1 to 1000000";
+        }
+
+        if (DefaultCapacity is < 1 or > 10_000)
+        {
+            yield return $"coordination.default_capacity is {DefaultCapacity}; allowed: 1 to 10000";
+        }
+
+        foreach (var error in Rules.Validate())
+        {
+            yield return error;
+        }
+    }
+}
+
+/// <summary>The <c>coordination.rules</c> section: SQL detection rules over process snapshots.</summary>
+public sealed class RulesOptions
+{
+    /// <summary>Directory of rule files (*.yaml, *.yml); relative to the agent's working directory.</summary>
+    [ConfigurationKeyName("directory")]
+    public string Directory { get; set; } = "config/rules";
+
+    /// <summary>How often every rule runs over a fresh snapshot; 0 = only on demand (daemoneye-cli rules run).</summary>
+    [ConfigurationKeyName("interval_seconds")]
+    public double IntervalSeconds { get; set; } = 60;
+
+    /// <summary>Longest one rule may run over one snapshot before it is interrupted, in milliseconds.</summary>
+    [ConfigurationKeyName("time_limit_ms")]
+    public int TimeLimitMs { get; set; } = 1000;
+
+    /// <summary>How long the agent waits for the process.snapshot task a rule run needs.</summary>
+    [ConfigurationKeyName("snapshot_timeout_seconds")]
+    public double SnapshotTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Alerts one rule may raise in one run; further matches are counted and logged, not published.</summary>
+    [ConfigurationKeyName("max_alerts_per_rule")]
+    public int MaxAlertsPerRule { get; set; } = 100;
+
+    /// <summary>The task type whose results fill the tables.</summary>
+    public const string SnapshotTaskType = "process.snapshot";
+
+    public TimeSpan Interval => TimeSpan.FromSeconds(IntervalSeconds);
+
+    public TimeSpan TimeLimit => TimeSpan.FromMilliseconds(TimeLimitMs);
+
+    public TimeSpan SnapshotTimeout => TimeSpan.FromSeconds(SnapshotTimeoutSeconds);
+
+    public IEnumerable<string> Validate()
+    {
+        if (double.IsNaN(IntervalSeconds) || IntervalSeconds < 0 || IntervalSeconds > 86400 || (IntervalSeconds > 0 && IntervalSeconds < 0.1))
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"coordination.rules.interval_seconds is {IntervalSeconds}; allowed: 0 (on demand only) or 0.1 to 86400 seconds");
+        }
+
+        if (TimeLimitMs is < 1 or > 600_000)
+        {
+            yield return $"coordination.rules.time_limit_ms is {TimeLimitMs}; allowed: 1 to 600000";
+        }
+
+        if (double.IsNaN(SnapshotTimeoutSeconds) || SnapshotTimeoutSeconds is < 0.01 or > 3600)
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"coordination.rules.snapshot_timeout_seconds is {SnapshotTimeoutSeconds}; allowed: 0.01 to 3600 seconds");
+        }
+
+        if (MaxAlertsPerRule is < 1 or > 1_000_000)
+        {
+            yield return $"coordination.rules.max_alerts_per_rule is {MaxAlertsPerRule}; allowed: 1 to 1000000";
+        }
+    }
+}

@@ -1,0 +1,314 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using DaemonEye.Protocol.Alert.V1;
+using DaemonEye.Protocol.Ipc.V1;
+using DaemonEye.Protocol.Process.V1;
+using DaemonEye.Protocol.Task.V1;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+
+namespace DaemonEye.Cli.Commands;
+
+/// <summary>
+/// <c>task run</c>, <c>rules list|test|run</c> and <c>alerts tail</c>. Exit codes: 0 success; 1 the
+/// agent answered with an error (stderr: <c>&lt;Kind&gt;: &lt;message&gt;</c>), a task result is
+/// partial, or a rule file has problems; 2 invalid input; 3 the agent is not reachable.
+/// </summary>
+internal static class CoordinationCommands
+{
+    private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true).WithFormatDefaultValues(false));
+
+    public static Command BuildTask(CliContext context)
+    {
+        var task = new Command("task", "Run tasks on the collectors that execute them");
+        var type = new Argument<string>("type") { Description = "The task type, e.g. process.snapshot" };
+        var parameters = new Option<string[]>("--param") { Description = "A task parameter key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var timeout = new Option<double?>("--timeout") { Description = "Seconds to wait for every collector (default: coordination.default_task_timeout_seconds)" };
+        var priority = new Option<int>("--priority") { Description = "Higher runs first when tasks wait for a free instance (default 0)" };
+        var json = new Option<bool>("--json") { Description = "Print the aggregated result as one JSON object (payloads decoded where the type is known)" };
+        var run = new Command("run", "Run one task: one assignment per collector type that executes it, results aggregated; exit 1 when partial");
+        run.Arguments.Add(type);
+        run.Options.Add(parameters);
+        run.Options.Add(timeout);
+        run.Options.Add(priority);
+        run.Options.Add(json);
+        run.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
+        {
+            var request = new TaskRunRequest { TaskType = parse.GetValue(type)!, Priority = parse.GetValue(priority) };
+            foreach (var p in parse.GetValue(parameters) ?? [])
+            {
+                var eq = p.IndexOf('=', StringComparison.Ordinal);
+                if (eq <= 0)
+                {
+                    context.Error.WriteLine($"--param '{p}' is not key=value");
+                    return CliApplication.Invalid;
+                }
+
+                request.Parameters[p[..eq]] = p[(eq + 1)..];
+            }
+
+            if (parse.GetValue(timeout) is { } seconds)
+            {
+                if (!(seconds > 0 && seconds <= 86400))
+                {
+                    context.Error.WriteLine($"--timeout is {seconds.ToString(CultureInfo.InvariantCulture)}; allowed: more than 0 up to 86400 seconds");
+                    return CliApplication.Invalid;
+                }
+
+                request.TimeoutMs = (uint)Math.Max(1, seconds * 1000);
+            }
+
+            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { TaskRun = request }, cancellationToken);
+            if (response is null)
+            {
+                return exitCode;
+            }
+
+            var result = response.TaskRun;
+            if (parse.GetValue(json))
+            {
+                context.Output.WriteLine(ToJson(result).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+            }
+            else
+            {
+                WriteResult(context.Output, result);
+            }
+
+            return result.Partial ? CliApplication.No : CliApplication.Ok;
+        }));
+        task.Subcommands.Add(run);
+        return task;
+    }
+
+    public static Command BuildRules(CliContext context)
+    {
+        var rules = new Command("rules", "The agent's SQL detection rules");
+        var list = new Command("list", "The rules the agent loads now, and the rule files it cannot load (file:line); exit 1 when any");
+        list.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
+        {
+            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { RulesList = new RulesListRequest() }, cancellationToken);
+            if (response is null)
+            {
+                return exitCode;
+            }
+
+            var r = response.RulesList;
+            var o = context.Output;
+            o.WriteLine($"rules directory {r.Directory}; run every {(r.IntervalSeconds > 0 ? r.IntervalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s" : "- (on demand only)")}");
+            o.WriteLine($"{"ID",-28} {"SEVERITY",-9} {"NAME",-36} FILE");
+            foreach (var rule in r.Rules)
+            {
+                o.WriteLine($"{rule.Id,-28} {rule.Severity,-9} {rule.Name,-36} {rule.File}:{rule.Line}");
+            }
+
+            WriteProblems(context.Error, r.Problems);
+            return r.Problems.Count > 0 ? CliApplication.No : CliApplication.Ok;
+        }));
+        var file = new Argument<FileInfo>("file") { Description = "A rule file (YAML: id, name, severity, description, sql)" };
+        var test = new Command("test", "Run one rule file once against a fresh process snapshot and print the rows (no alerts are published)");
+        test.Arguments.Add(file);
+        test.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
+        {
+            var path = parse.GetValue(file)!;
+            if (!path.Exists)
+            {
+                context.Error.WriteLine($"rule file '{path.FullName}' does not exist");
+                return CliApplication.Invalid;
+            }
+
+            var content = await File.ReadAllTextAsync(path.FullName, cancellationToken);
+            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { RulesTest = new RulesTestRequest { FileName = path.FullName, Content = content } }, cancellationToken);
+            if (response is null)
+            {
+                return exitCode;
+            }
+
+            var r = response.RulesTest;
+            if (r.Snapshot is not null)
+            {
+                context.Output.WriteLine($"snapshot task {r.Snapshot.TaskId}: {r.Processes} process(es) from {string.Join(", ", r.Snapshot.Results.Select(x => x.CollectorId))}{(r.Snapshot.Partial ? " (partial: " + string.Join("; ", r.Snapshot.Missing.Select(m => m.Reason)) + ")" : string.Empty)}");
+            }
+
+            if (r.Problems.Count > 0)
+            {
+                WriteProblems(context.Error, r.Problems);
+                return CliApplication.No;
+            }
+
+            context.Output.WriteLine($"rule {r.Rule.Id} ({r.Rule.Severity}): {r.Rows.Count} row(s) in {r.EvaluationUs / 1000.0:0.###} ms");
+            WriteTable(context.Output, r.Columns, r.Rows.Select(row => row.Values.ToArray()).ToList());
+            return CliApplication.Ok;
+        }));
+        var run = new Command("run", "Run every rule now against a fresh snapshot and publish the alerts");
+        run.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
+        {
+            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { RulesRun = new RulesRunRequest() }, cancellationToken);
+            if (response is null)
+            {
+                return exitCode;
+            }
+
+            var r = response.RulesRun;
+            context.Output.WriteLine($"snapshot task {r.Snapshot.TaskId}: {r.Processes} process(es); {r.AlertsPublished} alert(s) published");
+            foreach (var outcome in r.Outcomes)
+            {
+                context.Output.WriteLine(outcome.Error.Length > 0
+                    ? $"  {outcome.RuleId}: {outcome.Error}"
+                    : $"  {outcome.RuleId}: {outcome.Matches} match(es) in {outcome.EvaluationUs / 1000.0:0.###} ms");
+            }
+
+            WriteProblems(context.Error, r.Problems);
+            return r.Problems.Count > 0 || r.Outcomes.Any(o => o.Error.Length > 0) ? CliApplication.No : CliApplication.Ok;
+        }));
+        rules.Subcommands.Add(list);
+        rules.Subcommands.Add(test);
+        rules.Subcommands.Add(run);
+        return rules;
+    }
+
+    public static Command BuildAlerts(CliContext context)
+    {
+        var alerts = new Command("alerts", "Alerts raised by the detection rules");
+        var json = new Option<bool>("--json") { Description = "Print one JSON object per alert and line (NDJSON)" };
+        var count = new Option<long>("--count") { Description = "Exit after this many alerts (0: run until Ctrl-C)" };
+        var tail = new Command("tail", "Print alerts (events.alert.#) as they are raised; ready once 'subscribed to ...' is on stderr");
+        tail.Options.Add(json);
+        tail.Options.Add(count);
+        tail.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
+        {
+            var limit = parse.GetValue(count);
+            if (limit < 0)
+            {
+                context.Error.WriteLine($"--count is {limit}; it must be 0 (no limit) or more");
+                return CliApplication.Invalid;
+            }
+
+            await using var client = await AgentConnection.ConnectAsync(context, AgentConnection.Options(context, parse), cancellationToken);
+            if (client is null)
+            {
+                return CliApplication.Unavailable;
+            }
+
+            client.Dropped += (_, e) => context.Error.WriteLine($"dropped {e.Count} alert message(s) (total {e.Total}): {e.Reason}");
+            var subscription = await client.SubscribeAsync("events.alert.#", cancellationToken);
+            context.Error.WriteLine($"subscribed to events.alert.# (subscription {subscription.Id})");
+            var received = 0L;
+            await foreach (var message in subscription.ReadAllAsync(cancellationToken))
+            {
+                Alert alert;
+                try
+                {
+                    alert = Alert.Parser.ParseFrom(message.Payload.Span);
+                }
+                catch (InvalidProtocolBufferException e)
+                {
+                    context.Error.WriteLine($"{message.Topic}: not an Alert ({e.Message})");
+                    continue;
+                }
+
+                if (parse.GetValue(json))
+                {
+                    var node = JsonNode.Parse(Formatter.Format(alert))!.AsObject();
+                    node["topic"] = message.Topic;
+                    node["correlation_id"] = message.CorrelationId;
+                    node["parent_correlation_id"] = message.Correlation.ParentCorrelationId;
+                    context.Output.WriteLine(node.ToJsonString());
+                }
+                else
+                {
+                    var time = DateTimeOffset.FromUnixTimeMilliseconds((long)alert.RaisedUnixMs).UtcDateTime.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture);
+                    var fields = string.Join(' ', alert.Fields.Select(f => $"{f.Name}={(f.IsNull ? "NULL" : f.Value)}"));
+                    context.Output.WriteLine($"{time} {alert.Severity.ToUpperInvariant(),-8} {alert.RuleId} ({alert.RuleName}): {fields} [task {alert.TaskId}]");
+                }
+
+                context.Output.Flush();
+                if (limit > 0 && ++received >= limit)
+                {
+                    break;
+                }
+            }
+
+            return CliApplication.Ok;
+        }));
+        alerts.Subcommands.Add(tail);
+        return alerts;
+    }
+
+    private static void WriteResult(TextWriter o, AggregatedTaskResult result)
+    {
+        var state = result.Partial ? "PARTIAL" : "complete";
+        o.WriteLine($"task {result.TaskId} ({result.TaskType}): {state} in {result.DurationUs / 1000.0:0.###} ms; {result.Results.Count} result(s); expected collector types: {string.Join(", ", result.ExpectedCollectorTypes)}; duplicates removed {result.DuplicatesRemoved}; redistributed {result.Redistributions}");
+        foreach (var r in result.Results)
+        {
+            o.WriteLine($"  {r.CollectorId} #{r.Sequence} {r.PayloadType} ({r.Payload.Length} bytes): {Summary(r)}");
+        }
+
+        foreach (var m in result.Missing)
+        {
+            o.WriteLine($"  missing {m.CollectorType}{(m.InstanceId.Length > 0 ? $" (instance {m.InstanceId})" : string.Empty)}: {m.Reason}");
+        }
+    }
+
+    private static string Summary(TaskResult result)
+    {
+        try
+        {
+            return result.PayloadType switch
+            {
+                "daemoneye.process.v1.ProcessSnapshot" => Snapshot(ProcessSnapshot.Parser.ParseFrom(result.Payload)),
+                "google.protobuf.Struct" => Formatter.Format(Struct.Parser.ParseFrom(result.Payload)),
+                _ => "base64:" + result.Payload.ToBase64(),
+            };
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            return $"does not parse as {result.PayloadType}: {e.Message}";
+        }
+
+        static string Snapshot(ProcessSnapshot s) => $"{s.Processes.Count} processes, taken {DateTimeOffset.FromUnixTimeMilliseconds((long)s.TakenUnixMs):O} by {s.CollectorId}";
+    }
+
+    private static JsonObject ToJson(AggregatedTaskResult result)
+    {
+        var node = JsonNode.Parse(Formatter.Format(result))!.AsObject();
+        if (node["results"] is JsonArray array)
+        {
+            for (var i = 0; i < array.Count && i < result.Results.Count; i++)
+            {
+                var r = result.Results[i];
+                IMessage? decoded = r.PayloadType switch
+                {
+                    "daemoneye.process.v1.ProcessSnapshot" => ProcessSnapshot.Parser.ParseFrom(r.Payload),
+                    "google.protobuf.Struct" => Struct.Parser.ParseFrom(r.Payload),
+                    _ => null,
+                };
+                if (decoded is not null && array[i] is JsonObject item)
+                {
+                    item.Remove("payload");
+                    item["payload_decoded"] = JsonNode.Parse(Formatter.Format(decoded));
+                }
+            }
+        }
+
+        return node;
+    }
+
+    private static void WriteProblems(TextWriter error, IEnumerable<RuleProblem> problems)
+    {
+        foreach (var p in problems)
+        {
+            error.WriteLine($"{p.File}{(p.Line > 0 ? ":" + p.Line.ToString(CultureInfo.InvariantCulture) : string.Empty)}: {(p.RuleId.Length > 0 ? $"rule '{p.RuleId}': " : string.Empty)}{p.Message}");
+        }
+    }
+
+    private static void WriteTable(TextWriter o, IReadOnlyList<string> columns, List<string[]> rows)
+    {
+        var widths = columns.Select((c, i) => Math.Min(60, Math.Max(c.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length)))).ToArray();
+        o.WriteLine(string.Join("  ", columns.Select((c, i) => c.PadRight(widths[i]))));
+        foreach (var row in rows)
+        {
+            o.WriteLine(string.Join("  ", row.Select((v, i) => (v.Length > 60 ? v[..57] + "..." : v).PadRight(widths[i]))));
+        }
+    }
+}

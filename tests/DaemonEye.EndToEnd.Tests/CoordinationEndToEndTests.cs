@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using System.Globalization;
+using DaemonEye.Client;
+using DaemonEye.Protocol.Ipc.V1;
+using DaemonEye.Protocol.Task.V1;
+using DaemonEye.Protocol.V1;
+using Google.Protobuf.WellKnownTypes;
+
+namespace DaemonEye.EndToEnd.Tests;
+
+/// <summary>
+/// Task distribution and aggregation against real collector processes (tests/TestCollector, run and
+/// supervised by the real agent): even round-robin split, failover when an instance is killed or
+/// stops sending heartbeats mid-run, capacity measured inside the collector, partial results naming
+/// the collector that never answered, and the error when no instance exists.
+/// </summary>
+public sealed class CoordinationEndToEndTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    internal sealed record Collector(string Id, string Type, params string[] Arguments);
+
+    internal static Dictionary<string, string> Config(params Collector[] collectors)
+    {
+        var env = new Dictionary<string, string>
+        {
+            ["DAEMONEYE_PROCESS_MANAGER__RESTART_BACKOFF_SECONDS"] = "0.1",
+            ["DAEMONEYE_COORDINATION__RULES__INTERVAL_SECONDS"] = "0",
+        };
+        for (var i = 0; i < collectors.Length; i++)
+        {
+            env[$"DAEMONEYE_COLLECTORS__{i}__ID"] = collectors[i].Id;
+            env[$"DAEMONEYE_COLLECTORS__{i}__TYPE"] = collectors[i].Type;
+            env[$"DAEMONEYE_COLLECTORS__{i}__EXECUTABLE"] = Paths.TestCollectorDll;
+            for (var j = 0; j < collectors[i].Arguments.Length; j++)
+            {
+                env[$"DAEMONEYE_COLLECTORS__{i}__ARGUMENTS__{j}"] = collectors[i].Arguments[j];
+            }
+        }
+
+        return env;
+    }
+
+    /// <summary>Waits, driven by control.# events, until every named collector satisfies the condition.</summary>
+    internal static async Task<Dictionary<string, CollectorStatus>> WaitForAsync(AgentProcess agent, BusSubscription events, Func<CollectorStatus, bool> condition, params string[] ids)
+    {
+        using var timeout = new CancellationTokenSource(Patience);
+        await using var e = events.ReadAllAsync(timeout.Token).GetAsyncEnumerator(timeout.Token);
+        while (true)
+        {
+            var response = await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() });
+            var all = response.ListCollectors.Collectors.Where(c => ids.Contains(c.Id)).ToDictionary(c => c.Id);
+            if (all.Count == ids.Length && all.Values.All(condition))
+            {
+                return all;
+            }
+
+            if (!await e.MoveNextAsync())
+            {
+                Assert.Fail($"collectors {string.Join(", ", ids)} did not reach the expected state: {string.Join("; ", all.Values)}\n{agent.Log}");
+            }
+        }
+    }
+
+    internal static async Task<(BusClient Client, BusSubscription Events)> WatchAsync(AgentProcess agent)
+    {
+        var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "coordination-watcher" });
+        return (client, await client.SubscribeAsync("control.#"));
+    }
+
+    private static Task<IpcResponse> RunTaskAsync(AgentProcess agent, string type, uint timeoutMs = 0, params (string Key, string Value)[] parameters)
+    {
+        var request = new TaskRunRequest { TaskType = type, TimeoutMs = timeoutMs };
+        foreach (var (key, value) in parameters)
+        {
+            request.Parameters[key] = value;
+        }
+
+        return IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { TaskRun = request });
+    }
+
+    private static Struct Outcome(TaskResult result)
+    {
+        Assert.Equal("google.protobuf.Struct", result.PayloadType);
+        return Struct.Parser.ParseFrom(result.Payload);
+    }
+
+    private static AggregatedTaskResult Complete(IpcResponse response, string log)
+    {
+        Assert.True(response.Error is null, $"task failed: {response.Error}\n{log}");
+        var result = response.TaskRun;
+        Assert.False(result.Partial, $"partial: {result}");
+        return result;
+    }
+
+    [Fact]
+    public async Task Two_instances_of_one_type_share_100_tasks_evenly()
+    {
+        // Capacity does not bind here, so the split is the round-robin's alone. (A full instance is
+        // skipped rather than waited for, so under a binding capacity the shares follow each
+        // instance's speed; the capacity test covers that case.)
+        await using var agent = await AgentProcess.StartAsync(Config(
+            new Collector("tc-even-1", "tc", "--task-delay-ms", "10", "--capacity", "100"),
+            new Collector("tc-even-2", "tc", "--task-delay-ms", "10", "--capacity", "100")));
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-even-1", "tc-even-2");
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 100).Select(i => RunTaskAsync(agent, "test.echo", 0, ("n", i.ToString(CultureInfo.InvariantCulture)))));
+
+        var results = responses.Select(r => Complete(r, agent.Log)).ToList();
+        Assert.All(results, r => Assert.Equal(["tc"], r.ExpectedCollectorTypes));
+        var single = results.Select(r => Assert.Single(r.Results)).ToList();
+        var perInstance = single.GroupBy(r => r.CollectorId).ToDictionary(g => g.Key, g => g.Count());
+        Assert.Equal(["tc-even-1", "tc-even-2"], perInstance.Keys.Order());
+        Assert.All(perInstance.Values, count => Assert.InRange(count, 45, 55));
+        // Every task's own parameters came back: no result went to the wrong task.
+        Assert.Equal(Enumerable.Range(0, 100).Select(i => i.ToString(CultureInfo.InvariantCulture)).Order(), single.Select(r => Outcome(r).Fields["param.n"].StringValue).Order());
+    }
+
+    [Fact]
+    public async Task An_instance_killed_mid_run_loses_no_task_and_duplicates_none()
+    {
+        await using var agent = await AgentProcess.StartAsync(Config(
+            new Collector("tc-kill-1", "tc", "--task-delay-ms", "150"),
+            new Collector("tc-kill-2", "tc", "--task-delay-ms", "150")));
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        var running = await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-kill-1", "tc-kill-2");
+
+        var completed = 0;
+        var twentyDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        async Task<IpcResponse> Counted(int i)
+        {
+            var response = await RunTaskAsync(agent, "test.echo", 0, ("n", i.ToString(CultureInfo.InvariantCulture)));
+            if (Interlocked.Increment(ref completed) == 20)
+            {
+                twentyDone.TrySetResult();
+            }
+
+            return response;
+        }
+
+        var all = Task.WhenAll(Enumerable.Range(0, 100).Select(Counted));
+        await twentyDone.Task.WaitAsync(Patience);
+        using (var victim = Process.GetProcessById((int)running["tc-kill-2"].Pid))
+        {
+            victim.Kill();
+        }
+
+        var responses = await all.WaitAsync(Patience);
+
+        var results = responses.Select(r => Complete(r, agent.Log)).ToList();
+        Assert.Equal(100, results.Select(r => r.TaskId).Distinct().Count());
+        var single = results.Select(r => Assert.Single(r.Results)).ToList();
+        Assert.All(single, r => Assert.Equal(r.TaskId, Outcome(r).Fields["task_id"].StringValue));
+        Assert.Equal(Enumerable.Range(0, 100).Select(i => i.ToString(CultureInfo.InvariantCulture)).Order(), single.Select(r => Outcome(r).Fields["param.n"].StringValue).Order());
+        // The kill hit tasks in flight on tc-kill-2 (4 slots busy with 150 ms tasks): they were re-sent.
+        Assert.True(results.Sum(r => (int)r.Redistributions) >= 1, "no task was redistributed; the kill did not hit a task in flight\n" + agent.Log);
+    }
+
+    [Fact]
+    public async Task A_capacity_of_2_is_never_exceeded_inside_the_collector()
+    {
+        await using var agent = await AgentProcess.StartAsync(Config(new Collector("tc-cap", "tc-cap", "--capacity", "2", "--task-delay-ms", "100")));
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-cap");
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => RunTaskAsync(agent, "test.echo")));
+
+        var outcomes = responses.Select(r => Outcome(Assert.Single(Complete(r, agent.Log).Results))).ToList();
+        Assert.All(outcomes, o => Assert.InRange(o.Fields["in_flight"].NumberValue, 1, 2));
+        // The limit was reached, so the assertion above could have failed.
+        Assert.Equal(2, outcomes.Max(o => o.Fields["max_in_flight"].NumberValue));
+    }
+
+    [Fact]
+    public async Task A_collector_that_never_answers_makes_the_result_partial_at_the_timeout_naming_it()
+    {
+        await using var agent = await AgentProcess.StartAsync(Config(
+            new Collector("tc-answers", "answering", "--task-type", "test.echo", "--task-type", "test.warm-up"),
+            new Collector("tc-silent", "silent", "--never-answer")));
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-answers", "tc-silent");
+        // The first task a collector process runs pays for JIT (over a second on a busy machine); one
+        // that only tc-answers executes takes that cost outside the timed task.
+        Complete(await RunTaskAsync(agent, "test.warm-up"), agent.Log);
+
+        var response = await RunTaskAsync(agent, "test.echo", 4000);
+
+        Assert.Null(response.Error);
+        var result = response.TaskRun;
+        Assert.True(result.Partial && result.Results.Count == 1, $"{result}\n{agent.Log}");
+        Assert.Equal(["answering", "silent"], result.ExpectedCollectorTypes);
+        Assert.Equal("tc-answers", Assert.Single(result.Results).CollectorId);
+        var missing = Assert.Single(result.Missing);
+        Assert.Equal("silent", missing.CollectorType);
+        Assert.Equal("tc-silent", missing.InstanceId);
+        Assert.Contains("did not answer within 4 s", missing.Reason);
+        Assert.True(result.DurationUs >= 4_000_000, $"completed after {result.DurationUs} µs, before the 4 s timeout");
+
+        // The CLI prints the same: exit code 1 for a partial result, the missing collector named.
+        var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "task", "run", "test.echo", "--timeout", "3");
+        Assert.True(code == 1, $"exit {code}: {string.Join('\n', stdout)} {stderr}");
+        Assert.Contains(stdout, l => l.Contains("PARTIAL", StringComparison.Ordinal));
+        Assert.Contains(stdout, l => l.Contains("missing silent (instance tc-silent)", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task An_instance_that_stops_sending_heartbeats_has_its_task_moved_to_another()
+    {
+        var env = Config(
+            new Collector("tc-hb-1", "tc", "--capacity", "1", "--task-delay-ms", "300"),
+            new Collector("tc-hb-2", "tc", "--capacity", "1", "--task-delay-ms", "300"));
+        env["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.5";
+        await using var agent = await AgentProcess.StartAsync(env);
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        var running = await WaitForAsync(agent, events, s => s.State == CollectorState.Running && s.LastHeartbeatUnixNanos != 0, "tc-hb-1", "tc-hb-2");
+
+        // Frozen before the tasks come: whichever task lands on tc-hb-1 can only finish elsewhere.
+        var frozen = running["tc-hb-1"].Pid.ToString(CultureInfo.InvariantCulture);
+        using (var stop = Process.Start("kill", ["-STOP", frozen]))
+        {
+            await stop.WaitForExitAsync();
+        }
+
+        try
+        {
+            var responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => RunTaskAsync(agent, "test.echo", 20_000)));
+            var results = responses.Select(r => Complete(r, agent.Log)).ToList();
+            Assert.All(results, r => Assert.Equal("tc-hb-2", Assert.Single(r.Results).CollectorId));
+            Assert.True(results.Sum(r => (int)r.Redistributions) >= 1, agent.Log);
+        }
+        finally
+        {
+            using var cont = Process.Start("kill", ["-CONT", frozen]);
+            await cont.WaitForExitAsync();
+        }
+    }
+
+    [Fact]
+    public async Task With_no_instance_the_task_waits_and_fails_at_its_timeout_with_a_clear_error()
+    {
+        await using var agent = await AgentProcess.StartAsync(Config(new Collector("tc-other", "tc", "--task-type", "test.other")));
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-other");
+
+        var response = await RunTaskAsync(agent, "test.echo", 500);
+
+        Assert.NotNull(response.Error);
+        Assert.Equal(RpcErrorKind.Timeout, response.Error.Kind);
+        Assert.Contains("no collector instance executing task type 'test.echo' became available within 0.5 s", response.Error.Message);
+        Assert.Contains("tc-other (tasks: test.other)", response.Error.Message);
+    }
+}
