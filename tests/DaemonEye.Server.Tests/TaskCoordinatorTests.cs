@@ -193,6 +193,9 @@ public sealed class TaskCoordinatorTests : IDisposable
         var task = Run(timeoutSeconds: 3);
         fast.Answer(await fast.NextAsync(), "data");
         await silent.NextAsync();
+
+        // The answer reaches the coordinator on a continuation; the clock moves only once it has been taken in.
+        Assert.True(SpinWait.SpinUntil(() => _coordinator.InstancesFor("scan").Single(i => i.Id == "fast").InFlight == 0, TimeSpan.FromSeconds(30)));
         Assert.False(task.IsCompleted);
 
         _time.Advance(TimeSpan.FromSeconds(3));

@@ -241,21 +241,37 @@ public static class ConfigurationValidator
             }
 
             var entries = section.IsList ? child.GetChildren().SelectMany(entry => entry.GetChildren()) : child.GetChildren();
-            foreach (var key in entries)
-            {
-                if (!section.Keys.Contains(key.Key, StringComparer.OrdinalIgnoreCase))
-                {
-                    warnings.Add(Unknown(configuration, key.Path, key.Key, section.Keys, section.IsList ? $"each {section.Name} entry" : section.Name));
-                }
-                else if (!FreeFormKeys.Contains(key.Key) && key.GetChildren().Any())
-                {
-                    warnings.Add($"{DottedKey(key.Path)} ({SourceOf(configuration, FirstLeaf(key))}) has nested keys but is a single value; they are ignored");
-                }
-            }
+            CheckKeys(configuration, entries, section.OptionsType, section.IsList ? $"each {section.Name} entry" : section.Name, warnings);
         }
 
         return warnings;
     }
+
+    /// <summary>Warns about each of <paramref name="keys"/> that <paramref name="optionsType"/> does not know; recurses into nested option classes (<c>coordination.rules</c>).</summary>
+    private static void CheckKeys(IConfiguration configuration, IEnumerable<IConfigurationSection> keys, Type optionsType, string where, List<string> warnings)
+    {
+        var known = KeysOf(optionsType);
+        foreach (var key in keys)
+        {
+            var property = optionsType.GetProperties(BindingFlags.Public | BindingFlags.Instance)
+                .FirstOrDefault(p => string.Equals(p.GetCustomAttribute<ConfigurationKeyNameAttribute>()?.Name, key.Key, StringComparison.OrdinalIgnoreCase));
+            if (property is null)
+            {
+                warnings.Add(Unknown(configuration, key.Path, key.Key, known, where));
+            }
+            else if (IsNestedOptions(property.PropertyType))
+            {
+                CheckKeys(configuration, key.GetChildren(), property.PropertyType, DottedKey(key.Path), warnings);
+            }
+            else if (!FreeFormKeys.Contains(key.Key) && key.GetChildren().Any())
+            {
+                warnings.Add($"{DottedKey(key.Path)} ({SourceOf(configuration, FirstLeaf(key))}) has nested keys but is a single value; they are ignored");
+            }
+        }
+    }
+
+    /// <summary>A property whose type is itself an options class with configuration keys.</summary>
+    internal static bool IsNestedOptions(Type type) => type.IsClass && type != typeof(string) && KeysOf(type).Count > 0;
 
     private static string FirstLeaf(IConfigurationSection section)
     {

@@ -58,6 +58,17 @@ public static class EffectiveConfiguration
             }
 
             var keyPath = path + ":" + key;
+            if (ConfigurationValidator.IsNestedOptions(property.PropertyType) && property.GetValue(options) is { } nested)
+            {
+                // A nested section (coordination.rules): its keys, each with its own source.
+                foreach (var inner in Values(configuration, nested, section + "." + key, keyPath))
+                {
+                    yield return inner;
+                }
+
+                continue;
+            }
+
             var source = ConfigurationValidator.SourceOf(configuration, keyPath);
             if (source == "default" && configuration.GetSection(keyPath).GetChildren().FirstOrDefault() is { } child)
             {

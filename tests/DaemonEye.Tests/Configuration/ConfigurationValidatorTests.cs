@@ -147,7 +147,7 @@ public sealed class ConfigurationValidatorTests
                 [
                     $"unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'? Known keys of broker: {string.Join(", ", ConfigurationValidator.Sections.Single(s => s.Name == "broker").Keys)}",
                     $"unknown key brokr (file {file}) is ignored; did you mean 'broker'? Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
-                    $"unknown key collectors[0].enabld (file {file}) is ignored; did you mean 'enabled'? Known keys of each collectors entry: id, executable, arguments, environment, enabled",
+                    $"unknown key collectors[0].enabld (file {file}) is ignored; did you mean 'enabled'? Known keys of each collectors entry: {string.Join(", ", ConfigurationValidator.Sections.Single(s => s.Name == "collectors").Keys)}",
                     $"unknown key zzz (file {file}) is ignored. Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
                 ],
                 report.Warnings);
