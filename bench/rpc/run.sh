@@ -1,0 +1,38 @@
+#!/bin/bash
+# usage: run.sh <build-root> <label> <conc>... ; prints one line per concurrency:
+# rps, latency, and CPU ms per 1000 round trips of agent (a), collector (k), bench (b: via /usr/bin/time is skipped; total via clock ticks)
+ROOT=$1; LABEL=$2; shift 2
+mkdir -p /tmp/rpcb; D=$(mktemp -d /tmp/rpcb/sock.XXXX)
+export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock
+export DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock
+export DAEMONEYE_COLLECTORS__0__ID=example
+export DAEMONEYE_COLLECTORS__0__EXECUTABLE=$ROOT/src/Collectors/Example/bin/Release/net10.0/example-collector.dll
+export DAEMONEYE_LOGGING__LEVEL=warning
+export DAEMONEYE_RPC__MAX_PENDING_REQUESTS=${MAXP:-1000}
+cd $ROOT
+dotnet src/Silo/bin/Release/net10.0/daemoneye-agent.dll > $D/agent.log 2>&1 &
+AGENT=$!
+for i in $(seq 1 100); do
+  if dotnet src/Cli/bin/Release/net10.0/daemoneye-cli.dll bench rpc --collector example --concurrency 1 --requests 10 --warmup 0 >/dev/null 2>&1; then break; fi
+  sleep 0.3
+done
+COLL=$(pgrep -P $AGENT | head -1)
+ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+for c in "$@"; do
+  n=$(( c==1 ? 10000 : 100000 ))
+  conns=1; [ $c -ge 256 ] && conns=4
+  a0=$(ticks $AGENT); k0=$(ticks $COLL)
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p $AGENT -o $D/pa.txt & PA=$!
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p $COLL -o $D/pk.txt & PK=$!
+  sleep 0.2
+  out=$(dotnet src/Cli/bin/Release/net10.0/daemoneye-cli.dll bench rpc --collector example --concurrency $c --connections $conns --requests $n --warmup 2000 --json 2>&1 | tail -1)
+  a1=$(ticks $AGENT); k1=$(ticks $COLL)
+  kill -INT $PA $PK; wait $PA $PK 2>/dev/null
+  sa=$(grep sys_enter $D/pa.txt | cut -d, -f1); ca=$(grep context $D/pa.txt | cut -d, -f1)
+  sk=$(grep sys_enter $D/pk.txt | cut -d, -f1); ck=$(grep context $D/pk.txt | cut -d, -f1)
+  # clock ticks are 10 ms; CPU µs per round trip (includes warm-up calls)
+  tot=$((n+2000))
+  echo "$LABEL c=$c $(echo "$out" | sed -E 's/.*"requests_per_sec":([0-9]+).*"p50":([0-9.]+),"p99":([0-9.]+),"p999":([0-9.]+).*/rps \1 p50 \2 p99 \3 p999 \4/') cpu_us/rt agent $(( (a1-a0)*10000000/tot/1000 )) collector $(( (k1-k0)*10000000/tot/1000 )) | per_rt syscalls/cswitch agent $(echo "scale=1;$sa/$tot" | bc)/$(echo "scale=1;$ca/$tot" | bc) collector $(echo "scale=1;$sk/$tot" | bc)/$(echo "scale=1;$ck/$tot" | bc)"
+done
+kill $AGENT; wait $AGENT 2>/dev/null
+[ -n "$KEEP" ] || rm -rf $D
