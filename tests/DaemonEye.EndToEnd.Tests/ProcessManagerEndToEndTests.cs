@@ -97,6 +97,45 @@ public sealed class ProcessManagerEndToEndTests
         Assert.DoesNotContain("restart 1 of", agent.Log, StringComparison.Ordinal);
     }
 
+    /// <summary>The fake-clock version, with the window's edges: RestartPolicyTests in DaemonEye.Server.Tests.</summary>
+    [Fact]
+    public async Task Crashes_spaced_wider_than_restart_window_seconds_never_reach_Failed()
+    {
+        var env = SupervisedCollectorEndToEndTests.TestCollector("tc-spaced");
+        env["DAEMONEYE_PROCESS_MANAGER__MAX_RESTART_ATTEMPTS"] = "1";
+        env["DAEMONEYE_PROCESS_MANAGER__RESTART_WINDOW_SECONDS"] = "1";
+        env["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.25";
+        await using var agent = await AgentProcess.StartAsync(env);
+        var (client, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var _ = client;
+        var running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "tc-spaced", s => s.State == CollectorState.Running);
+
+        // Two crashes more than the 1 s window apart (the wait is paced by heartbeats): each is restart
+        // 1 of 1. Within the window the second would have made it Failed.
+        var sinceCrash = Stopwatch.StartNew();
+        for (var restarts = 1u; restarts <= 2; restarts++)
+        {
+            if (restarts > 1)
+            {
+                await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "tc-spaced", s => sinceCrash.Elapsed > TimeSpan.FromSeconds(1.5));
+            }
+
+            var restarted = agent.WaitForLineAsync(l => l.Contains("was killed by signal 9; restart 1 of 1 in 0.1 s", StringComparison.Ordinal));
+            using (var victim = Process.GetProcessById((int)running.Pid))
+            {
+                victim.Kill();
+            }
+
+            sinceCrash.Restart();
+            await restarted.WaitAsync(Patience);
+            var previous = running.Pid;
+            running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "tc-spaced", s => s.State == CollectorState.Running && s.Pid != previous);
+            Assert.Equal(restarts, running.Restarts);
+        }
+
+        Assert.DoesNotContain("not restarting it", agent.Log, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Supervised_collectors_get_a_HealthCheck_rpc_every_health_check_interval_seconds()
     {
