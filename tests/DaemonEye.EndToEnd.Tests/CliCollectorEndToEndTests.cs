@@ -87,6 +87,35 @@ public sealed class CliCollectorEndToEndTests
     }
 
     [Fact]
+    public async Task Collectors_list_prints_a_table_and_collectors_restart_gives_a_new_pid_and_Running()
+    {
+        await using var agent = await AgentProcess.StartAsync(Configuration("tc-table"));
+        var first = await WaitForAsync(agent, "tc-table", s => s.State == CollectorState.Running && s.LastHeartbeatUnixNanos != 0);
+
+        var (code, stdout, stderr) = await Cli(agent, "collectors", "list");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Equal(new[] { "ID", "STATE", "HEALTH", "PID", "RESTARTS", "LAST", "HEARTBEAT", "REASON" }, Columns(stdout[0]));
+        var row = Columns(Assert.Single(stdout, l => l.StartsWith("tc-table ", StringComparison.Ordinal)));
+        Assert.Equal("Running", row[1]);
+        Assert.Contains(row[2], new[] { "Healthy", "Degraded", "Unhealthy" });
+        Assert.Equal(first.Pid.ToString(CultureInfo.InvariantCulture), row[3]);
+        Assert.Equal("0", row[4]);
+
+        (code, stdout, stderr) = await Cli(agent, "collectors", "restart", "tc-table");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        var restarted = await IpcProbe.CollectorAsync(agent.IpcSocketPath, "tc-table");
+        Assert.Equal(CollectorState.Running, restarted.State);
+        Assert.NotEqual(0u, restarted.Pid);
+        Assert.NotEqual(first.Pid, restarted.Pid);
+        Assert.Equal($"collector 'tc-table' is running (pid {restarted.Pid})", stdout[0]);
+        row = Columns(Assert.Single(stdout, l => l.StartsWith("tc-table ", StringComparison.Ordinal)));
+        Assert.Equal(("Running", restarted.Pid.ToString(CultureInfo.InvariantCulture)), (row[1], row[3]));
+        Assert.False(Directory.Exists($"/proc/{first.Pid}"), $"the first process {first.Pid} still exists");
+    }
+
+    private static string[] Columns(string line) => line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+
+    [Fact]
     public async Task Collector_commands_report_health_stop_start_and_errors_with_their_exit_codes()
     {
         await using var agent = await AgentProcess.StartAsync(Configuration("tc-ctl"));

@@ -85,8 +85,24 @@ public sealed class ConfigurationEndToEndTests
         };
         await using var agent = await AgentProcess.StartAsync(env);
         var rpcLine = agent.WaitForLineAsync(IsRpcCompletedLine);
+        // rpc.health_check_interval_seconds: three checks of the external collector, a second apart. With
+        // the default (60 s) there is at most one in the 20 s allowed, so this cannot pass by chance.
+        var checks = new List<TimeSpan>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var third = agent.WaitForLineAsync(l =>
+        {
+            if (!IsRpcCompletedLine(l) || !l.Contains("\"Operation\":\"HealthCheck\"", StringComparison.Ordinal) || !l.Contains("\"CollectorId\":\"external\"", StringComparison.Ordinal))
+            {
+                return false;
+            }
+
+            checks.Add(clock.Elapsed);
+            return checks.Count == 3;
+        });
         using var collector = await TestCollectorProcess.StartAsync(agent.SocketPath, "external");
 
+        await third.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.True(checks[2] - checks[0] >= TimeSpan.FromSeconds(1.5), $"3 checks within {checks[2] - checks[0]}; the interval is 1 s");
         using var json = JsonDocument.Parse(await rpcLine.WaitAsync(Patience));
         var line = json.RootElement;
         Assert.Equal("HealthCheck", line.GetProperty("Operation").GetString());

@@ -13,7 +13,7 @@ public sealed class SupervisedCollectorEndToEndTests
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
-    private static Dictionary<string, string> TestCollector(string id, params string[] arguments)
+    internal static Dictionary<string, string> TestCollector(string id, params string[] arguments)
     {
         var env = new Dictionary<string, string>
         {
@@ -30,7 +30,7 @@ public sealed class SupervisedCollectorEndToEndTests
     }
 
     /// <summary>Waits, driven by the lifecycle and health topics, until the collector's status satisfies <paramref name="condition"/>.</summary>
-    private static async Task<CollectorStatus> WaitForAsync(BusSubscription events, AgentProcess agent, string id, Func<CollectorStatus, bool> condition)
+    internal static async Task<CollectorStatus> WaitForAsync(BusSubscription events, AgentProcess agent, string id, Func<CollectorStatus, bool> condition)
     {
         var status = await IpcProbe.CollectorAsync(agent.IpcSocketPath, id);
         using var timeout = new CancellationTokenSource(Patience);
@@ -49,7 +49,7 @@ public sealed class SupervisedCollectorEndToEndTests
         return status;
     }
 
-    private static async Task<(BusClient Client, BusSubscription Events)> WatchAsync(AgentProcess agent)
+    internal static async Task<(BusClient Client, BusSubscription Events)> WatchAsync(AgentProcess agent)
     {
         var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "supervision-watcher" });
         var events = await client.SubscribeAsync("control.#");

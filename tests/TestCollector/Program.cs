@@ -11,6 +11,7 @@
 //   --capacity N          declare capacity:N (default 4)
 //   --task-delay-ms N     each task takes N ms
 //   --never-answer        accept tasks and never answer them
+//   --say TEXT            at start, print "said TEXT on stdout" on stdout and "said TEXT on stderr" on stderr
 // A task's result payload is a google.protobuf.Struct: instance, pid, task_id, in_flight (tasks
 // this process was running when the task started, itself included), max_in_flight (the most ever
 // at once in this process), executed (tasks started so far) and the task's parameters.
@@ -30,6 +31,12 @@ using Microsoft.Extensions.Hosting;
 if (args.Contains("--crash-at-start"))
 {
     return 3;
+}
+
+foreach (var text in Values(args, "--say"))
+{
+    Console.Out.WriteLine($"said {text} on stdout");
+    Console.Error.WriteLine($"said {text} on stderr");
 }
 
 var ignoreStop = args.Contains("--ignore-stop");
