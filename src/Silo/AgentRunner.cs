@@ -1,3 +1,4 @@
+using DaemonEye.Configuration;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -7,6 +8,10 @@ namespace DaemonEye.Silo;
 /// <summary>Runs the host until SIGTERM or Ctrl-C and turns failures into clear exit codes.</summary>
 internal static partial class AgentRunner
 {
+    /// <summary>Runs the host with the start-up timeout <c>broker.startup_timeout_seconds</c> of <paramref name="configuration"/>.</summary>
+    public static Task<int> RunAsync(IHost host, IConfiguration configuration, TimeProvider? time = null, TextWriter? error = null) =>
+        RunAsync(host, configuration.GetBrokerOptions().StartupTimeoutSeconds, time, error);
+
     /// <summary>
     /// Starts the host, giving up (exit 1) if start-up — the silo, both sockets, the ready
     /// notification — takes longer than <c>broker.startup_timeout_seconds</c>; then runs it until

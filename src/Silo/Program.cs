@@ -69,4 +69,4 @@ using var host = builder switch
     _ => throw new InvalidOperationException($"unexpected host builder {builder.GetType()}"),
 };
 Dashboard.MapIfEnabled(host);
-return await AgentRunner.RunAsync(host, configuration.GetBrokerOptions().StartupTimeoutSeconds);
+return await AgentRunner.RunAsync(host, configuration);

@@ -7,7 +7,7 @@ namespace DaemonEye.EndToEnd.Tests;
 /// <summary>
 /// One agent for the access-rule and limit tests: a collector it spawns itself ("spawned", slow to
 /// answer HealthCheck so calls stay pending), a registration token for an outside collector
-/// ("outside"), and small per-connection and per-topic subscription limits.
+/// ("outside"), small per-connection, per-topic and total subscription limits, and a 2 KiB frame limit.
 /// </summary>
 public sealed class AccessControlAgentFixture : IAsyncLifetime
 {
@@ -15,6 +15,9 @@ public sealed class AccessControlAgentFixture : IAsyncLifetime
     public const string Outside = "outside";
     public const int MaxSubscriptionsPerConnection = 3;
     public const int MaxSubscribersPerTopic = 2;
+    // Above what the other tests hold at once (a few), so only the test of this limit reaches it.
+    public const int MaxSubscribers = 16;
+    public const int MaxFrameSize = 2048;
 
     internal AgentProcess Agent { get; private set; } = null!;
 
@@ -28,6 +31,8 @@ public sealed class AccessControlAgentFixture : IAsyncLifetime
             ["DAEMONEYE_COLLECTORS__0__ARGUMENTS__1"] = "1500",
             ["DAEMONEYE_BROKER__MAX_SUBSCRIPTIONS_PER_CONNECTION"] = MaxSubscriptionsPerConnection.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["DAEMONEYE_BROKER__MAX_SUBSCRIBERS_PER_TOPIC"] = MaxSubscribersPerTopic.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["DAEMONEYE_BROKER__MAX_SUBSCRIBERS"] = MaxSubscribers.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["DAEMONEYE_BROKER__MAX_FRAME_SIZE"] = MaxFrameSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
         };
         Agent = await AgentProcess.StartAsync(env);
 
@@ -215,9 +220,14 @@ public sealed class AccessControlEndToEndTests(AccessControlAgentFixture fixture
         await using var subscriber = await RawBus.ConnectAsync(Socket, "read-only", Role.Subscriber);
         Assert.Equal(Role.Subscriber, subscriber.HelloReply.Welcome.Role);
         var before = await SecurityAsync();
+        var warning = fixture.Agent.WaitForLineAsync(l => l.Contains("(read-only) denied by rule subscriber.publish", StringComparison.Ordinal));
 
         Assert.Equal(Envelope.BodyOneofCase.SubscribeAck, (await subscriber.SubscribeAsync("control.#")).BodyCase);
         AssertNotAuthorized(await subscriber.PublishAsync("events.readonly.x"), "subscriber.publish");
+        // The denial is logged as a warning (event 2301) with the peer's pid and uid, as the kernel reported them.
+        var line = await warning.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Contains(" WRN] DaemonEye.Gateway.Security.AccessControl: Connection ", line, StringComparison.Ordinal);
+        Assert.Contains($"(pid {Environment.ProcessId}, uid {DaemonEye.Hosting.Posix.EffectiveUserId}): publish to 'events.readonly.x' refused by rule subscriber.publish", line, StringComparison.Ordinal);
         var call = await subscriber.CallAsync(HealthCheck(AccessControlAgentFixture.Spawned, "subscriber-call"));
         Assert.Equal(RpcErrorKind.NotAuthorized, call.Error.Kind);
         Assert.Contains("rule subscriber.rpc_call", call.Error.Message);
@@ -346,15 +356,83 @@ public sealed class AccessControlEndToEndTests(AccessControlAgentFixture fixture
     }
 
     [Fact]
-    public async Task A_frame_over_max_frame_size_is_refused_and_counted()
+    public async Task Max_subscribers_refuses_the_next_subscription_of_any_connection_and_is_counted()
+    {
+        var before = await LimitAsync("broker.max_subscribers");
+        var clients = new List<(RawBus Bus, List<uint> Ids)>();
+        try
+        {
+            // Fill the broker, a few subscriptions per connection (within max_subscriptions_per_connection),
+            // until one is refused: what the other tests and the collectors hold counts too.
+            Error? refused = null;
+            for (var i = 0; refused is null; i++)
+            {
+                Assert.True(i <= AccessControlAgentFixture.MaxSubscribers, $"{i} subscriptions accepted; broker.max_subscribers is {AccessControlAgentFixture.MaxSubscribers}");
+                if (clients.Count == 0 || clients[^1].Ids.Count == AccessControlAgentFixture.MaxSubscriptionsPerConnection)
+                {
+                    clients.Add((await RawBus.ConnectAsync(Socket, $"total-sub-{clients.Count}", Role.Subscriber), []));
+                }
+
+                var reply = await clients[^1].Bus.SubscribeAsync($"events.total.s{i}");
+                if (reply.BodyCase == Envelope.BodyOneofCase.SubscribeAck)
+                {
+                    clients[^1].Ids.Add(reply.SubscribeAck.SubscriptionId);
+                }
+                else
+                {
+                    refused = reply.Error;
+                }
+            }
+
+            Assert.Equal(ErrorCode.LimitExceeded, refused.Code);
+            Assert.Contains($"broker.max_subscribers ({AccessControlAgentFixture.MaxSubscribers}) reached: the broker already holds {AccessControlAgentFixture.MaxSubscribers} subscriptions", refused.Message);
+            Assert.False(refused.Fatal);
+            Assert.Equal(before + 1, await LimitAsync("broker.max_subscribers"));
+            var broker = (await IpcProbe.SendAsync(fixture.Agent.IpcSocketPath, new IpcRequest { Status = new StatusRequest() })).Status.Broker;
+            Assert.Equal((uint)AccessControlAgentFixture.MaxSubscribers, broker.MaxSubscribers);
+
+            // One unsubscribe frees one place.
+            var (bus, ids) = clients[0];
+            Assert.Equal(Envelope.BodyOneofCase.UnsubscribeAck, (await bus.UnsubscribeAsync(ids[0])).BodyCase);
+            ids.RemoveAt(0);
+            var again = await bus.SubscribeAsync("events.total.again");
+            Assert.Equal(Envelope.BodyOneofCase.SubscribeAck, again.BodyCase);
+            ids.Add(again.SubscribeAck.SubscriptionId);
+        }
+        finally
+        {
+            // Unsubscribed before closing: the registry has released them when the ack arrives, so the
+            // next test finds the broker below its limit.
+            foreach (var (bus, ids) in clients)
+            {
+                foreach (var id in ids)
+                {
+                    await bus.UnsubscribeAsync(id);
+                }
+
+                await bus.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_frame_over_the_configured_max_frame_size_is_refused_and_counted_and_a_smaller_one_is_accepted()
     {
         await using var client = await RawBus.ConnectAsync(Socket, "big-frame", Role.Client);
+        Assert.Equal((uint)AccessControlAgentFixture.MaxFrameSize, client.HelloReply.Welcome.MaxFrameSize);
         var before = await LimitAsync("broker.max_frame_size");
-        await client.SendRawAsync([0x00, 0x20, 0x00, 0x01]); // 2 MiB + 1 > the default 1 MiB
+
+        // 1 KiB of payload: under the 2 KiB limit.
+        Assert.Null(await client.PublishAsync("events.frames.small", payloadBytes: 1024));
+        Assert.Equal(before, await LimitAsync("broker.max_frame_size"));
+
+        // 4 KiB: over it. Refused from its length prefix, fatally.
+        await client.SendAsync(new Envelope { RequestId = client.NextRequestId(), Publish = new Publish { Topic = "events.frames.big", Payload = Google.Protobuf.ByteString.CopyFrom(new byte[4096]) } });
         var error = (await client.ReadAsync()).Error;
         Assert.Equal(ErrorCode.FrameTooLarge, error.Code);
-        Assert.Contains("broker.max_frame_size", error.Message);
+        Assert.Contains($"the maximum frame size is {AccessControlAgentFixture.MaxFrameSize} bytes (broker.max_frame_size)", error.Message);
         Assert.True(error.Fatal);
+        Assert.Null(await client.TryReadAsync()); // closed
         Assert.Equal(before + 1, await LimitAsync("broker.max_frame_size"));
     }
 }

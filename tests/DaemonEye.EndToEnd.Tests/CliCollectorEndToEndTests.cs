@@ -56,6 +56,11 @@ public sealed class CliCollectorEndToEndTests
             Assert.Contains(collector.GetProperty("health").GetString(), new[] { "Healthy", "Degraded", "Unhealthy" });
             Assert.Equal(running.Pid, collector.GetProperty("pid").GetUInt32());
             Assert.Equal(0, collector.GetProperty("restarts").GetInt32());
+            // What it declared in its Hello: the task types it executes, its capacity, its event domains.
+            var capabilities = collector.GetProperty("capabilities").EnumerateArray().Select(c => c.GetString()).ToList();
+            Assert.Contains("task:test.echo", capabilities);
+            Assert.Contains("capacity:4", capabilities);
+            Assert.Contains("publish:events.test.#", capabilities);
             var heartbeat = collector.GetProperty("last_heartbeat").GetString()!;
             Assert.EndsWith("Z", heartbeat, StringComparison.Ordinal);
             var parsed = DateTimeOffset.Parse(heartbeat, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);

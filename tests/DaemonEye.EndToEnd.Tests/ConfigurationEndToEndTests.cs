@@ -7,7 +7,7 @@ namespace DaemonEye.EndToEnd.Tests;
 /// <summary>
 /// The configuration, logging and systemd behaviour of the real agent: the same validation as
 /// <c>daemoneye-cli config validate</c>, unknown-key warnings, the JSON log's RPC lines, the effect of
-/// rpc.* keys, and Type=notify readiness.
+/// rpc.* keys, Type=notify readiness and the journald console format.
 /// </summary>
 public sealed class ConfigurationEndToEndTests
 {
@@ -60,11 +60,31 @@ public sealed class ConfigurationEndToEndTests
     [Fact]
     public async Task Unknown_keys_from_the_file_and_the_environment_are_warned_about_at_start_up_with_the_closest_known_key()
     {
-        var env = new Dictionary<string, string> { ["DAEMONEYE_RPC__DEFAULT_TIMEOUT"] = "5" };
-        await using var agent = await AgentProcess.StartAsync(env);
-        var log = agent.Log;
+        var directory = Directory.CreateTempSubdirectory("de-cfg-").FullName;
+        try
+        {
+            var file = Path.Combine(directory, "agent.yaml");
+            await File.WriteAllTextAsync(file, """
+                broker:
+                  max_subscriber: 5
+                health:
+                  probe_timeout: 3
+                """);
+            var env = new Dictionary<string, string> { ["DAEMONEYE_RPC__DEFAULT_TIMEOUT"] = "5" };
+            await using var agent = await AgentProcess.StartAsync(env, args: ["--config", file]);
+            var log = agent.Log;
 
-        Assert.Contains("unknown key rpc.default_timeout (environment DAEMONEYE_RPC__DEFAULT_TIMEOUT) is ignored; did you mean 'default_timeout_seconds'? Known keys of rpc: default_timeout_seconds, health_check_interval_seconds, enable_correlation_tracking, max_pending_requests", log, StringComparison.Ordinal);
+            Assert.Contains($"Configuration: unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'? Known keys of broker: socket_path, startup_timeout_seconds, max_subscribers,", log, StringComparison.Ordinal);
+            Assert.Contains($"Configuration: unknown key health.probe_timeout (file {file}) is ignored; did you mean 'probe_timeout_seconds'?", log, StringComparison.Ordinal);
+            Assert.Contains("Configuration: unknown key rpc.default_timeout (environment DAEMONEYE_RPC__DEFAULT_TIMEOUT) is ignored; did you mean 'default_timeout_seconds'? Known keys of rpc: default_timeout_seconds, health_check_interval_seconds, enable_correlation_tracking, max_pending_requests", log, StringComparison.Ordinal);
+            // Ignored: the typo did not set the limit.
+            var status = (await IpcProbe.SendAsync(agent.IpcSocketPath, new Protocol.Ipc.V1.IpcRequest { Status = new Protocol.Ipc.V1.StatusRequest() })).Status;
+            Assert.Equal(100u, status.Broker.MaxSubscribers);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
     }
 
     /// <summary>
@@ -213,6 +233,25 @@ public sealed class ConfigurationEndToEndTests
         {
             Directory.Delete(directory, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// Under systemd with stdout on the journal ($JOURNAL_STREAM names stdout's own socket, as systemd
+    /// sets it): every line is "&lt;priority&gt;SourceContext: message" (journald takes the priority), with
+    /// no timestamp and no colour.
+    /// </summary>
+    [Fact]
+    public async Task With_stdout_on_the_journal_every_line_has_a_syslog_priority_prefix_and_no_timestamp_or_colour()
+    {
+        await using var agent = await JournalStreamAgent.StartAsync(new Dictionary<string, string> { ["DAEMONEYE_RPC__DEFAULT_TIMEOUT"] = "5" });
+        Assert.Equal(0, await agent.StopAsync());
+        var lines = agent.Lines;
+
+        Assert.Contains(lines, l => l.StartsWith("<6>DaemonEye.Silo.HostingExtensions.ReadyAnnouncer: daemoneye-agent ready: ", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("<4>DaemonEye.Silo.HostingExtensions.ConfigurationWarningLogger: Configuration: unknown key rpc.default_timeout ", StringComparison.Ordinal));
+        // "<N>Source.Context: message": nothing (a timestamp, a level) between the priority and the source.
+        Assert.All(lines, l => Assert.Matches(@"^<[0-7]>[A-Za-z][^\s\[]*: ", l));
+        Assert.DoesNotContain(lines, l => l.Contains('\u001b', StringComparison.Ordinal));
     }
 
     /// <summary>The router's "RPC completed" line (event id 3003) in compact JSON.</summary>

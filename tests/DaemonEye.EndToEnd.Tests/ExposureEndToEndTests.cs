@@ -22,6 +22,7 @@ public sealed class ExposureEndToEndTests
         Assert.Contains(listening, l => l.Port == int.Parse(prometheus.Groups[1].Value, CultureInfo.InvariantCulture));
     }
 
+    /// <summary>orleans.dashboard: true from the environment (no --dashboard switch; DashboardEndToEndTests uses the switch).</summary>
     [Fact]
     public async Task With_the_dashboard_on_its_listener_is_on_loopback_too()
     {
@@ -29,12 +30,12 @@ public sealed class ExposureEndToEndTests
         await using var agent = await AgentProcess.StartAsync(
             new Dictionary<string, string>
             {
+                ["DAEMONEYE_ORLEANS__DASHBOARD"] = "true",
                 ["DAEMONEYE_ORLEANS__DASHBOARD_PORT"] = port.ToString(CultureInfo.InvariantCulture),
                 ["DAEMONEYE_BROKER__ENABLE_METRICS"] = "false",
-            },
-            args: ["--dashboard"]);
+            });
         await DashboardEndToEndTests.ListeningAsync(agent, port);
-        await DashboardEndToEndTests.GetAsync(port, "/");
+        Assert.Contains("<html", await DashboardEndToEndTests.GetAsync(port, "/"), StringComparison.OrdinalIgnoreCase);
 
         var listening = Listeners.Tcp(agent.Pid);
 

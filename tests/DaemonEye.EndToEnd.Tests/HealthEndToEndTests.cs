@@ -6,8 +6,9 @@ namespace DaemonEye.EndToEnd.Tests;
 
 /// <summary>
 /// <c>daemoneye-cli health</c> against the real agent supervising real collectors: exit 0 when
-/// healthy, 1 when degraded (a collector stopped heartbeating; the error rate too high), 2 when
-/// unhealthy (a collector Failed), 3 when the agent cannot be reached.
+/// healthy, 1 when degraded (a collector stopped heartbeating or answers HealthCheck more slowly than
+/// health.probe_timeout_seconds; the error rate too high), 2 when unhealthy (a collector Failed),
+/// 3 when the agent cannot be reached. (Buffers: MetricsEndToEndTests.)
 /// </summary>
 public sealed class HealthEndToEndTests
 {
@@ -89,6 +90,24 @@ public sealed class HealthEndToEndTests
         // It still answers RPC: only the heartbeat check is down.
         Assert.Equal("healthy", checks["rpc"].GetProperty("status").GetString());
         Assert.Equal("healthy", checks["broker"].GetProperty("status").GetString());
+    }
+
+    /// <summary>health.probe_timeout_seconds: a collector that answers HealthCheck more slowly than it is "not responding".</summary>
+    [Fact]
+    public async Task A_collector_slower_than_probe_timeout_seconds_makes_rpc_degraded_exit_1()
+    {
+        var env = Supervised("tc-sluggish", "--health-delay-ms", "10000");
+        env["DAEMONEYE_HEALTH__PROBE_TIMEOUT_SECONDS"] = "2.5";
+        await using var agent = await AgentProcess.StartAsync(env);
+        await WaitForAsync(agent, "tc-sluggish", s => s.State == CollectorState.Running && s.LastHeartbeatUnixNanos != 0);
+
+        var (code, lines, stderr) = await HealthAsync(agent);
+
+        Assert.True(code == 1, $"health exited {code}\n{string.Join('\n', lines)}\n{stderr}");
+        Assert.Matches(@"^rpc\s+degraded\s+1 of 1 collector\(s\) did not answer HealthCheck healthy within 2\.5 s: tc-sluggish: Timeout ", Line(lines, "rpc"));
+        Assert.Matches(@"^heartbeats\s+healthy", Line(lines, "heartbeats"));
+        Assert.Matches(@"^broker\s+healthy", Line(lines, "broker"));
+        Assert.Equal("overall: degraded", lines[^1]);
     }
 
     [Fact]

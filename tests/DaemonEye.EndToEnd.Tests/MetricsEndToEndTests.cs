@@ -2,14 +2,17 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using DaemonEye.Client;
+using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
+using static DaemonEye.EndToEnd.Tests.MetricsReader;
 
 namespace DaemonEye.EndToEnd.Tests;
 
 /// <summary>
 /// A known workload through the real agent, then its metrics read two ways: <c>daemoneye-cli
 /// metrics --json</c> (the agent's own aggregator over IPC) and the Prometheus endpoint
-/// (OpenTelemetry, broker.enable_metrics) — the same exact values from both.
+/// (OpenTelemetry, broker.enable_metrics, on the broker.metrics_port configured) — the same exact
+/// values from both; and a slow subscriber's drops and buffer as metrics and health report them.
 /// </summary>
 public sealed class MetricsEndToEndTests
 {
@@ -21,7 +24,11 @@ public sealed class MetricsEndToEndTests
     [Fact]
     public async Task After_a_known_workload_the_CLI_and_Prometheus_report_its_exact_counts()
     {
-        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>(TestTokens.AgentSettings("tc-metrics")));
+        var metricsPort = DashboardEndToEndTests.FreePort();
+        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>(TestTokens.AgentSettings("tc-metrics"))
+        {
+            ["DAEMONEYE_BROKER__METRICS_PORT"] = metricsPort.ToString(CultureInfo.InvariantCulture),
+        });
         using var collector = await TestCollectorProcess.StartAsync(agent.SocketPath, "tc-metrics");
 
         // M subscribers on events.metrics.#, N messages published on events.metrics.load.
@@ -56,6 +63,13 @@ public sealed class MetricsEndToEndTests
             var refused = await publisher.CallAsync("tc-missing", RpcOperation.UpdateConfig).WaitAsync(Patience);
             Assert.Equal(RpcErrorKind.NotFound, refused.Error.Kind);
 
+            // Denied actions: a read-only subscriber publishes twice, a client publishes on a control topic once.
+            await using var reader = await RawBus.ConnectAsync(agent.SocketPath, "metrics-read-only", Role.Subscriber);
+            await using var client = await RawBus.ConnectAsync(agent.SocketPath, "metrics-client", Role.Client);
+            Assert.Equal(ErrorCode.NotAuthorized, (await reader.PublishAsync("events.metrics.denied"))?.Code);
+            Assert.Equal(ErrorCode.NotAuthorized, (await reader.PublishAsync("events.metrics.denied"))?.Code);
+            Assert.Equal(ErrorCode.NotAuthorized, (await client.PublishAsync("control.metrics.denied"))?.Code);
+
             var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "metrics", "--json");
             Assert.True(code == 0, $"metrics exited {code}: {stderr}");
             using var json = JsonDocument.Parse(string.Join('\n', stdout));
@@ -67,8 +81,11 @@ public sealed class MetricsEndToEndTests
             Assert.Equal(0, Value(root, "daemoneye.bus.protocol_errors"));
             Assert.Equal(Subscribers, Value(root, "daemoneye.bus.subscriptions"));
             Assert.Equal(Subscribers, Value(root, "daemoneye.bus.subscribers"));
-            // The subscribers, the publisher and the collector.
-            Assert.Equal(Subscribers + 2, Value(root, "daemoneye.bus.connections"));
+            Assert.Equal(2, Value(root, "daemoneye.bus.denied", ("rule", "subscriber.publish")));
+            Assert.Equal(1, Value(root, "daemoneye.bus.denied", ("rule", "client.publish_control")));
+            Assert.Equal(2, root.GetProperty("metrics").EnumerateArray().Single(m => m.GetProperty("name").GetString() == "daemoneye.bus.denied").GetProperty("points").GetArrayLength());
+            // The subscribers, the publisher, the collector and the two denied connections.
+            Assert.Equal(Subscribers + 4, Value(root, "daemoneye.bus.connections"));
             Assert.Equal(1, Value(root, "daemoneye.collectors.connected"));
             Assert.Equal(1, Value(root, "daemoneye.rpc.requests", ("rpc.operation", "get_capabilities")));
             Assert.Equal(1, Value(root, "daemoneye.rpc.responses", ("rpc.operation", "get_capabilities"), ("rpc.status", "ok")));
@@ -91,7 +108,7 @@ public sealed class MetricsEndToEndTests
             var prometheus = root.GetProperty("prometheus");
             Assert.True(prometheus.GetProperty("enabled").GetBoolean());
             var url = prometheus.GetProperty("endpoint").GetString()!;
-            Assert.StartsWith("http://127.0.0.1:", url);
+            Assert.Equal($"http://127.0.0.1:{metricsPort}/metrics", url);
             using var http = new HttpClient { Timeout = Patience };
             var scrape = Prometheus.Parse(await http.GetStringAsync(new Uri(url)));
             Assert.Equal(Messages, scrape.Value("daemoneye_bus_published_total", ("topic_root", "events")));
@@ -102,6 +119,8 @@ public sealed class MetricsEndToEndTests
             Assert.Equal(1, scrape.Value("daemoneye_rpc_errors_total", ("rpc_operation", "update_config"), ("error_kind", "not_found")));
             Assert.Equal(1, scrape.Value("daemoneye_rpc_duration_seconds_count", ("rpc_operation", "get_capabilities")));
             Assert.Equal(batches, scrape.Value("daemoneye_bus_delivery_duration_seconds_count"));
+            Assert.Equal(2, scrape.Value("daemoneye_bus_denied_total", ("rule", "subscriber.publish")));
+            Assert.Equal(1, scrape.Value("daemoneye_bus_denied_total", ("rule", "client.publish_control")));
         }
         finally
         {
@@ -110,6 +129,97 @@ public sealed class MetricsEndToEndTests
                 await client.DisposeAsync();
             }
         }
+    }
+
+    /// <summary>
+    /// A subscriber that stops reading. Its outbound buffer fills: buffer metrics move and health's
+    /// buffers check is degraded at health.buffer_degraded_percent (exit 1). It overflows: unhealthy
+    /// (exit 2) and messages are dropped. Once it reads again, the Dropped notices it was sent add up to
+    /// daemoneye.bus.dropped, its deliveries plus drops to what was published, and the buffer is empty.
+    /// </summary>
+    [Fact]
+    public async Task A_stalled_subscribers_buffer_and_drops_show_in_metrics_and_health_as_the_subscriber_was_told()
+    {
+        const int Capacity = 100;
+        const int DegradedPercent = 10;
+        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["DAEMONEYE_BROKER__MESSAGE_BUFFER_SIZE"] = Capacity.ToString(CultureInfo.InvariantCulture),
+            ["DAEMONEYE_HEALTH__BUFFER_DEGRADED_PERCENT"] = DegradedPercent.ToString(CultureInfo.InvariantCulture),
+        });
+
+        // A raw subscriber that reads nothing until the end: once its socket holds what the kernel
+        // takes, further messages wait in its buffer in the agent.
+        await using var stalled = await RawBus.ConnectAsync(agent.SocketPath, "stalled", Role.Subscriber);
+        Assert.Equal(Envelope.BodyOneofCase.SubscribeAck, (await stalled.SubscribeAsync("events.stall.#")).BodyCase);
+        await using var publisher = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "stall-pub", AutoReconnect = false });
+        var payload = new byte[32 * 1024];
+        var published = 0;
+        async Task<double> PublishAsync(int count)
+        {
+            for (var i = 0; i < count; i++, published++)
+            {
+                await publisher.PublishAsync("events.stall.load", payload);
+            }
+
+            await publisher.FlushAsync().WaitAsync(Patience);
+            return ValueOrZero(await SnapshotAsync(agent), "daemoneye.bus.buffer.queued");
+        }
+
+        // Filling, in steps of 10 until 30 or more wait (the first ones go into the kernel's socket buffer).
+        var queued = await PublishAsync(10);
+        while (queued < 30)
+        {
+            Assert.True(published < 2000, $"{published} messages of 32 KiB published, only {queued} wait in the buffer");
+            queued = await PublishAsync(10);
+        }
+
+        var filling = await SnapshotAsync(agent);
+        Assert.InRange(ValueOrZero(filling, "daemoneye.bus.buffer.utilization"), DegradedPercent / 100.0, 0.99);
+        Assert.Equal(0, ValueOrZero(filling, "daemoneye.bus.buffer.full"));
+        Assert.Equal(0, ValueOrZero(filling, "daemoneye.bus.dropped"));
+        var (code, lines, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "health");
+        Assert.True(code == 1, $"health exited {code}\n{string.Join('\n', lines)}\n{stderr}");
+        var buffers = Assert.Single(lines, l => l.StartsWith("buffers ", StringComparison.Ordinal));
+        var fill = System.Text.RegularExpressions.Regex.Match(buffers, @"^buffers\s+degraded\s+fullest c\d+ \(stalled\) (\d+)/100 \([\d.]+ %\), at or above health\.buffer_degraded_percent \(10 %\); 0 dropped since start$");
+        Assert.True(fill.Success, buffers);
+        Assert.InRange(int.Parse(fill.Groups[1].Value, CultureInfo.InvariantCulture), DegradedPercent, Capacity - 1);
+        Assert.Equal("overall: degraded", lines[^1]);
+
+        // Overflowing: 200 more cannot all fit.
+        await PublishAsync(200);
+        var overflowing = await SnapshotAsync(agent);
+        Assert.Equal(1, ValueOrZero(overflowing, "daemoneye.bus.buffer.utilization"));
+        Assert.Equal(1, ValueOrZero(overflowing, "daemoneye.bus.buffer.full"));
+        Assert.Equal(Capacity, ValueOrZero(overflowing, "daemoneye.bus.buffer.queued"));
+        var droppedWhileFull = ValueOrZero(overflowing, "daemoneye.bus.dropped");
+        Assert.True(droppedWhileFull > 0, "nothing dropped");
+        (code, lines, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "health");
+        Assert.True(code == 2, $"health exited {code}\n{string.Join('\n', lines)}\n{stderr}");
+        Assert.Matches(@"^buffers\s+unhealthy\s+1 subscriber buffer\(s\) full, their messages are being dropped: c\d+ \(stalled\); \d+ dropped since start$", Assert.Single(lines, l => l.StartsWith("buffers ", StringComparison.Ordinal)));
+
+        // Reading again: everything up to the Pong, Dropped notices among the deliveries.
+        var frames = await stalled.SettleAsync();
+        var delivered = frames.Count(f => f.BodyCase == Envelope.BodyOneofCase.Deliver);
+        var notices = frames.Where(f => f.BodyCase == Envelope.BodyOneofCase.Dropped).Select(f => f.Dropped).ToList();
+        Assert.NotEmpty(notices);
+        var told = notices.Sum(n => (long)n.Count);
+        Assert.Equal((ulong)told, notices[^1].Total);
+        Assert.Equal(published, delivered + told);
+        Assert.Equal(droppedWhileFull, told);
+
+        (code, var stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "metrics", "--json");
+        Assert.True(code == 0, $"metrics exited {code}: {stderr}");
+        using var json = JsonDocument.Parse(string.Join('\n', stdout));
+        Assert.Equal(told, Value(json.RootElement, "daemoneye.bus.dropped"));
+        Assert.Equal(published, Value(json.RootElement, "daemoneye.bus.published", ("topic.root", "events")));
+        Assert.Equal(delivered, Value(json.RootElement, "daemoneye.bus.delivered", ("topic.root", "events")));
+        Assert.Equal(0, Value(json.RootElement, "daemoneye.bus.buffer.queued"));
+        Assert.Equal(0, Value(json.RootElement, "daemoneye.bus.buffer.utilization"));
+        Assert.Equal(0, Value(json.RootElement, "daemoneye.bus.buffer.full"));
+
+        var health = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { Health = new HealthRequest() })).Health;
+        Assert.Equal(HealthStatus.Healthy, health.Checks.Single(c => c.Name == "buffers").Status);
     }
 
     [Fact]
@@ -131,22 +241,6 @@ public sealed class MetricsEndToEndTests
         Assert.Single(Listeners.Tcp(agent.Pid));
         Assert.DoesNotContain("Prometheus metrics served", agent.Log);
     }
-
-    private static JsonElement Point(JsonElement root, string name, params (string Key, string Value)[] tags)
-    {
-        var metric = root.GetProperty("metrics").EnumerateArray().SingleOrDefault(m => m.GetProperty("name").GetString() == name);
-        Assert.True(metric.ValueKind == JsonValueKind.Object, $"no metric {name}");
-        var points = metric.GetProperty("points").EnumerateArray().Where(p =>
-        {
-            var t = p.GetProperty("tags");
-            return t.EnumerateObject().Count() == tags.Length && tags.All(tag => t.TryGetProperty(tag.Key, out var v) && v.GetString() == tag.Value);
-        }).ToList();
-        Assert.True(points.Count == 1, $"{name}{{{string.Join(",", tags.Select(t => $"{t.Key}={t.Value}"))}}}: {points.Count} points in {metric}");
-        return points[0];
-    }
-
-    private static double Value(JsonElement root, string name, params (string Key, string Value)[] tags) =>
-        Point(root, name, tags).GetProperty("value").GetDouble();
 
     /// <summary>The Prometheus text format, parsed into samples (name, labels, value).</summary>
     private sealed class Prometheus

@@ -124,9 +124,9 @@ internal sealed class RawBus : IAsyncDisposable
     }
 
     /// <summary>Publishes and returns the Error the agent answered it with, or null when it routed it.</summary>
-    public async Task<Error?> PublishAsync(string topic, CorrelationMetadata? correlation = null)
+    public async Task<Error?> PublishAsync(string topic, CorrelationMetadata? correlation = null, int payloadBytes = 1)
     {
-        var publish = new Publish { Topic = topic, Payload = Google.Protobuf.ByteString.CopyFromUtf8("x") };
+        var publish = new Publish { Topic = topic, Payload = Google.Protobuf.ByteString.CopyFrom(new byte[payloadBytes]) };
         if (correlation is not null)
         {
             publish.Correlation = correlation;
@@ -142,6 +142,14 @@ internal sealed class RawBus : IAsyncDisposable
     {
         var id = NextRequestId();
         var frames = await SendAndSettleAsync(new Envelope { RequestId = id, Subscribe = new Subscribe { Pattern = pattern } });
+        return Assert.Single(frames, f => f.RequestId == id);
+    }
+
+    /// <summary>Unsubscribes; the UnsubscribeAck or Error.</summary>
+    public async Task<Envelope> UnsubscribeAsync(uint subscriptionId)
+    {
+        var id = NextRequestId();
+        var frames = await SendAndSettleAsync(new Envelope { RequestId = id, Unsubscribe = new Unsubscribe { SubscriptionId = subscriptionId } });
         return Assert.Single(frames, f => f.RequestId == id);
     }
 

@@ -1,6 +1,7 @@
 using DaemonEye.Client;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
+using static DaemonEye.EndToEnd.Tests.MetricsReader;
 
 namespace DaemonEye.EndToEnd.Tests;
 
@@ -46,6 +47,8 @@ public sealed class RpcLimitsEndToEndTests
     {
         await using var agent = await StartWithSlowCollectorAsync("tc-busy", ("DAEMONEYE_RPC__MAX_PENDING_REQUESTS", "4"));
         await using var caller = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "caller" });
+        var rejectedBefore = (await RpcStatsAsync(agent)).Rejected;
+        var exhaustedBefore = ValueOrZero(await SnapshotAsync(agent), "daemoneye.rpc.errors", ("rpc.operation", "health_check"), ("error.kind", "resource_exhausted"));
 
         var pending = Enumerable.Range(0, 4).Select(_ => caller.CallAsync("tc-busy", RpcOperation.HealthCheck, timeout: CallTimeout)).ToList();
         await caller.FlushAsync(); // Ping barrier: the agent has routed all four.
@@ -56,6 +59,9 @@ public sealed class RpcLimitsEndToEndTests
         Assert.Equal(RpcStatus.Error, refused.Status);
         Assert.Equal(RpcErrorKind.ResourceExhausted, refused.Error.Kind);
         Assert.Contains("rpc.max_pending_requests (4)", refused.Error.Message);
+        // Counted: the router's rejected calls (status) and the errors metric by kind.
+        Assert.Equal(rejectedBefore + 1, (await RpcStatsAsync(agent)).Rejected);
+        Assert.Equal(exhaustedBefore + 1, ValueOrZero(await SnapshotAsync(agent), "daemoneye.rpc.errors", ("rpc.operation", "health_check"), ("error.kind", "resource_exhausted")));
         foreach (var response in await Task.WhenAll(pending))
         {
             Assert.Equal(RpcStatus.Ok, response.Status);

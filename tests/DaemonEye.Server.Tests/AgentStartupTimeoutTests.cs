@@ -1,11 +1,13 @@
+using DaemonEye.Configuration;
 using DaemonEye.Silo;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Time.Testing;
 
 namespace DaemonEye.Server.Tests;
 
-/// <summary>broker.startup_timeout_seconds: start-up that takes longer stops the agent with exit 1 and a message naming the key.</summary>
+/// <summary>broker.startup_timeout_seconds: start-up that takes longer stops the agent with exit 1 and a message naming the key; the configured value is the one that applies.</summary>
 public sealed class AgentStartupTimeoutTests
 {
     [Fact]
@@ -27,6 +29,39 @@ public sealed class AgentStartupTimeoutTests
         Assert.Equal(1, await run);
         Assert.Contains("start-up did not finish within broker.startup_timeout_seconds (5 s)", error.ToString(), StringComparison.Ordinal);
         Assert.True(slow.WasCancelled);
+    }
+
+    /// <summary>The agent's own path: the key read from a YAML file by the agent's loader is the timeout that applies.</summary>
+    [Fact]
+    public async Task The_timeout_is_broker_startup_timeout_seconds_from_the_configuration_file()
+    {
+        var directory = Directory.CreateTempSubdirectory("de-startup-").FullName;
+        try
+        {
+            var file = Path.Combine(directory, "agent.yaml");
+            await File.WriteAllTextAsync(file, "broker:\n  startup_timeout_seconds: 7\n");
+            var configuration = new ConfigurationManager();
+            configuration.AddDaemonEyeConfiguration(file);
+            var time = new FakeTimeProvider();
+            var slow = new SlowService();
+            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], DisableDefaults = true });
+            builder.Services.AddSingleton<IHostedService>(slow);
+            using var host = builder.Build();
+            using var error = new StringWriter();
+
+            var run = AgentRunner.RunAsync(host, configuration, time, error);
+            await slow.Starting.Task;
+            time.Advance(TimeSpan.FromSeconds(6.999));
+            Assert.False(run.IsCompleted);
+            time.Advance(TimeSpan.FromMilliseconds(1));
+
+            Assert.Equal(1, await run);
+            Assert.Contains("start-up did not finish within broker.startup_timeout_seconds (7 s)", error.ToString(), StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
     }
 
     [Fact]

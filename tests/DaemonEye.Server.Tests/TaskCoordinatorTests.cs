@@ -116,6 +116,41 @@ public sealed class TaskCoordinatorTests : IDisposable
     }
 
     [Fact]
+    public async Task Without_a_timeout_a_task_fails_at_default_task_timeout_seconds()
+    {
+        using var configured = new TaskCoordinatorTests(new CoordinationOptions { DefaultTaskTimeoutSeconds = 3 });
+        var task = configured._coordinator.RunAsync(new TaskSpec("scan", new Dictionary<string, string>()), null, CancellationToken.None);
+
+        configured._time.Advance(TimeSpan.FromSeconds(2.9));
+        Assert.False(task.IsCompleted);
+        configured._time.Advance(TimeSpan.FromSeconds(0.1));
+
+        var failure = await Assert.ThrowsAsync<TaskFailedException>(() => task);
+        Assert.Equal(RpcErrorKind.Timeout, failure.Kind);
+        Assert.StartsWith("no collector instance executing task type 'scan' became available within 3 s", failure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_instance_that_declares_no_capacity_takes_default_capacity_tasks_at_once()
+    {
+        using var configured = new TaskCoordinatorTests(new CoordinationOptions { DefaultCapacity = 2 });
+        var peer = new Collector(++configured._nextConnection, "p-1", configured);
+        Assert.True(configured._router.TryRegisterCollector(peer, new CollectorPresence("p-1", peer.Id, 1000, 0, ["task:scan"]), out var error), error);
+
+        var tasks = new[] { configured.Run(), configured.Run(), configured.Run() };
+        var first = await peer.NextAsync();
+        var second = await peer.NextAsync();
+        Assert.Equal(2, peer.Pending);
+        Assert.Equal(1, configured._coordinator.Statistics.Queued);
+
+        peer.Answer(first, "a");
+        var third = await peer.NextAsync();
+        peer.Answer(second, "b");
+        peer.Answer(third, "c");
+        await Task.WhenAll(tasks);
+    }
+
+    [Fact]
     public async Task With_no_instance_a_task_fails_at_its_timeout_naming_what_is_connected()
     {
         Connect("other", 2, "something-else");
