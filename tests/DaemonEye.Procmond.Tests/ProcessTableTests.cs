@@ -271,4 +271,27 @@ public sealed class ProcessTableTests
 
         Assert.All(proc.Table.Snapshot(), p => Assert.Equal(Sha256(p.Name), p.ExeSha256));
     }
+
+    [Fact]
+    public async Task A_name_the_kernel_cut_is_completed_in_events_and_snapshots_and_the_comm_kept()
+    {
+        using var proc = new FakeProc();
+        var exe = proc.Executable("daemoneye-test-target", "target");
+        await proc.ScanAsync();
+
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        proc.Add(100, "daemoneye-test-", 1, startTicks: 1_999_950, exe, [exe]);
+        var started = Assert.Single((await proc.ScanAsync()).Lifecycle);
+
+        Assert.Equal(("daemoneye-test-target", "daemoneye-test-"), (started.Process.Name, started.Process.Comm));
+        var p = Assert.Single(proc.Table.Snapshot());
+        Assert.Equal(("daemoneye-test-target", "daemoneye-test-"), (p.Name, p.Comm));
+
+        // prctl(PR_SET_NAME) to a short name: that is the name now (no event).
+        proc.SetStat(100, "worker", 1, startTicks: 1_999_950);
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Empty((await proc.ScanAsync()).Lifecycle);
+        p = Assert.Single(proc.Table.Snapshot());
+        Assert.Equal(("worker", "worker"), (p.Name, p.Comm));
+    }
 }
