@@ -242,6 +242,29 @@ public sealed class CoordinationEndToEndTests
     }
 
     [Fact]
+    public async Task An_instance_failing_its_health_check_is_taken_out_of_rotation_and_its_tasks_complete_elsewhere()
+    {
+        // tc-sick keeps sending heartbeats but answers every HealthCheck unhealthy and never finishes a
+        // task: a task that reaches it completes only if the failed health check moves it to tc-well.
+        var env = Config(
+            new Collector("tc-sick", "tc", "--never-answer", "--unhealthy"),
+            new Collector("tc-well", "tc"));
+        env["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.5";
+        env["DAEMONEYE_PROCESS_MANAGER__HEALTH_CHECK_INTERVAL_SECONDS"] = "0.5";
+        await using var agent = await AgentProcess.StartAsync(env);
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-sick", "tc-well");
+        var failed = agent.WaitForLineAsync(l => l.Contains("Collector instance tc-sick failed its health check", StringComparison.Ordinal), includeEarlier: true);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => RunTaskAsync(agent, "test.echo", 20_000)));
+
+        var results = responses.Select(r => Complete(r, agent.Log)).ToList();
+        Assert.All(results, r => Assert.Equal("tc-well", Assert.Single(r.Results).CollectorId));
+        Assert.Contains("unhealthy on purpose", await failed.WaitAsync(Patience));
+    }
+
+    [Fact]
     public async Task With_no_instance_the_task_waits_and_fails_at_its_timeout_with_a_clear_error()
     {
         await using var agent = await AgentProcess.StartAsync(Config(new Collector("tc-other", "tc", "--task-type", "test.other")));

@@ -186,6 +186,69 @@ public sealed class TaskCoordinatorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_failing_health_check_moves_the_task_and_keeps_the_instance_out_of_rotation_until_one_passes()
+    {
+        var p1 = Connect("p-1", 1, "scan");
+        var p2 = Connect("p-2", 1, "scan");
+        var task = Run();
+        var atP1 = await p1.NextAsync();
+
+        // The supervisor's HealthCheck of p-1 answers unhealthy; p-1 still sends heartbeats.
+        _hub.ReportHealthCheck("p-1", healthy: false, "it reports unhealthy: no scan for 9.0 s");
+        _time.Advance(Heartbeat);
+        _coordinator.OnCollectorHeartbeat("p-1");
+        _coordinator.OnCollectorHeartbeat("p-2");
+
+        p2.Answer(await p2.NextAsync(), "from p-2");
+        var result = await task;
+        Assert.Equal("p-2", Assert.Single(result.Results).CollectorId);
+        Assert.Equal(1u, result.Redistributions);
+
+        // p-1's stuck call answers after all (a late result) and frees its slot; it stays out of rotation.
+        p1.Answer(atP1, "from p-1, too late");
+        Assert.True(SpinWait.SpinUntil(() => _coordinator.InstancesFor("scan").Single(i => i.Id == "p-1").InFlight == 0, TimeSpan.FromSeconds(30)));
+        Assert.False(_coordinator.InstancesFor("scan").Single(i => i.Id == "p-1").Healthy);
+        var second = Run();
+        var third = Run();
+        var toP2 = await p2.NextAsync();
+        Assert.Equal(1, _coordinator.Statistics.Queued);
+        Assert.Equal(0, p1.Pending);
+
+        // A passing HealthCheck puts it back: the waiting task goes to p-1.
+        _hub.ReportHealthCheck("p-1", healthy: true, "ok");
+        var toP1 = await p1.NextAsync();
+        p1.Answer(toP1, "p-1 is back");
+        p2.Answer(toP2, "p-2 again");
+
+        Assert.Equal(["p-1", "p-2"], (await Task.WhenAll(second, third)).Select(r => Assert.Single(r.Results).CollectorId).Order());
+        Assert.Equal(1, _coordinator.Statistics.LateResults);
+    }
+
+    [Fact]
+    public async Task A_health_check_failing_on_the_only_instance_holds_the_task_until_it_passes_or_the_instance_answers()
+    {
+        var p1 = Connect("p-1", 2, "scan");
+        var task = Run();
+        var first = await p1.NextAsync();
+
+        // Out of rotation with nowhere else to go: the assignment waits in the queue, the call stays open.
+        _hub.ReportHealthCheck("p-1", healthy: false, "the HealthCheck call failed (Timeout): no answer within 3 s");
+        Assert.Equal(1, _coordinator.Statistics.Queued);
+        Assert.False(task.IsCompleted);
+
+        // Healthy again: the assignment is sent a second time; the first answer wins, the other is a duplicate.
+        _hub.ReportHealthCheck("p-1", healthy: true, "ok");
+        var second = await p1.NextAsync();
+        p1.Answer(first, "first");
+        var result = await task;
+        p1.Answer(second, "second");
+
+        Assert.Equal("first", Assert.Single(result.Results).Payload.ToStringUtf8());
+        Assert.Equal(1u, result.Redistributions);
+        Assert.False(result.Partial);
+    }
+
+    [Fact]
     public async Task At_the_timeout_the_result_is_partial_and_names_the_type_that_did_not_answer()
     {
         var fast = Connect("fast", 1, "scan");
