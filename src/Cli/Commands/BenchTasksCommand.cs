@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Text.Json;
 using DaemonEye.Client;
 using DaemonEye.Protocol.Ipc.V1;
-using DaemonEye.Protocol.Task.V1;
 
 namespace DaemonEye.Cli.Commands;
 
