@@ -337,7 +337,7 @@ public sealed class ProcmondEndToEndTests
                 using var json = JsonDocument.Parse(line);
                 return json.RootElement.TryGetProperty("event", out var e)
                     && e.TryGetProperty("kind", out var k) && k.GetString() == kind
-                    && e.GetProperty("process").GetProperty("pid").GetUInt32() == pid;
+                    && e.TryGetProperty("process", out var p) && p.TryGetProperty("pid", out var n) && n.GetUInt32() == pid;
             }
             catch (JsonException)
             {

@@ -64,7 +64,7 @@ public sealed class SnapshotBatchTests
 
         var huge = new ProcessInfo { Pid = 7, Name = "huge", CommandLine = { new string('a', 10_000) } };
         var parts = ProcessMonitor.SplitBatch(new ProcessSnapshot { Processes = { small.Processes[0], huge, small.Processes[1] } }, 4096);
-        Assert.Equal([[1u], [7u], [2u]], parts.Select(p => p.Processes.Select(x => x.Pid).ToArray()));
+        Assert.Equal(["1", "7", "2"], parts.Select(p => string.Join(',', p.Processes.Select(x => x.Pid))));
         Assert.Equal([3u, 3u, 3u], parts.Select(p => p.Parts));
     }
 }
