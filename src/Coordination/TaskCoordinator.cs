@@ -519,6 +519,15 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
 
     private void OnDeadline(TaskRun run)
     {
+        // A timer may fire up to a millisecond early (the runtime's timers count whole milliseconds of
+        // another clock): a task never completes before its timeout, so a timer that did is set again.
+        var early = run.Timeout - _time.GetElapsedTime(run.Started);
+        if (early > TimeSpan.Zero && run.Timer is { } timer)
+        {
+            timer.Change(TimeSpan.FromMilliseconds(Math.Ceiling(early.TotalMilliseconds)), Timeout.InfiniteTimeSpan);
+            return;
+        }
+
         AggregatedTaskResult? completed = null;
         TaskFailedException? failure = null;
         List<Attempt> sends;

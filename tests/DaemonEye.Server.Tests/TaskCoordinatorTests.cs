@@ -19,7 +19,8 @@ namespace DaemonEye.Server.Tests;
 public sealed class TaskCoordinatorTests : IDisposable
 {
     private static readonly TimeSpan Heartbeat = TimeSpan.FromSeconds(1);
-    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 11, 25, 12, 0, 0, TimeSpan.Zero));
+    private static readonly DateTimeOffset Start = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
+    private readonly FakeTimeProvider _time;
     private readonly CollectorPresenceHub _hub = new();
     private readonly RpcRouter _router;
     private readonly TaskCoordinator _coordinator;
@@ -29,8 +30,9 @@ public sealed class TaskCoordinatorTests : IDisposable
     {
     }
 
-    private TaskCoordinatorTests(CoordinationOptions options)
+    private TaskCoordinatorTests(CoordinationOptions options, FakeTimeProvider? time = null)
     {
+        _time = time ?? new FakeTimeProvider(Start);
         var rpcOptions = Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 1000 });
         _router = new RpcRouter(rpcOptions, _time, _hub, NullLogger<RpcRouter>.Instance);
         var collectors = new List<CollectorDefinition>
@@ -272,6 +274,24 @@ public sealed class TaskCoordinatorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_deadline_timer_that_fires_early_is_set_again_so_a_partial_result_never_completes_before_the_timeout()
+    {
+        using var early = new TaskCoordinatorTests(new CoordinationOptions(), new EarlyTimers(Start));
+        var silent = early.Connect("silent", 1, "scan");
+        var task = early.Run(timeoutSeconds: 3);
+        await silent.NextAsync();
+
+        // The deadline timer fires 1 ms before the timeout, as the runtime's millisecond timers can: not yet.
+        early._time.Advance(TimeSpan.FromSeconds(3) - TimeSpan.FromMilliseconds(1));
+        Assert.False(task.IsCompleted);
+        early._time.Advance(TimeSpan.FromMilliseconds(1));
+
+        var result = await task;
+        Assert.True(result.Partial);
+        Assert.Equal(3_000_000ul, result.DurationUs);
+    }
+
+    [Fact]
     public async Task Identical_results_from_two_collector_types_are_kept_once_in_collector_order()
     {
         var a = Connect("a", 1, "scan");
@@ -338,5 +358,12 @@ public sealed class TaskCoordinatorTests : IDisposable
             owner._router.HandleResponse(this, new RpcResponse { Correlation = request.Correlation, Status = RpcStatus.Ok, Payload = result.ToByteString() });
             _answered.Writer.TryWrite(true);
         }
+    }
+
+    /// <summary>A fake clock whose timers fire 1 ms before they are due (their first time).</summary>
+    private sealed class EarlyTimers(DateTimeOffset start) : FakeTimeProvider(start)
+    {
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            base.CreateTimer(callback, state, dueTime > TimeSpan.FromMilliseconds(1) && dueTime != Timeout.InfiniteTimeSpan ? dueTime - TimeSpan.FromMilliseconds(1) : dueTime, period);
     }
 }
