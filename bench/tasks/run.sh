@@ -10,7 +10,7 @@
 # and stops the agent (which stops the collectors). Set KEEP=1 to keep the directory and agent.log.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=bin/Release/net10.0
+BIN=${BIN:-bin/Release/net10.0}   # BIN=bin/Debug/net10.0 to smoke-test a Debug build
 D=$(mktemp -d /tmp/de-bench-tasks.XXXX)
 export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock
 export DAEMONEYE_LOGGING__LEVEL=warning
@@ -28,7 +28,7 @@ AGENT=$!
 cleanup() { kill "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$D"; }
 trap cleanup EXIT
 for _ in $(seq 1 200); do
-  running=$(cli collectors list --json 2>/dev/null | grep -o '"state":"Running"' | wc -l || true)
+  running=$(cli collectors list --json 2>/dev/null | grep -oE '"state": *"Running"' | wc -l || true)
   [ "$running" = 4 ] && break
   sleep 0.3
 done
