@@ -26,6 +26,7 @@ public sealed class SnapshotDatabase : IDisposable
           pid INTEGER NOT NULL,
           ppid INTEGER NOT NULL,
           name TEXT NOT NULL,
+          comm TEXT NOT NULL,
           executable TEXT NOT NULL,
           command_line TEXT NOT NULL,
           uid INTEGER NOT NULL,
@@ -88,8 +89,8 @@ public sealed class SnapshotDatabase : IDisposable
             {
                 using var process = connection.CreateCommand();
                 process.Transaction = transaction;
-                process.CommandText = "INSERT OR IGNORE INTO processes VALUES ($pid,$ppid,$name,$exe,$cmd,$uid,$user,$start,$cpu,$rss,$threads,$sha,$deleted,$collector)";
-                var p = new[] { "$pid", "$ppid", "$name", "$exe", "$cmd", "$uid", "$user", "$start", "$cpu", "$rss", "$threads", "$sha", "$deleted", "$collector" }
+                process.CommandText = "INSERT OR IGNORE INTO processes VALUES ($pid,$ppid,$name,$comm,$exe,$cmd,$uid,$user,$start,$cpu,$rss,$threads,$sha,$deleted,$collector)";
+                var p = new[] { "$pid", "$ppid", "$name", "$comm", "$exe", "$cmd", "$uid", "$user", "$start", "$cpu", "$rss", "$threads", "$sha", "$deleted", "$collector" }
                     .Select(n => process.Parameters.Add(new SqliteParameter { ParameterName = n })).ToArray();
                 using var snapshot = connection.CreateCommand();
                 snapshot.Transaction = transaction;
@@ -109,17 +110,18 @@ public sealed class SnapshotDatabase : IDisposable
                         p[0].Value = (long)info.Pid;
                         p[1].Value = (long)info.Ppid;
                         p[2].Value = info.Name;
-                        p[3].Value = info.Executable;
-                        p[4].Value = string.Join(' ', info.CommandLine);
-                        p[5].Value = (long)info.Uid;
-                        p[6].Value = info.User;
-                        p[7].Value = (long)info.StartTimeUnixMs;
-                        p[8].Value = info.CpuPercent;
-                        p[9].Value = (long)info.RssBytes;
-                        p[10].Value = (long)info.Threads;
-                        p[11].Value = info.ExeSha256;
-                        p[12].Value = info.ExeDeleted ? 1 : 0;
-                        p[13].Value = snap.CollectorId;
+                        p[3].Value = info.Comm;
+                        p[4].Value = info.Executable;
+                        p[5].Value = string.Join(' ', info.CommandLine);
+                        p[6].Value = (long)info.Uid;
+                        p[7].Value = info.User;
+                        p[8].Value = (long)info.StartTimeUnixMs;
+                        p[9].Value = info.CpuPercent;
+                        p[10].Value = (long)info.RssBytes;
+                        p[11].Value = (long)info.Threads;
+                        p[12].Value = info.ExeSha256;
+                        p[13].Value = info.ExeDeleted ? 1 : 0;
+                        p[14].Value = snap.CollectorId;
                         if (process.ExecuteNonQuery() == 1)
                         {
                             inserted++;

@@ -27,7 +27,8 @@ public sealed record CoordinationStatistics(long Submitted, long Completed, long
 /// RPC_OPERATION_EXECUTE_TASK call, to one instance of its type chosen round-robin among the healthy
 /// ones with spare capacity (in-flight &lt; declared <c>capacity:&lt;n&gt;</c>, never more). An
 /// assignment whose instance fails (connection dropped: CommunicationError; heartbeats lost for three
-/// intervals) goes back to the queue and on to another instance; the first answer per assignment
+/// intervals; the supervisor's periodic HealthCheck answered unhealthy or failed) goes back to the
+/// queue and on to another instance; the first answer per assignment
 /// wins and any later one is counted as a duplicate, so every assignment yields at most one result.
 /// Assignments with no free instance wait in a bounded priority queue (priority, then arrival).
 /// At the task's timeout the aggregated result completes as partial, naming the types that did not
@@ -197,14 +198,16 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     public void OnCollectorHeartbeat(string collectorId)
     {
         List<Attempt>? sends = null;
+        var stillFailing = false;
         lock (_gate)
         {
             if (_instances.TryGetValue(collectorId, out var instance))
             {
                 instance.LastSeen = _time.GetTimestamp();
-                if (!instance.Healthy)
+                if (instance.HeartbeatsLost)
                 {
-                    instance.Healthy = true;
+                    instance.HeartbeatsLost = false;
+                    stillFailing = instance.HealthCheckFailing;
                     sends = PumpLocked();
                 }
             }
@@ -212,9 +215,50 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
 
         if (sends is not null)
         {
-            LogRecovered(_logger, collectorId);
+            LogRecovered(_logger, collectorId, stillFailing ? "sends heartbeats again but still fails its health check: unhealthy" : "sends heartbeats again: healthy");
             Start(sends);
         }
+    }
+
+    /// <summary>
+    /// The supervisor's periodic HealthCheck: an instance that fails it (answers unhealthy, or the call
+    /// fails) is out of rotation and its assignments move to others, until a HealthCheck passes again.
+    /// Heartbeats alone do not bring it back: a collector whose work is stuck may still send them.
+    /// </summary>
+    public void OnCollectorHealthChecked(string collectorId, bool healthy, string detail)
+    {
+        List<Attempt>? sends = null;
+        var heartbeatsLost = false;
+        lock (_gate)
+        {
+            if (_instances.TryGetValue(collectorId, out var instance) && instance.HealthCheckFailing == healthy)
+            {
+                instance.HealthCheckFailing = !healthy;
+                heartbeatsLost = instance.HeartbeatsLost;
+                if (!healthy)
+                {
+                    RequeueLocked(instance, $"instance '{collectorId}' failed its health check: {detail}");
+                }
+
+                sends = PumpLocked();
+            }
+        }
+
+        if (sends is null)
+        {
+            return;
+        }
+
+        if (healthy)
+        {
+            LogRecovered(_logger, collectorId, heartbeatsLost ? "passes its health check again but sends no heartbeats: unhealthy" : "passes its health check again: healthy");
+        }
+        else
+        {
+            LogHealthCheckFailed(_logger, collectorId, detail);
+        }
+
+        Start(sends);
     }
 
     /// <summary>An instance silent for three heartbeat intervals is unhealthy: its assignments move to others.</summary>
@@ -226,25 +270,14 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         {
             foreach (var instance in _instances.Values)
             {
-                if (!instance.Healthy || _time.GetElapsedTime(instance.LastSeen) < _heartbeatInterval * 3)
+                if (instance.HeartbeatsLost || _time.GetElapsedTime(instance.LastSeen) < _heartbeatInterval * 3)
                 {
                     continue;
                 }
 
-                instance.Healthy = false;
+                instance.HeartbeatsLost = true;
                 lost.Add(instance.Id);
-                foreach (var attempt in instance.Attempts)
-                {
-                    var assignment = attempt.Assignment;
-                    if (ReferenceEquals(assignment.Current, attempt) && !assignment.Resolved && !assignment.Run.Done)
-                    {
-                        // Its call stays pending (and counts against the instance's capacity) until it
-                        // answers or times out; an answer that still comes is a counted duplicate.
-                        assignment.Current = null;
-                        assignment.LastFailure = $"instance '{instance.Id}' lost its heartbeats";
-                        _queue.Add(assignment);
-                    }
-                }
+                RequeueLocked(instance, $"instance '{instance.Id}' lost its heartbeats");
             }
 
             sends = PumpLocked();
@@ -256,6 +289,23 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         }
 
         Start(sends);
+    }
+
+    /// <summary>Puts the assignments <paramref name="instance"/> is working on back in the queue. Call under the lock.</summary>
+    private void RequeueLocked(Instance instance, string reason)
+    {
+        foreach (var attempt in instance.Attempts)
+        {
+            var assignment = attempt.Assignment;
+            if (ReferenceEquals(assignment.Current, attempt) && !assignment.Resolved && !assignment.Run.Done)
+            {
+                // Its call stays pending (and counts against the instance's capacity) until it
+                // answers or times out; an answer that still comes is a counted duplicate.
+                assignment.Current = null;
+                assignment.LastFailure = reason;
+                _queue.Add(assignment);
+            }
+        }
     }
 
     // ----- dispatch -----
@@ -469,6 +519,15 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
 
     private void OnDeadline(TaskRun run)
     {
+        // A timer may fire up to a millisecond early (the runtime's timers count whole milliseconds of
+        // another clock): a task never completes before its timeout, so a timer that did is set again.
+        var early = run.Timeout - _time.GetElapsedTime(run.Started);
+        if (early > TimeSpan.Zero && run.Timer is { } timer)
+        {
+            timer.Change(TimeSpan.FromMilliseconds(Math.Ceiling(early.TotalMilliseconds)), Timeout.InfiniteTimeSpan);
+            return;
+        }
+
         AggregatedTaskResult? completed = null;
         TaskFailedException? failure = null;
         List<Attempt> sends;
@@ -611,7 +670,13 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
 
         public long LastSeen { get; set; } = lastSeen;
 
-        public bool Healthy { get; set; } = true;
+        /// <summary>No heartbeat for three intervals.</summary>
+        public bool HeartbeatsLost { get; set; }
+
+        /// <summary>The last periodic HealthCheck answered unhealthy or failed.</summary>
+        public bool HealthCheckFailing { get; set; }
+
+        public bool Healthy => !HeartbeatsLost && !HealthCheckFailing;
 
         public int InFlight { get; set; }
 
@@ -700,8 +765,11 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     [LoggerMessage(EventId = 5003, Level = LogLevel.Warning, Message = "Collector instance {InstanceId} sent no heartbeat for {Seconds} s: unhealthy; its tasks move to other instances")]
     private static partial void LogUnhealthy(ILogger logger, string instanceId, double seconds);
 
-    [LoggerMessage(EventId = 5004, Level = LogLevel.Information, Message = "Collector instance {InstanceId} sends heartbeats again: healthy")]
-    private static partial void LogRecovered(ILogger logger, string instanceId);
+    [LoggerMessage(EventId = 5004, Level = LogLevel.Information, Message = "Collector instance {InstanceId} {What}")]
+    private static partial void LogRecovered(ILogger logger, string instanceId, string what);
+
+    [LoggerMessage(EventId = 5007, Level = LogLevel.Warning, Message = "Collector instance {InstanceId} failed its health check: {Detail}; out of rotation, its tasks move to other instances")]
+    private static partial void LogHealthCheckFailed(ILogger logger, string instanceId, string detail);
 
     [LoggerMessage(EventId = 5005, Level = LogLevel.Information, Message = "Task {TaskId}: a result from {InstanceId} came after the task completed; discarded (counted as a late result)")]
     private static partial void LogLate(ILogger logger, string taskId, string instanceId);

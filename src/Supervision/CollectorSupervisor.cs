@@ -29,6 +29,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
     private readonly ILogger<CollectorSupervisor> _logger;
     private readonly ProcessLauncher _launcher;
     private readonly IBusPublisher _publisher;
+    private readonly CollectorPresenceHub _presence;
     private readonly ConcurrentDictionary<string, CollectorHealthState> _lastHealth = new(StringComparer.Ordinal);
     private ITimer? _healthTimer;
     private DateTimeOffset _lastHealthCheck;
@@ -56,6 +57,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         _logger = logger;
         _launcher = launcher;
         _publisher = publisher;
+        _presence = presence;
         presence.Attach(this);
         var environment = new Dictionary<string, string>
         {
@@ -154,10 +156,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
                 if (rpcDue && snapshot.State == CollectorLifecycle.Running && _rpc.FindCollector(id) is not null)
                 {
                     var response = await _rpc.CallAsync(id, RpcOperation.HealthCheck, timeout: _options.HeartbeatInterval * 3);
-                    if (response.Status != RpcStatus.Ok)
-                    {
-                        LogHealthCheckFailed(_logger, id, response.Error?.Kind ?? RpcErrorKind.Unspecified, response.Error?.Message ?? string.Empty);
-                    }
+                    ReportHealthCheck(id, response);
                 }
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
@@ -165,6 +164,44 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
                 LogHealthEvaluationFailed(_logger, id, ex);
             }
         }
+    }
+
+    /// <summary>Logs a failed or unhealthy HealthCheck and tells the presence observers (the task coordinator
+    /// takes an instance that fails it out of rotation until one passes).</summary>
+    private void ReportHealthCheck(string id, RpcResponse response)
+    {
+        if (response.Status != RpcStatus.Ok)
+        {
+            var kind = response.Error?.Kind ?? RpcErrorKind.Unspecified;
+            var message = response.Error?.Message ?? string.Empty;
+            LogHealthCheckFailed(_logger, id, kind, message);
+            _presence.ReportHealthCheck(id, healthy: false, $"the HealthCheck call failed ({kind}): {message}");
+            return;
+        }
+
+        HealthCheckResponse health;
+        try
+        {
+            health = HealthCheckResponse.Parser.ParseFrom(response.Payload);
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            LogHealthCheckFailed(_logger, id, RpcErrorKind.ExecutionError, ex.Message);
+            _presence.ReportHealthCheck(id, healthy: false, $"the HealthCheck answer is not a HealthCheckResponse: {ex.Message}");
+            return;
+        }
+
+        if (!health.Healthy)
+        {
+            LogHealthCheckUnhealthy(_logger, id, health.Status);
+        }
+
+        _presence.ReportHealthCheck(id, health.Healthy, health.Healthy ? health.Status : $"it reports unhealthy: {health.Status}");
+    }
+
+    public void OnCollectorHealthChecked(string collectorId, bool healthy, string detail)
+    {
+        // The supervisor is the one reporting; the collector's health shown to the operator stays heartbeat-based.
     }
 
     public const string StatusTopic = "control.health.status";
@@ -337,6 +374,9 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
 
     [LoggerMessage(EventId = 4202, Level = LogLevel.Warning, Message = "Collector {CollectorId} failed its health check ({Kind}): {Message}")]
     private static partial void LogHealthCheckFailed(ILogger logger, string collectorId, RpcErrorKind kind, string message);
+
+    [LoggerMessage(EventId = 4205, Level = LogLevel.Warning, Message = "Collector {CollectorId} answered its health check unhealthy: {Status}")]
+    private static partial void LogHealthCheckUnhealthy(ILogger logger, string collectorId, string status);
 
     [LoggerMessage(EventId = 4204, Level = LogLevel.Warning, Message = "Collector {CollectorId} (not started by this agent): recording its state failed")]
     private static partial void LogExternalFailed(ILogger logger, string collectorId, Exception exception);

@@ -27,7 +27,7 @@ public sealed class ProcessEventOutputTests
     private static readonly ProcessLifecycle Started = new()
     {
         Kind = ProcessLifecycleKind.Started,
-        Process = new ProcessInfo { Pid = 4242, Ppid = 1, Name = "sleep", Executable = "/usr/bin/sleep", CommandLine = { "sleep", "3" }, Uid = 1000, User = "alice", StartTimeUnixMs = 1_795_000_000_000, RssBytes = 2_000_000, Threads = 1 },
+        Process = new ProcessInfo { Pid = 4242, Ppid = 1, Name = "sleep", Comm = "sleep", Executable = "/usr/bin/sleep", CommandLine = { "sleep", "3" }, Uid = 1000, User = "alice", StartTimeUnixMs = 1_795_000_000_000, RssBytes = 2_000_000, Threads = 1 },
         ObservedUnixMs = 1_795_000_000_500,
         CollectorId = "procmond",
     };
@@ -92,6 +92,7 @@ public sealed class ProcessEventOutputTests
         Assert.Equal(2, rows.Count);
         Assert.Equal(4242, rows[0].GetProperty("pid").GetInt32());
         Assert.Equal("alice", rows[0].GetProperty("user").GetString());
+        Assert.Equal("sleep", rows[0].GetProperty("comm").GetString());
         Assert.Equal(2_000_000, rows[0].GetProperty("rss_bytes").GetInt64());
         Assert.Equal(new string('a', 64), rows[1].GetProperty("exe_sha256").GetString());
     }

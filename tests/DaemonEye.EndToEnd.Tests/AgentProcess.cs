@@ -239,6 +239,7 @@ internal sealed class CliProcess : IDisposable
     private readonly List<string> _stdout = [];
     private readonly List<string> _stderr = [];
     private readonly TaskCompletionSource _stderrMarker = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly List<(Func<string, bool> Match, TaskCompletionSource<string> Seen)> _stdoutWaits = [];
     private readonly string? _marker;
 
     public CliProcess(string socketPath, string? stderrMarker, params string[] args)
@@ -266,6 +267,11 @@ internal sealed class CliProcess : IDisposable
                 lock (_stdout)
                 {
                     _stdout.Add(e.Data);
+                    foreach (var wait in _stdoutWaits.Where(w => w.Match(e.Data)).ToList())
+                    {
+                        _stdoutWaits.Remove(wait);
+                        wait.Seen.TrySetResult(e.Data);
+                    }
                 }
             }
         };
@@ -311,6 +317,25 @@ internal sealed class CliProcess : IDisposable
                 return string.Join('\n', _stderr);
             }
         }
+    }
+
+    /// <summary>The first stdout line, printed so far or from now on, that <paramref name="match"/> accepts.</summary>
+    public Task<string> StdoutLineAsync(Func<string, bool> match)
+    {
+        var seen = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_stdout)
+        {
+            if (_stdout.FirstOrDefault(match) is { } earlier)
+            {
+                seen.SetResult(earlier);
+            }
+            else
+            {
+                _stdoutWaits.Add((match, seen));
+            }
+        }
+
+        return seen.Task;
     }
 
     /// <summary>Completes when the marker line appears on stderr.</summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using DaemonEye.Client;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.Task.V1;
@@ -239,6 +240,77 @@ public sealed class CoordinationEndToEndTests
             using var cont = Process.Start("kill", ["-CONT", frozen]);
             await cont.WaitForExitAsync();
         }
+    }
+
+    [Fact]
+    public async Task An_instance_failing_its_health_check_is_taken_out_of_rotation_and_its_tasks_complete_elsewhere()
+    {
+        // tc-sick keeps sending heartbeats but answers every HealthCheck unhealthy and never finishes a
+        // task: a task that reaches it completes only if the failed health check moves it to tc-well.
+        var env = Config(
+            new Collector("tc-sick", "tc", "--never-answer", "--unhealthy"),
+            new Collector("tc-well", "tc"));
+        env["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.5";
+        env["DAEMONEYE_PROCESS_MANAGER__HEALTH_CHECK_INTERVAL_SECONDS"] = "0.5";
+        await using var agent = await AgentProcess.StartAsync(env);
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-sick", "tc-well");
+        var failed = agent.WaitForLineAsync(l => l.Contains("Collector instance tc-sick failed its health check", StringComparison.Ordinal), includeEarlier: true);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => RunTaskAsync(agent, "test.echo", 20_000)));
+
+        var results = responses.Select(r => Complete(r, agent.Log)).ToList();
+        Assert.All(results, r => Assert.Equal("tc-well", Assert.Single(r.Results).CollectorId));
+        Assert.Contains("unhealthy on purpose", await failed.WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task Bench_tasks_over_four_instances_and_task_run_json_print_what_the_agent_did()
+    {
+        await using var agent = await AgentProcess.StartAsync(Config(
+            new Collector("tc-bench-1", "tc"), new Collector("tc-bench-2", "tc"), new Collector("tc-bench-3", "tc"), new Collector("tc-bench-4", "tc")));
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        string[] instances = ["tc-bench-1", "tc-bench-2", "tc-bench-3", "tc-bench-4"];
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, instances);
+
+        // The real CLI's benchmark, small: every task answered and aggregated, spread over the four.
+        var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience,
+            "bench", "tasks", "--type", "test.echo", "--concurrency", "8", "--count", "200", "--warmup", "20", "--json");
+        Assert.True(code == 0, $"exit {code}: {string.Join('\n', stdout)} {stderr}\n{agent.Log}");
+        using (var bench = JsonDocument.Parse(string.Join('\n', stdout)))
+        {
+            var root = bench.RootElement;
+            Assert.Equal("test.echo", root.GetProperty("task_type").GetString());
+            Assert.Equal(8, root.GetProperty("concurrency").GetInt32());
+            Assert.Equal(200, root.GetProperty("tasks").GetInt64());
+            Assert.Equal(200, root.GetProperty("ok").GetInt64());
+            Assert.True(root.GetProperty("tasks_per_sec").GetDouble() > 0);
+            var latency = root.GetProperty("latency_us");
+            Assert.InRange(latency.GetProperty("p50").GetDouble(), 1, latency.GetProperty("p99").GetDouble());
+            Assert.Empty(root.GetProperty("errors").EnumerateObject());
+            var byInstance = root.GetProperty("results_by_instance").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt64());
+            Assert.Equal(instances, byInstance.Keys.Order());
+            Assert.Equal(200, byInstance.Values.Sum());
+        }
+
+        // task run --json: the aggregated result with the Struct payload decoded.
+        (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "task", "run", "test.echo", "--param", "n=7", "--json");
+        Assert.True(code == 0, $"exit {code}: {string.Join('\n', stdout)} {stderr}");
+        using var json = JsonDocument.Parse(string.Join('\n', stdout));
+        var result = json.RootElement;
+        Assert.Equal("test.echo", result.GetProperty("task_type").GetString());
+        Assert.Equal(["tc"], result.GetProperty("expected_collector_types").EnumerateArray().Select(t => t.GetString()));
+        Assert.False(result.TryGetProperty("partial", out var partial) && partial.GetBoolean());
+        var only = Assert.Single(result.GetProperty("results").EnumerateArray().ToList());
+        Assert.Contains(only.GetProperty("collector_id").GetString(), instances);
+        Assert.Equal("google.protobuf.Struct", only.GetProperty("payload_type").GetString());
+        Assert.False(only.TryGetProperty("payload", out var raw), $"payload left beside payload_decoded: {raw}");
+        var decoded = only.GetProperty("payload_decoded");
+        Assert.Equal("7", decoded.GetProperty("param.n").GetString());
+        Assert.Equal(result.GetProperty("task_id").GetString(), decoded.GetProperty("task_id").GetString());
+        Assert.Equal(only.GetProperty("collector_id").GetString(), decoded.GetProperty("instance").GetString());
     }
 
     [Fact]

@@ -77,14 +77,15 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
             severity: high
             description: The end-to-end test's marker process.
             sql: |
-              SELECT pid, name, executable FROM processes
-              WHERE executable LIKE '%/daemoneye-test-target'
+              SELECT pid, name, comm, executable FROM processes
+              WHERE name = 'daemoneye-test-target'
             """);
         await using var agent = await AgentProcess.StartAsync(Config(intervalSeconds: 0.5));
         await using var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "alerts-e2e" });
         var alerts = await client.SubscribeAsync("events.alert.+");
         using var cli = new CliProcess(agent.SocketPath, "subscribed to events.alert.#", "alerts", "tail", "--json", "--count", "1");
-        await cli.Marker.WaitAsync(Patience);
+        using var plain = new CliProcess(agent.SocketPath, "subscribed to events.alert.#", "alerts", "tail", "--count", "1");
+        await Task.WhenAll(cli.Marker, plain.Marker).WaitAsync(Patience);
         await WaitForProcmondAsync(agent, client);
 
         var target = StartTarget();
@@ -108,6 +109,9 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
             Assert.Equal("e2e-test-target", alert.RuleId);
             Assert.Equal("high", alert.Severity);
             Assert.Equal(Path.Combine(_bin.FullName, "daemoneye-test-target"), alert.Fields.Single(f => f.Name == "executable").Value);
+            // The kernel keeps 15 bytes of the name; procmond completes it from the executable.
+            Assert.Equal("daemoneye-test-target", alert.Fields.Single(f => f.Name == "name").Value);
+            Assert.Equal("daemoneye-test-", alert.Fields.Single(f => f.Name == "comm").Value);
             Assert.Equal(["procmond"], alert.Collectors);
             // The correlation chain leads back to the snapshot task.
             Assert.Equal(alert.TaskCorrelationId, message.Correlation.ParentCorrelationId);
@@ -117,6 +121,11 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
             // alerts tail printed one (it may be this one or an earlier run's: both carry the rule id).
             Assert.Equal(0, await cli.WaitAsync(Patience));
             Assert.Contains("\"rule_id\":\"e2e-test-target\"", Assert.Single(cli.Stdout));
+
+            // The plain form: time, severity, rule id and name, the row's fields, the task.
+            Assert.Equal(0, await plain.WaitAsync(Patience));
+            var line = Assert.Single(plain.Stdout);
+            Assert.Matches(@"^\d\d:\d\d:\d\d\.\d{3} HIGH     e2e-test-target \(daemoneye-test-target is running\): pid=\d+ name=daemoneye-test-target comm=daemoneye-test- executable=\S+/daemoneye-test-target \[task \S+\]$", line);
         }
         finally
         {

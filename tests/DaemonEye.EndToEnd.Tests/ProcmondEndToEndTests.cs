@@ -281,5 +281,115 @@ public sealed class ProcmondEndToEndTests
         Assert.Equal("collectors/procmond/procmond.dll", status.Executable);
         Assert.NotEmpty((await SnapshotAsync(client, fresh: false)).Processes);
         Assert.Contains($"{Path.GetDirectoryName(Paths.AgentDll)}/collectors/procmond/procmond.dll", File.ReadAllText($"/proc/{status.Pid}/cmdline").Replace('\0', ' '), StringComparison.Ordinal);
+
+        // Healthy, as collectors list shows it (a heartbeat came in time; the shipped interval is 5 s,
+        // so waiting for the first one is driven by control.#, where heartbeats go) ...
+        var heartbeats = await client.SubscribeAsync("control.#");
+        status = await WaitForCollectorAsync(agent, heartbeats, s => s.State == CollectorState.Running && s.LastHeartbeatUnixNanos != 0);
+        Assert.Equal(CollectorHealth.Healthy, status.Health);
+        var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "list");
+        Assert.True(code == 0, stderr);
+        Assert.Contains(stdout, l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries) is ["procmond", "Running", "Healthy", ..]);
+
+        // ... and by its own HealthCheck (its first scan is done and recent).
+        (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "health", "procmond");
+        Assert.True(code == 0, $"exit {code}: {string.Join('\n', stdout)} {stderr}");
+        Assert.Contains(stdout, l => l.Contains("collector 'procmond' is healthy: ok", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task The_cli_subscribe_json_prints_a_child_s_start_and_exit_with_its_pid()
+    {
+        var (agent, client) = await StartAsync();
+        await using var _ = agent;
+        await using var __ = client;
+        using var cli = new CliProcess(agent.SocketPath, "subscribed to events.process.#", "subscribe", "events.process.#", "--json");
+        await cli.Marker.WaitAsync(Patience);
+
+        var (child, executable, directory) = StartChild("de-cli-child");
+        var pid = (uint)child.Id;
+        try
+        {
+            var started = await cli.StdoutLineAsync(l => IsLifecycle(l, pid, "PROCESS_LIFECYCLE_KIND_STARTED")).WaitAsync(Patience);
+            using (var json = JsonDocument.Parse(started))
+            {
+                var root = json.RootElement;
+                Assert.Equal("events.process.lifecycle", root.GetProperty("topic").GetString());
+                Assert.Equal("daemoneye.process.v1.ProcessLifecycle", root.GetProperty("event_type").GetString());
+                var process = root.GetProperty("event").GetProperty("process");
+                Assert.Equal(pid, process.GetProperty("pid").GetUInt32());
+                Assert.Equal(executable, process.GetProperty("executable").GetString());
+                Assert.Equal("de-cli-child", process.GetProperty("name").GetString());
+            }
+
+            child.StandardInput.Close();
+            await cli.StdoutLineAsync(l => IsLifecycle(l, pid, "PROCESS_LIFECYCLE_KIND_EXITED")).WaitAsync(Patience);
+        }
+        finally
+        {
+            await EndChildAsync(child, directory);
+        }
+
+        static bool IsLifecycle(string line, uint pid, string kind)
+        {
+            try
+            {
+                using var json = JsonDocument.Parse(line);
+                return json.RootElement.TryGetProperty("event", out var e)
+                    && e.TryGetProperty("kind", out var k) && k.GetString() == kind
+                    && e.TryGetProperty("process", out var p) && p.TryGetProperty("pid", out var n) && n.GetUInt32() == pid;
+            }
+            catch (JsonException)
+            {
+                return false;
+            }
+        }
+    }
+
+    [Fact]
+    public async Task The_startup_snapshot_and_a_task_s_snapshot_are_published_on_events_process_batch_in_numbered_parts()
+    {
+        // procmond is started by the operator once the test subscribes, so its startup snapshot cannot
+        // come before; 4096-byte parts split the real /proc into several.
+        var env = WithProcmond();
+        env["DAEMONEYE_COLLECTORS__0__ENABLED"] = "false";
+        env["DAEMONEYE_COLLECTORS__0__ARGUMENTS__2"] = "--max-batch-part-bytes";
+        env["DAEMONEYE_COLLECTORS__0__ARGUMENTS__3"] = "4096";
+        await using var agent = await AgentProcess.StartAsync(env);
+        await using var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "batch-e2e" });
+        var batches = await client.SubscribeAsync("events.process.batch");
+
+        var start = await IpcProbe.CommandAsync(agent.IpcSocketPath, "procmond", CollectorAction.Start);
+        Assert.True(start.Error is null, $"{start.Error}\n{agent.Log}");
+        var startup = await PartsAsync(batches, "startup", agent);
+        Assert.True(startup.Count > 1, $"one part only: {startup.Count}");
+        var pids = startup.SelectMany(p => p.Processes).Select(p => p.Pid).ToList();
+        Assert.Equal(pids.Count, pids.Distinct().Count());
+        Assert.Contains((uint)Environment.ProcessId, pids);
+        Assert.Contains((uint)agent.Pid, pids);
+        Assert.All(startup, p => Assert.Equal("procmond", p.CollectorId));
+
+        // A snapshot task publishes unless publish=false: the same processes as its answer.
+        var answer = await SnapshotAsync(client, fresh: false);
+        var published = await PartsAsync(batches, "task", agent);
+        Assert.Equal(answer.Processes.Select(p => p.Pid).Order(), published.SelectMany(p => p.Processes).Select(p => p.Pid).Order());
+    }
+
+    /// <summary>Reads events.process.batch until every part (1..parts) of one snapshot with <paramref name="reason"/> is in.</summary>
+    private static async Task<List<ProcessSnapshot>> PartsAsync(BusSubscription batches, string reason, AgentProcess agent)
+    {
+        var parts = new SortedDictionary<uint, ProcessSnapshot>();
+        var snapshot = await NextAsync(batches, ProcessSnapshot.Parser, s =>
+        {
+            if (s.Reason == reason)
+            {
+                Assert.InRange(s.Part, 1u, s.Parts);
+                Assert.True(parts.TryAdd(s.Part, s), $"part {s.Part} of {s.Parts} twice");
+            }
+
+            return parts.Count > 0 && parts.Count == parts.First().Value.Parts;
+        }, agent);
+        Assert.All(parts.Values, p => Assert.Equal((snapshot.Parts, snapshot.TakenUnixMs), (p.Parts, p.TakenUnixMs)));
+        return [.. parts.Values];
     }
 }

@@ -101,4 +101,61 @@ public sealed class ProcParsersTests
         Assert.Equal(("/usr/bin/x", true), DaemonEye.Collectors.Procmond.ProcessTable.SplitLink("/usr/bin/x (deleted)"u8));
         Assert.Equal(("/usr/bin/x", false), DaemonEye.Collectors.Procmond.ProcessTable.SplitLink("/usr/bin/x"u8));
     }
+
+    [Fact]
+    public void A_comm_the_kernel_cut_at_15_bytes_is_completed_from_the_executable()
+    {
+        // A copy of sleep named daemoneye-test-target: stat says "(daemoneye-test-)".
+        var data = Fixture("stat-long-name");
+        Assert.True(ProcParsers.TryParseStat(data, out var stat));
+        var comm = stat.Comm(data);
+        var args = ProcParsers.ParseCommandLine(Fixture("cmdline-long-name"));
+        Assert.Equal("daemoneye-test-", Encoding.UTF8.GetString(comm));
+
+        Assert.Equal("daemoneye-test-target", ProcParsers.CompleteName(comm, "/tmp/tmp.zDuOVkQtWq/daemoneye-test-target", args));
+        // Executable unreadable (another user's process): argv[0] completes it.
+        Assert.Equal("daemoneye-test-target", ProcParsers.CompleteName(comm, string.Empty, args));
+    }
+
+    [Fact]
+    public void A_script_s_cut_comm_is_completed_from_its_argument()
+    {
+        // A #! script a-long-script-name.sh run by dash: exe is the interpreter, the script is argv[1].
+        var data = Fixture("stat-script");
+        Assert.True(ProcParsers.TryParseStat(data, out var stat));
+        var args = ProcParsers.ParseCommandLine(Fixture("cmdline-script"));
+
+        Assert.Equal("a-long-script-name.sh", ProcParsers.CompleteName(stat.Comm(data), "/usr/bin/dash", args));
+    }
+
+    [Theory]
+    // Shorter than 15 bytes: whole, even when the executable is longer.
+    [InlineData("cat", "/usr/bin/catalogue-builder", "catalogue-builder")]
+    // 15 bytes set by prctl(PR_SET_NAME) that begin nothing: the comm stays.
+    [InlineData("worker-thread-1", "/usr/bin/python3", "python3 /srv/app.py")]
+    // Exactly 15 bytes and the basename is exactly the comm: nothing was cut.
+    [InlineData("exactly15chars!", "/opt/exactly15chars!", "exactly15chars!")]
+    // An argument that is not the script (argv[3] and later are never looked at).
+    [InlineData("daemoneye-test-", "/usr/bin/env", "env a b daemoneye-test-target")]
+    public void A_comm_that_was_not_cut_or_matches_nothing_is_not_completed(string comm, string executable, string commandLine)
+    {
+        Assert.Null(ProcParsers.CompleteName(Encoding.UTF8.GetBytes(comm), executable, commandLine.Split(' ')));
+    }
+
+    [Fact]
+    public void A_rewritten_argument_area_completes_the_comm_from_its_first_word()
+    {
+        // One argument holding spaces: the process wrote its title over argv ("name: detail").
+        Assert.Equal("kube-controller-manager", ProcParsers.CompleteName("kube-controller"u8, string.Empty, ["kube-controller-manager: leader"]));
+    }
+
+    [Fact]
+    public void A_multibyte_name_cut_inside_a_character_is_completed()
+    {
+        // 14 ASCII bytes, then "ü" (two bytes): the kernel's 15 bytes end inside the ü.
+        var full = "daemoneye-testüber";
+        var comm = Encoding.UTF8.GetBytes(full).AsSpan(0, 15).ToArray();
+
+        Assert.Equal(full, ProcParsers.CompleteName(comm, "/usr/sbin/" + full, [full]));
+    }
 }

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using DaemonEye.Collectors.Procmond;
+using DaemonEye.Collectors.Procmond.Proc;
 using DaemonEye.Protocol.Process.V1;
 
 namespace DaemonEye.Procmond.Tests;
@@ -271,4 +272,94 @@ public sealed class ProcessTableTests
 
         Assert.All(proc.Table.Snapshot(), p => Assert.Equal(Sha256(p.Name), p.ExeSha256));
     }
+
+    [Fact]
+    public async Task A_name_the_kernel_cut_is_completed_in_events_and_snapshots_and_the_comm_kept()
+    {
+        using var proc = new FakeProc();
+        var exe = proc.Executable("daemoneye-test-target", "target");
+        await proc.ScanAsync();
+
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        proc.Add(100, "daemoneye-test-", 1, startTicks: 1_999_950, exe, [exe]);
+        var started = Assert.Single((await proc.ScanAsync()).Lifecycle);
+
+        Assert.Equal(("daemoneye-test-target", "daemoneye-test-"), (started.Process.Name, started.Process.Comm));
+        var p = Assert.Single(proc.Table.Snapshot());
+        Assert.Equal(("daemoneye-test-target", "daemoneye-test-"), (p.Name, p.Comm));
+
+        // prctl(PR_SET_NAME) to a short name: that is the name now (no event).
+        proc.SetStat(100, "worker", 1, startTicks: 1_999_950);
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Empty((await proc.ScanAsync()).Lifecycle);
+        p = Assert.Single(proc.Table.Snapshot());
+        Assert.Equal(("worker", "worker"), (p.Name, p.Comm));
+    }
+
+    [Fact]
+    public async Task Hashing_waits_for_the_worker_the_scan_only_asks()
+    {
+        using var proc = new FakeProc();
+        proc.Add(100, "a", 1, startTicks: 5000, proc.Executable("a", "a"));
+        proc.Add(101, "b", 1, startTicks: 5001, proc.Executable("b", "b"));
+
+        var changes = proc.Table.Scan();
+
+        // Off the scan path: right after the scan nothing is hashed, both files wait in the queue.
+        Assert.Equal(2, changes.Processes);
+        Assert.Equal((0L, 2), (proc.Hasher.Computed, proc.Hasher.Queued));
+        Assert.All(proc.Table.Snapshot(), p => Assert.Empty(p.ExeSha256));
+
+        Assert.Equal(2, await proc.Hasher.DrainAsync(CancellationToken.None));
+        Assert.Equal((2L, 0), (proc.Hasher.Computed, proc.Hasher.Queued));
+        Assert.All(proc.Table.Snapshot(), p => Assert.Equal(Sha256(p.Name), p.ExeSha256));
+    }
+
+    [Fact]
+    public async Task An_executable_rewritten_in_place_is_hashed_anew_for_the_process_that_runs_it_next()
+    {
+        using var proc = new FakeProc();
+        var exe = proc.Executable("tool", "version 1");
+        proc.Add(100, "tool", 1, startTicks: 5000, exe);
+        await proc.ScanAsync();
+        Assert.Equal(ReadOutcome.Ok, Stat(exe, out var v1));
+
+        // Same inode, new size: written through the file, not renamed over it.
+        await RewriteAsync(exe, "version 2, longer");
+        Assert.Equal(ReadOutcome.Ok, Stat(exe, out var v2));
+        Assert.Equal((v1.Device, v1.Inode), (v2.Device, v2.Inode));
+        Assert.NotEqual(v1.Size, v2.Size);
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        proc.Add(101, "tool", 1, startTicks: 1_999_950, exe);
+        Assert.Single(proc.Table.Scan().Lifecycle);
+        Assert.Equal(1, proc.Hasher.Computed);
+        await proc.Hasher.DrainAsync(CancellationToken.None);
+
+        // Same inode, same size, new mtime.
+        await RewriteAsync(exe, "version 3, longer");
+        File.SetLastWriteTimeUtc(exe, File.GetLastWriteTimeUtc(exe).AddSeconds(5));
+        Assert.Equal(ReadOutcome.Ok, Stat(exe, out var v3));
+        Assert.Equal((v2.Inode, v2.Size), (v3.Inode, v3.Size));
+        Assert.NotEqual(v2.MtimeNanos, v3.MtimeNanos);
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        proc.Add(102, "tool", 1, startTicks: 2_000_050, exe);
+        await proc.ScanAsync();
+
+        // The cache key (device, inode, size, mtime) told the versions apart: three hashes, each
+        // process the one of the file it started from.
+        Assert.Equal(3, proc.Hasher.Computed);
+        var hashes = proc.Table.Snapshot().ToDictionary(p => p.Pid, p => p.ExeSha256);
+        Assert.Equal(Sha256("version 1"), hashes[100]);
+        Assert.Equal(Sha256("version 2, longer"), hashes[101]);
+        Assert.Equal(Sha256("version 3, longer"), hashes[102]);
+
+        static async Task RewriteAsync(string path, string content)
+        {
+            await using var file = new FileStream(path, FileMode.Open, FileAccess.Write);
+            file.SetLength(0);
+            await file.WriteAsync(Encoding.UTF8.GetBytes(content));
+        }
+    }
+
+    private static ReadOutcome Stat(string path, out FileKey key) => ProcReader.StatPath(path, out key);
 }

@@ -19,7 +19,8 @@ namespace DaemonEye.Server.Tests;
 public sealed class TaskCoordinatorTests : IDisposable
 {
     private static readonly TimeSpan Heartbeat = TimeSpan.FromSeconds(1);
-    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 11, 25, 12, 0, 0, TimeSpan.Zero));
+    private static readonly DateTimeOffset Start = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
+    private readonly FakeTimeProvider _time;
     private readonly CollectorPresenceHub _hub = new();
     private readonly RpcRouter _router;
     private readonly TaskCoordinator _coordinator;
@@ -29,8 +30,9 @@ public sealed class TaskCoordinatorTests : IDisposable
     {
     }
 
-    private TaskCoordinatorTests(CoordinationOptions options)
+    private TaskCoordinatorTests(CoordinationOptions options, FakeTimeProvider? time = null)
     {
+        _time = time ?? new FakeTimeProvider(Start);
         var rpcOptions = Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 1000 });
         _router = new RpcRouter(rpcOptions, _time, _hub, NullLogger<RpcRouter>.Instance);
         var collectors = new List<CollectorDefinition>
@@ -221,6 +223,69 @@ public sealed class TaskCoordinatorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_failing_health_check_moves_the_task_and_keeps_the_instance_out_of_rotation_until_one_passes()
+    {
+        var p1 = Connect("p-1", 1, "scan");
+        var p2 = Connect("p-2", 1, "scan");
+        var task = Run();
+        var atP1 = await p1.NextAsync();
+
+        // The supervisor's HealthCheck of p-1 answers unhealthy; p-1 still sends heartbeats.
+        _hub.ReportHealthCheck("p-1", healthy: false, "it reports unhealthy: no scan for 9.0 s");
+        _time.Advance(Heartbeat);
+        _coordinator.OnCollectorHeartbeat("p-1");
+        _coordinator.OnCollectorHeartbeat("p-2");
+
+        p2.Answer(await p2.NextAsync(), "from p-2");
+        var result = await task;
+        Assert.Equal("p-2", Assert.Single(result.Results).CollectorId);
+        Assert.Equal(1u, result.Redistributions);
+
+        // p-1's stuck call answers after all (a late result) and frees its slot; it stays out of rotation.
+        p1.Answer(atP1, "from p-1, too late");
+        Assert.True(SpinWait.SpinUntil(() => _coordinator.InstancesFor("scan").Single(i => i.Id == "p-1").InFlight == 0, TimeSpan.FromSeconds(30)));
+        Assert.False(_coordinator.InstancesFor("scan").Single(i => i.Id == "p-1").Healthy);
+        var second = Run();
+        var third = Run();
+        var toP2 = await p2.NextAsync();
+        Assert.Equal(1, _coordinator.Statistics.Queued);
+        Assert.Equal(0, p1.Pending);
+
+        // A passing HealthCheck puts it back: the waiting task goes to p-1.
+        _hub.ReportHealthCheck("p-1", healthy: true, "ok");
+        var toP1 = await p1.NextAsync();
+        p1.Answer(toP1, "p-1 is back");
+        p2.Answer(toP2, "p-2 again");
+
+        Assert.Equal(["p-1", "p-2"], (await Task.WhenAll(second, third)).Select(r => Assert.Single(r.Results).CollectorId).Order());
+        Assert.Equal(1, _coordinator.Statistics.LateResults);
+    }
+
+    [Fact]
+    public async Task A_health_check_failing_on_the_only_instance_holds_the_task_until_it_passes_or_the_instance_answers()
+    {
+        var p1 = Connect("p-1", 2, "scan");
+        var task = Run();
+        var first = await p1.NextAsync();
+
+        // Out of rotation with nowhere else to go: the assignment waits in the queue, the call stays open.
+        _hub.ReportHealthCheck("p-1", healthy: false, "the HealthCheck call failed (Timeout): no answer within 3 s");
+        Assert.Equal(1, _coordinator.Statistics.Queued);
+        Assert.False(task.IsCompleted);
+
+        // Healthy again: the assignment is sent a second time; the first answer wins, the other is a duplicate.
+        _hub.ReportHealthCheck("p-1", healthy: true, "ok");
+        var second = await p1.NextAsync();
+        p1.Answer(first, "first");
+        var result = await task;
+        p1.Answer(second, "second");
+
+        Assert.Equal("first", Assert.Single(result.Results).Payload.ToStringUtf8());
+        Assert.Equal(1u, result.Redistributions);
+        Assert.False(result.Partial);
+    }
+
+    [Fact]
     public async Task At_the_timeout_the_result_is_partial_and_names_the_type_that_did_not_answer()
     {
         var fast = Connect("fast", 1, "scan");
@@ -241,6 +306,24 @@ public sealed class TaskCoordinatorTests : IDisposable
         Assert.Equal("fast", Assert.Single(result.Results).CollectorId);
         var missing = Assert.Single(result.Missing);
         Assert.Equal(("silent", "silent", "instance 'silent' did not answer within 3 s"), (missing.CollectorType, missing.InstanceId, missing.Reason));
+    }
+
+    [Fact]
+    public async Task A_deadline_timer_that_fires_early_is_set_again_so_a_partial_result_never_completes_before_the_timeout()
+    {
+        using var early = new TaskCoordinatorTests(new CoordinationOptions(), new EarlyTimers(Start));
+        var silent = early.Connect("silent", 1, "scan");
+        var task = early.Run(timeoutSeconds: 3);
+        await silent.NextAsync();
+
+        // The deadline timer fires 1 ms before the timeout, as the runtime's millisecond timers can: not yet.
+        early._time.Advance(TimeSpan.FromSeconds(3) - TimeSpan.FromMilliseconds(1));
+        Assert.False(task.IsCompleted);
+        early._time.Advance(TimeSpan.FromMilliseconds(1));
+
+        var result = await task;
+        Assert.True(result.Partial);
+        Assert.Equal(3_000_000ul, result.DurationUs);
     }
 
     [Fact]
@@ -310,5 +393,12 @@ public sealed class TaskCoordinatorTests : IDisposable
             owner._router.HandleResponse(this, new RpcResponse { Correlation = request.Correlation, Status = RpcStatus.Ok, Payload = result.ToByteString() });
             _answered.Writer.TryWrite(true);
         }
+    }
+
+    /// <summary>A fake clock whose timers fire 1 ms before they are due (their first time).</summary>
+    private sealed class EarlyTimers(DateTimeOffset start) : FakeTimeProvider(start)
+    {
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            base.CreateTimer(callback, state, dueTime > TimeSpan.FromMilliseconds(1) && dueTime != Timeout.InfiniteTimeSpan ? dueTime - TimeSpan.FromMilliseconds(1) : dueTime, period);
     }
 }

@@ -12,6 +12,7 @@
 //   --task-delay-ms N     each task takes N ms
 //   --never-answer        accept tasks and never answer them
 //   --say TEXT            at start, print "said TEXT on stdout" on stdout and "said TEXT on stderr" on stderr
+//   --unhealthy           answer every HealthCheck healthy=false (status "unhealthy on purpose")
 // A task's result payload is a google.protobuf.Struct: instance, pid, task_id, in_flight (tasks
 // this process was running when the task started, itself included), max_in_flight (the most ever
 // at once in this process), executed (tasks started so far) and the task's parameters.
@@ -126,7 +127,12 @@ collector.Handle(RpcOperation.ExecuteTask, async (call, cancellationToken) =>
     }
 });
 
-if (healthDelay > TimeSpan.Zero)
+if (args.Contains("--unhealthy"))
+{
+    collector.HandleHealthCheck((call, cancellationToken) =>
+        ValueTask.FromResult(new HealthCheckResponse { Healthy = false, Status = "unhealthy on purpose (--unhealthy)", UptimeMs = (ulong)call.Collector.Uptime.TotalMilliseconds }));
+}
+else if (healthDelay > TimeSpan.Zero)
 {
     collector.HandleHealthCheck(async (call, cancellationToken) =>
     {

@@ -20,6 +20,7 @@ internal static class BenchCommand
         var bench = new Command("bench", "Measure the running agent");
         bench.Subcommands.Add(BuildPubSub(context));
         bench.Subcommands.Add(BenchRpcCommand.Build(context));
+        bench.Subcommands.Add(BenchTasksCommand.Build(context));
         return bench;
     }
 

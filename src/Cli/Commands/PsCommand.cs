@@ -118,6 +118,7 @@ internal static class PsCommand
                 w.WriteNumber("uid", p.Uid);
                 w.WriteString("user", p.User);
                 w.WriteString("name", p.Name);
+                w.WriteString("comm", p.Comm);
                 w.WriteNumber("cpu_percent", p.CpuPercent);
                 w.WriteNumber("rss_bytes", p.RssBytes);
                 w.WriteNumber("threads", p.Threads);

@@ -156,8 +156,21 @@ internal sealed partial class ProcessMonitor(
     /// <summary>Publishes a snapshot on events.process.batch, in parts of at most max_batch_part_bytes.</summary>
     private async Task PublishBatchAsync(ProcessSnapshot snapshot, CancellationToken cancellationToken)
     {
+        foreach (var part in SplitBatch(snapshot, settings.MaxBatchPartBytes))
+        {
+            await PublishAsync(BatchTopic, part, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// The parts of <paramref name="snapshot"/> for events.process.batch: each at most
+    /// <paramref name="limit"/> bytes encoded (a single process larger than that gets a part of its
+    /// own), numbered 1..n with parts = n, together holding every process once, in order. An empty
+    /// snapshot is one part.
+    /// </summary>
+    internal static List<ProcessSnapshot> SplitBatch(ProcessSnapshot snapshot, int limit)
+    {
         var parts = new List<ProcessSnapshot>();
-        var limit = settings.MaxBatchPartBytes;
         ProcessSnapshot? part = null;
         var size = 0;
         foreach (var process in snapshot.Processes)
@@ -168,7 +181,7 @@ internal sealed partial class ProcessMonitor(
                 part = snapshot.Clone();
                 part.Processes.Clear();
                 parts.Add(part);
-                size = part.CalculateSize();
+                size = part.CalculateSize() + 16;
             }
 
             part.Processes.Add(process);
@@ -177,15 +190,16 @@ internal sealed partial class ProcessMonitor(
 
         if (parts.Count == 0)
         {
-            parts.Add(snapshot);
+            parts.Add(snapshot.Clone());
         }
 
         for (var i = 0; i < parts.Count; i++)
         {
             parts[i].Part = (uint)(i + 1);
             parts[i].Parts = (uint)parts.Count;
-            await PublishAsync(BatchTopic, parts[i], cancellationToken).ConfigureAwait(false);
         }
+
+        return parts;
     }
 
     /// <summary>The process.snapshot task: parameters <c>fresh</c> ("true": scan now, publishing what

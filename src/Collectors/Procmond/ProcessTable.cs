@@ -182,17 +182,25 @@ internal sealed class ProcessTable
         }
 
         process.Generation = generation;
+        var renamed = false;
         if (isNew || execed || !stat.Comm(data).SequenceEqual(process.CommRaw))
         {
             // A new name alone (prctl PR_SET_NAME) is no event; it shows in later events and snapshots.
             process.CommRaw = stat.Comm(data).ToArray();
-            process.Name = Encoding.UTF8.GetString(process.CommRaw);
+            process.Comm = Encoding.UTF8.GetString(process.CommRaw);
+            renamed = true;
         }
 
         if (isNew || execed)
         {
             process.ExeDenied = linkLength < 0 && !stat.IsKernelThread && stat.State != 'Z';
             Details(process, stat, linkLength);
+        }
+
+        if (renamed)
+        {
+            // After Details: the executable and command line complete a comm the kernel cut at 15 bytes.
+            process.Name = ProcParsers.CompleteName(process.CommRaw, process.Executable, process.CommandLine) ?? process.Comm;
         }
 
         // Deletion or replacement on disk of the running image: the link gains " (deleted)".
@@ -400,6 +408,7 @@ internal sealed class ProcessTable
             Pid = (uint)p.Pid,
             Ppid = (uint)p.Ppid,
             Name = p.Name,
+            Comm = p.Comm,
             Executable = p.Executable,
             Uid = p.Uid,
             User = p.User,
@@ -425,7 +434,9 @@ internal sealed class TrackedProcess
     public ulong StartTicks;
     public ulong StartUnixMs;
     public int Ppid;
+    /// <summary>The comm, completed when the kernel cut it (<see cref="ProcParsers.CompleteName"/>).</summary>
     public string Name = string.Empty;
+    public string Comm = string.Empty;
     public byte[] CommRaw = [];
     public byte[] ExeRaw = [];
     public string Executable = string.Empty;

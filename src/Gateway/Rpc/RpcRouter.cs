@@ -34,6 +34,13 @@ public interface ICollectorPresenceObserver
 
     /// <summary>The collector published on its own heartbeat topic. Must not block.</summary>
     void OnCollectorHeartbeat(string collectorId);
+
+    /// <summary>
+    /// The agent's periodic HealthCheck of the collector came back: <paramref name="healthy"/> false when
+    /// it answered unhealthy or the call failed (timeout, error); <paramref name="detail"/> says which.
+    /// Must not block.
+    /// </summary>
+    void OnCollectorHealthChecked(string collectorId, bool healthy, string detail);
 }
 
 /// <summary>
@@ -54,6 +61,15 @@ public sealed class CollectorPresenceHub
     }
 
     internal ICollectorPresenceObserver[] Observers => _observers;
+
+    /// <summary>Tells the observers how a HealthCheck of <paramref name="collectorId"/> went (the supervisor calls this).</summary>
+    public void ReportHealthCheck(string collectorId, bool healthy, string detail)
+    {
+        foreach (var observer in _observers)
+        {
+            observer.OnCollectorHealthChecked(collectorId, healthy, detail);
+        }
+    }
 }
 
 /// <summary>

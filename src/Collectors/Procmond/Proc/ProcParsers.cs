@@ -132,6 +132,54 @@ internal static class ProcParsers
         return args;
     }
 
+    /// <summary>The longest comm the kernel keeps (TASK_COMM_LEN 16, less the NUL): longer names are cut.</summary>
+    public const int MaxCommBytes = 15;
+
+    /// <summary>
+    /// The full name a cut comm stands for. The kernel's comm is the basename of the file passed to
+    /// execve, cut at 15 bytes. When it is exactly that long (so possibly cut) and the basename of the
+    /// executable, or else of argv[0], argv[1] or argv[2] (a #! script: the interpreter is the
+    /// executable, the script an argument), is longer and begins with it, that basename is returned.
+    /// Null otherwise (a short comm is whole; one set by prctl(PR_SET_NAME) matches nothing): the comm
+    /// is the name.
+    /// </summary>
+    public static string? CompleteName(ReadOnlySpan<byte> comm, string executable, IReadOnlyList<string> commandLine)
+    {
+        if (comm.Length != MaxCommBytes)
+        {
+            return null;
+        }
+
+        if (Completes(comm, executable) is { } fromExecutable)
+        {
+            return fromExecutable;
+        }
+
+        for (var i = 0; i < commandLine.Count && i < 3; i++)
+        {
+            var arg = commandLine[i];
+            if (commandLine.Count == 1 && arg.IndexOf(' ', StringComparison.Ordinal) is > 0 and var space)
+            {
+                // A process that rewrote its argument area into one string ("name: detail ..."): its first word.
+                arg = arg[..space].TrimEnd(':');
+            }
+
+            if (Completes(comm, arg) is { } fromArgument)
+            {
+                return fromArgument;
+            }
+        }
+
+        return null;
+
+        static string? Completes(ReadOnlySpan<byte> comm, string path)
+        {
+            var basename = path[(path.LastIndexOf('/') + 1)..];
+            var bytes = Encoding.UTF8.GetBytes(basename);
+            return bytes.Length > comm.Length && bytes.AsSpan().StartsWith(comm) ? basename : null;
+        }
+    }
+
     /// <summary>btime (boot time, seconds since the epoch) from /proc/stat.</summary>
     public static bool TryParseBootTime(ReadOnlySpan<byte> data, out long bootTime)
     {
