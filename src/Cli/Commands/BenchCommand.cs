@@ -313,15 +313,13 @@ internal static class BenchCommand
 
         private double DeliveredPerSec => DeliverSeconds > 0 ? Delivered / DeliverSeconds : 0;
 
-        private static double Micros(long nanos) => Math.Round(nanos / 1000.0, 1);
-
         public void Print(TextWriter output)
         {
             output.WriteLine($"pubsub: {Settings.Publishers} publisher(s), {Settings.Subscribers} subscriber(s), {Settings.Messages:N0} messages of {Settings.Size} B{(Settings.Rate > 0 ? $" at {Settings.Rate:N0} msgs/s" : "")}");
             output.WriteLine($"  sent       {Sent,14:N0} msgs  {SentPerSec,14:N0} msgs/s  ({PublishSeconds:0.000} s)");
             output.WriteLine($"  delivered  {Delivered,14:N0} msgs  {DeliveredPerSec,14:N0} msgs/s  ({DeliverSeconds:0.000} s)");
             output.WriteLine($"  dropped    {Dropped,14:N0} msgs");
-            output.WriteLine($"  latency    p50 {Micros(Latency.ValueAt(50))} µs  p99 {Micros(Latency.ValueAt(99))} µs  p99.9 {Micros(Latency.ValueAt(99.9))} µs  max {Micros(Latency.Max)} µs");
+            output.WriteLine($"  latency    {Latency.Summary()}");
         }
 
         public string ToJson()
@@ -344,13 +342,7 @@ internal static class BenchCommand
                 w.WriteBoolean("complete", Complete);
                 w.WriteNumber("publish_seconds", Math.Round(PublishSeconds, 6));
                 w.WriteNumber("deliver_seconds", Math.Round(DeliverSeconds, 6));
-                w.WriteStartObject("latency_us");
-                w.WriteNumber("p50", Micros(Latency.ValueAt(50)));
-                w.WriteNumber("p99", Micros(Latency.ValueAt(99)));
-                w.WriteNumber("p999", Micros(Latency.ValueAt(99.9)));
-                w.WriteNumber("max", Micros(Latency.Max));
-                w.WriteNumber("mean", Latency.Count > 0 ? Math.Round(Latency.Sum / Latency.Count / 1000.0, 1) : 0);
-                w.WriteEndObject();
+                Latency.WriteMicros(w);
                 w.WriteEndObject();
             }
 

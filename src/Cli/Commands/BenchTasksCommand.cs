@@ -228,14 +228,12 @@ internal static class BenchTasksCommand
     {
         private double PerSecond => Seconds > 0 ? Tasks / Seconds : 0;
 
-        private static double Micros(long nanos) => Math.Round(nanos / 1000.0, 1);
-
         public void Print(TextWriter output, Settings settings)
         {
             output.WriteLine($"tasks: {settings.TaskType}, concurrency {settings.Concurrency} (one IPC connection each)");
             output.WriteLine($"  tasks      {Tasks,14:N0}  {PerSecond,14:N0} tasks/s  ({Seconds:0.000} s)");
             output.WriteLine($"  errors     {Errors.Values.Sum(),14:N0}{(Errors.Count > 0 ? "  " + string.Join(", ", Errors.Select(e => $"{e.Key} {e.Value}")) : "")}");
-            output.WriteLine($"  latency    p50 {Micros(Latency.ValueAt(50))} µs  p99 {Micros(Latency.ValueAt(99))} µs  p99.9 {Micros(Latency.ValueAt(99.9))} µs  max {Micros(Latency.Max)} µs");
+            output.WriteLine($"  latency    {Latency.Summary()}");
             output.WriteLine($"  results    {string.Join(", ", Instances.Select(i => $"{i.Key} {i.Value:N0}"))}; redistributed {Redistributions:N0}");
         }
 
@@ -251,13 +249,7 @@ internal static class BenchTasksCommand
                 w.WriteNumber("ok", Tasks - Errors.Values.Sum());
                 w.WriteNumber("seconds", Math.Round(Seconds, 6));
                 w.WriteNumber("tasks_per_sec", Math.Round(PerSecond));
-                w.WriteStartObject("latency_us");
-                w.WriteNumber("p50", Micros(Latency.ValueAt(50)));
-                w.WriteNumber("p99", Micros(Latency.ValueAt(99)));
-                w.WriteNumber("p999", Micros(Latency.ValueAt(99.9)));
-                w.WriteNumber("max", Micros(Latency.Max));
-                w.WriteNumber("mean", Latency.Count > 0 ? Math.Round(Latency.Sum / Latency.Count / 1000.0, 1) : 0);
-                w.WriteEndObject();
+                Latency.WriteMicros(w);
                 w.WriteStartObject("errors");
                 foreach (var (kind, n) in Errors)
                 {

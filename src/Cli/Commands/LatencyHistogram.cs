@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Text.Json;
 
 namespace DaemonEye.Cli.Commands;
 
@@ -47,6 +48,24 @@ internal sealed class LatencyHistogram
         Sum += other.Sum;
         Max = Math.Max(Max, other.Max);
     }
+
+    /// <summary>The benches' one-line summary of nanosecond latencies, in microseconds.</summary>
+    public string Summary() =>
+        $"p50 {Micros(ValueAt(50))} µs  p99 {Micros(ValueAt(99))} µs  p99.9 {Micros(ValueAt(99.9))} µs  max {Micros(Max)} µs";
+
+    /// <summary>The benches' <c>latency_us</c> JSON object (p50, p99, p999, max, mean) of nanosecond latencies.</summary>
+    public void WriteMicros(Utf8JsonWriter writer)
+    {
+        writer.WriteStartObject("latency_us");
+        writer.WriteNumber("p50", Micros(ValueAt(50)));
+        writer.WriteNumber("p99", Micros(ValueAt(99)));
+        writer.WriteNumber("p999", Micros(ValueAt(99.9)));
+        writer.WriteNumber("max", Micros(Max));
+        writer.WriteNumber("mean", Count > 0 ? Math.Round(Sum / Count / 1000.0, 1) : 0);
+        writer.WriteEndObject();
+    }
+
+    private static double Micros(long nanos) => Math.Round(nanos / 1000.0, 1);
 
     /// <summary>The value at or below which <paramref name="percentile"/> percent of the recorded values lie (bucket midpoint).</summary>
     public long ValueAt(double percentile)
