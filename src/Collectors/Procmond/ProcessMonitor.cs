@@ -170,18 +170,23 @@ internal sealed partial class ProcessMonitor(
     /// </summary>
     internal static List<ProcessSnapshot> SplitBatch(ProcessSnapshot snapshot, int limit)
     {
+        // Upper bounds of what encoding adds around the sizes CalculateSize gives: a repeated message
+        // field's tag and length varint (1 + at most 5 bytes), and the part and parts fields set below
+        // (2 x (tag + uint32 varint of at most 5 bytes)).
+        const int PerProcessFraming = 8;
+        const int PartNumbering = 16;
         var parts = new List<ProcessSnapshot>();
         ProcessSnapshot? part = null;
         var size = 0;
         foreach (var process in snapshot.Processes)
         {
-            var bytes = process.CalculateSize() + 8;
+            var bytes = process.CalculateSize() + PerProcessFraming;
             if (part is null || (size + bytes > limit && part.Processes.Count > 0))
             {
                 part = snapshot.Clone();
                 part.Processes.Clear();
                 parts.Add(part);
-                size = part.CalculateSize() + 16;
+                size = part.CalculateSize() + PartNumbering;
             }
 
             part.Processes.Add(process);
