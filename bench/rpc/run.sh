@@ -1,6 +1,7 @@
 #!/bin/bash
 # usage: run.sh <build-root> <label> <conc>... ; prints one line per concurrency:
-# rps, latency, and CPU ms per 1000 round trips of agent (a), collector (k), bench (b: via /usr/bin/time is skipped; total via clock ticks)
+# rps, latency, and CPU µs per round trip of the agent and the collector (clock ticks from /proc) and of
+# the bench CLI (bash's time; includes its start-up and JIT), then syscalls/context switches per round trip
 ROOT=$1; LABEL=$2; shift 2
 mkdir -p /tmp/rpcb; D=$(mktemp -d /tmp/rpcb/sock.XXXX)
 export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock
@@ -25,14 +26,15 @@ for c in "$@"; do
   perf stat -x, -e raw_syscalls:sys_enter,context-switches -p $AGENT -o $D/pa.txt & PA=$!
   perf stat -x, -e raw_syscalls:sys_enter,context-switches -p $COLL -o $D/pk.txt & PK=$!
   sleep 0.2
-  out=$(dotnet src/Cli/bin/Release/net10.0/daemoneye-cli.dll bench rpc --collector example --concurrency $c --connections $conns --requests $n --warmup 2000 --json 2>&1 | tail -1)
+  TIMEFORMAT='%U %S'
+  { time out=$(dotnet src/Cli/bin/Release/net10.0/daemoneye-cli.dll bench rpc --collector example --concurrency $c --connections $conns --requests $n --warmup 2000 --json 2>&1 | tail -1) ; } 2> $D/bench-time.txt
   a1=$(ticks $AGENT); k1=$(ticks $COLL)
   kill -INT $PA $PK; wait $PA $PK 2>/dev/null
   sa=$(grep sys_enter $D/pa.txt | cut -d, -f1); ca=$(grep context $D/pa.txt | cut -d, -f1)
   sk=$(grep sys_enter $D/pk.txt | cut -d, -f1); ck=$(grep context $D/pk.txt | cut -d, -f1)
   # clock ticks are 10 ms; CPU µs per round trip (includes warm-up calls)
   tot=$((n+2000))
-  echo "$LABEL c=$c $(echo "$out" | sed -E 's/.*"requests_per_sec":([0-9]+).*"p50":([0-9.]+),"p99":([0-9.]+),"p999":([0-9.]+).*/rps \1 p50 \2 p99 \3 p999 \4/') cpu_us/rt agent $(( (a1-a0)*10000000/tot/1000 )) collector $(( (k1-k0)*10000000/tot/1000 )) | per_rt syscalls/cswitch agent $(echo "scale=1;$sa/$tot" | bc)/$(echo "scale=1;$ca/$tot" | bc) collector $(echo "scale=1;$sk/$tot" | bc)/$(echo "scale=1;$ck/$tot" | bc)"
+  echo "$LABEL c=$c $(echo "$out" | sed -E 's/.*"requests_per_sec":([0-9]+).*"p50":([0-9.]+),"p99":([0-9.]+),"p999":([0-9.]+).*/rps \1 p50 \2 p99 \3 p999 \4/') cpu_us/rt agent $(( (a1-a0)*10000000/tot/1000 )) collector $(( (k1-k0)*10000000/tot/1000 )) bench $(awk -v t=$tot '{printf "%d", ($1+$2)*1000000/t}' $D/bench-time.txt) | per_rt syscalls/cswitch agent $(echo "scale=1;$sa/$tot" | bc)/$(echo "scale=1;$ca/$tot" | bc) collector $(echo "scale=1;$sk/$tot" | bc)/$(echo "scale=1;$ck/$tot" | bc)"
 done
 kill $AGENT; wait $AGENT 2>/dev/null
 [ -n "$KEEP" ] || rm -rf $D

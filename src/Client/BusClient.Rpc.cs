@@ -30,6 +30,13 @@ public sealed partial class BusClient
     /// <summary>RPC responses that arrived for no pending call (after a caller-side timeout or cancellation) and were dropped.</summary>
     public long LateRpcResponses => Interlocked.Read(ref _lateResponses);
 
+    /// <summary>
+    /// Set by the collector host: serves a request on the reader's thread and returns true, or returns
+    /// false to queue it on <see cref="RpcRequests"/>. Only for answers that are quick and never wait
+    /// (the host's own HealthCheck and GetCapabilities): the reader reads nothing else meanwhile.
+    /// </summary>
+    internal Func<RpcRequest, bool>? InlineRpcHandler { get; set; }
+
     /// <summary>Calls made with <see cref="CallAsync"/> still waiting for their answer.</summary>
     public int PendingCalls => _calls.Count;
 
@@ -97,10 +104,17 @@ public sealed partial class BusClient
             return Failure(request, RpcErrorKind.CommunicationError, $"not connected to the agent at {SocketPath}: {fault.Message}");
         }
 
-        // Wait for a connection (the client may be reconnecting), but not past the deadline.
+        // Wait for a connection (the client may be reconnecting), but not past the deadline. Connected
+        // (the usual case): no wait, and no linked token source and timer made for it.
         Connection connection;
-        using (var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        if (Volatile.Read(ref _connection) is { Closed.IsCompleted: false } current)
         {
+            cancellationToken.ThrowIfCancellationRequested();
+            connection = current;
+        }
+        else
+        {
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             if (chosen is { } limit)
             {
                 wait.CancelAfter(limit);
@@ -126,6 +140,9 @@ public sealed partial class BusClient
 
         var call = new PendingCall(request, connection);
         var id = request.Correlation.CorrelationId;
+        // Alone: send on this thread (the latency path). With other calls in flight, the writer's
+        // batching is worth more than the hand-off it costs.
+        var alone = _calls.IsEmpty;
         _calls[id] = call;
         if (connection.Closed.IsCompleted)
         {
@@ -142,7 +159,7 @@ public sealed partial class BusClient
             }, (this, call), deadline + RpcDeadlineGrace, Timeout.InfiniteTimeSpan);
         }
 
-        EnqueueControl(new Envelope { RpcRequest = request });
+        EnqueueControl(new Envelope { RpcRequest = request }, direct: alone);
         Log.RpcSent(_logger, id, operation, collectorId);
         if (!cancellationToken.CanBeCanceled)
         {
@@ -179,7 +196,7 @@ public sealed partial class BusClient
             return ValueTask.FromCanceled(cancellationToken);
         }
 
-        EnqueueControl(new Envelope { RpcResponse = response });
+        EnqueueControl(new Envelope { RpcResponse = response }, direct: true);
         return ValueTask.CompletedTask;
     }
 
@@ -254,7 +271,11 @@ public sealed partial class BusClient
     {
         if (envelope.BodyCase == Envelope.BodyOneofCase.RpcRequest)
         {
-            _incomingRequests.Writer.TryWrite(envelope.RpcRequest);
+            if (InlineRpcHandler?.Invoke(envelope.RpcRequest) != true)
+            {
+                _incomingRequests.Writer.TryWrite(envelope.RpcRequest);
+            }
+
             return;
         }
 

@@ -36,6 +36,17 @@ public sealed partial class BusClient : IAsyncDisposable
     private ArrayBufferWriter<byte> _sending = new(64 * 1024);
     private int _pendingFrames;
     private bool _writerWaiting;
+    // While the writer is parked, an RPC frame is sent on the caller's thread (see TrySendDirectLocked)
+    // to this socket, the parked writer's; a frame the kernel took only part of leaves its rest in
+    // _unsent, which the writer sends before anything else (it belongs to that connection only).
+    private Socket? _parkedSocket;
+    private ReadOnlyMemory<byte> _unsent;
+    private int _unsentFrames;
+    // Corking: RPC frames the reader's thread produces (a collector's inline answers) wait in _pending
+    // until the reader has processed its whole read, then leave in one send (SendCorked).
+    [ThreadStatic]
+    private static BusClient? t_corking;
+    private bool _corked;
     private TaskCompletionSource? _spaceAvailable;
     private readonly Dictionary<string, TopicStream> _streams = new(StringComparer.Ordinal);
     private readonly ulong _idPrefix = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
@@ -389,14 +400,84 @@ public sealed partial class BusClient : IAsyncDisposable
         return (id, pending);
     }
 
-    private void EnqueueControl(Envelope envelope)
+    /// <param name="envelope">The frame to send.</param>
+    /// <param name="direct">An RPC frame: when the writer is parked, send it on this thread, which
+    /// saves waking the writer (a thread hand-off on each side of every call).</param>
+    private void EnqueueControl(Envelope envelope, bool direct = false)
     {
         lock (_writeGate)
         {
             Framing.Write(_pending, envelope);
             _pendingFrames++;
+            if (direct)
+            {
+                if (t_corking == this)
+                {
+                    _corked = true;
+                    return;
+                }
+
+                if (TrySendDirectLocked())
+                {
+                    return;
+                }
+            }
+
             WakeWriterLocked();
         }
+    }
+
+    /// <summary>On the reader, after a read's frames: sends the RPC frames they produced.</summary>
+    private void SendCorked()
+    {
+        lock (_writeGate)
+        {
+            if (!_corked)
+            {
+                return;
+            }
+
+            _corked = false;
+            if (!TrySendDirectLocked())
+            {
+                WakeWriterLocked();
+            }
+        }
+    }
+
+    /// <summary>
+    /// With the writer parked (so <c>_pending</c> holds only RPC frames added since: a publish would
+    /// have woken it), sends them on the parked writer's socket, without ever waiting on the agent.
+    /// False when the writer must send them (or their unsent rest) instead.
+    /// </summary>
+    private bool TrySendDirectLocked()
+    {
+        if (!_writerWaiting || _parkedSocket is not { } socket || _pendingFrames == 0)
+        {
+            return false;
+        }
+
+        var data = _pending.WrittenSpan;
+        // 0: the socket buffer is full; -1: the socket failed, which the writer will meet and report.
+        var sent = SocketSend.TrySendNow(socket, data);
+        if (sent <= 0)
+        {
+            return false;
+        }
+
+        if (sent < data.Length)
+        {
+            // Part of a frame: its rest must follow on this same connection, before anything else.
+            _unsent = data[sent..].ToArray();
+            _unsentFrames = _pendingFrames;
+            _pending.ResetWrittenCount();
+            _pendingFrames = 0;
+            return false;
+        }
+
+        _pending.ResetWrittenCount();
+        _pendingFrames = 0;
+        return true;
     }
 
     private void WakeWriterLocked()
@@ -404,6 +485,7 @@ public sealed partial class BusClient : IAsyncDisposable
         if (_writerWaiting)
         {
             _writerWaiting = false;
+            _parkedSocket = null;
             _writerSignal.Release();
         }
     }
@@ -736,9 +818,11 @@ public sealed partial class BusClient : IAsyncDisposable
         long lost;
         lock (_writeGate)
         {
-            lost = _sendingFrames;
+            lost = _sendingFrames + _unsentFrames;
             _sendingFrames = 0;
             _sending.ResetWrittenCount();
+            _unsent = default;
+            _unsentFrames = 0;
         }
 
         Interlocked.Add(ref _lostFrames, lost);
@@ -828,17 +912,22 @@ public sealed partial class BusClient : IAsyncDisposable
             {
                 TaskCompletionSource? space = null;
                 var idle = false;
+                ReadOnlyMemory<byte> unsent;
                 lock (_writeGate)
                 {
-                    if (_pending.WrittenCount == 0)
+                    unsent = _unsent;
+                    _unsent = default;
+                    if (_pending.WrittenCount == 0 && unsent.IsEmpty)
                     {
                         _writerWaiting = true;
+                        _parkedSocket = connection.Socket;
                         idle = true;
                     }
                     else
                     {
                         (_pending, _sending) = (_sending, _pending);
-                        _sendingFrames = _pendingFrames;
+                        _sendingFrames = _pendingFrames + _unsentFrames;
+                        _unsentFrames = 0;
                         _pendingFrames = 0;
                         space = _spaceAvailable;
                         _spaceAvailable = null;
@@ -852,6 +941,7 @@ public sealed partial class BusClient : IAsyncDisposable
                 }
 
                 space?.TrySetResult();
+                await SendAllAsync(connection.Socket, unsent, token).ConfigureAwait(false);
                 await SendAllAsync(connection.Socket, _sending.WrittenMemory, token).ConfigureAwait(false);
                 lock (_writeGate)
                 {
@@ -872,6 +962,7 @@ public sealed partial class BusClient : IAsyncDisposable
             lock (_writeGate)
             {
                 _writerWaiting = false;
+                _parkedSocket = null;
             }
         }
     }
@@ -897,12 +988,25 @@ public sealed partial class BusClient : IAsyncDisposable
             {
                 while (reader.TryTake(out var offset, out var length))
                 {
-                    var blocked = ProcessFrame(connection, reader.Buffer.AsSpan(offset, length));
+                    BlockedDelivery blocked;
+                    t_corking = this;
+                    try
+                    {
+                        blocked = ProcessFrame(connection, reader.Buffer.AsSpan(offset, length));
+                    }
+                    finally
+                    {
+                        t_corking = null;
+                    }
+
                     if (blocked.Message is not null)
                     {
+                        SendCorked();
                         await DeliverBlockedAsync(connection, blocked, token).ConfigureAwait(false);
                     }
                 }
+
+                SendCorked();
 
                 if (!await reader.FillAsync(connection.Socket, token).ConfigureAwait(false))
                 {

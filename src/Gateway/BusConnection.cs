@@ -21,7 +21,8 @@ namespace DaemonEye.Gateway;
 /// reads again (so one publisher's messages on one topic stay in order, and a publisher faster
 /// than the bus is slowed by the socket rather than by memory). The write loop drains a bounded
 /// outbound queue into the socket; when the queue is full, messages for this connection only are
-/// dropped, counted and reported with a Dropped notice.
+/// dropped, counted and reported with a Dropped notice. An RPC frame for a connection whose writer
+/// is idle skips the queue: the routing thread sends it itself (see <see cref="SendLocked"/>).
 /// </summary>
 internal sealed partial class BusConnection : IRpcPeer
 {
@@ -55,6 +56,23 @@ internal sealed partial class BusConnection : IRpcPeer
     private volatile bool _closed;
     private bool _welcomed;
 
+    // The direct send path. The writer loop marks itself idle (under the gate) only once the queue is
+    // empty and every byte it wrote is flushed; while it is idle a router may send a frame on the
+    // socket itself. The writer takes the gate before it writes again, so bytes never interleave; a
+    // frame the kernel took only part of leaves its rest here, which the writer sends first.
+    private readonly Lock _sendGate = new();
+    private bool _writerIdle;
+    private ReadOnlyMemory<byte> _unsent;
+
+    // Corking (see HandleRpc): the frames readers routed to this connection during their current
+    // read, guarded by _sendGate; and, on the reading side, the connections this read corked for.
+    private const int InitialCork = 4 * 1024;
+    private const int MaxIdleCork = 256 * 1024;
+    [ThreadStatic]
+    private static BusConnection? t_corking;
+    private ArrayBufferWriter<byte> _cork = new(InitialCork);
+    private readonly List<BusConnection> _corkedFor = [];
+
     // A collector is registered (and its presence announced) before its Welcome is queued, so a request
     // routed to it in between (the task coordinator dispatches as soon as an instance appears) waits
     // here and is queued right after the Welcome: a client never sees a request before its Welcome.
@@ -83,6 +101,7 @@ internal sealed partial class BusConnection : IRpcPeer
         _capacity = options.MessageBufferSize;
         _maxFrameSize = options.MaxFrameSize;
         _publishes = new PublishAccumulator(grains, metrics: metrics);
+        System.Diagnostics.Debug.Assert(_outbound.Reader.CanPeek, "the direct send path asks the queue whether it is empty");
         _delivery = metrics.NewDeliveryMeter();
     }
 
@@ -189,6 +208,7 @@ internal sealed partial class BusConnection : IRpcPeer
 
     private async Task CloseAsync(Task writer)
     {
+        SendCorked(); // what this connection's last read routed to others still goes
         _closed = true;
         _directory.Remove(Id);
         _rpc.PeerClosed(this);
@@ -264,10 +284,20 @@ internal sealed partial class BusConnection : IRpcPeer
                 else if (control is not null)
                 {
                     await FlushPublishesAsync();
-                    await HandleControlAsync(control);
+                    if (control.BodyCase is Envelope.BodyOneofCase.RpcRequest or Envelope.BodyOneofCase.RpcResponse)
+                    {
+                        HandleRpc(control);
+                    }
+                    else
+                    {
+                        SendCorked();
+                        await HandleControlAsync(control);
+                    }
                 }
             }
 
+            // Every RPC frame this read routed leaves now: one send per destination.
+            SendCorked();
             if (!stop)
             {
                 await FlushPublishesAsync();
@@ -413,6 +443,8 @@ internal sealed partial class BusConnection : IRpcPeer
             return;
         }
 
+        SendCorked(); // nothing corked waits behind the grain calls
+
         var pending = _publishes.PendingMessages;
         try
         {
@@ -510,25 +542,56 @@ internal sealed partial class BusConnection : IRpcPeer
             case Envelope.BodyOneofCase.Unsubscribe:
                 await UnsubscribeAsync(envelope.RequestId, envelope.Unsubscribe.SubscriptionId);
                 break;
-            case Envelope.BodyOneofCase.RpcRequest:
-                if (AuthorizeRpcRequest(envelope.RpcRequest))
-                {
-                    _rpc.HandleRequest(this, envelope.RpcRequest);
-                }
-
-                break;
-            case Envelope.BodyOneofCase.RpcResponse:
-                if (AuthorizeRpcResponse(envelope.RequestId, envelope.RpcResponse))
-                {
-                    _rpc.HandleResponse(this, envelope.RpcResponse);
-                }
-
-                break;
             case Envelope.BodyOneofCase.Ping:
                 // Every earlier frame has been routed (publishes were flushed first): a barrier.
                 Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } })));
                 break;
         }
+    }
+
+    /// <summary>
+    /// Routes an RPC frame on the reading thread. The frames it produces (the request for the callee,
+    /// the answer for the caller, a refusal for this connection) are corked: collected per destination
+    /// and sent by <see cref="SendCorked"/> once this read is done, so a read of many calls costs one
+    /// send per destination rather than one per call.
+    /// </summary>
+    private void HandleRpc(Envelope envelope)
+    {
+        t_corking = this;
+        try
+        {
+            if (envelope.BodyCase == Envelope.BodyOneofCase.RpcRequest)
+            {
+                if (AuthorizeRpcRequest(envelope.RpcRequest))
+                {
+                    _rpc.HandleRequest(this, envelope.RpcRequest);
+                }
+            }
+            else if (AuthorizeRpcResponse(envelope.RequestId, envelope.RpcResponse))
+            {
+                _rpc.HandleResponse(this, envelope.RpcResponse);
+            }
+        }
+        finally
+        {
+            t_corking = null;
+        }
+    }
+
+    /// <summary>Sends what this connection's read corked for each destination (see <see cref="HandleRpc"/>).</summary>
+    private void SendCorked()
+    {
+        if (_corkedFor.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var destination in _corkedFor)
+        {
+            destination.FlushCork();
+        }
+
+        _corkedFor.Clear();
     }
 
     private async Task SubscribeAsync(uint requestId, string pattern)
@@ -676,10 +739,110 @@ internal sealed partial class BusConnection : IRpcPeer
             }
         }
 
-        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+        SendOrEnqueue(Framing.ToFrame(new Envelope { RpcRequest = request }));
     }
 
-    public void DeliverResponse(RpcResponse response) => Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcResponse = response })));
+    public void DeliverResponse(RpcResponse response) => SendOrEnqueue(Framing.ToFrame(new Envelope { RpcResponse = response }));
+
+    private void SendOrEnqueue(byte[] frame)
+    {
+        if (t_corking is { } reader)
+        {
+            lock (_sendGate)
+            {
+                if (_cork.WrittenCount == 0)
+                {
+                    reader._corkedFor.Add(this);
+                }
+
+                _cork.Write(frame);
+            }
+
+            return;
+        }
+
+        lock (_sendGate)
+        {
+            SendLocked(frame, stable: true);
+        }
+    }
+
+    /// <summary>Sends the frames corked for this connection: directly when its writer is idle, else through its queue.</summary>
+    private void FlushCork()
+    {
+        lock (_sendGate)
+        {
+            if (_cork.WrittenCount == 0)
+            {
+                return;
+            }
+
+            SendLocked(_cork.WrittenMemory, stable: false);
+            _cork.ResetWrittenCount();
+            if (_cork.Capacity > MaxIdleCork)
+            {
+                _cork = new ArrayBufferWriter<byte>(InitialCork);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Sends whole frames on the calling thread when the writer is idle: a call then crosses the agent
+    /// without waking the writer loop (two thread hand-offs fewer per hop). Never blocks: a full socket
+    /// buffer takes part of the bytes or none, and the writer sends the rest. With the writer busy,
+    /// the frames join its queue. <paramref name="stable"/>: the caller will not reuse the memory.
+    /// </summary>
+    private void SendLocked(ReadOnlyMemory<byte> frames, bool stable)
+    {
+        var sent = 0;
+        if (_writerIdle && !_closed && !_outbound.Reader.TryPeek(out _))
+        {
+            // 0: the socket buffer is full; -1: the socket failed, which the writer will meet and report.
+            sent = Math.Max(0, SocketSend.TrySendNow(_socket, frames.Span));
+        }
+
+        if (sent == frames.Length)
+        {
+            return;
+        }
+
+        var rest = frames[sent..];
+        rest = stable ? rest : rest.ToArray();
+        if (sent > 0)
+        {
+            // Part of a frame went: its rest goes before anything else the writer writes; the marker wakes it.
+            _unsent = rest;
+            _outbound.Writer.TryWrite(Outbound.Control(ReadOnlyMemory<byte>.Empty));
+        }
+        else
+        {
+            _outbound.Writer.TryWrite(Outbound.Control(rest));
+        }
+    }
+
+    /// <summary>The writer loop wakes: it owns the socket again, and first sends what the direct path left.</summary>
+    private void ResumeWriting()
+    {
+        lock (_sendGate)
+        {
+            _writerIdle = false;
+            if (!_unsent.IsEmpty)
+            {
+                _output.Write(_unsent.Span);
+                _unsent = default;
+            }
+        }
+    }
+
+    /// <summary>True when the writer may park: nothing queued, and (the caller has flushed) nothing buffered.</summary>
+    private bool TryPark()
+    {
+        lock (_sendGate)
+        {
+            _writerIdle = !_outbound.Reader.TryPeek(out _);
+            return _writerIdle;
+        }
+    }
 
     private async Task WriteLoopAsync()
     {
@@ -687,8 +850,18 @@ internal sealed partial class BusConnection : IRpcPeer
         var active = new HashSet<uint>();
         try
         {
-            while (await reader.WaitToReadAsync())
+            while (true)
             {
+                if (TryPark())
+                {
+                    if (!await reader.WaitToReadAsync())
+                    {
+                        return;
+                    }
+
+                    ResumeWriting();
+                }
+
                 while (reader.TryRead(out var item))
                 {
                     Write(item, active);
@@ -716,6 +889,20 @@ internal sealed partial class BusConnection : IRpcPeer
             // The peer went away; the read loop sees the end of the stream and closes.
             _closed = true;
         }
+        catch (Exception ex)
+        {
+            // A fault of ours, not the peer's: say so, and end the connection rather than leave it mute.
+            _closed = true;
+            LogConnectionFailed(_logger, Id, _clientId, ex);
+            try
+            {
+                _socket.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // Already gone.
+            }
+        }
         finally
         {
             await _output.CompleteAsync();
@@ -727,15 +914,15 @@ internal sealed partial class BusConnection : IRpcPeer
         switch (item.Kind)
         {
             case OutboundKind.Control:
-                _output.Write(item.Frame);
+                _output.Write(item.Frame.Span);
                 break;
             case OutboundKind.Activate:
                 active.Add(item.SubscriptionId);
-                _output.Write(item.Frame);
+                _output.Write(item.Frame.Span);
                 break;
             case OutboundKind.Deactivate:
                 active.Remove(item.SubscriptionId);
-                _output.Write(item.Frame);
+                _output.Write(item.Frame.Span);
                 break;
             case OutboundKind.DropMarker:
                 WriteDropped();

@@ -23,7 +23,7 @@ internal enum OutboundKind : byte
 /// <summary>One item of a connection's outbound queue.</summary>
 internal readonly struct Outbound
 {
-    private Outbound(OutboundKind kind, byte[]? frame, uint subscriptionId, PublishBatch? batch, uint[]? ids, ulong firstSequence, int count)
+    private Outbound(OutboundKind kind, ReadOnlyMemory<byte> frame, uint subscriptionId, PublishBatch? batch, uint[]? ids, ulong firstSequence, int count)
     {
         Kind = kind;
         Frame = frame;
@@ -36,7 +36,7 @@ internal readonly struct Outbound
 
     public OutboundKind Kind { get; }
 
-    public byte[]? Frame { get; }
+    public ReadOnlyMemory<byte> Frame { get; }
 
     public uint SubscriptionId { get; }
 
@@ -48,14 +48,14 @@ internal readonly struct Outbound
 
     public int Count { get; }
 
-    public static Outbound Control(byte[] frame) => new(OutboundKind.Control, frame, 0, null, null, 0, 0);
+    public static Outbound Control(ReadOnlyMemory<byte> frame) => new(OutboundKind.Control, frame, 0, null, null, 0, 0);
 
     public static Outbound Activate(uint id, byte[] ack) => new(OutboundKind.Activate, ack, id, null, null, 0, 0);
 
     public static Outbound Deactivate(uint id, byte[] ack) => new(OutboundKind.Deactivate, ack, id, null, null, 0, 0);
 
     public static Outbound Delivery(PublishBatch batch, uint[] ids, ulong firstSequence, int count) =>
-        new(OutboundKind.Delivery, null, 0, batch, ids, firstSequence, count);
+        new(OutboundKind.Delivery, default, 0, batch, ids, firstSequence, count);
 
-    public static Outbound DropMarker() => new(OutboundKind.DropMarker, null, 0, null, null, 0, 0);
+    public static Outbound DropMarker() => new(OutboundKind.DropMarker, default, 0, null, null, 0, 0);
 }

@@ -1,8 +1,10 @@
 using System.Text.Json;
 using DaemonEye.Client;
 using DaemonEye.Protocol.Collector.V1;
+using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Protocol.V1;
 using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
 
 namespace DaemonEye.EndToEnd.Tests;
 
@@ -173,6 +175,35 @@ public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<Rp
                 await caller.DisposeAsync();
             }
         }
+    }
+
+    [Fact]
+    public async Task Calls_larger_than_the_socket_buffers_arrive_whole_both_ways_among_small_ones()
+    {
+        // A 500 kB request and its echo do not fit a Unix socket's buffer (about 200 kB): every hop's
+        // direct send puts only part of the frame on the socket and its writer sends the rest, while
+        // small calls keep going through the same connections.
+        await using var caller = await BusClient.ConnectAsync(Options("caller-large"));
+        static string Blob(int i) => new((char)('a' + i), 500_000);
+        static TaskRequest Request(int i) => new() { TaskId = $"large-{i}", TaskType = "test.echo", Parameters = { ["blob"] = Blob(i) } };
+
+        // Alone first (the caller's direct path), then several at once with small calls among them.
+        var first = await caller.CallAsync("fast", RpcOperation.ExecuteTask, Request(0).ToByteString(), TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        var large = Enumerable.Range(1, 5).Select(i => caller.CallAsync("fast", RpcOperation.ExecuteTask, Request(i).ToByteString(), TimeSpan.FromSeconds(20))).ToList();
+        var small = Enumerable.Range(0, 200).Select(_ => caller.CallAsync("fast", RpcOperation.HealthCheck, timeout: TimeSpan.FromSeconds(20))).ToList();
+        await Task.WhenAll(large.Concat(small)).WaitAsync(TimeSpan.FromSeconds(60));
+
+        foreach (var (response, i) in large.Select((t, i) => (t.Result, i + 1)).Prepend((first, 0)))
+        {
+            Assert.True(response.Status == RpcStatus.Ok, $"large call {i}: {response.Error}");
+            var result = TaskResult.Parser.ParseFrom(response.Payload);
+            Assert.Equal($"large-{i}", result.TaskId);
+            var echoed = Struct.Parser.ParseFrom(result.Payload).Fields["param.blob"].StringValue;
+            Assert.True(echoed == Blob(i), $"large call {i}: the echo differs ({echoed.Length} characters)");
+        }
+
+        Assert.All(small, t => Assert.Equal(RpcStatus.Ok, t.Result.Status));
+        Assert.Equal(0, caller.LateRpcResponses);
     }
 
     [Fact]

@@ -98,6 +98,7 @@ internal sealed partial class CollectorHost(
 
         var declared = string.Join(' ', bus.Capabilities);
         LogRegistered(logger, CollectorId, _client.ConnectionId ?? "?", declared);
+        _client.InlineRpcHandler = TryServeInline;
         _requests = Task.Run(ServeRequestsAsync, CancellationToken.None);
         if (_options.SendHeartbeats)
         {
@@ -211,6 +212,26 @@ internal sealed partial class CollectorHost(
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {
         }
+    }
+
+    /// <summary>
+    /// On the bus reader: HealthCheck and GetCapabilities with no handler of the collector's own are
+    /// answered by the host from what it holds, without waiting on anything, so they are served right
+    /// there (a round trip then skips two thread hand-offs). Everything else is queued for
+    /// <see cref="ServeRequestsAsync"/>, so a collector's handler never runs on the reader.
+    /// </summary>
+    private bool TryServeInline(RpcRequest request)
+    {
+        if (request.Operation is not (RpcOperation.HealthCheck or RpcOperation.GetCapabilities)
+            || handlers.ByOperation.ContainsKey(request.Operation)
+            || _stopping.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        Interlocked.Increment(ref _inFlight);
+        _ = ServeAsync(request); // completes before it returns: nothing on this path awaits
+        return true;
     }
 
     private async Task ServeAsync(RpcRequest request)
