@@ -16,7 +16,9 @@ namespace DaemonEye.Client;
 /// <remarks>
 /// RPC rules: a request whose deadline has already passed when it arrives is not executed and gets
 /// no answer (the agent answers the caller with Timeout itself, at that same deadline). Handlers
-/// run concurrently; one that completes synchronously is answered inline. A handler's exception
+/// run concurrently on the thread pool; one that completes synchronously is answered inline. The
+/// built-in HealthCheck and GetCapabilities (when the collector registers no handler of its own for
+/// them) are answered on the bus reader itself. A handler's exception
 /// answers ExecutionError with its message (<see cref="CollectorRpcException"/> picks the kind).
 /// Stop (default) answers OK, waits until the agent has routed the answer, then stops the host
 /// (exit code 0), graceful or not: the host's own shutdown lets in-flight handlers finish.
