@@ -61,6 +61,7 @@ var taskDelay = TimeSpan.FromMilliseconds(Values(args, "--task-delay-ms").Select
 var neverAnswer = args.Contains("--never-answer");
 var tasks = new TaskCounters();
 
+CollectorRuntime.UseInlineSocketCompletions(); // as the shipped collectors do
 var builder = Host.CreateApplicationBuilder(args);
 var collector = builder.Services.AddDaemonEyeCollector(o =>
 {

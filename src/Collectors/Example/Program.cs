@@ -18,6 +18,7 @@ using DaemonEye.Client;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
+CollectorRuntime.UseInlineSocketCompletions(); // before any socket: answers leave without a thread hand-off
 var builder = Host.CreateApplicationBuilder(args);
 var ticker = new TickSettings();
 builder.Services.AddSingleton(ticker);
