@@ -739,12 +739,12 @@ internal sealed partial class BusConnection : IRpcPeer
             }
         }
 
-        SendOrEnqueue(Framing.ToFrame(new Envelope { RpcRequest = request }));
+        SendOrEnqueue(new Envelope { RpcRequest = request });
     }
 
-    public void DeliverResponse(RpcResponse response) => SendOrEnqueue(Framing.ToFrame(new Envelope { RpcResponse = response }));
+    public void DeliverResponse(RpcResponse response) => SendOrEnqueue(new Envelope { RpcResponse = response });
 
-    private void SendOrEnqueue(byte[] frame)
+    private void SendOrEnqueue(Envelope envelope)
     {
         if (t_corking is { } reader)
         {
@@ -755,12 +755,14 @@ internal sealed partial class BusConnection : IRpcPeer
                     reader._corkedFor.Add(this);
                 }
 
-                _cork.Write(frame);
+                // Encoded straight into the cork: no frame array of its own.
+                Framing.Write(_cork, envelope);
             }
 
             return;
         }
 
+        var frame = Framing.ToFrame(envelope);
         lock (_sendGate)
         {
             SendLocked(frame, stable: true);
