@@ -298,7 +298,15 @@ public sealed class TaskCoordinatorTests : IDisposable
         Assert.True(SpinWait.SpinUntil(() => _coordinator.InstancesFor("scan").Single(i => i.Id == "fast").InFlight == 0, TimeSpan.FromSeconds(30)));
         Assert.False(task.IsCompleted);
 
-        _time.Advance(TimeSpan.FromSeconds(3));
+        // Both keep sending heartbeats: 'silent' is alive and simply does not answer. (Without them its
+        // heartbeats would be lost at 3 s too, the same instant as the deadline, and the fake clock fires
+        // timers due at one instant in no fixed order.)
+        for (var second = 0; second < 3; second++)
+        {
+            _coordinator.OnCollectorHeartbeat("fast");
+            _coordinator.OnCollectorHeartbeat("silent");
+            _time.Advance(Heartbeat);
+        }
 
         var result = await task;
         Assert.True(result.Partial);
