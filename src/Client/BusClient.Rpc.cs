@@ -37,6 +37,9 @@ public sealed partial class BusClient
     /// </summary>
     internal Func<RpcRequest, bool>? InlineRpcHandler { get; set; }
 
+    /// <summary>True on the reader's thread while it handles a frame (where <see cref="BusClientOptions.CompleteCallsOnReader"/> runs the code after a call).</summary>
+    internal bool OnReaderThread => t_corking == this;
+
     /// <summary>Calls made with <see cref="CallAsync"/> still waiting for their answer.</summary>
     public int PendingCalls => _calls.Count;
 
@@ -138,11 +141,12 @@ public sealed partial class BusClient
             }
         }
 
-        var call = new PendingCall(request, connection);
+        var call = new PendingCall(request, connection, _options.CompleteCallsOnReader);
         var id = request.Correlation.CorrelationId;
         // Alone: send on this thread (the latency path). With other calls in flight, the writer's
-        // batching is worth more than the hand-off it costs.
-        var alone = _calls.IsEmpty;
+        // batching is worth more than the hand-off it costs. On the reader (a call made by code that
+        // CompleteCallsOnReader resumed there), the frame joins the read's cork and leaves with the others.
+        var direct = _calls.IsEmpty || OnReaderThread;
         _calls[id] = call;
         if (connection.Closed.IsCompleted)
         {
@@ -159,7 +163,7 @@ public sealed partial class BusClient
             }, (this, call), deadline + RpcDeadlineGrace, Timeout.InfiniteTimeSpan);
         }
 
-        EnqueueControl(new Envelope { RpcRequest = request }, direct: alone);
+        EnqueueControl(new Envelope { RpcRequest = request }, direct);
         Log.RpcSent(_logger, id, operation, collectorId);
         if (!cancellationToken.CanBeCanceled)
         {
@@ -305,9 +309,9 @@ public sealed partial class BusClient
         }
     }
 
-    private sealed class PendingCall(RpcRequest request, Connection connection)
+    private sealed class PendingCall(RpcRequest request, Connection connection, bool completeInline)
     {
-        private readonly TaskCompletionSource<RpcResponse> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<RpcResponse> _completion = new(completeInline ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously);
 
         public RpcRequest Request { get; } = request;
 

@@ -58,6 +58,17 @@ public sealed class BusClientOptions
     /// <summary>Timeout of an RPC call that sets none. Null: the agent's <c>rpc.default_timeout_seconds</c>.</summary>
     public TimeSpan? DefaultRpcTimeout { get; set; }
 
+    /// <summary>
+    /// Complete <see cref="BusClient.CallAsync"/> calls on the client's reader thread: the code after an
+    /// awaited call runs there, and calls it makes are sent together after the read. Saves a thread
+    /// hand-off per call and batches sends, for callers that make many calls at once. Off by default:
+    /// while that code runs the reader reads nothing, so it must be short and must never block
+    /// (no <c>.Result</c> or <c>.Wait()</c>: waiting on another call there deadlocks the client).
+    /// A call that fails without an answer resumes on the thread that failed it (the timer of a
+    /// timeout, the reconnect loop of a lost connection): the same rule applies.
+    /// </summary>
+    public bool CompleteCallsOnReader { get; set; }
+
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
     public ILoggerFactory? LoggerFactory { get; set; }

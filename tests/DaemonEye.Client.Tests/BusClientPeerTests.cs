@@ -79,4 +79,42 @@ public sealed class BusClientPeerTests : IAsyncLifetime
         Assert.Equal(Count, (await reading.WaitAsync(Patience)).Count);
         Assert.True(peer.FramesPerRead.Max() > 10, $"at most {peer.FramesPerRead.Max()} frames arrived in one read");
     }
+
+    // The peer: answers two calls in one write, so the client's reader meets both answers in one
+    // read. The agent's writes cannot be arranged like that on cue.
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task CompleteCallsOnReader_decides_where_the_code_after_a_call_runs_and_a_call_made_there_is_sent(bool onReader)
+    {
+        var (client, peer) = await ConnectAsync(new BusClientOptions { ClientId = "completions", CompleteCallsOnReader = onReader, DefaultRpcTimeout = Patience });
+        await using var _ = client;
+        using var __ = peer;
+        var first = client.CallAsync("c", RpcOperation.HealthCheck);
+        var second = client.CallAsync("c", RpcOperation.HealthCheck);
+        var requests = await peer.ReadAsync(Envelope.BodyOneofCase.RpcRequest, 2, _patience.Token);
+
+        // What the code right after the first call sees: which thread it is on, whether the second
+        // answer (already in the same read) has been handled yet; and it makes a third call.
+        var afterFirst = first.ContinueWith(
+            _ => (OnReader: client.OnReaderThread, SecondDone: second.IsCompleted, Third: client.CallAsync("c", RpcOperation.HealthCheck)),
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await peer.SendTogetherAsync(requests.Select(Answer), _patience.Token);
+        var seen = await afterFirst.WaitAsync(Patience);
+
+        Assert.Equal(onReader, seen.OnReader);
+        if (onReader)
+        {
+            // The reader runs that code before it handles the next frame of the same read.
+            Assert.False(seen.SecondDone);
+        }
+
+        // The third call leaves (on the reader: with what the read produced, once the read is done).
+        var third = Assert.Single(await peer.ReadAsync(Envelope.BodyOneofCase.RpcRequest, 1, _patience.Token));
+        await peer.SendAsync(Answer(third), _patience.Token);
+        Assert.Equal(RpcStatus.Ok, (await seen.Third.WaitAsync(Patience)).Status);
+        Assert.Equal(RpcStatus.Ok, (await second.WaitAsync(Patience)).Status);
+
+        static Envelope Answer(Envelope request) => new() { RpcResponse = new RpcResponse { Correlation = request.RpcRequest.Correlation, Status = RpcStatus.Ok } };
+    }
 }

@@ -126,5 +126,9 @@ internal sealed class PeerConnection(Socket socket) : IDisposable
     public async Task SendAsync(Envelope envelope, CancellationToken cancellationToken) =>
         await socket.SendAsync(Framing.ToFrame(envelope), SocketFlags.None, cancellationToken);
 
+    /// <summary>Sends the envelopes in one write, so that they arrive together.</summary>
+    public async Task SendTogetherAsync(IEnumerable<Envelope> envelopes, CancellationToken cancellationToken) =>
+        await socket.SendAsync(envelopes.SelectMany(Framing.ToFrame).ToArray(), SocketFlags.None, cancellationToken);
+
     public void Dispose() => socket.Dispose();
 }

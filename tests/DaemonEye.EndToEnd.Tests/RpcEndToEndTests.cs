@@ -272,6 +272,20 @@ public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<Rp
         Assert.True(latency.GetProperty("p99").GetDouble() >= latency.GetProperty("p50").GetDouble());
         Assert.True(latency.GetProperty("p999").GetDouble() >= latency.GetProperty("p99").GetDouble());
         Assert.Equal(JsonValueKind.Object, root.GetProperty("errors").ValueKind);
+        Assert.Equal("reader", root.GetProperty("completions").GetString());
+
+        // The SDK's default completions, for comparison.
+        var (poolCode, poolOut, poolErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, TimeSpan.FromSeconds(120),
+            "bench", "rpc", "--collector", "fast", "--requests", "1000", "--concurrency", "16", "--warmup", "0", "--completions", "thread-pool", "--json");
+        Assert.True(poolCode == 0, $"exit {poolCode}: {poolErr}");
+        using var pool = JsonDocument.Parse(string.Join('\n', poolOut));
+        Assert.Equal("thread-pool", pool.RootElement.GetProperty("completions").GetString());
+        Assert.Equal(1000, pool.RootElement.GetProperty("ok").GetInt64());
+
+        var (bad, _, badErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, Patience, "bench", "rpc", "--collector", "fast", "--completions", "inline");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("'inline' not recognized", badErr, StringComparison.Ordinal);
+        Assert.Contains("thread-pool", badErr, StringComparison.Ordinal);
 
         var (missing, _, missingErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, Patience, "bench", "rpc", "--collector", "nobody", "--requests", "10");
         Assert.Equal(1, missing);

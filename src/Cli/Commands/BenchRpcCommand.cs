@@ -22,9 +22,15 @@ internal static class BenchRpcCommand
         var duration = new Option<double?>("--duration") { Description = "Run for this many seconds instead of a fixed number of calls" };
         var warmup = new Option<int>("--warmup") { Description = "Unrecorded calls before the measurement", DefaultValueFactory = _ => 2_000 };
         var timeout = new Option<double>("--timeout") { Description = "Timeout of each call, seconds", DefaultValueFactory = _ => 5 };
+        var completions = new Option<string>("--completions")
+        {
+            Description = "Where answers resume the calling loop: 'reader' (on the bus client's reader, with the runtime's inline socket completions; the calls they trigger leave in one send) or 'thread-pool' (the SDK's defaults)",
+            DefaultValueFactory = _ => "reader",
+        };
+        completions.AcceptOnlyFromAmong("reader", "thread-pool");
         var json = new Option<bool>("--json") { Description = "Print one JSON object with the results" };
         var command = new Command("rpc", "HealthCheck RPC round trips to a collector: requests/s and latency");
-        foreach (var option in new Option[] { collector, concurrency, connections, requests, duration, warmup, timeout, json })
+        foreach (var option in new Option[] { collector, concurrency, connections, requests, duration, warmup, timeout, completions, json })
         {
             command.Options.Add(option);
         }
@@ -32,7 +38,8 @@ internal static class BenchRpcCommand
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
             var settings = new Settings(parse.GetValue(collector)!, parse.GetValue(concurrency), parse.GetValue(connections), parse.GetValue(requests),
-                parse.GetValue(duration) is { } d ? TimeSpan.FromSeconds(d) : null, parse.GetValue(warmup), TimeSpan.FromSeconds(parse.GetValue(timeout)));
+                parse.GetValue(duration) is { } d ? TimeSpan.FromSeconds(d) : null, parse.GetValue(warmup), TimeSpan.FromSeconds(parse.GetValue(timeout)),
+                OnReader: parse.GetValue(completions) == "reader");
             var problems = settings.Validate().ToList();
             if (problems.Count > 0)
             {
@@ -44,12 +51,22 @@ internal static class BenchRpcCommand
                 return CliApplication.Invalid;
             }
 
+            if (settings.OnReader)
+            {
+                // Before this process's first socket: reads then complete on the socket event thread
+                // too, so an answer is read, handled and the next call sent with no hand-off at all.
+                CollectorRuntime.UseInlineSocketCompletions();
+            }
+
             var clients = new List<BusClient>();
             try
             {
                 for (var i = 0; i < settings.Connections; i++)
                 {
-                    var client = await AgentConnection.ConnectAsync(context, AgentConnection.Options(context, parse, $"-rpc{i}"), cancellationToken);
+                    var options = AgentConnection.Options(context, parse, $"-rpc{i}");
+                    // The loop below never blocks, so it may run on the reader (see BusClientOptions.CompleteCallsOnReader).
+                    options.CompleteCallsOnReader = settings.OnReader;
+                    var client = await AgentConnection.ConnectAsync(context, options, cancellationToken);
                     if (client is null)
                     {
                         return CliApplication.Unavailable;
@@ -152,7 +169,7 @@ internal static class BenchRpcCommand
         public long Calls { get; set; }
     }
 
-    private sealed record Settings(string Collector, int Concurrency, int Connections, long Requests, TimeSpan? Duration, int Warmup, TimeSpan Timeout)
+    private sealed record Settings(string Collector, int Concurrency, int Connections, long Requests, TimeSpan? Duration, int Warmup, TimeSpan Timeout, bool OnReader)
     {
         public IEnumerable<string> Validate()
         {
@@ -209,7 +226,7 @@ internal static class BenchRpcCommand
 
         public void Print(TextWriter output, Settings settings)
         {
-            output.WriteLine($"rpc: HealthCheck -> {settings.Collector}, concurrency {settings.Concurrency} over {settings.Connections} connection(s)");
+            output.WriteLine($"rpc: HealthCheck -> {settings.Collector}, concurrency {settings.Concurrency} over {settings.Connections} connection(s), answers resumed on the {(settings.OnReader ? "reader" : "thread pool")}");
             output.WriteLine($"  calls      {Calls,14:N0}  {PerSecond,14:N0} requests/s  ({Seconds:0.000} s)");
             output.WriteLine($"  errors     {Errors.Values.Sum(),14:N0}{(Errors.Count > 0 ? "  " + string.Join(", ", Errors.Select(e => $"{e.Key} {e.Value}")) : "")}");
             output.WriteLine($"  latency    {Latency.Summary()}");
@@ -224,6 +241,7 @@ internal static class BenchRpcCommand
                 w.WriteString("collector", settings.Collector);
                 w.WriteNumber("concurrency", settings.Concurrency);
                 w.WriteNumber("connections", settings.Connections);
+                w.WriteString("completions", settings.OnReader ? "reader" : "thread-pool");
                 w.WriteNumber("requests", Calls);
                 w.WriteNumber("ok", Calls - Errors.Values.Sum());
                 w.WriteNumber("seconds", Math.Round(Seconds, 6));
