@@ -43,7 +43,12 @@ internal static class CliApplication
     {
         var root = Build(output, error);
         var configuration = new InvocationConfiguration { Output = output, Error = error };
-        return await root.Parse(args).InvokeAsync(configuration, cancellationToken);
+        var parse = root.Parse(args);
+        var code = await parse.InvokeAsync(configuration, cancellationToken);
+
+        // A command line that does not parse (an unknown option, a value not among those allowed, a
+        // missing required option) has been reported with the usage: it is invalid input, not "no".
+        return parse.Errors.Count > 0 ? Invalid : code;
     }
 }
 

@@ -157,7 +157,9 @@ public sealed class AgentIpcClient : IAsyncDisposable
         }
         catch (Exception e) when (e is SocketException or InvalidDataException or InvalidProtocolBufferException)
         {
-            reason = new BusConnectionException($"reading from the agent's IPC socket {SocketPath} failed: {e.Message}", e);
+            // An agent that refused the connection closes it with our request unread, so the read
+            // after its refusal fails (ECONNRESET): the refusal is the reason, not the reset.
+            reason = Volatile.Read(ref _refusal) ?? new BusConnectionException($"reading from the agent's IPC socket {SocketPath} failed: {e.Message}", e);
         }
 
         foreach (var (id, waiting) in _pending)

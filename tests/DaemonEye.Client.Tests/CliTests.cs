@@ -14,6 +14,18 @@ public sealed class CliTests
     }
 
     [Theory]
+    [InlineData("'--nonsense'", "topic", "validate", "events.a", "--nonsense")]
+    [InlineData("'inline' not recognized", "bench", "rpc", "--collector", "x", "--completions", "inline")]
+    [InlineData("--collector", "bench", "rpc")]
+    [InlineData("'frobnicate'", "frobnicate")]
+    public async Task A_command_line_that_does_not_parse_exits_2_naming_the_problem(string named, params string[] args)
+    {
+        var (code, _, err) = await RunAsync(args);
+        Assert.Equal(2, code);
+        Assert.Contains(named, err, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("events.process.lifecycle", 0)]
     [InlineData("control.health.heartbeat", 0)]
     [InlineData("events.*", 2)]

@@ -45,7 +45,20 @@ internal sealed class AgentProcess : IAsyncDisposable
         _process.OutputDataReceived += (_, e) => OnLine(e.Data);
         _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
         _process.EnableRaisingEvents = true;
-        _process.Exited += (_, _) => _ready.TrySetException(new InvalidOperationException($"daemoneye-agent exited with {_process.ExitCode} before it was ready:\n{Log}"));
+        _process.Exited += (_, _) =>
+        {
+            try
+            {
+                // Exited can come before the last lines of output have been handled; this overload waits for them.
+                _process.WaitForExit();
+                _ready.TrySetException(new InvalidOperationException($"daemoneye-agent exited with {_process.ExitCode} before it was ready:\n{Log}"));
+            }
+            catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
+            {
+                // Disposed meanwhile: the test is already over.
+                _ready.TrySetException(new InvalidOperationException($"daemoneye-agent exited before it was ready:\n{Log}"));
+            }
+        };
     }
 
     public string Directory { get; }

@@ -144,9 +144,10 @@ public sealed class ProcessManagerEndToEndTests
         env["DAEMONEYE_PROCESS_MANAGER__HEALTH_CHECK_INTERVAL_SECONDS"] = "0.5";
         await using var agent = await StartAgentAsync(env);
 
-        // The router's "RPC ... completed" line for each check (rpc.enable_correlation_tracking is on by default).
+        // The router's "RPC ... completed" line for each check (rpc.enable_correlation_tracking is on by
+        // default), timed by the agent's own log timestamp: when this test reads a line depends on
+        // how busy the machine is.
         var seen = new List<TimeSpan>();
-        var clock = Stopwatch.StartNew();
         var fourth = agent.WaitForLineAsync(l =>
         {
             if (!l.Contains(" HealthCheck <- tc-checked: Ok in ", StringComparison.Ordinal))
@@ -154,14 +155,24 @@ public sealed class ProcessManagerEndToEndTests
                 return false;
             }
 
-            seen.Add(clock.Elapsed);
+            seen.Add(LogTimestamp(l));
             return seen.Count == 4;
         }, includeEarlier: false);
 
         // With the default (120 s) there would be no check at all in this time.
         await fourth.WaitAsync(TimeSpan.FromSeconds(20));
         // Four checks span three intervals of 0.5 s; checking on every 0.25 s tick would take 0.75 s.
-        Assert.True(seen[3] - seen[0] >= TimeSpan.FromSeconds(1.2), $"4 checks in {seen[3] - seen[0]}");
+        var span = seen[3] - seen[0];
+        span = span < TimeSpan.Zero ? span + TimeSpan.FromDays(1) : span; // across midnight
+        Assert.True(span >= TimeSpan.FromSeconds(1.2), $"4 checks in {span}");
+    }
+
+    /// <summary>The time of day at the start of an agent log line: <c>[HH:mm:ss.fff LVL] ...</c>.</summary>
+    private static TimeSpan LogTimestamp(string line)
+    {
+        var match = System.Text.RegularExpressions.Regex.Match(line, @"\[(\d{2}:\d{2}:\d{2}\.\d{3}) ");
+        Assert.True(match.Success, $"no [HH:mm:ss.fff timestamp in: {line}");
+        return TimeSpan.ParseExact(match.Groups[1].Value, @"hh\:mm\:ss\.fff", System.Globalization.CultureInfo.InvariantCulture);
     }
 
     [Fact]
