@@ -45,20 +45,7 @@ internal sealed class AgentProcess : IAsyncDisposable
         _process.OutputDataReceived += (_, e) => OnLine(e.Data);
         _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
         _process.EnableRaisingEvents = true;
-        _process.Exited += (_, _) =>
-        {
-            try
-            {
-                // Exited can come before the last lines of output have been handled; this overload waits for them.
-                _process.WaitForExit();
-                _ready.TrySetException(new InvalidOperationException($"daemoneye-agent exited with {_process.ExitCode} before it was ready:\n{Log}"));
-            }
-            catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
-            {
-                // Disposed meanwhile: the test is already over.
-                _ready.TrySetException(new InvalidOperationException($"daemoneye-agent exited before it was ready:\n{Log}"));
-            }
-        };
+        ProcessExit.OnExited(_process, code => _ready.TrySetException(new InvalidOperationException($"daemoneye-agent exited with {code} before it was ready:\n{Log}")));
     }
 
     public string Directory { get; }
@@ -210,6 +197,31 @@ internal sealed class AgentProcess : IAsyncDisposable
     }
 
     public ValueTask DisposeAsync() => DisposeAsync(keepDirectory: false);
+}
+
+/// <summary>Reporting a test's child process that exited on its own.</summary>
+internal static class ProcessExit
+{
+    /// <summary>
+    /// Calls <paramref name="report"/> with the exit code (or "unknown" when the process object has been
+    /// disposed meanwhile) once <paramref name="process"/> has exited and its last lines of redirected
+    /// output have been handled: the Exited event alone can come before them.
+    /// </summary>
+    public static void OnExited(Process process, Action<string> report) => process.Exited += (_, _) =>
+    {
+        string code;
+        try
+        {
+            process.WaitForExit();
+            code = process.ExitCode.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
+        {
+            code = "unknown";
+        }
+
+        report(code);
+    };
 }
 
 /// <summary>Where the built agent and CLI are.</summary>

@@ -41,20 +41,7 @@ internal sealed class TestCollectorProcess : IDisposable
         _process = new Process { StartInfo = start, EnableRaisingEvents = true };
         _process.OutputDataReceived += (_, e) => OnLine(e.Data);
         _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
-        _process.Exited += (_, _) =>
-        {
-            try
-            {
-                // Exited can come before the last lines of output have been handled; this overload waits for them.
-                _process.WaitForExit();
-                _registered.TrySetException(new InvalidOperationException($"test-collector {id} exited before registering:\n{Log}"));
-            }
-            catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
-            {
-                // Disposed meanwhile: the test is already over.
-                _registered.TrySetException(new InvalidOperationException($"test-collector {id} exited before registering:\n{Log}"));
-            }
-        };
+        ProcessExit.OnExited(_process, _ => _registered.TrySetException(new InvalidOperationException($"test-collector {id} exited before registering:\n{Log}")));
     }
 
     public string Id { get; }
