@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using DaemonEye.Networking;
 using DaemonEye.Client.Internal;
 using DaemonEye.Configuration;
 using DaemonEye.Hosting;
@@ -18,7 +19,7 @@ namespace DaemonEye.Client;
 public sealed class AgentIpcClient : IAsyncDisposable
 {
     private const int MaxFrameSize = Framing.MaxConfigurableFrameSize;
-    private readonly Socket _socket;
+    private readonly ReactorSocket _socket;
     private readonly ConcurrentDictionary<uint, TaskCompletionSource<IpcResponse>> _pending = new();
     private readonly SemaphoreSlim _writeGate = new(1, 1);
     private readonly CancellationTokenSource _closing = new();
@@ -28,7 +29,7 @@ public sealed class AgentIpcClient : IAsyncDisposable
 
     private AgentIpcClient(Socket socket, string socketPath)
     {
-        _socket = socket;
+        _socket = new ReactorSocket(socket);
         SocketPath = socketPath;
         _reader = Task.Run(ReadLoopAsync, CancellationToken.None);
     }
@@ -95,11 +96,7 @@ public sealed class AgentIpcClient : IAsyncDisposable
             await _writeGate.WaitAsync(cancellationToken).ConfigureAwait(false);
             try
             {
-                var frame = Framing.ToFrame(request);
-                for (var sent = 0; sent < frame.Length;)
-                {
-                    sent += await _socket.SendAsync(frame.AsMemory(sent), SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                }
+                await _socket.SendAsync(Framing.ToFrame(request), cancellationToken).ConfigureAwait(false);
             }
             finally
             {
@@ -176,7 +173,7 @@ public sealed class AgentIpcClient : IAsyncDisposable
         await _closing.CancelAsync().ConfigureAwait(false);
         try
         {
-            _socket.Shutdown(SocketShutdown.Both);
+            _socket.Socket.Shutdown(SocketShutdown.Both);
         }
         catch (SocketException)
         {

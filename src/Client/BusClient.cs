@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using DaemonEye.Networking;
 using System.Security.Cryptography;
 using System.Text;
 using DaemonEye.Client.Internal;
@@ -39,7 +40,7 @@ public sealed partial class BusClient : IAsyncDisposable
     // While the writer is parked, an RPC frame is sent on the caller's thread (see TrySendDirectLocked)
     // to this socket, the parked writer's; a frame the kernel took only part of leaves its rest in
     // _unsent, which the writer sends before anything else (it belongs to that connection only).
-    private Socket? _parkedSocket;
+    private ReactorSocket? _parkedSocket;
     private ReadOnlyMemory<byte> _unsent;
     private int _unsentFrames;
     // Corking: RPC frames the reader's thread produces (a collector's inline answers) wait in _pending
@@ -459,7 +460,7 @@ public sealed partial class BusClient : IAsyncDisposable
 
         var data = _pending.WrittenSpan;
         // 0: the socket buffer is full; -1: the socket failed, which the writer will meet and report.
-        var sent = SocketSend.TrySendNow(socket, data);
+        var sent = socket.TrySend(data);
         if (sent <= 0)
         {
             return false;
@@ -574,6 +575,7 @@ public sealed partial class BusClient : IAsyncDisposable
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(_options.HandshakeTimeout);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        IDisposable owner = socket;
         try
         {
             try
@@ -584,6 +586,10 @@ public sealed partial class BusClient : IAsyncDisposable
             {
                 throw new BusConnectionException(DescribeConnectFailure(SocketPath, e), e);
             }
+
+            // From here on every read and write goes through the reactor (see SocketReactor).
+            var io = new ReactorSocket(socket);
+            owner = io;
 
             var hello = new Envelope
             {
@@ -601,7 +607,7 @@ public sealed partial class BusClient : IAsyncDisposable
             SocketException? sendFailed = null;
             try
             {
-                await SendAllAsync(socket, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
+                await SendAllAsync(io, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
             }
             catch (SocketException e)
             {
@@ -620,7 +626,7 @@ public sealed partial class BusClient : IAsyncDisposable
                     break;
                 }
 
-                if (!await reader.FillAsync(socket, timeout.Token).ConfigureAwait(false))
+                if (!await reader.FillAsync(io, timeout.Token).ConfigureAwait(false))
                 {
                     throw sendFailed is not null
                         ? new BusConnectionException($"the handshake with the agent at {SocketPath} failed: {sendFailed.Message}", sendFailed)
@@ -631,7 +637,7 @@ public sealed partial class BusClient : IAsyncDisposable
             switch (reply.BodyCase)
             {
                 case Envelope.BodyOneofCase.Welcome:
-                    return new Connection(socket, reader, reply.Welcome);
+                    return new Connection(io, reader, reply.Welcome);
                 case Envelope.BodyOneofCase.Error:
                     throw new BusException(reply.Error.Code, $"the agent refused the handshake: {reply.Error.Code}: {reply.Error.Message}", reply.Error.Fatal);
                 default:
@@ -640,17 +646,17 @@ public sealed partial class BusClient : IAsyncDisposable
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            socket.Dispose();
+            owner.Dispose();
             throw new BusConnectionException($"the agent at {SocketPath} did not complete the handshake within {_options.HandshakeTimeout.TotalSeconds:0.#} s");
         }
         catch (Exception e) when (e is IOException or InvalidDataException or InvalidProtocolBufferException or SocketException)
         {
-            socket.Dispose();
+            owner.Dispose();
             throw new BusConnectionException($"the handshake with the agent at {SocketPath} failed: {e.Message}", e);
         }
         catch
         {
-            socket.Dispose();
+            owner.Dispose();
             throw;
         }
     }
@@ -726,7 +732,7 @@ public sealed partial class BusClient : IAsyncDisposable
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connection.Token);
         timeout.CancelAfter(_options.HandshakeTimeout);
-        await SendAllAsync(connection.Socket, batch.WrittenMemory, timeout.Token).ConfigureAwait(false);
+        await SendAllAsync(connection.Io, batch.WrittenMemory, timeout.Token).ConfigureAwait(false);
         var restored = 0;
         foreach (var (subscription, pending) in waits)
         {
@@ -920,7 +926,7 @@ public sealed partial class BusClient : IAsyncDisposable
                     if (_pending.WrittenCount == 0 && unsent.IsEmpty)
                     {
                         _writerWaiting = true;
-                        _parkedSocket = connection.Socket;
+                        _parkedSocket = connection.Io;
                         idle = true;
                     }
                     else
@@ -941,8 +947,8 @@ public sealed partial class BusClient : IAsyncDisposable
                 }
 
                 space?.TrySetResult();
-                await SendAllAsync(connection.Socket, unsent, token).ConfigureAwait(false);
-                await SendAllAsync(connection.Socket, _sending.WrittenMemory, token).ConfigureAwait(false);
+                await SendAllAsync(connection.Io, unsent, token).ConfigureAwait(false);
+                await SendAllAsync(connection.Io, _sending.WrittenMemory, token).ConfigureAwait(false);
                 lock (_writeGate)
                 {
                     _sending.ResetWrittenCount();
@@ -967,14 +973,8 @@ public sealed partial class BusClient : IAsyncDisposable
         }
     }
 
-    private static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
-    {
-        while (!data.IsEmpty)
-        {
-            var sent = await socket.SendAsync(data, SocketFlags.None, cancellationToken).ConfigureAwait(false);
-            data = data[sent..];
-        }
-    }
+    private static ValueTask SendAllAsync(ReactorSocket socket, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        socket.SendAsync(data, cancellationToken);
 
     // ----- reader -----
 
@@ -1008,7 +1008,7 @@ public sealed partial class BusClient : IAsyncDisposable
 
                 SendCorked();
 
-                if (!await reader.FillAsync(connection.Socket, token).ConfigureAwait(false))
+                if (!await reader.FillAsync(connection.Io, token).ConfigureAwait(false))
                 {
                     var reason = reader.HasPartialFrame
                         ? new BusConnectionException($"the agent at {SocketPath} closed the connection in the middle of a frame")

@@ -6,6 +6,7 @@ using DaemonEye.Configuration;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Gateway.Security;
 using DaemonEye.Grains;
+using DaemonEye.Networking;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
 using DaemonEye.Topics;
@@ -30,6 +31,7 @@ internal sealed partial class BusConnection : IRpcPeer
     private const string HeartbeatTopicPrefix = "control.health.heartbeat.";
 
     private readonly Socket _socket;
+    private readonly ReactorSocket _io; // every read and write of the socket (see SocketReactor)
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
     private readonly Channel<Outbound> _outbound = Channel.CreateUnbounded<Outbound>(
@@ -91,7 +93,8 @@ internal sealed partial class BusConnection : IRpcPeer
         _socket = socket;
         _peer = PeerCredentials.Of(socket);
         _rpc = rpc;
-        var stream = new NetworkStream(socket, ownsSocket: false);
+        _io = new ReactorSocket(socket);
+        var stream = new ReactorStream(_io);
         _input = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 64 * 1024, minimumReadSize: 16 * 1024, leaveOpen: true));
         _output = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024, leaveOpen: true));
         _grains = grains;
@@ -244,7 +247,7 @@ internal sealed partial class BusConnection : IRpcPeer
             // Already closed by the peer.
         }
 
-        _socket.Dispose();
+        _io.Dispose();
         await writer.ContinueWith(static _ => { }, TaskScheduler.Default);
         _stats.ConnectionClosed();
         LogClosed(_logger, Id, _clientId, _subscriptions.Count, DroppedTotal);
@@ -800,7 +803,7 @@ internal sealed partial class BusConnection : IRpcPeer
         if (_writerIdle && !_closed && !_outbound.Reader.TryPeek(out _))
         {
             // 0: the socket buffer is full; -1: the socket failed, which the writer will meet and report.
-            sent = Math.Max(0, SocketSend.TrySendNow(_socket, frames.Span));
+            sent = Math.Max(0, _io.TrySend(frames.Span));
         }
 
         if (sent == frames.Length)

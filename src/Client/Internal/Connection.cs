@@ -1,17 +1,21 @@
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using DaemonEye.Networking;
 using DaemonEye.Protocol.V1;
 
 namespace DaemonEye.Client.Internal;
 
 /// <summary>One accepted connection to the agent: its socket, reader buffer and the agent's ids for
 /// this connection's subscriptions. A <see cref="BusClient"/> outlives many of these.</summary>
-internal sealed class Connection(Socket socket, FrameReader reader, Welcome welcome) : IDisposable
+internal sealed class Connection(ReactorSocket io, FrameReader reader, Welcome welcome) : IDisposable
 {
     private readonly TaskCompletionSource<Exception?> _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _cts = new();
 
-    public Socket Socket { get; } = socket;
+    /// <summary>The socket's reads and writes.</summary>
+    public ReactorSocket Io { get; } = io;
+
+    public Socket Socket => Io.Socket;
 
     public FrameReader Reader { get; } = reader;
 
@@ -61,7 +65,7 @@ internal sealed class Connection(Socket socket, FrameReader reader, Welcome welc
     public void Dispose()
     {
         Close(null);
-        Socket.Dispose();
+        Io.Dispose();
         _cts.Dispose();
     }
 }

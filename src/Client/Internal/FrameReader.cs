@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using System.Net.Sockets;
+using DaemonEye.Networking;
 using DaemonEye.Protocol;
 
 namespace DaemonEye.Client.Internal;
@@ -45,7 +45,7 @@ internal sealed class FrameReader(int maxFrameSize)
     }
 
     /// <summary>Receives more bytes; false at end of stream.</summary>
-    public async ValueTask<bool> FillAsync(Socket socket, CancellationToken cancellationToken)
+    public async ValueTask<bool> FillAsync(ReactorSocket socket, CancellationToken cancellationToken)
     {
         if (_start == _end)
         {
@@ -67,7 +67,7 @@ internal sealed class FrameReader(int maxFrameSize)
             _buffer = target;
         }
 
-        var read = await socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, cancellationToken).ConfigureAwait(false);
+        var read = await socket.ReceiveAsync(_buffer.AsMemory(_end), cancellationToken).ConfigureAwait(false);
         if (read == 0)
         {
             return false;

@@ -1,0 +1,278 @@
+using System.Globalization;
+using System.Net.Sockets;
+using DaemonEye.Networking;
+
+namespace DaemonEye.Tests.Networking;
+
+/// <summary>Real connected Unix stream sockets, one end (or both) on a reactor of the test's own.</summary>
+public sealed class ReactorSocketTests : IDisposable
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20); // a hang fails the test instead of the run
+    private static readonly SocketReactor PoolReactor = new(inlineReads: false);
+    private static readonly SocketReactor InlineReactor = new(inlineReads: true);
+    private readonly string _dir = Directory.CreateTempSubdirectory("de-reactor-").FullName;
+    private readonly List<IDisposable> _owned = [];
+
+    public void Dispose()
+    {
+        foreach (var owned in _owned)
+        {
+            owned.Dispose();
+        }
+
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    [Fact]
+    public async Task Every_byte_of_many_small_exchanges_arrives_in_order()
+    {
+        var (a, b) = Pair();
+        var left = Own(new ReactorSocket(a, PoolReactor));
+        var right = Own(new ReactorSocket(b, PoolReactor));
+
+        // Ping-pong with waits on both sides: each receive usually finds nothing and waits for the
+        // next edge, so a lost wake-up would hang here and a lost byte would break the count.
+        var echo = Task.Run(async () =>
+        {
+            var buffer = new byte[64];
+            while (true)
+            {
+                var n = await right.ReceiveAsync(buffer);
+                if (n == 0)
+                {
+                    return;
+                }
+
+                await right.SendAsync(buffer.AsMemory(0, n));
+            }
+        });
+
+        var reply = new byte[64];
+        for (var i = 0; i < 5_000; i++)
+        {
+            var message = BitConverter.GetBytes(i);
+            await left.SendAsync(message);
+            var got = 0;
+            while (got < message.Length)
+            {
+                got += await left.ReceiveAsync(reply.AsMemory(got)).AsTask().WaitAsync(Patience);
+            }
+
+            Assert.Equal(i, BitConverter.ToInt32(reply));
+        }
+
+        left.Socket.Shutdown(SocketShutdown.Send);
+        await echo.WaitAsync(Patience);
+    }
+
+    [Fact]
+    public async Task Bytes_and_the_end_of_the_stream_that_came_with_one_edge_are_both_read()
+    {
+        var (a, b) = Pair();
+        a.Send("hello"u8);
+        a.Shutdown(SocketShutdown.Send);
+        var reader = Own(new ReactorSocket(b, PoolReactor));
+        // Let the reactor take the one edge first: the short read that follows must not wait for
+        // another, since the end of the stream is still to be read and no edge will announce it.
+        while (reader.ReadEdges == 0)
+        {
+            await Task.Yield();
+        }
+
+        var buffer = new byte[16];
+        var n = await reader.ReceiveAsync(buffer).AsTask().WaitAsync(Patience);
+        Assert.Equal("hello", System.Text.Encoding.ASCII.GetString(buffer, 0, n));
+        Assert.Equal(0, await reader.ReceiveAsync(buffer).AsTask().WaitAsync(Patience));
+        Assert.Equal(1, reader.ReadEdges);
+        a.Dispose();
+    }
+
+    [Fact]
+    public async Task Bytes_whose_edge_came_between_an_empty_receive_and_its_wait_are_read()
+    {
+        var (a, b) = Pair();
+        Own(a);
+        var reader = Own(new ReactorSocket(b, PoolReactor));
+        var once = true;
+        reader.BetweenReceiveAndWait = () =>
+        {
+            if (!once)
+            {
+                return;
+            }
+
+            // The bytes arrive, and the reactor counts their edge, after the receive found nothing
+            // but before the wait is armed: nothing would ever wake that wait.
+            once = false;
+            var before = reader.ReadEdges;
+            a.Send("late"u8);
+            SpinWait.SpinUntil(() => reader.ReadEdges > before, Patience);
+        };
+
+        var buffer = new byte[16];
+        Assert.Equal(4, await reader.ReceiveAsync(buffer).AsTask().WaitAsync(Patience));
+        Assert.False(once, "the receive never met an empty socket");
+    }
+
+    [Fact]
+    public async Task A_socket_asks_for_writability_only_while_a_send_waits_for_buffer_space()
+    {
+        var (a, b) = Pair();
+        var writer = Own(new ReactorSocket(a, PoolReactor));
+        Own(b);
+        Assert.Equal(SocketReactor.ReadInterest, Registration(a));
+
+        // More than the socket buffers hold: the send must wait until the peer reads.
+        var data = new byte[8 * 1024 * 1024];
+        new Random(7).NextBytes(data);
+        var send = writer.SendAsync(data).AsTask();
+        while (!send.IsCompleted && Registration(a) != SocketReactor.WriteInterest)
+        {
+            await Task.Yield();
+        }
+
+        Assert.False(send.IsCompleted, "the send finished before the peer read anything");
+        Assert.Equal(SocketReactor.WriteInterest, Registration(a));
+
+        var received = new byte[data.Length];
+        for (var got = 0; got < received.Length;)
+        {
+            got += await b.ReceiveAsync(received.AsMemory(got));
+        }
+
+        await send.WaitAsync(Patience);
+        Assert.Equal(data, received);
+
+        // Withdrawn at the first writable edge that finds no send waiting: b's read of a small
+        // send makes one.
+        await writer.SendAsync("more"u8.ToArray());
+        var small = new byte[16];
+        Assert.Equal(4, await b.ReceiveAsync(small));
+        Assert.True(SpinWait.SpinUntil(() => Registration(a) == SocketReactor.ReadInterest, Patience), "writability stayed asked for");
+    }
+
+    [Fact]
+    public async Task A_cancelled_receive_throws_and_the_next_receive_still_gets_the_data()
+    {
+        var (a, b) = Pair();
+        var reader = Own(new ReactorSocket(b, PoolReactor));
+        Own(a);
+        using var cts = new CancellationTokenSource();
+        var buffer = new byte[16];
+        var pending = reader.ReceiveAsync(buffer, cts.Token).AsTask();
+        Assert.False(pending.IsCompleted);
+
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => pending.WaitAsync(Patience));
+
+        a.Send("x"u8);
+        Assert.Equal(1, await reader.ReceiveAsync(buffer).AsTask().WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task Disposing_fails_the_pending_receive_and_the_reactor_forgets_the_socket()
+    {
+        var (a, b) = Pair();
+        Own(a);
+        var reactor = new SocketReactor(inlineReads: false);
+        var reader = new ReactorSocket(b, reactor);
+        Assert.Equal(1, reactor.Count);
+        var pending = reader.ReceiveAsync(new byte[16]).AsTask();
+
+        reader.Dispose();
+
+        var error = await Assert.ThrowsAsync<SocketException>(() => pending.WaitAsync(Patience));
+        Assert.Equal(SocketError.OperationAborted, error.SocketErrorCode);
+        Assert.Equal(0, reactor.Count);
+        Assert.Equal(-1, reader.TrySend("late"u8));
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await reader.ReceiveAsync(new byte[16]));
+    }
+
+    [Fact]
+    public async Task A_second_receive_while_one_is_outstanding_is_refused()
+    {
+        var (a, b) = Pair();
+        Own(a);
+        var reader = Own(new ReactorSocket(b, PoolReactor));
+        var first = reader.ReceiveAsync(new byte[16]);
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(async () => await reader.ReceiveAsync(new byte[16]));
+        Assert.Contains("already outstanding", error.Message, StringComparison.Ordinal);
+        a.Send("x"u8);
+        Assert.Equal(1, await first.AsTask().WaitAsync(Patience));
+    }
+
+    [Fact]
+    public async Task A_peer_that_closes_with_unread_data_is_reported_as_a_reset()
+    {
+        var (a, b) = Pair();
+        var reader = Own(new ReactorSocket(b, PoolReactor));
+        b.Send("unread by a"u8);
+        var pending = reader.ReceiveAsync(new byte[16]).AsTask();
+        a.Dispose(); // closes with our bytes still in its receive queue
+
+        var error = await Assert.ThrowsAsync<SocketException>(() => pending.WaitAsync(Patience));
+        Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Inline_reads_decide_whether_the_code_after_a_receive_runs_on_the_reactor_thread(bool inline)
+    {
+        var (a, b) = Pair();
+        Own(a);
+        var reader = Own(new ReactorSocket(b, inline ? InlineReactor : PoolReactor));
+        var pending = Observe(reader);
+        Assert.False(pending.IsCompleted);
+
+        a.Send("x"u8);
+
+        var (threadName, onPool) = await pending.WaitAsync(Patience);
+        Assert.Equal(inline, threadName == "daemoneye-reactor");
+        Assert.Equal(!inline, onPool);
+
+        static async Task<(string? Name, bool OnPool)> Observe(ReactorSocket reader)
+        {
+            await reader.ReceiveAsync(new byte[16]).ConfigureAwait(false);
+            return (Thread.CurrentThread.Name, Thread.CurrentThread.IsThreadPoolThread);
+        }
+    }
+
+    private T Own<T>(T owned)
+        where T : IDisposable
+    {
+        _owned.Add(owned);
+        return owned;
+    }
+
+    private (Socket A, Socket B) Pair()
+    {
+        var path = Path.Combine(_dir, $"s{_owned.Count}.sock");
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(path));
+        listener.Listen(1);
+        var a = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        a.Connect(new UnixDomainSocketEndPoint(path));
+        var b = listener.Accept();
+        return (a, b);
+    }
+
+    /// <summary>The events the test reactor's epoll set holds for <paramref name="socket"/>, from /proc/self/fdinfo.</summary>
+    private static uint Registration(Socket socket)
+    {
+        var fd = (int)socket.SafeHandle.DangerousGetHandle();
+        foreach (var line in File.ReadLines($"/proc/self/fdinfo/{PoolReactor.Descriptor}"))
+        {
+            // tfd:       42 events: 80002019 data: 7  pos:0 ino:... sdev:...
+            var fields = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
+            if (fields.Length >= 4 && fields[0] == "tfd:" && int.Parse(fields[1], CultureInfo.InvariantCulture) == fd && fields[2] == "events:")
+            {
+                // The kernel always reports errors and hang-ups; the test is about what was asked for.
+                return uint.Parse(fields[3], NumberStyles.HexNumber, CultureInfo.InvariantCulture) & ~(SocketReactor.EpollErr | SocketReactor.EpollHup);
+            }
+        }
+
+        throw new InvalidOperationException($"fd {fd} is not in the reactor's epoll set");
+    }
+}
