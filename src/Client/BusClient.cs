@@ -607,7 +607,7 @@ public sealed partial class BusClient : IAsyncDisposable
             SocketException? sendFailed = null;
             try
             {
-                await SendAllAsync(io, Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
+                await io.SendAsync(Framing.ToFrame(hello), timeout.Token).ConfigureAwait(false);
             }
             catch (SocketException e)
             {
@@ -732,7 +732,7 @@ public sealed partial class BusClient : IAsyncDisposable
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, connection.Token);
         timeout.CancelAfter(_options.HandshakeTimeout);
-        await SendAllAsync(connection.Io, batch.WrittenMemory, timeout.Token).ConfigureAwait(false);
+        await connection.Io.SendAsync(batch.WrittenMemory, timeout.Token).ConfigureAwait(false);
         var restored = 0;
         foreach (var (subscription, pending) in waits)
         {
@@ -947,8 +947,8 @@ public sealed partial class BusClient : IAsyncDisposable
                 }
 
                 space?.TrySetResult();
-                await SendAllAsync(connection.Io, unsent, token).ConfigureAwait(false);
-                await SendAllAsync(connection.Io, _sending.WrittenMemory, token).ConfigureAwait(false);
+                await connection.Io.SendAsync(unsent, token).ConfigureAwait(false);
+                await connection.Io.SendAsync(_sending.WrittenMemory, token).ConfigureAwait(false);
                 lock (_writeGate)
                 {
                     _sending.ResetWrittenCount();
@@ -972,9 +972,6 @@ public sealed partial class BusClient : IAsyncDisposable
             }
         }
     }
-
-    private static ValueTask SendAllAsync(ReactorSocket socket, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
-        socket.SendAsync(data, cancellationToken);
 
     // ----- reader -----
 

@@ -39,7 +39,9 @@ public sealed partial class ReactorSocket : IDisposable
     private bool _writeArmed;
     private bool _writeInterest; // writability is in the socket's registration
     private bool _disposed;
-    private volatile bool _hungUp; // the reactor saw a hang-up or an error: no edge follows it
+
+    // Set by the reactor, read by the receiver without the gate: a hang-up or an error was seen, and no edge follows it.
+    private volatile bool _hungUp;
 
     // The reader's own state (one receive at a time).
     private bool _mayRead = true;
