@@ -251,7 +251,8 @@ public sealed partial class ReactorSocket : IDisposable
 
         if (wake)
         {
-            _readWaiter.Complete();
+            // Inside a busy-poll window this thread is awake anyway: run the reader here rather than wake another.
+            _readWaiter.Complete(inline: _reactor.Polling);
         }
     }
 
@@ -404,10 +405,13 @@ public sealed partial class ReactorSocket : IDisposable
             return new ValueTask(this, _core.Version);
         }
 
-        public void Complete()
+        /// <summary>Completes the wait; <paramref name="inline"/> runs its continuation on this thread even when the waiter hands off otherwise.</summary>
+        public void Complete(bool inline = false)
         {
             if (Interlocked.Exchange(ref _state, 1) == 0)
             {
+                // Only this socket's one receiver (or sender) waits on this waiter, so the switch is per completion.
+                _core.RunContinuationsAsynchronously = runAsynchronously && !inline;
                 _core.SetResult(true);
             }
         }
@@ -416,6 +420,7 @@ public sealed partial class ReactorSocket : IDisposable
         {
             if (Interlocked.Exchange(ref _state, 1) == 0)
             {
+                _core.RunContinuationsAsynchronously = runAsynchronously;
                 _core.SetException(error);
             }
         }

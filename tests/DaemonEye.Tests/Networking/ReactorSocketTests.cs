@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net.Sockets;
 using DaemonEye.Networking;
+using Microsoft.Extensions.Time.Testing;
 
 namespace DaemonEye.Tests.Networking;
 
@@ -10,6 +11,7 @@ public sealed class ReactorSocketTests : IDisposable
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(20); // a hang fails the test instead of the run
     private static readonly SocketReactor PoolReactor = new(inlineReads: false);
     private static readonly SocketReactor InlineReactor = new(inlineReads: true);
+    private static readonly SocketReactor PollingReactor = new(inlineReads: false) { BusyPoll = TimeSpan.FromMicroseconds(200) };
     private readonly string _dir = Directory.CreateTempSubdirectory("de-reactor-").FullName;
     private readonly List<IDisposable> _owned = [];
 
@@ -23,12 +25,15 @@ public sealed class ReactorSocketTests : IDisposable
         Directory.Delete(_dir, recursive: true);
     }
 
-    [Fact]
-    public async Task Every_byte_of_many_small_exchanges_arrives_in_order()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Every_byte_of_many_small_exchanges_arrives_in_order(bool busyPolling)
     {
         var (a, b) = Pair();
-        var left = Own(new ReactorSocket(a, PoolReactor));
-        var right = Own(new ReactorSocket(b, PoolReactor));
+        var reactor = busyPolling ? PollingReactor : PoolReactor;
+        var left = Own(new ReactorSocket(a, reactor));
+        var right = Own(new ReactorSocket(b, reactor));
 
         // Ping-pong with waits on both sides: each receive usually finds nothing and waits for the
         // next edge, so a lost wake-up would hang here and a lost byte would break the count.
@@ -236,6 +241,77 @@ public sealed class ReactorSocketTests : IDisposable
         {
             await reader.ReceiveAsync(new byte[16]).ConfigureAwait(false);
             return (Thread.CurrentThread.Name, Thread.CurrentThread.IsThreadPoolThread);
+        }
+    }
+
+    [Fact]
+    public async Task Inside_the_busy_poll_window_a_read_runs_on_the_reactor_thread_and_after_it_on_the_pool()
+    {
+        var time = new FakeTimeProvider();
+        var reactor = new SocketReactor(inlineReads: false, time);
+        var (a, b) = Pair();
+        Own(a);
+        var reader = Own(new ReactorSocket(b, reactor));
+        try
+        {
+            reactor.BusyPoll = TimeSpan.FromMicroseconds(200);
+
+            // No event yet, so the reactor sleeps in epoll_wait: the first read is handed to the pool.
+            Assert.Equal((false, true), await ReadOne(reader, a));
+
+            // That event opened a window the frozen clock never closes: the reactor polls, and the
+            // next read runs where it was seen.
+            Assert.Equal((true, false), await ReadOne(reader, a));
+            Assert.Equal((true, false), await ReadOne(reader, a));
+
+            // Past the window (counted from the last event) the reactor sleeps again.
+            var sleeps = reactor.BlockingWaits;
+            time.Advance(TimeSpan.FromMicroseconds(199));
+            Assert.Equal((true, false), await ReadOne(reader, a));
+            Assert.Equal(sleeps, reactor.BlockingWaits);
+            time.Advance(TimeSpan.FromMicroseconds(200));
+            Assert.True(SpinWait.SpinUntil(() => reactor.BlockingWaits > sleeps, Patience), "the reactor kept polling after its window");
+            Assert.Equal((false, true), await ReadOne(reader, a));
+        }
+        finally
+        {
+            reactor.BusyPoll = TimeSpan.Zero; // the frozen clock would keep it polling for the rest of the run
+        }
+
+        // Armed first, then fed: where the code after the receive runs.
+        static async Task<(bool OnReactor, bool OnPool)> ReadOne(ReactorSocket reader, Socket writer)
+        {
+            var pending = Observe(reader);
+            Assert.False(pending.IsCompleted);
+            writer.Send("x"u8);
+            var seen = await pending.WaitAsync(Patience);
+            await Task.Yield(); // off the reactor thread, should this continuation have run on it: the test waits on the reactor next
+            return seen;
+        }
+
+        static async Task<(bool OnReactor, bool OnPool)> Observe(ReactorSocket reader)
+        {
+            Assert.Equal(1, await reader.ReceiveAsync(new byte[16]).ConfigureAwait(false));
+            return (Thread.CurrentThread.Name == "daemoneye-reactor", Thread.CurrentThread.IsThreadPoolThread);
+        }
+    }
+
+    [Fact]
+    public void The_busy_poll_window_is_zero_to_ten_milliseconds_and_reads_back_as_set()
+    {
+        var reactor = PoolReactor;
+        Assert.Equal(TimeSpan.Zero, reactor.BusyPoll);
+        foreach (var bad in new[] { TimeSpan.FromTicks(-1), TimeSpan.FromMicroseconds(10_001) })
+        {
+            var error = Assert.Throws<ArgumentOutOfRangeException>(() => reactor.BusyPoll = bad);
+            Assert.Contains("allowed: 0 (off) to 10000 µs", error.Message, StringComparison.Ordinal);
+        }
+
+        var other = new SocketReactor(inlineReads: false);
+        foreach (var ok in new[] { TimeSpan.FromMicroseconds(1), TimeSpan.FromMicroseconds(200), SocketReactor.MaxBusyPoll, TimeSpan.Zero })
+        {
+            other.BusyPoll = ok;
+            Assert.Equal(ok, other.BusyPoll);
         }
     }
 
