@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Security;
+using DaemonEye.Networking;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
 using ErrorCode = DaemonEye.Protocol.V1.ErrorCode;
@@ -90,7 +91,9 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     /// <summary>Accepts connections once the silo (registered earlier) has started.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        LogListening(_logger, SocketPath, _options.MessageBufferSize, _options.MaxSubscribers, _options.MaxFrameSize);
+        LogListening(_logger, SocketPath, _options.MessageBufferSize, _options.MaxSubscribers, _options.MaxFrameSize, _options.BusyPollMicroseconds);
+        // Every bus connection's socket lives on the process's one reactor; set before the first is accepted.
+        SocketReactor.Shared.BusyPoll = TimeSpan.FromMicroseconds(_options.BusyPollMicroseconds);
         _server.Start();
         return Task.CompletedTask;
     }
@@ -108,6 +111,6 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     [LoggerMessage(EventId = 2104, Level = LogLevel.Warning, Message = "Refused a bus connection: broker.max_connections ({Max}) are open")]
     private static partial void LogTooManyConnections(ILogger logger, int max);
 
-    [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Event bus listening on {SocketPath} (message_buffer_size {BufferSize}, max_subscribers {MaxSubscribers}, max_frame_size {MaxFrameSize})")]
-    private static partial void LogListening(ILogger logger, string socketPath, int bufferSize, int maxSubscribers, int maxFrameSize);
+    [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Event bus listening on {SocketPath} (message_buffer_size {BufferSize}, max_subscribers {MaxSubscribers}, max_frame_size {MaxFrameSize}, busy_poll_microseconds {BusyPollMicroseconds})")]
+    private static partial void LogListening(ILogger logger, string socketPath, int bufferSize, int maxSubscribers, int maxFrameSize, int busyPollMicroseconds);
 }

@@ -48,6 +48,13 @@ public sealed class BrokerOptions
     [ConfigurationKeyName("max_subscribers_per_topic")]
     public int MaxSubscribersPerTopic { get; set; } = 100;
 
+    /// <summary>
+    /// After its last event, how long the bus socket thread keeps polling (yielding the CPU between
+    /// polls) before it sleeps, in microseconds; 0 turns busy polling off (see <see cref="Networking.SocketReactor.BusyPoll"/>).
+    /// </summary>
+    [ConfigurationKeyName("busy_poll_microseconds")]
+    public int BusyPollMicroseconds { get; set; } = 200;
+
     /// <summary>Every problem with these values, each naming the key, the value and what is allowed.</summary>
     public IEnumerable<string> Validate()
     {
@@ -84,6 +91,11 @@ public sealed class BrokerOptions
         if (MaxSubscribersPerTopic is < 1 or > 1_000_000)
         {
             yield return $"broker.max_subscribers_per_topic is {MaxSubscribersPerTopic}; allowed: 1 to 1000000";
+        }
+
+        if (BusyPollMicroseconds < 0 || BusyPollMicroseconds > Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds)
+        {
+            yield return $"broker.busy_poll_microseconds is {BusyPollMicroseconds}; allowed: 0 (off) to {Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds}";
         }
 
         if (MetricsPort is < 0 or > 65535)

@@ -19,6 +19,8 @@ public sealed class ConfigurationValidatorTests
         { "broker:message_buffer_size", "0", "broker.message_buffer_size is 0; allowed: 1 to 10000000" },
         { "broker:max_frame_size", "1023", "broker.max_frame_size is 1023; allowed: 1024 to 67108864" },
         { "broker:enable_metrics", "yes", "broker.enable_metrics is 'yes'; allowed: true or false" },
+        { "broker:busy_poll_microseconds", "-1", "broker.busy_poll_microseconds is -1; allowed: 0 (off) to 10000" },
+        { "broker:busy_poll_microseconds", "10001", "broker.busy_poll_microseconds is 10001; allowed: 0 (off) to 10000" },
         { "broker:metrics_port", "65536", "broker.metrics_port is 65536; allowed: 0 (pick a free port) or 1 to 65535" },
         { "broker:socket_path", "/" + new string('s', 120), $"broker.socket_path is '/{new string('s', 120)}'; a Unix socket path must be at most 107 bytes" },
         { "rpc:default_timeout_seconds", "0", "rpc.default_timeout_seconds is 0; allowed: 1 to 3600" },
