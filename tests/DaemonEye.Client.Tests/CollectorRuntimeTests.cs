@@ -26,4 +26,58 @@ public sealed class CollectorRuntimeTests
             Environment.SetEnvironmentVariable(name, before);
         }
     }
+
+    [Fact]
+    public void Busy_polling_takes_the_collectors_window_unless_the_operator_set_one_and_a_bad_value_is_named()
+    {
+        var name = CollectorRuntime.BusyPollVariable;
+        var before = Environment.GetEnvironmentVariable(name);
+        var window = TimeSpan.FromMicroseconds(200);
+        try
+        {
+            Environment.SetEnvironmentVariable(name, null);
+            Assert.Equal(window, CollectorRuntime.BusyPollInEffect(window));
+
+            Environment.SetEnvironmentVariable(name, "0");
+            Assert.Equal(TimeSpan.Zero, CollectorRuntime.BusyPollInEffect(window));
+
+            Environment.SetEnvironmentVariable(name, "750");
+            Assert.Equal(TimeSpan.FromMicroseconds(750), CollectorRuntime.BusyPollInEffect(window));
+
+            foreach (var bad in new[] { "-5", "10001", "fast", "2e3" })
+            {
+                Environment.SetEnvironmentVariable(name, bad);
+                var error = Assert.Throws<ArgumentException>(() => CollectorRuntime.BusyPollInEffect(window));
+                Assert.StartsWith($"{name} is '{bad}'; allowed: 0 (off) to 10000 (microseconds)", error.Message, StringComparison.Ordinal);
+            }
+
+            Environment.SetEnvironmentVariable(name, null);
+            var tooLong = Assert.Throws<ArgumentOutOfRangeException>(() => CollectorRuntime.BusyPollInEffect(TimeSpan.FromMilliseconds(11)));
+            Assert.Contains("allowed: 0 (off) to 10000 µs", tooLong.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(name, before);
+        }
+    }
+
+    [Fact]
+    public void Busy_polling_sets_the_window_of_the_process_reactor()
+    {
+        var name = CollectorRuntime.BusyPollVariable;
+        var before = Environment.GetEnvironmentVariable(name);
+        var reactor = DaemonEye.Networking.SocketReactor.Shared;
+        var was = reactor.BusyPoll;
+        try
+        {
+            Environment.SetEnvironmentVariable(name, null);
+            Assert.Equal(TimeSpan.FromMicroseconds(300), CollectorRuntime.UseBusyPolling(TimeSpan.FromMicroseconds(300)));
+            Assert.Equal(TimeSpan.FromMicroseconds(300), reactor.BusyPoll);
+        }
+        finally
+        {
+            reactor.BusyPoll = was;
+            Environment.SetEnvironmentVariable(name, before);
+        }
+    }
 }

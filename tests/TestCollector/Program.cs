@@ -62,6 +62,7 @@ var neverAnswer = args.Contains("--never-answer");
 var tasks = new TaskCounters();
 
 CollectorRuntime.UseInlineSocketCompletions(); // as the shipped collectors do
+CollectorRuntime.UseBusyPolling(TimeSpan.FromMicroseconds(200)); // as the example collector does
 var builder = Host.CreateApplicationBuilder(args);
 var collector = builder.Services.AddDaemonEyeCollector(o =>
 {

@@ -13,6 +13,9 @@ namespace DaemonEye.Cli.Commands;
 /// </summary>
 internal static class BenchRpcCommand
 {
+    /// <summary>The caller's busy-poll window unless --busy-poll-us says otherwise: the agent's own default (broker.busy_poll_microseconds).</summary>
+    private const int DefaultBusyPollMicroseconds = 200;
+
     public static Command Build(CliContext context)
     {
         var collector = new Option<string>("--collector") { Description = "The collector to call", Required = true };
@@ -28,9 +31,14 @@ internal static class BenchRpcCommand
             DefaultValueFactory = _ => "reader",
         };
         completions.AcceptOnlyFromAmong("reader", "thread-pool");
+        var busyPoll = new Option<int>("--busy-poll-us")
+        {
+            Description = $"After each bus event, keep this process's socket thread polling this many microseconds before it sleeps (0 to {(int)Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds}; 0: off); see CollectorRuntime.UseBusyPolling",
+            DefaultValueFactory = _ => DefaultBusyPollMicroseconds,
+        };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with the results" };
         var command = new Command("rpc", "HealthCheck RPC round trips to a collector: requests/s and latency");
-        foreach (var option in new Option[] { collector, concurrency, connections, requests, duration, warmup, timeout, completions, json })
+        foreach (var option in new Option[] { collector, concurrency, connections, requests, duration, warmup, timeout, completions, busyPoll, json })
         {
             command.Options.Add(option);
         }
@@ -39,7 +47,7 @@ internal static class BenchRpcCommand
         {
             var settings = new Settings(parse.GetValue(collector)!, parse.GetValue(concurrency), parse.GetValue(connections), parse.GetValue(requests),
                 parse.GetValue(duration) is { } d ? TimeSpan.FromSeconds(d) : null, parse.GetValue(warmup), TimeSpan.FromSeconds(parse.GetValue(timeout)),
-                OnReader: parse.GetValue(completions) == "reader");
+                OnReader: parse.GetValue(completions) == "reader", BusyPollMicroseconds: parse.GetValue(busyPoll));
             var problems = settings.Validate().ToList();
             if (problems.Count > 0)
             {
@@ -58,6 +66,7 @@ internal static class BenchRpcCommand
                 CollectorRuntime.UseInlineSocketCompletions();
             }
 
+            CollectorRuntime.UseBusyPolling(TimeSpan.FromMicroseconds(settings.BusyPollMicroseconds));
             var clients = new List<BusClient>();
             try
             {
@@ -169,7 +178,7 @@ internal static class BenchRpcCommand
         public long Calls { get; set; }
     }
 
-    private sealed record Settings(string Collector, int Concurrency, int Connections, long Requests, TimeSpan? Duration, int Warmup, TimeSpan Timeout, bool OnReader)
+    private sealed record Settings(string Collector, int Concurrency, int Connections, long Requests, TimeSpan? Duration, int Warmup, TimeSpan Timeout, bool OnReader, int BusyPollMicroseconds)
     {
         public IEnumerable<string> Validate()
         {
@@ -186,6 +195,11 @@ internal static class BenchRpcCommand
             if (problem is not null)
             {
                 yield return problem;
+            }
+
+            if (BusyPollMicroseconds < 0 || BusyPollMicroseconds > Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds)
+            {
+                yield return $"--busy-poll-us is {BusyPollMicroseconds}; it must be 0 (off) to {Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds}";
             }
 
             if (Concurrency < 1)
@@ -226,7 +240,7 @@ internal static class BenchRpcCommand
 
         public void Print(TextWriter output, Settings settings)
         {
-            output.WriteLine($"rpc: HealthCheck -> {settings.Collector}, concurrency {settings.Concurrency} over {settings.Connections} connection(s), answers resumed on the {(settings.OnReader ? "reader" : "thread pool")}");
+            output.WriteLine($"rpc: HealthCheck -> {settings.Collector}, concurrency {settings.Concurrency} over {settings.Connections} connection(s), answers resumed on the {(settings.OnReader ? "reader" : "thread pool")}, busy poll {settings.BusyPollMicroseconds} µs");
             output.WriteLine($"  calls      {Calls,14:N0}  {PerSecond,14:N0} requests/s  ({Seconds:0.000} s)");
             output.WriteLine($"  errors     {Errors.Values.Sum(),14:N0}{(Errors.Count > 0 ? "  " + string.Join(", ", Errors.Select(e => $"{e.Key} {e.Value}")) : "")}");
             output.WriteLine($"  latency    {Latency.Summary()}");
@@ -242,6 +256,7 @@ internal static class BenchRpcCommand
                 w.WriteNumber("concurrency", settings.Concurrency);
                 w.WriteNumber("connections", settings.Connections);
                 w.WriteString("completions", settings.OnReader ? "reader" : "thread-pool");
+                w.WriteNumber("busy_poll_us", settings.BusyPollMicroseconds);
                 w.WriteNumber("requests", Calls);
                 w.WriteNumber("ok", Calls - Errors.Values.Sum());
                 w.WriteNumber("seconds", Math.Round(Seconds, 6));
