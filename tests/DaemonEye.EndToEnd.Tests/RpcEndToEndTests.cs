@@ -273,19 +273,25 @@ public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<Rp
         Assert.True(latency.GetProperty("p999").GetDouble() >= latency.GetProperty("p99").GetDouble());
         Assert.Equal(JsonValueKind.Object, root.GetProperty("errors").ValueKind);
         Assert.Equal("reader", root.GetProperty("completions").GetString());
+        Assert.Equal(200, root.GetProperty("busy_poll_us").GetInt32());
 
         // The SDK's default completions, for comparison.
         var (poolCode, poolOut, poolErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, TimeSpan.FromSeconds(120),
-            "bench", "rpc", "--collector", "fast", "--requests", "1000", "--concurrency", "16", "--warmup", "0", "--completions", "thread-pool", "--json");
+            "bench", "rpc", "--collector", "fast", "--requests", "1000", "--concurrency", "16", "--warmup", "0", "--completions", "thread-pool", "--busy-poll-us", "0", "--json");
         Assert.True(poolCode == 0, $"exit {poolCode}: {poolErr}");
         using var pool = JsonDocument.Parse(string.Join('\n', poolOut));
         Assert.Equal("thread-pool", pool.RootElement.GetProperty("completions").GetString());
+        Assert.Equal(0, pool.RootElement.GetProperty("busy_poll_us").GetInt32());
         Assert.Equal(1000, pool.RootElement.GetProperty("ok").GetInt64());
 
         var (bad, _, badErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, Patience, "bench", "rpc", "--collector", "fast", "--completions", "inline");
         Assert.Equal(2, bad);
         Assert.Contains("'inline' not recognized", badErr, StringComparison.Ordinal);
         Assert.Contains("thread-pool", badErr, StringComparison.Ordinal);
+
+        var (badPoll, _, badPollErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, Patience, "bench", "rpc", "--collector", "fast", "--busy-poll-us", "20000");
+        Assert.Equal(2, badPoll);
+        Assert.Contains("--busy-poll-us is 20000; it must be 0 (off) to 10000", badPollErr, StringComparison.Ordinal);
 
         var (missing, _, missingErr) = await CliProcess.RunAsync(fixture.Agent.SocketPath, Patience, "bench", "rpc", "--collector", "nobody", "--requests", "10");
         Assert.Equal(1, missing);
