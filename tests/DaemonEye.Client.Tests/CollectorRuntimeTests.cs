@@ -1,14 +1,15 @@
+using DaemonEye.Networking;
+
 namespace DaemonEye.Client.Tests;
 
-/// <summary>The opt-in sets the runtime's switch only where the operator has not chosen already.</summary>
+/// <summary>The opt-ins apply only where the operator has not chosen already.</summary>
 public sealed class CollectorRuntimeTests
 {
     [Fact]
     public void Inline_socket_completions_are_switched_on_unless_the_environment_already_says()
     {
         var name = CollectorRuntime.InlineCompletionsVariable;
-        var before = Environment.GetEnvironmentVariable(name);
-        try
+        WithVariableRestored(name, () =>
         {
             Environment.SetEnvironmentVariable(name, null);
             Assert.True(CollectorRuntime.UseInlineSocketCompletions());
@@ -20,20 +21,15 @@ public sealed class CollectorRuntimeTests
 
             Environment.SetEnvironmentVariable(name, "1");
             Assert.True(CollectorRuntime.UseInlineSocketCompletions());
-        }
-        finally
-        {
-            Environment.SetEnvironmentVariable(name, before);
-        }
+        });
     }
 
     [Fact]
     public void Busy_polling_takes_the_collectors_window_unless_the_operator_set_one_and_a_bad_value_is_named()
     {
         var name = CollectorRuntime.BusyPollVariable;
-        var before = Environment.GetEnvironmentVariable(name);
         var window = TimeSpan.FromMicroseconds(200);
-        try
+        WithVariableRestored(name, () =>
         {
             Environment.SetEnvironmentVariable(name, null);
             Assert.Equal(window, CollectorRuntime.BusyPollInEffect(window));
@@ -54,29 +50,39 @@ public sealed class CollectorRuntimeTests
             Environment.SetEnvironmentVariable(name, null);
             var tooLong = Assert.Throws<ArgumentOutOfRangeException>(() => CollectorRuntime.BusyPollInEffect(TimeSpan.FromMilliseconds(11)));
             Assert.Contains("allowed: 0 (off) to 10000 µs", tooLong.Message, StringComparison.Ordinal);
-        }
-        finally
-        {
-            Environment.SetEnvironmentVariable(name, before);
-        }
+        });
     }
 
     [Fact]
     public void Busy_polling_sets_the_window_of_the_process_reactor()
     {
-        var name = CollectorRuntime.BusyPollVariable;
-        var before = Environment.GetEnvironmentVariable(name);
-        var reactor = DaemonEye.Networking.SocketReactor.Shared;
+        var reactor = SocketReactor.Shared;
         var was = reactor.BusyPoll;
         try
         {
-            Environment.SetEnvironmentVariable(name, null);
-            Assert.Equal(TimeSpan.FromMicroseconds(300), CollectorRuntime.UseBusyPolling(TimeSpan.FromMicroseconds(300)));
-            Assert.Equal(TimeSpan.FromMicroseconds(300), reactor.BusyPoll);
+            WithVariableRestored(CollectorRuntime.BusyPollVariable, () =>
+            {
+                Environment.SetEnvironmentVariable(CollectorRuntime.BusyPollVariable, null);
+                Assert.Equal(TimeSpan.FromMicroseconds(300), CollectorRuntime.UseBusyPolling(TimeSpan.FromMicroseconds(300)));
+                Assert.Equal(TimeSpan.FromMicroseconds(300), reactor.BusyPoll);
+            });
         }
         finally
         {
             reactor.BusyPoll = was;
+        }
+    }
+
+    /// <summary>Runs <paramref name="body"/>, then puts the environment variable back as it was.</summary>
+    private static void WithVariableRestored(string name, Action body)
+    {
+        var before = Environment.GetEnvironmentVariable(name);
+        try
+        {
+            body();
+        }
+        finally
+        {
             Environment.SetEnvironmentVariable(name, before);
         }
     }
