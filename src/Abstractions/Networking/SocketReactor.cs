@@ -18,8 +18,8 @@ namespace DaemonEye.Networking;
 /// <b>Busy polling.</b> With <see cref="BusyPoll"/> set, the thread does not block in epoll_wait
 /// for that long after its last event: it polls without waiting and yields the CPU between polls
 /// (sched_yield, so a runnable thread of any process on this CPU goes first). An answer that comes
-/// back within the window is then seen without the wake-up of a sleeping thread, which on a
-/// virtual machine can cost more than the rest of the hop (docs/benchmarks.md, "Busy polling").
+/// back within the window is then seen without the wake-up of a sleeping thread, which on a small
+/// virtual machine is most of a hop's cost (docs/benchmarks.md, "Busy polling").
 /// Reads completed during the window run on this thread, as with <see cref="InlineReads"/>: the
 /// thread is awake anyway, and handing the read to the thread pool would wake a second one. An
 /// idle process polls for one window after its last event and then blocks as before.
