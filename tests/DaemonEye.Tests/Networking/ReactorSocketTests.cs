@@ -264,11 +264,16 @@ public sealed class ReactorSocketTests : IDisposable
             Assert.Equal((true, false), await ReadOne(reader, a));
             Assert.Equal((true, false), await ReadOne(reader, a));
 
-            // Past the window (counted from the last event) the reactor sleeps again.
+            // The window runs from the last event: 199 µs on, then 2 µs more (201 µs after the
+            // first event, 2 µs after the last), it still polls.
             var sleeps = reactor.BlockingWaits;
             time.Advance(TimeSpan.FromMicroseconds(199));
             Assert.Equal((true, false), await ReadOne(reader, a));
+            time.Advance(TimeSpan.FromMicroseconds(2));
+            Assert.Equal((true, false), await ReadOne(reader, a));
             Assert.Equal(sleeps, reactor.BlockingWaits);
+
+            // 200 µs after the last event the reactor sleeps again, and the pool takes the next read.
             time.Advance(TimeSpan.FromMicroseconds(200));
             Assert.True(SpinWait.SpinUntil(() => reactor.BlockingWaits > sleeps, Patience), "the reactor kept polling after its window");
             Assert.Equal((false, true), await ReadOne(reader, a));
