@@ -83,4 +83,45 @@ public sealed class CollectorHostPeerTests
         await connection.SendAsync(new Envelope { RequestId = ping.RequestId, Pong = new Pong { Nonce = ping.Ping.Nonce } }, patience.Token);
         await stopping.WaitAsync(Patience);
     }
+
+    [Fact]
+    public async Task The_host_sets_its_busy_poll_window_on_the_process_reactor_before_it_connects()
+    {
+        await using var peer = new RawPeer();
+        using var patience = new CancellationTokenSource(Patience);
+        var reactor = Networking.SocketReactor.Shared;
+        var before = reactor.BusyPoll;
+        var builder = new HostApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddDaemonEyeCollector(o =>
+        {
+            o.CollectorId = "polling";
+            o.SendHeartbeats = false;
+            o.Bus.SocketPath = peer.SocketPath;
+            o.BusyPoll = TimeSpan.FromMicroseconds(300);
+        });
+        using var host = builder.Build();
+        try
+        {
+            var accepted = peer.AcceptAsync(patience.Token);
+            await host.StartAsync(patience.Token);
+            using var connection = await accepted;
+            Assert.Equal("polling", connection.Hello.ClientId);
+            Assert.Equal(TimeSpan.FromMicroseconds(300), reactor.BusyPoll);
+
+            // Stopping flushes the client with a Ping barrier; the peer answers it.
+            var stopping = host.StopAsync(patience.Token);
+            var ping = await connection.ReadAsync(patience.Token);
+            while (ping.BodyCase != Envelope.BodyOneofCase.Ping)
+            {
+                ping = await connection.ReadAsync(patience.Token);
+            }
+
+            await connection.SendAsync(new Envelope { RequestId = ping.RequestId, Pong = new Pong { Nonce = ping.Ping.Nonce } }, patience.Token);
+            await stopping.WaitAsync(Patience);
+        }
+        finally
+        {
+            reactor.BusyPoll = before; // process-wide: the other tests' clients share this reactor
+        }
+    }
 }

@@ -62,7 +62,6 @@ var neverAnswer = args.Contains("--never-answer");
 var tasks = new TaskCounters();
 
 CollectorRuntime.UseInlineSocketCompletions(); // as the shipped collectors do
-CollectorRuntime.UseBusyPolling(TimeSpan.FromMicroseconds(200)); // as the example collector does
 var builder = Host.CreateApplicationBuilder(args);
 var collector = builder.Services.AddDaemonEyeCollector(o =>
 {
@@ -75,6 +74,7 @@ var collector = builder.Services.AddDaemonEyeCollector(o =>
     o.EventDomains.Add("events.test.#");
     o.Capacity = capacity;
     o.SendHeartbeats = !args.Contains("--no-heartbeat");
+    o.BusyPoll = TimeSpan.FromMicroseconds(200); // as the example collector does
 });
 collector.HandleUpdateConfig(async (request, call, cancellationToken) =>
 {

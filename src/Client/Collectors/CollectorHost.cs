@@ -75,6 +75,8 @@ internal sealed partial class CollectorHost(
             _orphanGuard = _time.CreateTimer(_ => CheckOrphan(supervisor), null, _options.OrphanCheckInterval, _options.OrphanCheckInterval);
         }
 
+        // Process-wide (one reactor per process), and before the connection: its first answer may come within the window.
+        Networking.SocketReactor.Shared.BusyPoll = _options.BusyPoll;
         var bus = _options.Bus;
         bus.ClientId = CollectorId;
         bus.Role = Role.Collector;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using DaemonEye.Networking;
 using DaemonEye.Topics;
 
 namespace DaemonEye.Client;
@@ -6,13 +7,17 @@ namespace DaemonEye.Client;
 /// <summary>Who a collector is and what it declares. Unset values come from the environment the
 /// agent gives the collectors it spawns (<c>DAEMONEYE_COLLECTOR_ID</c>,
 /// <c>DAEMONEYE_HEARTBEAT_INTERVAL_MS</c>, <c>DAEMONEYE_SUPERVISOR_PID</c>, <c>DAEMONEYE_REGISTRATION_TOKEN</c>,
-/// <c>DAEMONEYE_BROKER__SOCKET_PATH</c>).</summary>
+/// <c>DAEMONEYE_BROKER__SOCKET_PATH</c>); <c>DAEMONEYE_BUSY_POLL_MICROSECONDS</c> is the operator's own.</summary>
 public sealed class CollectorOptions
 {
     public const string CollectorIdVariable = "DAEMONEYE_COLLECTOR_ID";
     public const string HeartbeatIntervalVariable = "DAEMONEYE_HEARTBEAT_INTERVAL_MS";
     public const string SupervisorPidVariable = "DAEMONEYE_SUPERVISOR_PID";
     public const string RegistrationTokenVariable = "DAEMONEYE_REGISTRATION_TOKEN";
+    public const string BusyPollVariable = "DAEMONEYE_BUSY_POLL_MICROSECONDS";
+
+    // A BusyPollVariable value that is not a number, kept for Validate to name.
+    private string? _unreadableBusyPoll;
 
     /// <summary>The collector id: its Hello client id and its RPC target <c>control.collector.&lt;id&gt;</c>.
     /// <c>DAEMONEYE_COLLECTOR_ID</c> wins when set: an agent-spawned collector must register under the
@@ -36,6 +41,18 @@ public sealed class CollectorOptions
 
     /// <summary>How often to publish a Heartbeat. Null: <c>DAEMONEYE_HEARTBEAT_INTERVAL_MS</c>, else 5 s.</summary>
     public TimeSpan? HeartbeatInterval { get; set; }
+
+    /// <summary>
+    /// After each bus event, how long the process's socket thread keeps polling (yielding the CPU
+    /// between polls) before it sleeps: 0 (the default) to 10 ms; set when the host starts, for every
+    /// bus connection of the process. A request that follows an answer within the window is read
+    /// without waking a sleeping thread, and reads in the window run on that thread, so code after a
+    /// bus read must not block (the host's own never does; handlers run on the thread pool). It costs
+    /// CPU while calls flow and nothing when the bus is quiet (docs/benchmarks.md, "Busy polling").
+    /// <c>DAEMONEYE_BUSY_POLL_MICROSECONDS</c> wins when set, so the operator can change it or turn
+    /// it off (<c>0</c>) in the collector's <c>environment:</c>.
+    /// </summary>
+    public TimeSpan BusyPoll { get; set; }
 
     /// <summary>Publish heartbeats at all (a test collector may not).</summary>
     public bool SendHeartbeats { get; set; } = true;
@@ -74,6 +91,18 @@ public sealed class CollectorOptions
         if (SupervisorPid is null && int.TryParse(environment(SupervisorPidVariable), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid) && pid > 0)
         {
             SupervisorPid = pid;
+        }
+
+        if (environment(BusyPollVariable) is { Length: > 0 } busyPoll)
+        {
+            if (int.TryParse(busyPoll, NumberStyles.None, CultureInfo.InvariantCulture, out var micros))
+            {
+                BusyPoll = TimeSpan.FromMicroseconds(micros);
+            }
+            else
+            {
+                _unreadableBusyPoll = busyPoll;
+            }
         }
     }
 
@@ -138,6 +167,15 @@ public sealed class CollectorOptions
         if (HeartbeatInterval is { } interval && interval <= TimeSpan.Zero)
         {
             yield return $"HeartbeatInterval is {interval}; it must be positive";
+        }
+
+        if (_unreadableBusyPoll is not null)
+        {
+            yield return $"{BusyPollVariable} is '{_unreadableBusyPoll}'; allowed: 0 (off) to {SocketReactor.MaxBusyPoll.TotalMicroseconds} (microseconds)";
+        }
+        else if (BusyPoll < TimeSpan.Zero || BusyPoll > SocketReactor.MaxBusyPoll)
+        {
+            yield return $"BusyPoll is {BusyPoll.TotalMicroseconds} µs (from {BusyPollVariable} when that is set); allowed: 0 (off) to {SocketReactor.MaxBusyPoll.TotalMicroseconds} µs";
         }
 
         if (OrphanCheckInterval <= TimeSpan.Zero)

@@ -19,7 +19,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
 CollectorRuntime.UseInlineSocketCompletions(); // before any socket: answers leave without a thread hand-off
-CollectorRuntime.UseBusyPolling(TimeSpan.FromMicroseconds(200)); // the next request within 200 µs is read without a wake-up
 var builder = Host.CreateApplicationBuilder(args);
 var ticker = new TickSettings();
 builder.Services.AddSingleton(ticker);
@@ -29,6 +28,7 @@ builder.Services.AddDaemonEyeCollector(o =>
     o.TaskTypes.Add("example.tick");
     o.EventDomains.Add("events.example.#");
     o.Capacity = 1;
+    o.BusyPoll = TimeSpan.FromMicroseconds(200); // a request within 200 µs of the last is read without a wake-up
 })
 .HandleUpdateConfig((request, call, cancellationToken) =>
 {
