@@ -66,7 +66,7 @@ internal static class BenchRpcCommand
                 CollectorRuntime.UseInlineSocketCompletions();
             }
 
-            // The option, not DAEMONEYE_BUSY_POLL_MICROSECONDS: a benchmark runs with what it reports.
+            // The caller's side of the round trip: this process's one reactor serves every BusClient below.
             Networking.SocketReactor.Shared.BusyPoll = TimeSpan.FromMicroseconds(settings.BusyPollMicroseconds);
             var clients = new List<BusClient>();
             try
