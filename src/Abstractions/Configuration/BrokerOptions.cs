@@ -93,7 +93,7 @@ public sealed class BrokerOptions
             yield return $"broker.max_subscribers_per_topic is {MaxSubscribersPerTopic}; allowed: 1 to 1000000";
         }
 
-        if (BusyPollMicroseconds < 0 || BusyPollMicroseconds > Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds)
+        if (!Networking.SocketReactor.IsValidBusyPoll(TimeSpan.FromMicroseconds(BusyPollMicroseconds)))
         {
             yield return $"broker.busy_poll_microseconds is {BusyPollMicroseconds}; allowed: 0 (off) to {Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds}";
         }

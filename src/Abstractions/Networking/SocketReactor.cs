@@ -43,6 +43,9 @@ public sealed partial class SocketReactor
     /// <summary>The longest <see cref="BusyPoll"/> window accepted.</summary>
     public static readonly TimeSpan MaxBusyPoll = TimeSpan.FromMilliseconds(10);
 
+    /// <summary>True for a <see cref="BusyPoll"/> window the reactor accepts: 0 (off) to <see cref="MaxBusyPoll"/>.</summary>
+    public static bool IsValidBusyPoll(TimeSpan window) => window >= TimeSpan.Zero && window <= MaxBusyPoll;
+
     // struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16 bytes).
     private static readonly bool Packed = RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86;
     private static readonly int EventSize = Packed ? 12 : 16;
@@ -97,7 +100,7 @@ public sealed partial class SocketReactor
         get => TimeSpan.FromTicks(Volatile.Read(ref _busyPollTicks) * TimeSpan.TicksPerSecond / _time.TimestampFrequency);
         set
         {
-            if (value < TimeSpan.Zero || value > MaxBusyPoll)
+            if (!IsValidBusyPoll(value))
             {
                 throw new ArgumentOutOfRangeException(nameof(value), value,
                     $"the busy-poll window is {value.TotalMicroseconds} µs; allowed: 0 (off) to {MaxBusyPoll.TotalMicroseconds} µs");

@@ -198,7 +198,7 @@ internal static class BenchRpcCommand
                 yield return problem;
             }
 
-            if (BusyPollMicroseconds < 0 || BusyPollMicroseconds > Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds)
+            if (!Networking.SocketReactor.IsValidBusyPoll(TimeSpan.FromMicroseconds(BusyPollMicroseconds)))
             {
                 yield return $"--busy-poll-us is {BusyPollMicroseconds}; it must be 0 (off) to {Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds}";
             }

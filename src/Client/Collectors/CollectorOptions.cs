@@ -173,7 +173,7 @@ public sealed class CollectorOptions
         {
             yield return $"{BusyPollVariable} is '{_unreadableBusyPoll}'; allowed: 0 (off) to {SocketReactor.MaxBusyPoll.TotalMicroseconds} (microseconds)";
         }
-        else if (BusyPoll < TimeSpan.Zero || BusyPoll > SocketReactor.MaxBusyPoll)
+        else if (!SocketReactor.IsValidBusyPoll(BusyPoll))
         {
             yield return $"BusyPoll is {BusyPoll.TotalMicroseconds} µs (from {BusyPollVariable} when that is set); allowed: 0 (off) to {SocketReactor.MaxBusyPoll.TotalMicroseconds} µs";
         }
