@@ -1,0 +1,90 @@
+using DaemonEye.Gateway.Rpc;
+using DaemonEye.Protocol;
+using DaemonEye.Protocol.V1;
+using ErrorCode = DaemonEye.Protocol.V1.ErrorCode;
+
+namespace DaemonEye.Gateway;
+
+/// <summary>The handshake: Hello in, access decided, Welcome out (and any RPC request that was routed here first).</summary>
+internal sealed partial class BusConnection
+{
+    // A collector is registered (and its presence announced) before its Welcome is queued, so a request
+    // routed to it in between (the task coordinator dispatches as soon as an instance appears) waits
+    // here and is queued right after the Welcome: a client never sees a request before its Welcome.
+    private readonly Lock _welcomeGate = new();
+    private volatile bool _welcomeQueued;
+    private List<RpcRequest>? _early;
+
+    private bool Handshake(Envelope envelope)
+    {
+        if (envelope.BodyCase != Envelope.BodyOneofCase.Hello)
+        {
+            Fatal(ErrorCode.HandshakeRequired, $"the first frame must be Hello; got {(envelope.BodyCase == Envelope.BodyOneofCase.None ? "an envelope with no body" : envelope.BodyCase.ToString())}", envelope.RequestId);
+            return false;
+        }
+
+        var hello = envelope.Hello;
+        if (hello.ProtocolVersion != ProtocolConstants.Version)
+        {
+            Fatal(ErrorCode.UnsupportedVersion, $"protocol version {hello.ProtocolVersion} is not supported; this agent speaks version {ProtocolConstants.Version}", envelope.RequestId);
+            return false;
+        }
+
+        if (hello.ClientId.Length is 0 or > ProtocolConstants.MaxClientIdLength)
+        {
+            Fatal(ErrorCode.HandshakeRequired, $"hello.client_id must be 1 to {ProtocolConstants.MaxClientIdLength} characters; got {hello.ClientId.Length}", envelope.RequestId);
+            return false;
+        }
+
+        _clientId = hello.ClientId;
+        var decision = _access.Decide(hello, _peer, Id);
+        if (decision.Policy is null)
+        {
+            Fatal(ErrorCode.NotAuthorized, decision.Refusal!, envelope.RequestId);
+            return false;
+        }
+
+        _policy = decision.Policy;
+        var role = _policy.Role;
+        if (role == Role.Collector)
+        {
+            var presence = new CollectorPresence(_clientId, Id, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue, [.. hello.Capabilities]);
+            if (!_rpc.TryRegisterCollector(this, presence, out var conflict))
+            {
+                Fatal(ErrorCode.Conflict, conflict!, envelope.RequestId);
+                return false;
+            }
+
+            _heartbeatTopic = HeartbeatTopicPrefix + _clientId;
+        }
+
+        _welcomed = true;
+        _directory.Add(this);
+        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
+        {
+            RequestId = envelope.RequestId,
+            Welcome = new Welcome
+            {
+                ProtocolVersion = ProtocolConstants.Version,
+                ConnectionId = $"c{Id}",
+                AgentVersion = AgentInfo.Version,
+                MaxFrameSize = (uint)_maxFrameSize,
+                MessageBufferSize = (uint)_capacity,
+                Role = role,
+            },
+        })));
+        lock (_welcomeGate)
+        {
+            foreach (var request in _early ?? [])
+            {
+                Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+            }
+
+            _early = null;
+            _welcomeQueued = true;
+        }
+
+        LogWelcomed(_logger, Id, _clientId, role, hello.ClientVersion, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue);
+        return true;
+    }
+}
