@@ -52,13 +52,36 @@ public static class ServiceCollectionExtensions
     /// </summary>
     public static IServiceCollection AddAgentIpc(this IServiceCollection services, IConfiguration configuration)
     {
-        services.AddOptions<IpcOptions>().Bind(configuration.GetSection(IpcOptions.SectionName));
+        services.AddOptions<IpcOptions>()
+            .Bind(configuration.GetSection(IpcOptions.SectionName))
+            .ValidateOnStart();
+        var collectors = ConfigurationValidator.BindCollectors(configuration).Count(c => c.Enabled);
+        services.AddSingleton<IValidateOptions<IpcOptions>>(sp => new IpcOptionsValidator(sp.GetRequiredService<IOptions<BrokerOptions>>(), collectors));
         services.AddSingleton(sp => new Ipc.IpcEndpoint(DaemonEye.Hosting.SocketPaths.IpcSocket(
             sp.GetRequiredService<IOptions<IpcOptions>>().Value.SocketPath,
             sp.GetRequiredService<IOptions<BrokerOptions>>().Value.SocketPath)));
         services.AddSingleton<Ipc.IpcSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<Ipc.IpcSocketListener>());
         return services;
+    }
+
+    /// <summary>
+    /// The ipc section, and (the IPC listener being the last socket registered) whether every
+    /// connection both sockets allow fits under the agent's open-file limit (see <see cref="DescriptorBudget"/>).
+    /// </summary>
+    private sealed class IpcOptionsValidator(IOptions<BrokerOptions> broker, int collectors) : IValidateOptions<IpcOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, IpcOptions options)
+        {
+            var failures = options.Validate().ToList();
+            if (failures.Count == 0 && DaemonEye.Hosting.Posix.OpenFileLimit() is { } limit
+                && DescriptorBudget.Problem(broker.Value, options, collectors, limit.Soft) is { } problem)
+            {
+                failures.Add(problem);
+            }
+
+            return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+        }
     }
 
     private sealed class RpcOptionsValidator : IValidateOptions<RpcOptions>

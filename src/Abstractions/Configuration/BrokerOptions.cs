@@ -1,3 +1,4 @@
+using System.Globalization;
 using DaemonEye.Protocol;
 using Microsoft.Extensions.Configuration;
 
@@ -40,6 +41,30 @@ public sealed class BrokerOptions
     [ConfigurationKeyName("max_connections")]
     public int MaxConnections { get; set; } = 256;
 
+    /// <summary>
+    /// Connections beyond <see cref="MaxConnections"/> that only the collectors this agent started
+    /// (recognised by the pid the kernel reports for the socket) may use, so that a flood of other
+    /// connections cannot lock a restarting collector out. 0: none reserved.
+    /// </summary>
+    [ConfigurationKeyName("reserved_collector_connections")]
+    public int ReservedCollectorConnections { get; set; } = 16;
+
+    /// <summary>How long a new connection has to complete its Hello, in seconds; then it is closed.</summary>
+    [ConfigurationKeyName("handshake_timeout_seconds")]
+    public double HandshakeTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>How long a frame may take from its first byte to its last, in seconds; then the connection is closed.</summary>
+    [ConfigurationKeyName("frame_timeout_seconds")]
+    public double FrameTimeoutSeconds { get; set; } = 30;
+
+    /// <summary>
+    /// How long a connection that holds no subscription may send nothing, in seconds; then it is
+    /// closed. A subscriber is never idle (it legitimately only listens); any frame, a Ping for one,
+    /// keeps a connection alive. 0: off.
+    /// </summary>
+    [ConfigurationKeyName("idle_timeout_seconds")]
+    public double IdleTimeoutSeconds { get; set; } = 300;
+
     /// <summary>Most subscriptions one connection may hold.</summary>
     [ConfigurationKeyName("max_subscriptions_per_connection")]
     public int MaxSubscriptionsPerConnection { get; set; } = 100;
@@ -54,6 +79,13 @@ public sealed class BrokerOptions
     /// </summary>
     [ConfigurationKeyName("busy_poll_microseconds")]
     public int BusyPollMicroseconds { get; set; } = 200;
+
+    public TimeSpan HandshakeTimeout => TimeSpan.FromSeconds(HandshakeTimeoutSeconds);
+
+    public TimeSpan FrameTimeout => TimeSpan.FromSeconds(FrameTimeoutSeconds);
+
+    /// <summary>The idle timeout; <see cref="TimeSpan.Zero"/> when off.</summary>
+    public TimeSpan IdleTimeout => TimeSpan.FromSeconds(IdleTimeoutSeconds);
 
     /// <summary>Every problem with these values, each naming the key, the value and what is allowed.</summary>
     public IEnumerable<string> Validate()
@@ -81,6 +113,28 @@ public sealed class BrokerOptions
         if (MaxConnections is < 1 or > 100_000)
         {
             yield return $"broker.max_connections is {MaxConnections}; allowed: 1 to 100000";
+        }
+
+        if (ReservedCollectorConnections is < 0 or > 10_000)
+        {
+            yield return $"broker.reserved_collector_connections is {ReservedCollectorConnections}; allowed: 0 to 10000";
+        }
+
+        foreach (var (key, value, min, max) in new[]
+        {
+            ("handshake_timeout_seconds", HandshakeTimeoutSeconds, 0.01, 3600.0),
+            ("frame_timeout_seconds", FrameTimeoutSeconds, 0.01, 3600.0),
+        })
+        {
+            if (double.IsNaN(value) || value < min || value > max)
+            {
+                yield return string.Create(CultureInfo.InvariantCulture, $"broker.{key} is {value}; allowed: {min} to {max} seconds");
+            }
+        }
+
+        if (double.IsNaN(IdleTimeoutSeconds) || IdleTimeoutSeconds < 0 || (IdleTimeoutSeconds > 0 && IdleTimeoutSeconds < 0.01) || IdleTimeoutSeconds > 86400)
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"broker.idle_timeout_seconds is {IdleTimeoutSeconds}; allowed: 0 (off) or 0.01 to 86400 seconds");
         }
 
         if (MaxSubscriptionsPerConnection is < 1 or > 1_000_000)

@@ -152,11 +152,36 @@ public sealed class IpcOptions
     [ConfigurationKeyName("socket_path")]
     public string? SocketPath { get; set; }
 
+    /// <summary>Most IPC connections open at once; one more is refused (RESOURCE_EXHAUSTED).</summary>
+    [ConfigurationKeyName("max_connections")]
+    public int MaxConnections { get; set; } = 64;
+
+    /// <summary>
+    /// How long an IPC connection has to complete its next request after it was accepted or its last
+    /// request was answered, in seconds; then it is closed. Covers a client that never sends, and one
+    /// that sends a request a byte at a time. 0: off.
+    /// </summary>
+    [ConfigurationKeyName("idle_timeout_seconds")]
+    public double IdleTimeoutSeconds { get; set; } = 60;
+
+    /// <summary>The idle timeout; <see cref="TimeSpan.Zero"/> when off.</summary>
+    public TimeSpan IdleTimeout => TimeSpan.FromSeconds(IdleTimeoutSeconds);
+
     public IEnumerable<string> Validate()
     {
         if (SocketPath is { Length: > 0 } path && System.Text.Encoding.UTF8.GetByteCount(Path.GetFullPath(path)) > 107)
         {
             yield return $"ipc.socket_path is '{path}'; a Unix socket path must be at most 107 bytes";
+        }
+
+        if (MaxConnections is < 1 or > 10_000)
+        {
+            yield return $"ipc.max_connections is {MaxConnections}; allowed: 1 to 10000";
+        }
+
+        if (double.IsNaN(IdleTimeoutSeconds) || IdleTimeoutSeconds < 0 || (IdleTimeoutSeconds > 0 && IdleTimeoutSeconds < 0.01) || IdleTimeoutSeconds > 86400)
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"ipc.idle_timeout_seconds is {IdleTimeoutSeconds}; allowed: 0 (off) or 0.01 to 86400 seconds");
         }
     }
 }
