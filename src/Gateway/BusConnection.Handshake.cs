@@ -1,4 +1,5 @@
 using DaemonEye.Gateway.Rpc;
+using DaemonEye.Logging;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
 using ErrorCode = DaemonEye.Protocol.V1.ErrorCode;
@@ -36,7 +37,9 @@ internal sealed partial class BusConnection
             return false;
         }
 
-        _clientId = hello.ClientId;
+        // Kept escaped: the id appears in log lines, health reports and RPC errors. A collector's id is
+        // checked against the configuration (spawned) or the token map, whose ids need no escaping.
+        _clientId = LogText.Escape(hello.ClientId);
         var decision = _access.Decide(hello, _peer, Id);
         if (decision.Policy is null)
         {
@@ -59,6 +62,7 @@ internal sealed partial class BusConnection
         }
 
         _welcomed = true;
+        _deadlines.Welcomed();
         _directory.Add(this);
         Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
         {

@@ -12,12 +12,27 @@ internal sealed partial class BusConnection
 {
     private async Task ReadLoopAsync(CancellationToken cancellationToken)
     {
+        var completedFrames = false; // the last read completed at least one frame
         while (true)
         {
+            // The timeouts run while the loop waits on the peer (see ReadDeadlines); the sweeper cuts the wait.
+            if (_deadlines.BeginWait(completedFrames, partialFrame: _partialBytes > 0) is var due and not ConnectionTimeout.None)
+            {
+                TimeOut(due);
+                return;
+            }
+
             var result = await _input.ReadAsync(cancellationToken);
+            if (!_deadlines.EndWait())
+            {
+                TimeOut(_deadlines.CutFor);
+                return;
+            }
+
             _publishes.ReadTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
             var buffer = result.Buffer;
             var stop = false;
+            completedFrames = false;
             while (!stop)
             {
                 var status = Framing.TryReadFrame(ref buffer, _maxFrameSize, out var frame, out var declared);
@@ -25,6 +40,8 @@ internal sealed partial class BusConnection
                 {
                     break;
                 }
+
+                completedFrames = true;
 
                 if (status == FrameStatus.TooLarge)
                 {
@@ -72,6 +89,7 @@ internal sealed partial class BusConnection
                 stop = true;
             }
 
+            _partialBytes = buffer.Length;
             _input.AdvanceTo(buffer.Start, buffer.End);
             if (stop || result.IsCompleted)
             {

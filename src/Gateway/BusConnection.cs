@@ -5,6 +5,7 @@ using DaemonEye.Configuration;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Gateway.Security;
 using DaemonEye.Grains;
+using DaemonEye.Logging;
 using DaemonEye.Networking;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
@@ -59,8 +60,11 @@ internal sealed partial class BusConnection : IRpcPeer
     private TopicEntry? _heartbeatEntry;
     private string _clientId = "(before hello)";
 
-    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics, AccessControl access)
+    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics, AccessControl access, ConnectionGuard guard)
     {
+        _guard = guard;
+        _deadlines = new ReadDeadlines(guard.Time, guard.Settings, guard.Time.GetTimestamp());
+        _logBudget = guard.NewConnectionBudget();
         _access = access;
         _maxSubscriptions = options.MaxSubscriptionsPerConnection;
         Id = id;
@@ -107,6 +111,7 @@ internal sealed partial class BusConnection : IRpcPeer
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         _stats.ConnectionOpened();
+        _guard.Track(this);
         var writer = Task.Run(WriteLoopAsync, CancellationToken.None);
         try
         {
@@ -122,7 +127,11 @@ internal sealed partial class BusConnection : IRpcPeer
         }
         catch (Exception ex)
         {
-            LogConnectionFailed(_logger, Id, _clientId, ex);
+            if (MayWarn())
+            {
+                LogConnectionFailed(_logger, Id, _clientId, ex);
+            }
+
             TryEnqueueError(0, ErrorCode.Internal, "the agent failed while serving this connection; reconnect", fatal: true);
         }
         finally
@@ -145,7 +154,10 @@ internal sealed partial class BusConnection : IRpcPeer
             }
             catch (Exception ex)
             {
-                LogCleanupFailed(_logger, Id, ex);
+                if (MayWarn())
+                {
+                    LogCleanupFailed(_logger, Id, ex);
+                }
             }
         }
 
@@ -172,13 +184,18 @@ internal sealed partial class BusConnection : IRpcPeer
         _io.Dispose();
         await writer.ContinueWith(static _ => { }, TaskScheduler.Default);
         _stats.ConnectionClosed();
+        ReportSuppressed();
         LogClosed(_logger, Id, _clientId, _subscriptions.Count, DroppedTotal);
     }
 
     private void Fatal(ErrorCode code, string message, uint requestId = 0)
     {
         _stats.AddProtocolError();
-        LogProtocolError(_logger, Id, _clientId, code, message);
+        if (MayWarn())
+        {
+            LogProtocolError(_logger, Id, _clientId, code, message);
+        }
+
         TryEnqueueError(requestId, code, message, fatal: true);
     }
 
@@ -206,16 +223,16 @@ internal sealed partial class BusConnection : IRpcPeer
     }
 
     [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "Connection {ConnectionId} is client {ClientId} ({Role}, {ClientVersion}), pid {Pid}, uid {Uid}")]
-    private static partial void LogWelcomed(ILogger logger, long connectionId, string clientId, Role role, string clientVersion, int pid, uint uid);
+    private static partial void LogWelcomed(ILogger logger, long connectionId, string clientId, Role role, Untrusted clientVersion, int pid, uint uid);
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) closed; {Subscriptions} subscriptions released, {Dropped} messages dropped in its lifetime")]
     private static partial void LogClosed(ILogger logger, long connectionId, string clientId, int subscriptions, long dropped);
 
     [LoggerMessage(EventId = 2003, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}) protocol error {Code}: {Detail}; closing it")]
-    private static partial void LogProtocolError(ILogger logger, long connectionId, string clientId, ErrorCode code, string detail);
+    private static partial void LogProtocolError(ILogger logger, long connectionId, string clientId, ErrorCode code, Untrusted detail);
 
     [LoggerMessage(EventId = 2004, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) lost: {Reason}")]
-    private static partial void LogConnectionLost(ILogger logger, long connectionId, string clientId, string reason);
+    private static partial void LogConnectionLost(ILogger logger, long connectionId, string clientId, Untrusted reason);
 
     [LoggerMessage(EventId = 2005, Level = LogLevel.Error, Message = "Connection {ConnectionId} ({ClientId}) failed")]
     private static partial void LogConnectionFailed(ILogger logger, long connectionId, string clientId, Exception exception);

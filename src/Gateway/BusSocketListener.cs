@@ -14,7 +14,9 @@ namespace DaemonEye.Gateway;
 /// <summary>
 /// The bus socket: a <see cref="BusConnection"/> per client. Binds before any service starts (so a
 /// path a live agent holds fails start-up at once), accepts once the silo is up, and on stop closes
-/// every connection and removes the socket.
+/// every connection and removes the socket. Connection places: <c>broker.max_connections</c> for
+/// anyone, and <c>broker.reserved_collector_connections</c> more for the collectors this agent
+/// started (known by pid), so that a flood cannot keep a restarting collector out.
 /// </summary>
 internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyncDisposable
 {
@@ -22,8 +24,10 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     private readonly UnixSocketServer _server;
     private readonly ILogger<BusSocketListener> _logger;
     private readonly AccessControl _access;
+    private readonly SpawnedCollectors _spawned;
     private readonly GatewayStatistics _stats;
-    private int _open;
+    private readonly ConnectionSlots _slots;
+    private readonly ConnectionGuard _guard;
 
     public BusSocketListener(
         IOptions<BrokerOptions> options,
@@ -35,34 +39,54 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         GatewayStatistics stats,
         Metrics.BusMetrics metrics,
         AccessControl access,
+        SpawnedCollectors spawned,
+        TimeProvider time,
         ILogger<BusSocketListener> logger)
     {
         _options = options.Value;
         _logger = logger;
         _access = access;
+        _spawned = spawned;
         _stats = stats;
+        _slots = new ConnectionSlots(_options.MaxConnections, _options.ReservedCollectorConnections);
+        _guard = new ConnectionGuard(TimeoutSettings.From(_options), time, logger);
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access), stopping),
+            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access, _guard), stopping),
             logger,
-            security.Value.ResolveSocketGroupId());
+            security.Value.ResolveSocketGroupId(),
+            time,
+            stats,
+            Limit.BusAcceptFailed);
     }
 
-    /// <summary>Admits the peer (SO_PEERCRED) and the connection (broker.max_connections), then serves it.</summary>
+    /// <summary>Connections holding a place now (ordinary and reserved).</summary>
+    internal int Open => _slots.Open;
+
+    /// <summary>Admits the peer (SO_PEERCRED) and the connection (a free place), then serves it.</summary>
     private async Task ServeAsync(Socket client, Func<BusConnection> connect, CancellationToken stopping)
     {
-        if (!_access.AdmitPeer(PeerCredentials.Of(client), ipc: false, out var refusal))
+        var peer = PeerCredentials.Of(client);
+        if (!_access.AdmitPeer(peer, ipc: false, out var refusal))
         {
             await UnixSocketServer.RefuseAsync(client, ErrorFrame(ErrorCode.NotAuthorized, refusal!));
             return;
         }
 
-        if (Interlocked.Increment(ref _open) > _options.MaxConnections)
+        var supervised = peer is { } p && _spawned.IsSpawned(p.Pid);
+        var slot = _slots.TryTake(supervised);
+        if (slot == SlotKind.None)
         {
-            Interlocked.Decrement(ref _open);
             _stats.AddLimitRefusal(Limit.MaxConnections);
-            LogTooManyConnections(_logger, _options.MaxConnections);
+            if (_guard.MayWarn())
+            {
+                LogTooManyConnections(_logger, _options.MaxConnections, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue, supervised ? "a collector this agent started, and every reserved place is taken too" : "not a collector this agent started");
+            }
+
+            var reserved = _options.ReservedCollectorConnections > 0
+                ? $" ({_options.ReservedCollectorConnections} more are reserved for the collectors this agent starts: broker.reserved_collector_connections)"
+                : string.Empty;
             await UnixSocketServer.RefuseAsync(client, ErrorFrame(ErrorCode.LimitExceeded,
-                $"broker.max_connections ({_options.MaxConnections}) connections are open already; retry later, close idle clients or raise broker.max_connections"));
+                $"broker.max_connections ({_options.MaxConnections}) connections are open already{reserved}; retry later, close idle clients or raise broker.max_connections"));
             return;
         }
 
@@ -72,7 +96,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         }
         finally
         {
-            Interlocked.Decrement(ref _open);
+            _slots.Release(slot);
         }
     }
 
@@ -92,8 +116,10 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     public Task StartAsync(CancellationToken cancellationToken)
     {
         LogListening(_logger, SocketPath, _options.MessageBufferSize, _options.MaxSubscribers, _options.MaxFrameSize, _options.BusyPollMicroseconds);
+        LogLimits(_logger, _options.MaxConnections, _options.ReservedCollectorConnections, _options.HandshakeTimeoutSeconds, _options.FrameTimeoutSeconds, _options.IdleTimeoutSeconds);
         // Every bus connection's socket lives on the process's one reactor; set before the first is accepted.
         SocketReactor.Shared.BusyPoll = TimeSpan.FromMicroseconds(_options.BusyPollMicroseconds);
+        _guard.Start();
         _server.Start();
         return Task.CompletedTask;
     }
@@ -102,15 +128,26 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
 
     public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public Task StopAsync(CancellationToken cancellationToken) => _server.StopAsync(cancellationToken);
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _server.StopAsync(cancellationToken);
+        _guard.Dispose();
+    }
 
     public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public ValueTask DisposeAsync() => _server.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        await _server.DisposeAsync();
+        _guard.Dispose();
+    }
 
-    [LoggerMessage(EventId = 2104, Level = LogLevel.Warning, Message = "Refused a bus connection: broker.max_connections ({Max}) are open")]
-    private static partial void LogTooManyConnections(ILogger logger, int max);
+    [LoggerMessage(EventId = 2104, Level = LogLevel.Warning, Message = "Refused a bus connection from pid {Pid} uid {Uid}: broker.max_connections ({Max}) are open ({Who})")]
+    private static partial void LogTooManyConnections(ILogger logger, int max, int pid, uint uid, string who);
 
     [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Event bus listening on {SocketPath} (message_buffer_size {BufferSize}, max_subscribers {MaxSubscribers}, max_frame_size {MaxFrameSize}, busy_poll_microseconds {BusyPollMicroseconds})")]
     private static partial void LogListening(ILogger logger, string socketPath, int bufferSize, int maxSubscribers, int maxFrameSize, int busyPollMicroseconds);
+
+    [LoggerMessage(EventId = 2107, Level = LogLevel.Information, Message = "Bus connection limits: max_connections {MaxConnections} (+{Reserved} reserved for supervised collectors), handshake_timeout_seconds {Handshake}, frame_timeout_seconds {Frame}, idle_timeout_seconds {Idle} (0: off)")]
+    private static partial void LogLimits(ILogger logger, int maxConnections, int reserved, double handshake, double frame, double idle);
 }

@@ -74,9 +74,30 @@ public enum Limit
 
     /// <summary>Correlation id length and format (Publish and RpcRequest).</summary>
     CorrelationId,
+
+    /// <summary><c>broker.handshake_timeout_seconds</c>: no complete Hello in time.</summary>
+    HandshakeTimeout,
+
+    /// <summary><c>broker.frame_timeout_seconds</c>: a frame begun and not finished in time.</summary>
+    FrameTimeout,
+
+    /// <summary><c>broker.idle_timeout_seconds</c>: nothing received from a connection without subscriptions.</summary>
+    IdleTimeout,
+
+    /// <summary><c>ipc.max_connections</c>.</summary>
+    IpcMaxConnections,
+
+    /// <summary><c>ipc.idle_timeout_seconds</c>: no complete request in time.</summary>
+    IpcIdleTimeout,
+
+    /// <summary>A failed accept on the bus socket (EMFILE/ENFILE: out of file descriptors; ENOBUFS, ENOMEM).</summary>
+    BusAcceptFailed,
+
+    /// <summary>A failed accept on the IPC socket.</summary>
+    IpcAcceptFailed,
 }
 
-/// <summary>Names of <see cref="Limit"/>: the configuration key, or <c>correlation_id</c>.</summary>
+/// <summary>Names of <see cref="Limit"/>: the configuration key, <c>correlation_id</c>, or <c>accept_failed.bus|ipc</c>.</summary>
 public static class Limits
 {
     public static readonly Limit[] All = Enum.GetValues<Limit>();
@@ -91,6 +112,13 @@ public static class Limits
         Limit.MaxSubscribersPerTopic => "broker.max_subscribers_per_topic",
         Limit.MaxFrameSize => "broker.max_frame_size",
         Limit.CorrelationId => "correlation_id",
+        Limit.HandshakeTimeout => "broker.handshake_timeout_seconds",
+        Limit.FrameTimeout => "broker.frame_timeout_seconds",
+        Limit.IdleTimeout => "broker.idle_timeout_seconds",
+        Limit.IpcMaxConnections => "ipc.max_connections",
+        Limit.IpcIdleTimeout => "ipc.idle_timeout_seconds",
+        Limit.BusAcceptFailed => "accept_failed.bus",
+        Limit.IpcAcceptFailed => "accept_failed.ipc",
         _ => limit.ToString(),
     };
 

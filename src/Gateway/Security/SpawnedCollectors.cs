@@ -21,4 +21,23 @@ public sealed class SpawnedCollectors
 
     /// <summary>True when <paramref name="pid"/> is the running process the agent started as <paramref name="collectorId"/>.</summary>
     public bool IsSpawned(string collectorId, int pid) => pid > 0 && _pids.TryGetValue(collectorId, out var known) && known == pid;
+
+    /// <summary>True when <paramref name="pid"/> is a running process the agent started as any collector (its connections may use the reserved places).</summary>
+    public bool IsSpawned(int pid)
+    {
+        if (pid <= 0)
+        {
+            return false;
+        }
+
+        foreach (var (_, known) in _pids)
+        {
+            if (known == pid)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 }
