@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Grains;
+using DaemonEye.Logging;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
@@ -35,17 +36,20 @@ internal sealed partial class IpcSocketListener(
     TimeProvider time,
     IEnumerable<IIpcRequestHandler> extensions,
     ILogger<IpcSocketListener> logger,
-    Metrics.AgentObservability observability) : IHostedLifecycleService, IAsyncDisposable
+    Metrics.AgentObservability observability,
+    IOptions<IpcOptions> ipc) : IHostedLifecycleService, IAsyncDisposable
 {
     private readonly Dictionary<IpcRequest.BodyOneofCase, IIpcRequestHandler> _extensions =
         extensions.SelectMany(h => h.Handles.Select(c => (Case: c, Handler: h))).ToDictionary(x => x.Case, x => x.Handler);
 
     private readonly DateTimeOffset _started = time.GetUtcNow();
+    private readonly ConnectionSlots _slots = new(ipc.Value.MaxConnections, 0);
+    private readonly LogRateLimiter _warnings = new(time, ConnectionGuard.WarningsPerWindow, ConnectionGuard.WarningWindow);
     private UnixSocketServer? _server;
 
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        _server = new UnixSocketServer(endpoint.SocketPath, "IPC", ServeAsync, logger, security.Value.ResolveSocketGroupId());
+        _server = new UnixSocketServer(endpoint.SocketPath, "IPC", ServeAsync, logger, security.Value.ResolveSocketGroupId(), time, stats, Security.Limit.IpcAcceptFailed);
         _server.Bind();
         return Task.CompletedTask;
     }
@@ -73,6 +77,42 @@ internal sealed partial class IpcSocketListener(
             return;
         }
 
+        var slot = _slots.TryTake(privileged: false);
+        if (slot == SlotKind.None)
+        {
+            stats.AddLimitRefusal(Security.Limit.IpcMaxConnections);
+            if (MayWarn())
+            {
+                LogTooManyConnections(logger, ipc.Value.MaxConnections, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue);
+            }
+
+            await UnixSocketServer.RefuseAsync(socket, Framing.ToFrame(new IpcResponse
+            {
+                Error = Error(RpcErrorKind.ResourceExhausted, $"ipc.max_connections ({ipc.Value.MaxConnections}) IPC connections are open already; retry later or raise ipc.max_connections"),
+            }));
+            return;
+        }
+
+        try
+        {
+            await ServeAdmittedAsync(socket, peer, cancellationToken);
+        }
+        finally
+        {
+            _slots.Release(slot);
+        }
+    }
+
+    /// <summary>
+    /// Serves requests in order. Between requests (from the accept, and from each answer) a complete
+    /// request must arrive within <c>ipc.idle_timeout_seconds</c>: a client that sends nothing, or a
+    /// request a byte at a time, is told so and closed.
+    /// </summary>
+    private async Task ServeAdmittedAsync(Socket socket, PeerCredentials? peer, CancellationToken cancellationToken)
+    {
+        var idleTimeout = ipc.Value.IdleTimeout;
+        using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
+        using var reading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, idle.Token);
         using var owned = socket;
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream);
@@ -81,7 +121,22 @@ internal sealed partial class IpcSocketListener(
         {
             while (true)
             {
-                var result = await input.ReadAsync(cancellationToken);
+                if (idleTimeout > TimeSpan.Zero)
+                {
+                    idle.CancelAfter(idleTimeout);
+                }
+
+                ReadResult result;
+                try
+                {
+                    result = await input.ReadAsync(reading.Token);
+                }
+                catch (OperationCanceledException) when (idle.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                {
+                    await IdleTimedOutAsync(output, peer, idleTimeout);
+                    return;
+                }
+
                 var buffer = result.Buffer;
                 while (true)
                 {
@@ -108,6 +163,8 @@ internal sealed partial class IpcSocketListener(
                         return;
                     }
 
+                    // The idle clock stops while the request is served (a collector stop may take a minute) and restarts at the answer.
+                    idle.CancelAfter(Timeout.InfiniteTimeSpan);
                     var correlationId = request.Correlation?.CorrelationId ?? string.Empty;
                     LogRequest(logger, request.BodyCase, correlationId, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue);
                     IpcResponse response;
@@ -120,6 +177,10 @@ internal sealed partial class IpcSocketListener(
 
                     response.RequestId = request.RequestId;
                     await ReplyAsync(output, response, cancellationToken);
+                    if (idleTimeout > TimeSpan.Zero)
+                    {
+                        idle.CancelAfter(idleTimeout);
+                    }
                 }
 
                 input.AdvanceTo(buffer.Start, buffer.End);
@@ -138,6 +199,44 @@ internal sealed partial class IpcSocketListener(
             await input.CompleteAsync();
             await output.CompleteAsync();
         }
+    }
+
+    /// <summary>Tells the client why it is closed (an unsolicited response, request_id 0), counts and logs it.</summary>
+    private async Task IdleTimedOutAsync(PipeWriter output, PeerCredentials? peer, TimeSpan idleTimeout)
+    {
+        stats.AddLimitRefusal(Security.Limit.IpcIdleTimeout);
+        var message = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"no complete request within ipc.idle_timeout_seconds ({idleTimeout.TotalSeconds:0.###} s) of connecting or of the last answer; closing");
+        if (MayWarn())
+        {
+            LogIdleTimeout(logger, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue, message);
+        }
+
+        using var bounded = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        try
+        {
+            await ReplyAsync(output, new IpcResponse { Error = Error(RpcErrorKind.ResourceExhausted, message) }, bounded.Token);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or SocketException or InvalidOperationException)
+        {
+            // The client does not read or is gone: closing is all that is left.
+        }
+    }
+
+    /// <summary>True when an IPC connection warning may be logged now (after the count of those suppressed before it).</summary>
+    private bool MayWarn()
+    {
+        if (!_warnings.TryAcquire(out var suppressed))
+        {
+            return false;
+        }
+
+        if (suppressed > 0)
+        {
+            LogSuppressed(logger, suppressed, _warnings.PerWindow, _warnings.Window.TotalSeconds);
+        }
+
+        return true;
     }
 
     private static async Task ReplyAsync(PipeWriter output, IpcResponse response, CancellationToken cancellationToken)
@@ -248,8 +347,17 @@ internal sealed partial class IpcSocketListener(
     private static partial void LogListening(ILogger logger, string socketPath);
 
     [LoggerMessage(EventId = 2201, Level = LogLevel.Debug, Message = "IPC {Request} (correlation {CorrelationId}) from pid {Pid} uid {Uid}")]
-    private static partial void LogRequest(ILogger logger, IpcRequest.BodyOneofCase request, string correlationId, int pid, uint uid);
+    private static partial void LogRequest(ILogger logger, IpcRequest.BodyOneofCase request, Untrusted correlationId, int pid, uint uid);
 
     [LoggerMessage(EventId = 2202, Level = LogLevel.Error, Message = "IPC {Request} failed")]
     private static partial void LogFailed(ILogger logger, IpcRequest.BodyOneofCase request, Exception exception);
+
+    [LoggerMessage(EventId = 2203, Level = LogLevel.Warning, Message = "Refused an IPC connection from pid {Pid} uid {Uid}: ipc.max_connections ({Max}) are open")]
+    private static partial void LogTooManyConnections(ILogger logger, int max, int pid, uint uid);
+
+    [LoggerMessage(EventId = 2204, Level = LogLevel.Warning, Message = "IPC connection from pid {Pid} uid {Uid} closed by ipc.idle_timeout_seconds: {Detail}")]
+    private static partial void LogIdleTimeout(ILogger logger, int pid, uint uid, string detail);
+
+    [LoggerMessage(EventId = 2205, Level = LogLevel.Warning, Message = "{Suppressed} further IPC connection warnings were not logged (at most {Max} per {Seconds} s); the counters in daemoneye-cli status count every one")]
+    private static partial void LogSuppressed(ILogger logger, long suppressed, int max, double seconds);
 }
