@@ -1,5 +1,6 @@
 using DaemonEye.Gateway;
 using DaemonEye.Gateway.Rpc;
+using DaemonEye.Logging;
 using DaemonEye.Protocol.Alert.V1;
 using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.Task.V1;
@@ -281,5 +282,5 @@ internal sealed partial class DetectionRuleService(
     private static partial void LogAlertsCapped(ILogger logger, string ruleId, long count, int max);
 
     [LoggerMessage(EventId = 5107, Level = LogLevel.Warning, Message = "Snapshot result from {CollectorId} skipped: payload type {PayloadType}, expected daemoneye.process.v1.ProcessSnapshot")]
-    private static partial void LogUnexpectedPayload(ILogger logger, string collectorId, string payloadType);
+    private static partial void LogUnexpectedPayload(ILogger logger, string collectorId, Untrusted payloadType);
 }

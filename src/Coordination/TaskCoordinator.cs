@@ -1,6 +1,7 @@
 using System.Globalization;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Rpc;
+using DaemonEye.Logging;
 using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Protocol.V1;
 using Google.Protobuf;
@@ -760,7 +761,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     private static partial void LogSent(ILogger logger, string taskId, string instanceId, int attempt);
 
     [LoggerMessage(EventId = 5002, Level = LogLevel.Information, Message = "Collector instance {InstanceId} (type {Type}, capacity {Capacity}) executes: {TaskTypes}")]
-    private static partial void LogInstance(ILogger logger, string instanceId, string type, int capacity, string taskTypes);
+    private static partial void LogInstance(ILogger logger, string instanceId, string type, int capacity, Untrusted taskTypes);
 
     [LoggerMessage(EventId = 5003, Level = LogLevel.Warning, Message = "Collector instance {InstanceId} sent no heartbeat for {Seconds} s: unhealthy; its tasks move to other instances")]
     private static partial void LogUnhealthy(ILogger logger, string instanceId, double seconds);
@@ -769,7 +770,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     private static partial void LogRecovered(ILogger logger, string instanceId, string what);
 
     [LoggerMessage(EventId = 5007, Level = LogLevel.Warning, Message = "Collector instance {InstanceId} failed its health check: {Detail}; out of rotation, its tasks move to other instances")]
-    private static partial void LogHealthCheckFailed(ILogger logger, string instanceId, string detail);
+    private static partial void LogHealthCheckFailed(ILogger logger, string instanceId, Untrusted detail);
 
     [LoggerMessage(EventId = 5005, Level = LogLevel.Information, Message = "Task {TaskId}: a result from {InstanceId} came after the task completed; discarded (counted as a late result)")]
     private static partial void LogLate(ILogger logger, string taskId, string instanceId);

@@ -4,6 +4,7 @@ using DaemonEye.Configuration;
 using DaemonEye.Gateway;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Grains;
+using DaemonEye.Logging;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.V1;
 using Google.Protobuf;
@@ -344,7 +345,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
     private static partial void LogEscalating(ILogger logger, string collectorId, int pid, string signal, double seconds);
 
     [LoggerMessage(EventId = 4001, Level = LogLevel.Warning, Message = "Collector {CollectorId}: Stop RPC failed ({Kind}): {Message}")]
-    private static partial void LogStopRpcFailed(ILogger logger, string collectorId, RpcErrorKind kind, string message);
+    private static partial void LogStopRpcFailed(ILogger logger, string collectorId, RpcErrorKind kind, Untrusted message);
 
     [LoggerMessage(EventId = 4002, Level = LogLevel.Error, Message = "Collector {CollectorId} (pid {Pid}) did not register within {Seconds} s; killing it")]
     private static partial void LogStartupTimeout(ILogger logger, string collectorId, int pid, double seconds);

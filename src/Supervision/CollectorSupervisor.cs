@@ -3,6 +3,7 @@ using DaemonEye.Configuration;
 using DaemonEye.Gateway;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Grains;
+using DaemonEye.Logging;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
@@ -373,10 +374,10 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
     private static partial void LogStartFailed(ILogger logger, string collectorId, Exception exception);
 
     [LoggerMessage(EventId = 4202, Level = LogLevel.Warning, Message = "Collector {CollectorId} failed its health check ({Kind}): {Message}")]
-    private static partial void LogHealthCheckFailed(ILogger logger, string collectorId, RpcErrorKind kind, string message);
+    private static partial void LogHealthCheckFailed(ILogger logger, string collectorId, RpcErrorKind kind, Untrusted message);
 
     [LoggerMessage(EventId = 4205, Level = LogLevel.Warning, Message = "Collector {CollectorId} answered its health check unhealthy: {Status}")]
-    private static partial void LogHealthCheckUnhealthy(ILogger logger, string collectorId, string status);
+    private static partial void LogHealthCheckUnhealthy(ILogger logger, string collectorId, Untrusted status);
 
     [LoggerMessage(EventId = 4204, Level = LogLevel.Warning, Message = "Collector {CollectorId} (not started by this agent): recording its state failed")]
     private static partial void LogExternalFailed(ILogger logger, string collectorId, Exception exception);

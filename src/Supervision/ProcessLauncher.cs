@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Security;
+using DaemonEye.Logging;
 using Microsoft.Extensions.Logging;
 
 namespace DaemonEye.Supervision;
@@ -160,7 +161,7 @@ internal sealed partial class ProcessLauncher : IDisposable
     public void Dispose() => _requests.CompleteAdding();
 
     [LoggerMessage(EventId = 4100, Level = LogLevel.Information, Message = "[{CollectorId}] {Stream}: {Line}")]
-    private static partial void LogOutput(ILogger logger, string collectorId, string stream, string line);
+    private static partial void LogOutput(ILogger logger, string collectorId, string stream, UntrustedLine line);
 
     [LoggerMessage(EventId = 4101, Level = LogLevel.Warning, Message = "{Setpriv} is missing: collectors will not be killed by the kernel if the agent dies; they still exit when their bus connection and parent go away")]
     private static partial void LogNoSetpriv(ILogger logger, string setpriv);

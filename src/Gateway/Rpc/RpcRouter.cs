@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using DaemonEye.Configuration;
+using DaemonEye.Logging;
 using DaemonEye.Protocol.V1;
 using DaemonEye.Topics;
 using Microsoft.Extensions.Logging;
@@ -417,10 +418,10 @@ internal sealed partial class RpcRouter : IDisposable
     private static partial void LogTimedOut(ILogger logger, string correlationId, RpcOperation operation, string collectorId, double durationMs);
 
     [LoggerMessage(EventId = 3005, Level = LogLevel.Information, Message = "RPC {CorrelationId} {Operation} refused ({Kind}): {Reason}")]
-    private static partial void LogRejected(ILogger logger, string correlationId, RpcOperation operation, RpcErrorKind kind, string reason);
+    private static partial void LogRejected(ILogger logger, Untrusted correlationId, RpcOperation operation, RpcErrorKind kind, Untrusted reason);
 
     [LoggerMessage(EventId = 3006, Level = LogLevel.Debug, Message = "RPC response {CorrelationId} from {Callee} discarded: no such call pending (late or not its call)")]
-    private static partial void LogLateResponse(ILogger logger, string correlationId, string callee);
+    private static partial void LogLateResponse(ILogger logger, Untrusted correlationId, string callee);
 }
 
 /// <summary>RPC counters.</summary>

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using DaemonEye.Configuration;
 using DaemonEye.Hosting;
+using DaemonEye.Logging;
 using DaemonEye.Protocol.V1;
 using DaemonEye.Topics;
 using Microsoft.Extensions.Logging;
@@ -183,13 +184,13 @@ internal sealed partial class AccessControl
     private static partial void LogPeerRefused(ILogger logger, string socket, int pid, uint uid, uint gid);
 
     [LoggerMessage(EventId = 2301, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}) denied by rule {Rule} (pid {Pid}, uid {Uid}): {Detail}")]
-    private static partial void LogDenied(ILogger logger, long connectionId, string clientId, string rule, int pid, uint uid, string detail);
+    private static partial void LogDenied(ILogger logger, long connectionId, Untrusted clientId, string rule, int pid, uint uid, Untrusted detail);
 
     [LoggerMessage(EventId = 2302, Level = LogLevel.Debug, Message = "Connection {ConnectionId} ({ClientId}) denied again by rule {Rule}: {Detail}")]
-    private static partial void LogDeniedAgain(ILogger logger, long connectionId, string clientId, string rule, string detail);
+    private static partial void LogDeniedAgain(ILogger logger, long connectionId, Untrusted clientId, string rule, Untrusted detail);
 
     [LoggerMessage(EventId = 2303, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) asked for role {Requested} but uid {Uid} is not the agent's ({AgentUid}) or root: granted {Granted} (security.other_uid_role)")]
-    private static partial void LogRoleLimited(ILogger logger, long connectionId, string clientId, Role requested, Role granted, uint uid, uint agentUid);
+    private static partial void LogRoleLimited(ILogger logger, long connectionId, Untrusted clientId, Role requested, Role granted, uint uid, uint agentUid);
 
     [LoggerMessage(EventId = 2304, Level = LogLevel.Information, Message = "Connection {ConnectionId}: collector {CollectorId} (pid {Pid}) authenticated by {How}; publishes on {Domains}")]
     private static partial void LogCollectorAuthenticated(ILogger logger, long connectionId, string collectorId, int pid, string how, string domains);
