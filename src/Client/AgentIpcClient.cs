@@ -59,7 +59,7 @@ public sealed class AgentIpcClient : IAsyncDisposable
         catch (SocketException e)
         {
             socket.Dispose();
-            throw new BusConnectionException(BusClient.DescribeConnectFailure(socketPath, e).Replace("agent socket", "agent IPC socket", StringComparison.Ordinal), e);
+            throw new BusConnectionException(AgentSocketDiagnosis.Describe(socketPath, e, "agent IPC socket"), e);
         }
         catch
         {

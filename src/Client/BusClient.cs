@@ -661,25 +661,7 @@ public sealed partial class BusClient : IAsyncDisposable
         }
     }
 
-    internal static string DescribeConnectFailure(string path, SocketException e)
-    {
-        if (!File.Exists(path) && !Directory.Exists(Path.GetDirectoryName(path)))
-        {
-            return $"agent socket not found at {path} (its directory does not exist) — is daemoneye-agent running?";
-        }
-
-        if (!File.Exists(path))
-        {
-            return $"agent socket not found at {path} — is daemoneye-agent running?";
-        }
-
-        return e.SocketErrorCode switch
-        {
-            SocketError.ConnectionRefused => $"agent socket {path} exists but refuses connections (stale socket?) — is daemoneye-agent running?",
-            SocketError.AccessDenied => $"permission denied connecting to agent socket {path} — run as the agent's user or root",
-            _ => $"cannot connect to agent socket {path}: {e.Message}",
-        };
-    }
+    internal static string DescribeConnectFailure(string path, SocketException e) => AgentSocketDiagnosis.Describe(path, e);
 
     /// <summary>Starts the reader, restores subscriptions (after a reconnect), then starts the writer and publishes the connection.</summary>
     private async Task<int> ActivateAsync(Connection connection, bool restore, CancellationToken cancellationToken)
