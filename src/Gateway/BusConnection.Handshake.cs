@@ -60,7 +60,7 @@ internal sealed partial class BusConnection
 
         _welcomed = true;
         _directory.Add(this);
-        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
+        QueueControl(Framing.ToFrame(new Envelope
         {
             RequestId = envelope.RequestId,
             Welcome = new Welcome
@@ -72,12 +72,12 @@ internal sealed partial class BusConnection
                 MessageBufferSize = (uint)_capacity,
                 Role = role,
             },
-        })));
+        }));
         lock (_welcomeGate)
         {
             foreach (var request in _early ?? [])
             {
-                Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+                QueueControl(Framing.ToFrame(new Envelope { RpcRequest = request }));
             }
 
             _early = null;

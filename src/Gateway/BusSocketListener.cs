@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Security;
+using DaemonEye.Grains;
 using DaemonEye.Networking;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
@@ -35,6 +36,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         GatewayStatistics stats,
         Metrics.BusMetrics metrics,
         AccessControl access,
+        TopicRoutes routes,
         ILogger<BusSocketListener> logger)
     {
         _options = options.Value;
@@ -42,7 +44,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         _access = access;
         _stats = stats;
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access), stopping),
+            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access, routes), stopping),
             logger,
             security.Value.ResolveSocketGroupId());
     }

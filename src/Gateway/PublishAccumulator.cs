@@ -27,6 +27,30 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
     /// <summary>This topic's root tally of daemoneye.bus.published.</summary>
     public Metrics.TallyCounter? Published { get; } = published;
 
+    // The topic's route as last found in the silo's table; null until found, or after it retired.
+    private TopicRoute? _route;
+
+    /// <summary>
+    /// Routes <paramref name="batch"/> through the topic's open route, without a grain call. False when
+    /// the topic has no open route (its grain is not active): the caller goes through the grain.
+    /// </summary>
+    public bool TryRoute(TopicRoutes routes, PublishBatch batch)
+    {
+        if (_route is { } known && known.TryPublish(batch))
+        {
+            return true;
+        }
+
+        if (routes.TryGet(Topic, out var route) && route.TryPublish(batch))
+        {
+            _route = route;
+            return true;
+        }
+
+        _route = null;
+        return false;
+    }
+
     public void Append(ReadOnlySpan<byte> publish)
     {
         if (_length + publish.Length > _buffer.Length)
@@ -60,7 +84,7 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
 /// (the GPSTracker pattern). Also caches, per connection, topic bytes to their validated name and
 /// grain reference, so a hot topic is validated once.
 /// </summary>
-internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCapacity = 4096, Metrics.BusMetrics? metrics = null)
+internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes routes, int topicCacheCapacity = 4096, Metrics.BusMetrics? metrics = null)
 {
     private readonly Dictionary<string, TopicEntry> _topics = new(StringComparer.Ordinal);
     private readonly List<TopicEntry> _pending = [];
@@ -115,29 +139,35 @@ internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCap
         PendingMessages++;
     }
 
-    /// <summary>Sends every pending batch to its Topic grain; completes when all are routed.</summary>
-    public Task FlushAsync(long connectionId)
+    /// <summary>
+    /// Routes every pending batch: through its topic's open route on this thread, or, for a topic
+    /// whose grain is not active, through the grain (which activates it and opens the route). The
+    /// task completes when all are routed; it is already complete when no grain call was needed.
+    /// </summary>
+    public ValueTask FlushAsync(long connectionId)
     {
         if (_pending.Count == 0)
         {
-            return Task.CompletedTask;
+            return ValueTask.CompletedTask;
         }
 
         PendingMessages = 0;
-        if (_pending.Count == 1)
+        List<Task>? calls = null;
+        foreach (var entry in _pending)
         {
-            var only = _pending[0];
-            _pending.Clear();
-            return only.Grain.Publish(only.TakeBatch(connectionId, ReadTimestamp));
-        }
-
-        var calls = new Task[_pending.Count];
-        for (var i = 0; i < calls.Length; i++)
-        {
-            calls[i] = _pending[i].Grain.Publish(_pending[i].TakeBatch(connectionId, ReadTimestamp));
+            var batch = entry.TakeBatch(connectionId, ReadTimestamp);
+            if (!entry.TryRoute(routes, batch))
+            {
+                (calls ??= []).Add(entry.Grain.Publish(batch));
+            }
         }
 
         _pending.Clear();
-        return Task.WhenAll(calls);
+        return calls switch
+        {
+            null => ValueTask.CompletedTask,
+            [var only] => new ValueTask(only),
+            _ => new ValueTask(Task.WhenAll(calls)),
+        };
     }
 }

@@ -74,6 +74,9 @@ public enum Limit
 
     /// <summary>Correlation id length and format (Publish and RpcRequest).</summary>
     CorrelationId,
+
+    /// <summary><c>broker.max_outbound_bytes</c>: a connection cut off because it does not read.</summary>
+    MaxOutboundBytes,
 }
 
 /// <summary>Names of <see cref="Limit"/>: the configuration key, or <c>correlation_id</c>.</summary>
@@ -91,6 +94,7 @@ public static class Limits
         Limit.MaxSubscribersPerTopic => "broker.max_subscribers_per_topic",
         Limit.MaxFrameSize => "broker.max_frame_size",
         Limit.CorrelationId => "correlation_id",
+        Limit.MaxOutboundBytes => "broker.max_outbound_bytes",
         _ => limit.ToString(),
     };
 
