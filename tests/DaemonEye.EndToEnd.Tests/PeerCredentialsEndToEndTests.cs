@@ -113,4 +113,47 @@ public sealed class PeerCredentialsEndToEndTests
         Assert.Contains("rule client.publish_control", control.Stderr);
         Assert.Contains("granted Client (security.other_uid_role)", agent.Log);
     }
+
+    /// <summary>
+    /// Issue 23 item 7: over IPC an admitted uid other than the agent's and root is a reader. The real CLI
+    /// as uid 65534 lists the collectors, and is refused stopping one or running a task: exit 1, the refusal
+    /// naming the operation, its uid and role and the role needed; counted, logged; the collector runs on.
+    /// Root, through the same socket, stops it.
+    /// </summary>
+    [RootFact]
+    public async Task An_allowed_uid_reads_over_ipc_but_is_refused_collectors_stop_and_task_run_which_root_may_do()
+    {
+        const string Id = "tc-ipc-auth";
+        using var cli = OtherUserCli.Stage();
+        var settings = SupervisedCollectorEndToEndTests.TestCollector(Id);
+        settings["DAEMONEYE_SECURITY__SOCKET_GROUP"] = "nogroup";
+        settings["DAEMONEYE_SECURITY__ALLOWED_UIDS__0"] = Nobody.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await using var agent = await StartSharedAgentAsync(settings);
+        var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var watching = watcher;
+        var running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, Id, s => s.State == CollectorState.Running);
+
+        var list = await cli.RunAsync(AsNobody, agent.SocketPath, "collectors", "list", "--json");
+        Assert.True(list.Code == 0, list.Stderr);
+        Assert.Contains($"\"{Id}\"", list.Stdout);
+
+        var stop = await cli.RunAsync(AsNobody, agent.SocketPath, "collectors", "stop", Id);
+        Assert.Equal(1, stop.Code);
+        Assert.StartsWith($"NotAuthorized: collectors stop '{Id}' refused by rule ipc.operate: uid {Nobody} (pid {stop.Pid}) has the IPC role reader, which may only read", stop.Stderr);
+        Assert.Contains("collectors stop needs the operator role, which only the agent's user (uid 0) and root have", stop.Stderr);
+
+        var task = await cli.RunAsync(AsNobody, agent.SocketPath, "task", "run", "test.echo");
+        Assert.Equal(1, task.Code);
+        Assert.StartsWith($"NotAuthorized: task run refused by rule ipc.operate: uid {Nobody} (pid {task.Pid})", task.Stderr);
+
+        var still = await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id);
+        Assert.Equal((CollectorState.Running, running.Pid), (still.State, still.Pid));
+        Assert.Equal(2ul, (await SecurityAsync(agent)).Denied["ipc.operate"]);
+        Assert.Contains($"collectors stop refused by rule ipc.operate to pid {stop.Pid} uid {Nobody}: its IPC role is Reader, the operation needs Operator", agent.Log);
+        Assert.Contains($"task run refused by rule ipc.operate to pid {task.Pid} uid {Nobody}", agent.Log);
+
+        var (code, _, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "stop", Id);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(CollectorState.Stopped, (await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id)).State);
+    }
 }
