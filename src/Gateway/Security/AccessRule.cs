@@ -1,6 +1,6 @@
 namespace DaemonEye.Gateway.Security;
 
-/// <summary>The access rules a bus action can be denied by. Each has a stable name used in error
+/// <summary>The access rules a bus action or an IPC request can be denied by. Each has a stable name used in error
 /// messages, logs and counters (see <see cref="AccessRules.Name"/>).</summary>
 public enum AccessRule
 {
@@ -30,6 +30,9 @@ public enum AccessRule
 
     /// <summary>A client (not cli) published on a <c>control.</c> topic.</summary>
     ClientPublishControl,
+
+    /// <summary>An IPC request that operates the agent (<see cref="IpcAccess.Operate"/>) from a caller with the reader role.</summary>
+    IpcOperate,
 }
 
 /// <summary>Names and descriptions of <see cref="AccessRule"/>.</summary>
@@ -50,6 +53,7 @@ public static class AccessRules
         AccessRule.SubscriberPublish => "subscriber.publish",
         AccessRule.SubscriberRpcCall => "subscriber.rpc_call",
         AccessRule.ClientPublishControl => "client.publish_control",
+        AccessRule.IpcOperate => "ipc.operate",
         _ => rule.ToString(),
     };
 }
