@@ -95,7 +95,13 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     {
         LogListening(_logger, SocketPath, _options.MessageBufferSize, _options.MaxSubscribers, _options.MaxFrameSize, _options.BusyPollMicroseconds);
         // Every bus connection's socket lives on the process's one reactor; set before the first is accepted.
-        SocketReactor.Shared.BusyPoll = TimeSpan.FromMicroseconds(_options.BusyPollMicroseconds);
+        // Reads run on the reactor thread: a read is parsed, routed and delivered (direct sends) there,
+        // with no hand-off, and nothing on that path blocks (docs/ARCHITECTURE.md, "Socket I/O").
+        // It polls only after RPC frames, whose answers come back within microseconds.
+        var reactor = SocketReactor.Shared;
+        reactor.InlineReads = true;
+        reactor.PollOnDemand = true;
+        reactor.BusyPoll = TimeSpan.FromMicroseconds(_options.BusyPollMicroseconds);
         _server.Start();
         return Task.CompletedTask;
     }
