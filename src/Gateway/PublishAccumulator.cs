@@ -30,6 +30,18 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
     // The topic's route as last found in the silo's table; null until found, or after it retired.
     private TopicRoute? _route;
 
+    /// <summary>True when the topic has an open route (remembered, or found in the table now).</summary>
+    public bool HasOpenRoute(TopicRoutes routes)
+    {
+        if (_route is { IsRetired: false })
+        {
+            return true;
+        }
+
+        _route = routes.TryGet(Topic, out var route) ? route : null;
+        return _route is not null;
+    }
+
     /// <summary>
     /// Routes <paramref name="batch"/> through the topic's open route, without a grain call. False when
     /// the topic has no open route (its grain is not active): the caller goes through the grain.
@@ -80,11 +92,12 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
 }
 
 /// <summary>
-/// Groups the Publish frames of one read by topic, so each topic gets one grain call per read
-/// (the GPSTracker pattern). Also caches, per connection, topic bytes to their validated name and
-/// grain reference, so a hot topic is validated once.
+/// Groups the Publish frames of one read by topic and routes each group as one batch. Also keeps,
+/// per connection, topic bytes to their validated name and route, so a hot topic is validated
+/// once; and holds the topic limits: at most <c>broker.max_topics_per_connection</c> topics in use
+/// by one connection, and no new topic once <c>broker.max_topics</c> are live in the agent.
 /// </summary>
-internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes routes, int topicCacheCapacity = 4096, Metrics.BusMetrics? metrics = null)
+internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes routes, int maxTopicsPerConnection = 1000, int maxTopics = 10_000, Metrics.BusMetrics? metrics = null)
 {
     private readonly Dictionary<string, TopicEntry> _topics = new(StringComparer.Ordinal);
     private readonly List<TopicEntry> _pending = [];
@@ -96,10 +109,14 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
     /// <summary>When the socket read now being parsed returned (Stopwatch timestamp); stamped on the batches.</summary>
     public long ReadTimestamp { get; set; }
 
-    /// <summary>Resolves a topic from its UTF-8 bytes; null with <paramref name="error"/> when invalid.</summary>
-    public TopicEntry? Resolve(ReadOnlySpan<byte> utf8, out string? error)
+    /// <summary>
+    /// Resolves a topic from its UTF-8 bytes; null with <paramref name="error"/> when invalid or over
+    /// a topic limit (then <paramref name="limit"/> names it).
+    /// </summary>
+    public TopicEntry? Resolve(ReadOnlySpan<byte> utf8, out string? error, out Security.Limit? limit)
     {
         error = null;
+        limit = null;
         if (utf8.Length <= TopicRules.MaxBytes && Ascii.IsValid(utf8))
         {
             Span<char> chars = stackalloc char[utf8.Length];
@@ -118,14 +135,46 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
             return null;
         }
 
-        if (_topics.Count >= topicCacheCapacity && IsEmpty)
+        if (_topics.Count >= maxTopicsPerConnection && !ReleaseIdleTopics())
         {
-            _topics.Clear();
+            limit = Security.Limit.MaxTopicsPerConnection;
+            error = $"'{topic}' would be topic {_topics.Count + 1} this connection uses; broker.max_topics_per_connection is {maxTopicsPerConnection}. A topic is released broker.topic_idle_seconds after its last publish; publish on fewer distinct topics or raise the limit";
+            return null;
         }
 
         var entry = new TopicEntry(topic, grains.GetGrain<ITopicGrain>(topic), metrics?.PublishedCounter(topic));
         _topics[topic] = entry;
         return entry;
+    }
+
+    /// <summary>
+    /// Null when <paramref name="entry"/>'s topic may take a publish now: it is live, or the agent has
+    /// room for one more live topic (broker.max_topics; a soft cap: connections opening topics at the
+    /// same moment can pass it by a few). Otherwise the refusal.
+    /// </summary>
+    public string? AdmitTopic(TopicEntry entry) =>
+        entry.HasOpenRoute(routes) || routes.Count < maxTopics
+            ? null
+            : $"'{entry.Topic}' is not live and {routes.Count} topics are; broker.max_topics is {maxTopics}. Idle topics are released after broker.topic_idle_seconds; publish on fewer distinct topics or raise the limit";
+
+    /// <summary>Forgets this connection's topics whose routes have been released; true when that made room.</summary>
+    private bool ReleaseIdleTopics()
+    {
+        List<string>? released = null;
+        foreach (var (topic, entry) in _topics)
+        {
+            if (entry.Count == 0 && !entry.HasOpenRoute(routes))
+            {
+                (released ??= []).Add(topic);
+            }
+        }
+
+        foreach (var topic in released ?? [])
+        {
+            _topics.Remove(topic);
+        }
+
+        return _topics.Count < maxTopicsPerConnection;
     }
 
     public void Add(TopicEntry entry, ReadOnlySpan<byte> publish)

@@ -81,6 +81,12 @@ public enum Limit
 
     /// <summary><c>broker.max_outbound_bytes</c>: a connection cut off because it does not read.</summary>
     MaxOutboundBytes,
+
+    /// <summary><c>broker.max_topics</c>: live topics in the agent.</summary>
+    MaxTopics,
+
+    /// <summary><c>broker.max_topics_per_connection</c>.</summary>
+    MaxTopicsPerConnection,
 }
 
 /// <summary>Names of <see cref="Limit"/>: the configuration key, or <c>correlation_id</c>.</summary>
@@ -99,6 +105,8 @@ public static class Limits
         Limit.MaxFrameSize => "broker.max_frame_size",
         Limit.CorrelationId => "correlation_id",
         Limit.MaxOutboundBytes => "broker.max_outbound_bytes",
+        Limit.MaxTopics => "broker.max_topics",
+        Limit.MaxTopicsPerConnection => "broker.max_topics_per_connection",
         _ => limit.ToString(),
     };
 
