@@ -63,7 +63,9 @@ public sealed class BusLimitsEndToEndTests
         await agent.WaitForLineAsync(l => l.Contains("cut off: it is not reading", StringComparison.Ordinal) && l.Contains("greedy", StringComparison.Ordinal), includeEarlier: true);
         Assert.True(RssKb(agent.Pid) - rssBefore < 100_000, $"the agent grew from {rssBefore} kB to {RssKb(agent.Pid)} kB");
 
-        // Everyone else is served as before.
+        // health says so, and everyone else is served as before.
+        var health = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { Health = new HealthRequest() })).Health;
+        Assert.Contains("1 client(s) cut off for not reading (broker.max_outbound_bytes)", health.Checks.Single(c => c.Name == "buffers").Detail);
         Assert.Null(await bystander.PublishAsync("events.limits.after"));
     }
 
