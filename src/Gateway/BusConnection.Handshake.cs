@@ -64,7 +64,7 @@ internal sealed partial class BusConnection
         _welcomed = true;
         _deadlines.Welcomed();
         _directory.Add(this);
-        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
+        QueueControl(Framing.ToFrame(new Envelope
         {
             RequestId = envelope.RequestId,
             Welcome = new Welcome
@@ -76,12 +76,12 @@ internal sealed partial class BusConnection
                 MessageBufferSize = (uint)_capacity,
                 Role = role,
             },
-        })));
+        }));
         lock (_welcomeGate)
         {
             foreach (var request in _early ?? [])
             {
-                Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RpcRequest = request })));
+                QueueControl(Framing.ToFrame(new Envelope { RpcRequest = request }));
             }
 
             _early = null;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Sockets;
+using DaemonEye.Gateway.Security;
 using DaemonEye.Grains;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
@@ -17,9 +18,20 @@ internal sealed partial class BusConnection
     private bool _writerIdle;
     private ReadOnlyMemory<byte> _unsent;
 
+    // Subscriptions whose SubscribeAck has been queued or sent (and whose UnsubscribeAck has not),
+    // guarded by _sendGate: a delivery is written only for these, so a client never sees a
+    // subscription id before its ack, nor after its UnsubscribeAck.
+    private readonly HashSet<uint> _acked = [];
+
+    // The delivery frames of one offer, encoded on the offering thread for a direct send.
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_deliveries;
+
     /// <summary>
-    /// Called by Topic grains (any thread): takes as many messages as the outbound buffer has room
-    /// for and drops the rest, counted. Never blocks. Returns -1 once the connection is closed.
+    /// Called by topic routes on the publishing connection's thread (or the agent's own publishers):
+    /// with the writer idle, the Deliver frames go straight to the socket from this thread (no queue,
+    /// no writer wake-up); otherwise as many messages as the outbound buffer has room for (messages
+    /// and bytes) are queued and the rest dropped, counted. Never blocks. Returns -1 once closed.
     /// </summary>
     public int Offer(DeliveryTarget target, PublishBatch batch, ulong firstSequence)
     {
@@ -29,44 +41,116 @@ internal sealed partial class BusConnection
         }
 
         var count = batch.Count;
-        var accepted = Reserve(count);
-        if (accepted > 0)
+        lock (_sendGate)
         {
-            _outbound.Writer.TryWrite(Outbound.Delivery(batch, target.SubscriptionIds, firstSequence, accepted));
-        }
-
-        if (accepted < count)
-        {
-            var dropped = count - accepted;
-            Interlocked.Add(ref _dropsTotal, dropped);
-            _stats.AddDropped(dropped);
-            if (Interlocked.Add(ref _dropsPending, dropped) == dropped)
+            var ids = AckedOf(target.SubscriptionIds);
+            if (ids.Length == 0)
             {
-                // First drop since the last notice: wake the writer even if nothing else is queued.
-                _outbound.Writer.TryWrite(Outbound.DropMarker());
+                // Published before the subscription's ack was queued (or after its UnsubscribeAck): not for this client.
+                return count;
             }
-        }
 
-        return accepted;
+            if (CanSendDirectly)
+            {
+                var frames = t_deliveries ??= new ArrayBufferWriter<byte>(64 * 1024);
+                for (var i = 0; i < count; i++)
+                {
+                    Wire.WriteDeliverFrame(frames, ids, firstSequence + (ulong)i, batch.Message(i).Span);
+                }
+
+                SendLocked(frames.WrittenMemory, stable: false);
+                frames.ResetWrittenCount();
+                if (frames.Capacity > MaxIdleCork)
+                {
+                    t_deliveries = null;
+                }
+
+                _stats.AddDelivered(count);
+                _delivery.Written(batch, count);
+                _delivery.Flushed();
+                return count;
+            }
+
+            var accepted = Reserve(batch, count);
+            if (accepted > 0)
+            {
+                _outbound.Writer.TryWrite(Outbound.Delivery(batch, ids, firstSequence, accepted, DeliveryBytes(batch, accepted)));
+            }
+
+            if (accepted < count)
+            {
+                var dropped = count - accepted;
+                Interlocked.Add(ref _dropsTotal, dropped);
+                _stats.AddDropped(dropped);
+                if (Interlocked.Add(ref _dropsPending, dropped) == dropped)
+                {
+                    // First drop since the last notice: wake the writer even if nothing else is queued.
+                    _outbound.Writer.TryWrite(Outbound.DropMarker());
+                }
+            }
+
+            return accepted;
+        }
     }
 
-    private int Reserve(int wanted)
-    {
-        while (true)
-        {
-            var queued = Volatile.Read(ref _queued);
-            var free = _capacity - queued;
-            if (free <= 0)
-            {
-                return 0;
-            }
+    /// <summary>Under _sendGate: the writer is parked with nothing queued or left over, so this thread may write.</summary>
+    private bool CanSendDirectly => _writerIdle && !_closed && _unsent.IsEmpty && !_outbound.Reader.TryPeek(out _);
 
-            var take = Math.Min(free, wanted);
-            if (Interlocked.CompareExchange(ref _queued, queued + take, queued) == queued)
+    /// <summary>Under _sendGate: the ids of <paramref name="ids"/> that are acked (the same array when all are).</summary>
+    private uint[] AckedOf(uint[] ids)
+    {
+        foreach (var id in ids)
+        {
+            if (!_acked.Contains(id))
             {
-                return take;
+                return [.. ids.Where(_acked.Contains)];
             }
         }
+
+        return ids;
+    }
+
+    /// <summary>Queues a SubscribeAck (<paramref name="active"/>) or UnsubscribeAck and, in the same step, starts or stops deliveries for the id.</summary>
+    private void QueueAck(uint subscriptionId, byte[] ack, bool active)
+    {
+        lock (_sendGate)
+        {
+            QueueControl(ack);
+            if (active)
+            {
+                _acked.Add(subscriptionId);
+            }
+            else
+            {
+                _acked.Remove(subscriptionId);
+            }
+        }
+    }
+
+    /// <summary>Bytes a queued delivery of the first <paramref name="count"/> messages occupies (frame overhead included).</summary>
+    private static int DeliveryBytes(PublishBatch batch, int count) => batch.Ends[count - 1] + (count * DeliveryOverhead);
+
+    // Length prefix, envelope and Deliver tags and lengths, one id, a sequence: an upper bound for the common case.
+    private const int DeliveryOverhead = 32;
+
+    /// <summary>How many of the batch's messages fit in the outbound buffer (messages and bytes); reserves them.</summary>
+    private int Reserve(PublishBatch batch, int wanted)
+    {
+        var free = _capacity - Volatile.Read(ref _queued);
+        var take = Math.Min(free, wanted);
+        var room = _maxOutboundBytes - Interlocked.Read(ref _queuedBytes);
+        while (take > 0 && DeliveryBytes(batch, take) > room)
+        {
+            take--;
+        }
+
+        if (take <= 0)
+        {
+            return 0;
+        }
+
+        Interlocked.Add(ref _queued, take);
+        return take;
     }
 
     /// <summary>
@@ -78,7 +162,7 @@ internal sealed partial class BusConnection
     private void SendLocked(ReadOnlyMemory<byte> frames, bool stable)
     {
         var sent = 0;
-        if (_writerIdle && !_closed && !_outbound.Reader.TryPeek(out _))
+        if (CanSendDirectly)
         {
             // 0: the socket buffer is full; -1: the socket failed, which the writer will meet and report.
             sent = Math.Max(0, _io.TrySend(frames.Span));
@@ -94,12 +178,51 @@ internal sealed partial class BusConnection
         if (sent > 0)
         {
             // Part of a frame went: its rest goes before anything else the writer writes; the marker wakes it.
+            Interlocked.Add(ref _queuedBytes, rest.Length);
             _unsent = rest;
             _outbound.Writer.TryWrite(Outbound.Control(ReadOnlyMemory<byte>.Empty));
         }
         else
         {
-            _outbound.Writer.TryWrite(Outbound.Control(rest));
+            QueueControl(rest);
+        }
+    }
+
+    /// <summary>
+    /// Queues a frame the client must receive (Welcome, an ack, an Error, a Pong, an RPC frame). It
+    /// counts against broker.max_outbound_bytes like queued deliveries; a client so far behind that
+    /// it would exceed it is not reading, and is cut off (counted, logged) instead of growing the agent.
+    /// </summary>
+    private void QueueControl(ReadOnlyMemory<byte> frame)
+    {
+        if (Interlocked.Add(ref _queuedBytes, frame.Length) > _maxOutboundBytes)
+        {
+            Interlocked.Add(ref _queuedBytes, -frame.Length);
+            CutSlowReader(frame.Length);
+            return;
+        }
+
+        _outbound.Writer.TryWrite(Outbound.Control(frame));
+    }
+
+    /// <summary>Ends a connection that does not read what it is sent (its outbound bytes would pass the budget).</summary>
+    private void CutSlowReader(int frameBytes)
+    {
+        if (Interlocked.Exchange(ref _slowReaderCut, 1) != 0)
+        {
+            return;
+        }
+
+        _closed = true;
+        _stats.AddLimitRefusal(Limit.MaxOutboundBytes);
+        LogSlowReaderCut(_logger, Id, _clientId, Interlocked.Read(ref _queuedBytes), frameBytes, _maxOutboundBytes);
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // Already gone.
         }
     }
 
@@ -112,6 +235,7 @@ internal sealed partial class BusConnection
             if (!_unsent.IsEmpty)
             {
                 _output.Write(_unsent.Span);
+                Interlocked.Add(ref _queuedBytes, -_unsent.Length);
                 _unsent = default;
             }
         }
@@ -130,7 +254,6 @@ internal sealed partial class BusConnection
     private async Task WriteLoopAsync()
     {
         var reader = _outbound.Reader;
-        var active = new HashSet<uint>();
         try
         {
             while (true)
@@ -147,7 +270,7 @@ internal sealed partial class BusConnection
 
                 while (reader.TryRead(out var item))
                 {
-                    Write(item, active);
+                    Write(item);
                     if (_output.UnflushedBytes >= FlushThreshold)
                     {
                         var flushed = await _output.FlushAsync();
@@ -192,19 +315,11 @@ internal sealed partial class BusConnection
         }
     }
 
-    private void Write(in Outbound item, HashSet<uint> active)
+    private void Write(in Outbound item)
     {
         switch (item.Kind)
         {
             case OutboundKind.Control:
-                _output.Write(item.Frame.Span);
-                break;
-            case OutboundKind.Activate:
-                active.Add(item.SubscriptionId);
-                _output.Write(item.Frame.Span);
-                break;
-            case OutboundKind.Deactivate:
-                active.Remove(item.SubscriptionId);
                 _output.Write(item.Frame.Span);
                 break;
             case OutboundKind.DropMarker:
@@ -213,39 +328,19 @@ internal sealed partial class BusConnection
             case OutboundKind.Delivery:
                 WriteDropped();
                 Interlocked.Add(ref _queued, -item.Count);
-                WriteDelivery(item, active);
+                WriteDelivery(item);
                 break;
         }
+
+        Interlocked.Add(ref _queuedBytes, -item.Bytes);
     }
 
-    private void WriteDelivery(in Outbound item, HashSet<uint> active)
+    private void WriteDelivery(in Outbound item)
     {
-        // Deliveries queued before a SubscribeAck (the message was published before the
-        // subscription took effect) or after an UnsubscribeAck are skipped for that subscription.
-        ReadOnlySpan<uint> ids = item.Ids;
-        var allActive = true;
-        foreach (var id in ids)
-        {
-            if (!active.Contains(id))
-            {
-                allActive = false;
-                break;
-            }
-        }
-
-        if (!allActive)
-        {
-            ids = ids.ToArray().Where(active.Contains).ToArray();
-            if (ids.IsEmpty)
-            {
-                return;
-            }
-        }
-
         var batch = item.Batch!;
         for (var i = 0; i < item.Count; i++)
         {
-            Wire.WriteDeliverFrame(_output, ids, item.FirstSequence + (ulong)i, batch.Message(i).Span);
+            Wire.WriteDeliverFrame(_output, item.Ids, item.FirstSequence + (ulong)i, batch.Message(i).Span);
         }
 
         _stats.AddDelivered(item.Count);

@@ -8,11 +8,23 @@ internal sealed partial class BusConnection
 {
     private void Accept(ReadOnlySpan<byte> topicUtf8, ReadOnlySpan<byte> publish, uint requestId)
     {
-        var entry = _publishes.Resolve(topicUtf8, out var error);
+        var entry = _publishes.Resolve(topicUtf8, out var error, out var limit);
         if (entry is null)
         {
+            if (limit is { } refusedBy)
+            {
+                RefuseTopic(refusedBy, requestId, error!);
+                return;
+            }
+
             _stats.AddProtocolError();
             TryEnqueueError(requestId, ErrorCode.InvalidTopic, $"publish refused: {error}");
+            return;
+        }
+
+        if (_publishes.AdmitTopic(entry) is { } full)
+        {
+            RefuseTopic(Limit.MaxTopics, requestId, full);
             return;
         }
 
@@ -36,6 +48,20 @@ internal sealed partial class BusConnection
             // A collector's heartbeat on its own topic: the supervisor hears it without subscribing.
             _rpc.NotifyHeartbeat(_clientId);
         }
+    }
+
+    /// <summary>A publish refused by a topic limit: LIMIT_EXCEEDED, counted, logged at most once a minute per connection.</summary>
+    private void RefuseTopic(Limit limit, uint requestId, string reason)
+    {
+        _stats.AddLimitRefusal(limit);
+        var now = Environment.TickCount64;
+        if (now - _lastTopicRefusalLog >= 60_000)
+        {
+            _lastTopicRefusalLog = now;
+            LogTopicRefused(_logger, Id, _clientId, Limits.Name(limit), _stats.RefusedBy(limit));
+        }
+
+        TryEnqueueError(requestId, ErrorCode.LimitExceeded, $"publish refused: {reason}");
     }
 
     private async Task FlushPublishesAsync()

@@ -194,7 +194,7 @@ internal sealed partial class BusConnection
                 break;
             case Envelope.BodyOneofCase.Ping:
                 // Every earlier frame has been routed (publishes were flushed first): a barrier.
-                Enqueue(Outbound.Control(Framing.ToFrame(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } })));
+                QueueControl(Framing.ToFrame(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } }));
                 break;
         }
     }

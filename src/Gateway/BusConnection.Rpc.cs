@@ -26,6 +26,7 @@ internal sealed partial class BusConnection
     /// </summary>
     private void HandleRpc(Envelope envelope)
     {
+        _io.RequestPoll(); // the answer is usually back within the busy-poll window
         t_corking = this;
         try
         {

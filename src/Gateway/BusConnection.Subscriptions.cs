@@ -47,11 +47,11 @@ internal sealed partial class BusConnection
         }
 
         _subscriptions[id] = pattern;
-        Enqueue(Outbound.Activate(id, Framing.ToFrame(new Envelope
+        QueueAck(id, Framing.ToFrame(new Envelope
         {
             RequestId = requestId,
             SubscribeAck = new SubscribeAck { SubscriptionId = id, Pattern = pattern },
-        })));
+        }), active: true);
     }
 
     private async Task UnsubscribeAsync(uint requestId, uint id)
@@ -64,10 +64,10 @@ internal sealed partial class BusConnection
         }
 
         await Registry.Unsubscribe(new SubscriptionKey(Id, id));
-        Enqueue(Outbound.Deactivate(id, Framing.ToFrame(new Envelope
+        QueueAck(id, Framing.ToFrame(new Envelope
         {
             RequestId = requestId,
             UnsubscribeAck = new UnsubscribeAck { SubscriptionId = id },
-        })));
+        }), active: false);
     }
 }

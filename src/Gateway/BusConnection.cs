@@ -49,6 +49,10 @@ internal sealed partial class BusConnection : IRpcPeer
     private readonly AccessControl _access;
     private AccessPolicy _policy = AccessPolicy.Subscriber(); // replaced at the handshake
     private int _queued;
+    private long _queuedBytes; // everything queued for the writer, and any rest a direct send left (broker.max_outbound_bytes)
+    private readonly long _maxOutboundBytes;
+    private int _slowReaderCut;
+    private long _lastTopicRefusalLog = -60_000;
     private long _dropsPending;
     private long _dropsTotal;
     private ulong _dropsReported; // writer loop only: the sum of every Dropped.count sent so far
@@ -60,7 +64,7 @@ internal sealed partial class BusConnection : IRpcPeer
     private TopicEntry? _heartbeatEntry;
     private string _clientId = "(before hello)";
 
-    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics, AccessControl access, ConnectionGuard guard)
+    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics, AccessControl access, TopicRoutes routes, ConnectionGuard guard)
     {
         _guard = guard;
         _deadlines = new ReadDeadlines(guard.Time, guard.Settings, guard.Time.GetTimestamp());
@@ -80,8 +84,9 @@ internal sealed partial class BusConnection : IRpcPeer
         _stats = stats;
         _logger = logger;
         _capacity = options.MessageBufferSize;
+        _maxOutboundBytes = options.MaxOutboundBytes;
         _maxFrameSize = options.MaxFrameSize;
-        _publishes = new PublishAccumulator(grains, metrics: metrics);
+        _publishes = new PublishAccumulator(grains, routes, options.MaxTopicsPerConnection, options.MaxTopics, metrics);
         System.Diagnostics.Debug.Assert(_outbound.Reader.CanPeek, "the direct send path asks the queue whether it is empty");
         _delivery = metrics.NewDeliveryMeter();
     }
@@ -200,13 +205,11 @@ internal sealed partial class BusConnection : IRpcPeer
     }
 
     private void TryEnqueueError(uint requestId, ErrorCode code, string message, bool fatal = false) =>
-        Enqueue(Outbound.Control(Framing.ToFrame(new Envelope
+        QueueControl(Framing.ToFrame(new Envelope
         {
             RequestId = requestId,
             Error = new Error { Code = code, Message = message, Fatal = fatal },
-        })));
-
-    private void Enqueue(Outbound item) => _outbound.Writer.TryWrite(item);
+        }));
 
     /// <summary>Refuses an action its role forbids: NOT_AUTHORIZED naming the rule, counted, logged.</summary>
     private void Deny(AccessRule rule, uint requestId, string action)
@@ -239,6 +242,12 @@ internal sealed partial class BusConnection : IRpcPeer
 
     [LoggerMessage(EventId = 2006, Level = LogLevel.Error, Message = "Connection {ConnectionId}: {Count} published messages could not be routed")]
     private static partial void LogRoutingFailed(ILogger logger, long connectionId, int count, Exception exception);
+
+    [LoggerMessage(EventId = 2008, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}) cut off: it is not reading; {QueuedBytes} bytes wait for it and a {FrameBytes}-byte frame would pass broker.max_outbound_bytes ({MaxOutboundBytes})")]
+    private static partial void LogSlowReaderCut(ILogger logger, long connectionId, string clientId, long queuedBytes, int frameBytes, long maxOutboundBytes);
+
+    [LoggerMessage(EventId = 2009, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}): publish on a new topic refused by {Limit} ({Refused} such refusals in the agent so far; logged at most once a minute per connection)")]
+    private static partial void LogTopicRefused(ILogger logger, long connectionId, string clientId, string limit, long refused);
 
     [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "Connection {ConnectionId}: releasing its subscriptions failed")]
     private static partial void LogCleanupFailed(ILogger logger, long connectionId, Exception exception);

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Security;
+using DaemonEye.Grains;
 using DaemonEye.Networking;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
@@ -39,6 +40,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         GatewayStatistics stats,
         Metrics.BusMetrics metrics,
         AccessControl access,
+        TopicRoutes routes,
         SpawnedCollectors spawned,
         TimeProvider time,
         ILogger<BusSocketListener> logger)
@@ -51,7 +53,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         _slots = new ConnectionSlots(_options.MaxConnections, _options.ReservedCollectorConnections);
         _guard = new ConnectionGuard(TimeoutSettings.From(_options), time, logger);
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access, _guard), stopping),
+            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access, routes, _guard), stopping),
             logger,
             security.Value.ResolveSocketGroupId(),
             time,
@@ -118,7 +120,13 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         LogListening(_logger, SocketPath, _options.MessageBufferSize, _options.MaxSubscribers, _options.MaxFrameSize, _options.BusyPollMicroseconds);
         LogLimits(_logger, _options.MaxConnections, _options.ReservedCollectorConnections, _options.HandshakeTimeoutSeconds, _options.FrameTimeoutSeconds, _options.IdleTimeoutSeconds);
         // Every bus connection's socket lives on the process's one reactor; set before the first is accepted.
-        SocketReactor.Shared.BusyPoll = TimeSpan.FromMicroseconds(_options.BusyPollMicroseconds);
+        // Reads run on the reactor thread: a read is parsed, routed and delivered (direct sends) there,
+        // with no hand-off, and nothing on that path blocks (docs/ARCHITECTURE.md, "Socket I/O").
+        // It polls only after RPC frames, whose answers come back within microseconds.
+        var reactor = SocketReactor.Shared;
+        reactor.InlineReads = true;
+        reactor.PollOnDemand = true;
+        reactor.BusyPoll = TimeSpan.FromMicroseconds(_options.BusyPollMicroseconds);
         _guard.Start();
         _server.Start();
         return Task.CompletedTask;

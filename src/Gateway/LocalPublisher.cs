@@ -10,8 +10,8 @@ public interface IBusPublisher
     Task PublishAsync(string topic, ByteString payload, string contentType, CorrelationMetadata correlation, CancellationToken cancellationToken = default);
 }
 
-/// <summary>Routes an in-process publish exactly like one from a socket: one batch to the Topic grain.</summary>
-internal sealed class LocalPublisher(IGrainFactory grains, TimeProvider time, GatewayStatistics stats) : IBusPublisher
+/// <summary>Routes an in-process publish exactly like one from a socket: through the topic's route, or its grain when none is open.</summary>
+internal sealed class LocalPublisher(IGrainFactory grains, TopicRoutes routes, TimeProvider time, GatewayStatistics stats) : IBusPublisher
 {
     public async Task PublishAsync(string topic, ByteString payload, string contentType, CorrelationMetadata correlation, CancellationToken cancellationToken = default)
     {
@@ -24,7 +24,12 @@ internal sealed class LocalPublisher(IGrainFactory grains, TimeProvider time, Ga
             Correlation = correlation,
             TimestampUnixNanos = Rpc.RpcRouter.ToUnixNanos(time.GetUtcNow()),
         }.ToByteArray();
-        await grains.GetGrain<ITopicGrain>(topic).Publish(new PublishBatch(topic, bytes, [bytes.Length], 1, 0)).WaitAsync(cancellationToken);
+        var batch = new PublishBatch(topic, bytes, [bytes.Length], 1, 0);
+        if (!routes.TryGet(topic, out var route) || !route.TryPublish(batch))
+        {
+            await grains.GetGrain<ITopicGrain>(topic).Publish(batch).WaitAsync(cancellationToken);
+        }
+
         stats.AddPublished(1);
     }
 }

@@ -4,14 +4,8 @@ namespace DaemonEye.Gateway;
 
 internal enum OutboundKind : byte
 {
-    /// <summary>A pre-encoded frame (Welcome, Error, Pong...).</summary>
+    /// <summary>A pre-encoded frame (Welcome, Error, Pong, acks, RPC...).</summary>
     Control,
-
-    /// <summary>A SubscribeAck: from here on, deliveries for the subscription are written.</summary>
-    Activate,
-
-    /// <summary>An UnsubscribeAck: from here on, deliveries for the subscription are skipped.</summary>
-    Deactivate,
 
     /// <summary>Messages routed to the connection.</summary>
     Delivery,
@@ -23,11 +17,11 @@ internal enum OutboundKind : byte
 /// <summary>One item of a connection's outbound queue.</summary>
 internal readonly struct Outbound
 {
-    private Outbound(OutboundKind kind, ReadOnlyMemory<byte> frame, uint subscriptionId, PublishBatch? batch, uint[]? ids, ulong firstSequence, int count)
+    private Outbound(OutboundKind kind, ReadOnlyMemory<byte> frame, int bytes, PublishBatch? batch, uint[]? ids, ulong firstSequence, int count)
     {
         Kind = kind;
         Frame = frame;
-        SubscriptionId = subscriptionId;
+        Bytes = bytes;
         Batch = batch;
         Ids = ids;
         FirstSequence = firstSequence;
@@ -38,7 +32,8 @@ internal readonly struct Outbound
 
     public ReadOnlyMemory<byte> Frame { get; }
 
-    public uint SubscriptionId { get; }
+    /// <summary>What the item counts against the connection's outbound byte budget (broker.max_outbound_bytes).</summary>
+    public int Bytes { get; }
 
     public PublishBatch? Batch { get; }
 
@@ -48,14 +43,10 @@ internal readonly struct Outbound
 
     public int Count { get; }
 
-    public static Outbound Control(ReadOnlyMemory<byte> frame) => new(OutboundKind.Control, frame, 0, null, null, 0, 0);
+    public static Outbound Control(ReadOnlyMemory<byte> frame) => new(OutboundKind.Control, frame, frame.Length, null, null, 0, 0);
 
-    public static Outbound Activate(uint id, byte[] ack) => new(OutboundKind.Activate, ack, id, null, null, 0, 0);
-
-    public static Outbound Deactivate(uint id, byte[] ack) => new(OutboundKind.Deactivate, ack, id, null, null, 0, 0);
-
-    public static Outbound Delivery(PublishBatch batch, uint[] ids, ulong firstSequence, int count) =>
-        new(OutboundKind.Delivery, default, 0, batch, ids, firstSequence, count);
+    public static Outbound Delivery(PublishBatch batch, uint[] ids, ulong firstSequence, int count, int bytes) =>
+        new(OutboundKind.Delivery, default, bytes, batch, ids, firstSequence, count);
 
     public static Outbound DropMarker() => new(OutboundKind.DropMarker, default, 0, null, null, 0, 0);
 }

@@ -27,6 +27,42 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
     /// <summary>This topic's root tally of daemoneye.bus.published.</summary>
     public Metrics.TallyCounter? Published { get; } = published;
 
+    // The topic's route as last found in the silo's table; null until found, or after it retired.
+    private TopicRoute? _route;
+
+    /// <summary>True when the topic has an open route (remembered, or found in the table now).</summary>
+    public bool HasOpenRoute(TopicRoutes routes)
+    {
+        if (_route is { IsRetired: false })
+        {
+            return true;
+        }
+
+        _route = routes.TryGet(Topic, out var route) ? route : null;
+        return _route is not null;
+    }
+
+    /// <summary>
+    /// Routes <paramref name="batch"/> through the topic's open route, without a grain call. False when
+    /// the topic has no open route (its grain is not active): the caller goes through the grain.
+    /// </summary>
+    public bool TryRoute(TopicRoutes routes, PublishBatch batch)
+    {
+        if (_route is { } known && known.TryPublish(batch))
+        {
+            return true;
+        }
+
+        if (routes.TryGet(Topic, out var route) && route.TryPublish(batch))
+        {
+            _route = route;
+            return true;
+        }
+
+        _route = null;
+        return false;
+    }
+
     public void Append(ReadOnlySpan<byte> publish)
     {
         if (_length + publish.Length > _buffer.Length)
@@ -56,11 +92,12 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
 }
 
 /// <summary>
-/// Groups the Publish frames of one read by topic, so each topic gets one grain call per read
-/// (the GPSTracker pattern). Also caches, per connection, topic bytes to their validated name and
-/// grain reference, so a hot topic is validated once.
+/// Groups the Publish frames of one read by topic and routes each group as one batch. Also keeps,
+/// per connection, topic bytes to their validated name and route, so a hot topic is validated
+/// once; and holds the topic limits: at most <c>broker.max_topics_per_connection</c> topics in use
+/// by one connection, and no new topic once <c>broker.max_topics</c> are live in the agent.
 /// </summary>
-internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCapacity = 4096, Metrics.BusMetrics? metrics = null)
+internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes routes, int maxTopicsPerConnection = 1000, int maxTopics = 10_000, Metrics.BusMetrics? metrics = null)
 {
     private readonly Dictionary<string, TopicEntry> _topics = new(StringComparer.Ordinal);
     private readonly List<TopicEntry> _pending = [];
@@ -72,10 +109,14 @@ internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCap
     /// <summary>When the socket read now being parsed returned (Stopwatch timestamp); stamped on the batches.</summary>
     public long ReadTimestamp { get; set; }
 
-    /// <summary>Resolves a topic from its UTF-8 bytes; null with <paramref name="error"/> when invalid.</summary>
-    public TopicEntry? Resolve(ReadOnlySpan<byte> utf8, out string? error)
+    /// <summary>
+    /// Resolves a topic from its UTF-8 bytes; null with <paramref name="error"/> when invalid or over
+    /// a topic limit (then <paramref name="limit"/> names it).
+    /// </summary>
+    public TopicEntry? Resolve(ReadOnlySpan<byte> utf8, out string? error, out Security.Limit? limit)
     {
         error = null;
+        limit = null;
         if (utf8.Length <= TopicRules.MaxBytes && Ascii.IsValid(utf8))
         {
             Span<char> chars = stackalloc char[utf8.Length];
@@ -94,14 +135,46 @@ internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCap
             return null;
         }
 
-        if (_topics.Count >= topicCacheCapacity && IsEmpty)
+        if (_topics.Count >= maxTopicsPerConnection && !ReleaseIdleTopics())
         {
-            _topics.Clear();
+            limit = Security.Limit.MaxTopicsPerConnection;
+            error = $"'{topic}' would be topic {_topics.Count + 1} this connection uses; broker.max_topics_per_connection is {maxTopicsPerConnection}. A topic is released broker.topic_idle_seconds after its last publish; publish on fewer distinct topics or raise the limit";
+            return null;
         }
 
         var entry = new TopicEntry(topic, grains.GetGrain<ITopicGrain>(topic), metrics?.PublishedCounter(topic));
         _topics[topic] = entry;
         return entry;
+    }
+
+    /// <summary>
+    /// Null when <paramref name="entry"/>'s topic may take a publish now: it is live, or the agent has
+    /// room for one more live topic (broker.max_topics; a soft cap: connections opening topics at the
+    /// same moment can pass it by a few). Otherwise the refusal.
+    /// </summary>
+    public string? AdmitTopic(TopicEntry entry) =>
+        entry.HasOpenRoute(routes) || routes.Count < maxTopics
+            ? null
+            : $"'{entry.Topic}' is not live and {routes.Count} topics are; broker.max_topics is {maxTopics}. Idle topics are released after broker.topic_idle_seconds; publish on fewer distinct topics or raise the limit";
+
+    /// <summary>Forgets this connection's topics whose routes have been released; true when that made room.</summary>
+    private bool ReleaseIdleTopics()
+    {
+        List<string>? released = null;
+        foreach (var (topic, entry) in _topics)
+        {
+            if (entry.Count == 0 && !entry.HasOpenRoute(routes))
+            {
+                (released ??= []).Add(topic);
+            }
+        }
+
+        foreach (var topic in released ?? [])
+        {
+            _topics.Remove(topic);
+        }
+
+        return _topics.Count < maxTopicsPerConnection;
     }
 
     public void Add(TopicEntry entry, ReadOnlySpan<byte> publish)
@@ -115,29 +188,35 @@ internal sealed class PublishAccumulator(IGrainFactory grains, int topicCacheCap
         PendingMessages++;
     }
 
-    /// <summary>Sends every pending batch to its Topic grain; completes when all are routed.</summary>
-    public Task FlushAsync(long connectionId)
+    /// <summary>
+    /// Routes every pending batch: through its topic's open route on this thread, or, for a topic
+    /// whose grain is not active, through the grain (which activates it and opens the route). The
+    /// task completes when all are routed; it is already complete when no grain call was needed.
+    /// </summary>
+    public ValueTask FlushAsync(long connectionId)
     {
         if (_pending.Count == 0)
         {
-            return Task.CompletedTask;
+            return ValueTask.CompletedTask;
         }
 
         PendingMessages = 0;
-        if (_pending.Count == 1)
+        List<Task>? calls = null;
+        foreach (var entry in _pending)
         {
-            var only = _pending[0];
-            _pending.Clear();
-            return only.Grain.Publish(only.TakeBatch(connectionId, ReadTimestamp));
-        }
-
-        var calls = new Task[_pending.Count];
-        for (var i = 0; i < calls.Length; i++)
-        {
-            calls[i] = _pending[i].Grain.Publish(_pending[i].TakeBatch(connectionId, ReadTimestamp));
+            var batch = entry.TakeBatch(connectionId, ReadTimestamp);
+            if (!entry.TryRoute(routes, batch))
+            {
+                (calls ??= []).Add(entry.Grain.Publish(batch));
+            }
         }
 
         _pending.Clear();
-        return Task.WhenAll(calls);
+        return calls switch
+        {
+            null => ValueTask.CompletedTask,
+            [var only] => new ValueTask(only),
+            _ => new ValueTask(Task.WhenAll(calls)),
+        };
     }
 }

@@ -30,6 +30,7 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<GatewayStatistics>();
         services.AddSingleton<ConnectionDirectory>();
         services.AddSingleton<IDeliverySink>(sp => sp.GetRequiredService<ConnectionDirectory>());
+        services.TryAddSingleton<TopicRoutes>();
         services.AddOptions<RpcOptions>()
             .Bind(configuration.GetSection(RpcOptions.SectionName))
             .ValidateOnStart();

@@ -1,13 +1,18 @@
 namespace DaemonEye.Grains;
 
 /// <summary>
-/// One concrete topic (the grain key, e.g. "events.process.lifecycle"): numbers the messages
-/// published on it, counts them, and hands them to the connections whose subscriptions match.
+/// One concrete topic (the grain key, e.g. "events.process.lifecycle"): owns the topic's
+/// <see cref="TopicRoute"/> (numbering, counters, subscriber set) for as long as it is active.
+/// The gateway publishes through the route itself; it calls <see cref="Open"/> only when it finds none.
 /// </summary>
 [Alias("daemoneye.ITopicGrain")]
 public interface ITopicGrain : IGrainWithStringKey
 {
-    /// <summary>Routes a batch; returns once every matching connection has accepted or dropped it.</summary>
+    /// <summary>Activates the grain, which opens its route in <see cref="TopicRoutes"/>.</summary>
+    [Alias("Open")]
+    Task Open();
+
+    /// <summary>Routes a batch through the route (the agent's own publishes); returns once every matching connection has accepted or dropped it.</summary>
     [Alias("Publish")]
     Task Publish(PublishBatch batch);
 

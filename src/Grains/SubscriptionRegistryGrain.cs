@@ -28,6 +28,8 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
     private readonly Dictionary<long, List<uint>> _byConnection = [];
     private readonly HashSet<string> _activeTopics = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ulong> _lastSequences = new(StringComparer.Ordinal);
+    private readonly Queue<string> _rememberedOrder = new(); // topics in _lastSequences, oldest first
+    private ulong _forgottenFloor; // the highest sequence of any topic whose last sequence was forgotten
     private readonly Dictionary<string, int> _perPattern = new(StringComparer.Ordinal);
     private readonly int _maxSubscribers = options.Value.MaxSubscribers;
     private readonly int _maxPerTopic = options.Value.MaxSubscribersPerTopic;
@@ -124,16 +126,37 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
     public Task<TopicRegistration> RegisterTopic(string topic)
     {
         _activeTopics.Add(topic);
-        _lastSequences.TryGetValue(topic, out var last);
+        // A topic whose number was forgotten resumes above every forgotten number: monotonic still.
+        var last = _lastSequences.TryGetValue(topic, out var remembered) ? remembered : _forgottenFloor;
         return Task.FromResult(new TopicRegistration(Compute(topic), last));
     }
 
     public Task UnregisterTopic(string topic, ulong lastSequence)
     {
         _activeTopics.Remove(topic);
-        _lastSequences[topic] = lastSequence;
+        if (_lastSequences.TryAdd(topic, lastSequence))
+        {
+            _rememberedOrder.Enqueue(topic);
+        }
+        else
+        {
+            _lastSequences[topic] = lastSequence;
+        }
+
+        // Idle topics cost a name and a number each: keep the newest RememberedTopics of them.
+        while (_lastSequences.Count > RememberedTopics && _rememberedOrder.TryDequeue(out var oldest))
+        {
+            if (_lastSequences.Remove(oldest, out var forgotten))
+            {
+                _forgottenFloor = Math.Max(_forgottenFloor, forgotten);
+            }
+        }
+
         return Task.CompletedTask;
     }
+
+    /// <summary>How many released topics' last sequences the registry remembers.</summary>
+    internal const int RememberedTopics = 100_000;
 
     public Task<SubscriptionKey[]> Resolve(string topic) =>
         Task.FromResult(TopicRules.IsValidTopic(topic) ? (SubscriptionKey[])_matcher.Match(topic).Clone() : []);

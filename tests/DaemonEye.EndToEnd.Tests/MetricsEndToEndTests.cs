@@ -181,7 +181,7 @@ public sealed class MetricsEndToEndTests
         var (code, lines, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "health");
         Assert.True(code == 1, $"health exited {code}\n{string.Join('\n', lines)}\n{stderr}");
         var buffers = Assert.Single(lines, l => l.StartsWith("buffers ", StringComparison.Ordinal));
-        var fill = System.Text.RegularExpressions.Regex.Match(buffers, @"^buffers\s+degraded\s+fullest c\d+ \(stalled\) (\d+)/100 \([\d.]+ %\), at or above health\.buffer_degraded_percent \(10 %\); 0 dropped since start$");
+        var fill = System.Text.RegularExpressions.Regex.Match(buffers, @"^buffers\s+degraded\s+fullest c\d+ \(stalled\) (\d+)/100 \([\d.]+ %\), at or above health\.buffer_degraded_percent \(10 %\); 0 dropped, 0 client\(s\) cut off for not reading \(broker\.max_outbound_bytes\) since start$");
         Assert.True(fill.Success, buffers);
         Assert.InRange(int.Parse(fill.Groups[1].Value, CultureInfo.InvariantCulture), DegradedPercent, Capacity - 1);
         Assert.Equal("overall: degraded", lines[^1]);
@@ -196,7 +196,7 @@ public sealed class MetricsEndToEndTests
         Assert.True(droppedWhileFull > 0, "nothing dropped");
         (code, lines, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "health");
         Assert.True(code == 2, $"health exited {code}\n{string.Join('\n', lines)}\n{stderr}");
-        Assert.Matches(@"^buffers\s+unhealthy\s+1 subscriber buffer\(s\) full, their messages are being dropped: c\d+ \(stalled\); \d+ dropped since start$", Assert.Single(lines, l => l.StartsWith("buffers ", StringComparison.Ordinal)));
+        Assert.Matches(@"^buffers\s+unhealthy\s+1 subscriber buffer\(s\) full, their messages are being dropped: c\d+ \(stalled\); \d+ dropped, 0 client\(s\) cut off for not reading \(broker\.max_outbound_bytes\) since start$", Assert.Single(lines, l => l.StartsWith("buffers ", StringComparison.Ordinal)));
 
         // Reading again: everything up to the Pong, Dropped notices among the deliveries.
         var frames = await stalled.SettleAsync();

@@ -1,32 +1,21 @@
-using System.Diagnostics;
 using DaemonEye.Client;
 using DaemonEye.Hosting;
 using DaemonEye.Protocol.Ipc.V1;
 
 namespace DaemonEye.EndToEnd.Tests;
 
-/// <summary>A test that switches users with setpriv: skipped, saying why, unless the tests run as root.</summary>
-public sealed class RootFactAttribute : FactAttribute
-{
-    public RootFactAttribute()
-    {
-        if (!Posix.IsRoot)
-        {
-            Skip = "needs root: the test runs daemoneye-cli as another user (uid 65534) with setpriv";
-        }
-    }
-}
-
 /// <summary>
 /// Who may connect, decided by the kernel's word (SO_PEERCRED) on both sockets. The foreign client
-/// is the real daemoneye-cli run as uid 65534 (nobody) by setpriv. It gets through the file system
+/// is the real daemoneye-cli run as uid 65534 (nobody) by setpriv, from a copy staged where that uid
+/// can read it (<see cref="OtherUserCli"/>: the checkout may be private). It gets through the file system
 /// because the sockets are shared with group 65534 (security.socket_group), so each refusal here
 /// really comes from the peer-credential check and not from file permissions.
 /// </summary>
 public sealed class PeerCredentialsEndToEndTests
 {
-    private const uint Nobody = 65534;
-    private const uint NoGroup = 65534;
+    private const uint Nobody = OtherUserCli.Nobody;
+    private const uint NoGroup = OtherUserCli.NoGroup;
+    private static readonly string[] AsNobody = OtherUserCli.AsNobody;
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
     /// <summary>An agent whose socket directory other users can reach: its temp directory becomes 0711
@@ -38,59 +27,13 @@ public sealed class PeerCredentialsEndToEndTests
         return agent;
     }
 
-    /// <summary>daemoneye-cli as another user: <c>setpriv &lt;credentials&gt; -- dotnet daemoneye-cli.dll &lt;args&gt;</c> (setpriv execs, so the pid is the CLI's).</summary>
-    private static async Task<(int Code, int Pid, string Stdout, string Stderr)> RunCliAsAsync(string[] credentials, string socketPath, params string[] args)
-    {
-        var start = new ProcessStartInfo("/usr/bin/setpriv")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = "/tmp",
-        };
-        foreach (var c in credentials)
-        {
-            start.ArgumentList.Add(c);
-        }
-
-        start.ArgumentList.Add("--");
-        start.ArgumentList.Add("dotnet");
-        start.ArgumentList.Add(Paths.CliDll);
-        foreach (var a in args)
-        {
-            start.ArgumentList.Add(a);
-        }
-
-        start.Environment["DAEMONEYE_BROKER__SOCKET_PATH"] = socketPath;
-        start.Environment["HOME"] = "/tmp";
-        start.Environment["DOTNET_CLI_HOME"] = "/tmp";
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(Patience);
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-
-        return (process.ExitCode, process.Id, await stdout, await stderr);
-    }
-
-    private static readonly string[] AsNobody = [$"--reuid={Nobody}", $"--regid={NoGroup}", "--clear-groups"];
-
     private static async Task<SecurityStatistics> SecurityAsync(AgentProcess agent) =>
         (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { Status = new StatusRequest() })).Status.Security;
 
     [RootFact]
     public async Task A_client_running_as_another_uid_is_refused_on_both_sockets_and_logged_with_its_pid_and_uid()
     {
+        using var cli = OtherUserCli.Stage();
         await using var agent = await StartSharedAgentAsync(new() { ["DAEMONEYE_SECURITY__SOCKET_GROUP"] = "nogroup" });
 
         // security.socket_group: sockets 0660 and their directory 0710, of that group.
@@ -102,12 +45,12 @@ public sealed class PeerCredentialsEndToEndTests
 
         Assert.Equal((0u, NoGroup, (UnixFileMode)0b111_001_000), Posix.GetOwnership(Path.GetDirectoryName(agent.SocketPath)!));
 
-        var ipc = await RunCliAsAsync(AsNobody, agent.SocketPath, "status");
+        var ipc = await cli.RunAsync(AsNobody, agent.SocketPath, "status");
         Assert.NotEqual(0, ipc.Code);
         Assert.Contains("refused this IPC connection", ipc.Stderr);
         Assert.Contains($"uid {Nobody} (pid {ipc.Pid}", ipc.Stderr);
 
-        var bus = await RunCliAsAsync(AsNobody, agent.SocketPath, "publish", "events.foreign.x", "hello");
+        var bus = await cli.RunAsync(AsNobody, agent.SocketPath, "publish", "events.foreign.x", "hello");
         Assert.NotEqual(0, bus.Code);
         Assert.Contains("NotAuthorized", bus.Stderr);
         Assert.Contains($"uid {Nobody} (pid {bus.Pid}", bus.Stderr);
@@ -122,6 +65,7 @@ public sealed class PeerCredentialsEndToEndTests
     [RootFact]
     public async Task A_member_of_an_allowed_gid_by_supplementary_group_is_accepted_as_a_read_only_subscriber()
     {
+        using var cli = OtherUserCli.Stage();
         await using var agent = await StartSharedAgentAsync(new()
         {
             ["DAEMONEYE_SECURITY__SOCKET_GROUP"] = "nogroup",
@@ -130,12 +74,12 @@ public sealed class PeerCredentialsEndToEndTests
         // Primary group 1 (daemon); 65534 only as a supplementary group, which the agent reads from /proc.
         string[] member = [$"--reuid={Nobody}", "--regid=1", $"--groups={NoGroup}"];
 
-        var status = await RunCliAsAsync(member, agent.SocketPath, "status", "--json");
+        var status = await cli.RunAsync(member, agent.SocketPath, "status", "--json");
         Assert.True(status.Code == 0, status.Stderr);
         Assert.Contains("\"peers_refused_ipc\": 0", status.Stdout);
 
         // On the bus it asked for the cli role and got subscriber (other_uid_role): publishing is denied.
-        var publish = await RunCliAsAsync(member, agent.SocketPath, "publish", "events.foreign.x", "hello");
+        var publish = await cli.RunAsync(member, agent.SocketPath, "publish", "events.foreign.x", "hello");
         Assert.Equal(1, publish.Code);
         Assert.Contains("rule subscriber.publish", publish.Stderr);
 
@@ -148,6 +92,7 @@ public sealed class PeerCredentialsEndToEndTests
     [RootFact]
     public async Task An_allowed_uid_with_other_uid_role_client_publishes_events_but_not_control_topics()
     {
+        using var cli = OtherUserCli.Stage();
         await using var agent = await StartSharedAgentAsync(new()
         {
             ["DAEMONEYE_SECURITY__SOCKET_GROUP"] = NoGroup.ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -157,15 +102,58 @@ public sealed class PeerCredentialsEndToEndTests
         await using var watcher = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "foreign-watcher" });
         await using var events = await watcher.SubscribeAsync("events.foreign.#");
 
-        var published = await RunCliAsAsync(AsNobody, agent.SocketPath, "publish", "events.foreign.x", "from nobody");
+        var published = await cli.RunAsync(AsNobody, agent.SocketPath, "publish", "events.foreign.x", "from nobody");
         Assert.True(published.Code == 0, published.Stderr);
         using var timeout = new CancellationTokenSource(Patience);
         var message = await events.Reader.ReadAsync(timeout.Token);
         Assert.Equal("from nobody", System.Text.Encoding.UTF8.GetString(message.Payload.Span));
 
-        var control = await RunCliAsAsync(AsNobody, agent.SocketPath, "publish", "control.foreign.x", "spoof");
+        var control = await cli.RunAsync(AsNobody, agent.SocketPath, "publish", "control.foreign.x", "spoof");
         Assert.Equal(1, control.Code);
         Assert.Contains("rule client.publish_control", control.Stderr);
         Assert.Contains("granted Client (security.other_uid_role)", agent.Log);
+    }
+
+    /// <summary>
+    /// Issue 23 item 7: over IPC an admitted uid other than the agent's and root is a reader. The real CLI
+    /// as uid 65534 lists the collectors, and is refused stopping one or running a task: exit 1, the refusal
+    /// naming the operation, its uid and role and the role needed; counted, logged; the collector runs on.
+    /// Root, through the same socket, stops it.
+    /// </summary>
+    [RootFact]
+    public async Task An_allowed_uid_reads_over_ipc_but_is_refused_collectors_stop_and_task_run_which_root_may_do()
+    {
+        const string Id = "tc-ipc-auth";
+        using var cli = OtherUserCli.Stage();
+        var settings = SupervisedCollectorEndToEndTests.TestCollector(Id);
+        settings["DAEMONEYE_SECURITY__SOCKET_GROUP"] = "nogroup";
+        settings["DAEMONEYE_SECURITY__ALLOWED_UIDS__0"] = Nobody.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await using var agent = await StartSharedAgentAsync(settings);
+        var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var watching = watcher;
+        var running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, Id, s => s.State == CollectorState.Running);
+
+        var list = await cli.RunAsync(AsNobody, agent.SocketPath, "collectors", "list", "--json");
+        Assert.True(list.Code == 0, list.Stderr);
+        Assert.Contains($"\"{Id}\"", list.Stdout);
+
+        var stop = await cli.RunAsync(AsNobody, agent.SocketPath, "collectors", "stop", Id);
+        Assert.Equal(1, stop.Code);
+        Assert.StartsWith($"NotAuthorized: collectors stop '{Id}' refused by rule ipc.operate: uid {Nobody} (pid {stop.Pid}) has the IPC role reader, which may only read", stop.Stderr);
+        Assert.Contains("collectors stop needs the operator role, which only the agent's user (uid 0) and root have", stop.Stderr);
+
+        var task = await cli.RunAsync(AsNobody, agent.SocketPath, "task", "run", "test.echo");
+        Assert.Equal(1, task.Code);
+        Assert.StartsWith($"NotAuthorized: task run refused by rule ipc.operate: uid {Nobody} (pid {task.Pid})", task.Stderr);
+
+        var still = await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id);
+        Assert.Equal((CollectorState.Running, running.Pid), (still.State, still.Pid));
+        Assert.Equal(2ul, (await SecurityAsync(agent)).Denied["ipc.operate"]);
+        Assert.Contains($"collectors stop refused by rule ipc.operate to pid {stop.Pid} uid {Nobody}: its IPC role is Reader, the operation needs Operator", agent.Log);
+        Assert.Contains($"task run refused by rule ipc.operate to pid {task.Pid} uid {Nobody}", agent.Log);
+
+        var (code, _, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "stop", Id);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(CollectorState.Stopped, (await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id)).State);
     }
 }

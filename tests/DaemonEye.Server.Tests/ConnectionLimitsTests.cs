@@ -219,7 +219,7 @@ public sealed class ConnectionLimitsTests
             using var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             await client.ConnectAsync(new UnixDomainSocketEndPoint(path));
             var server = await listener.AcceptAsync();
-            var connection = new BusConnection(1, server, new BrokerOptions(), grains: null!, directory, router, stats, logger, metrics, access, guard);
+            var connection = new BusConnection(1, server, new BrokerOptions(), grains: null!, directory, router, stats, logger, metrics, access, new DaemonEye.Grains.TopicRoutes(directory, _time), guard);
             var run = connection.RunAsync(CancellationToken.None);
 
             _time.Advance(TimeSpan.FromSeconds(10));

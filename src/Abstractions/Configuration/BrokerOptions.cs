@@ -74,6 +74,26 @@ public sealed class BrokerOptions
     public int MaxSubscribersPerTopic { get; set; } = 100;
 
     /// <summary>
+    /// Bytes that may wait for one connection's writer (queued deliveries, acks, errors, replies).
+    /// Deliveries past it are dropped and counted like those past message_buffer_size; a connection
+    /// whose replies would pass it is not reading, and is cut off.
+    /// </summary>
+    [ConfigurationKeyName("max_outbound_bytes")]
+    public long MaxOutboundBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Most live topics in the agent (a topic is live from its first publish until it idles out).</summary>
+    [ConfigurationKeyName("max_topics")]
+    public int MaxTopics { get; set; } = 10_000;
+
+    /// <summary>Most topics one connection may have in use at once.</summary>
+    [ConfigurationKeyName("max_topics_per_connection")]
+    public int MaxTopicsPerConnection { get; set; } = 1_000;
+
+    /// <summary>A topic nobody has published on for this long releases its state (its sequence is remembered).</summary>
+    [ConfigurationKeyName("topic_idle_seconds")]
+    public int TopicIdleSeconds { get; set; } = 60;
+
+    /// <summary>
     /// After its last event, how long the bus socket thread keeps polling (yielding the CPU between
     /// polls) before it sleeps, in microseconds; 0 turns busy polling off (see <see cref="Networking.SocketReactor.BusyPoll"/>).
     /// </summary>
@@ -145,6 +165,26 @@ public sealed class BrokerOptions
         if (MaxSubscribersPerTopic is < 1 or > 1_000_000)
         {
             yield return $"broker.max_subscribers_per_topic is {MaxSubscribersPerTopic}; allowed: 1 to 1000000";
+        }
+
+        if (MaxOutboundBytes < 4L * MaxFrameSize || MaxOutboundBytes > 16L * 1024 * 1024 * 1024)
+        {
+            yield return $"broker.max_outbound_bytes is {MaxOutboundBytes}; allowed: 4 x broker.max_frame_size ({4L * MaxFrameSize}) to 17179869184 (16 GiB)";
+        }
+
+        if (MaxTopics is < 1 or > 1_000_000)
+        {
+            yield return $"broker.max_topics is {MaxTopics}; allowed: 1 to 1000000";
+        }
+
+        if (MaxTopicsPerConnection < 1 || MaxTopicsPerConnection > MaxTopics)
+        {
+            yield return $"broker.max_topics_per_connection is {MaxTopicsPerConnection}; allowed: 1 to broker.max_topics ({MaxTopics})";
+        }
+
+        if (TopicIdleSeconds is < 1 or > 86_400)
+        {
+            yield return $"broker.topic_idle_seconds is {TopicIdleSeconds}; allowed: 1 to 86400";
         }
 
         if (!Networking.SocketReactor.IsValidBusyPoll(TimeSpan.FromMicroseconds(BusyPollMicroseconds)))

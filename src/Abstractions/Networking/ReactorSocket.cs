@@ -55,10 +55,16 @@ public sealed partial class ReactorSocket : IDisposable
         ArgumentNullException.ThrowIfNull(socket);
         Socket = socket;
         _reactor = reactor ?? SocketReactor.Shared;
-        _readWaiter = new Waiter(runAsynchronously: !_reactor.InlineReads);
+        _readWaiter = new Waiter(runAsynchronously: true);
         _writeWaiter = new Waiter(runAsynchronously: true);
         _id = _reactor.Register(this, socket.SafeHandle);
     }
+
+    /// <summary>Asks the reactor for a busy-poll window after this read (see <see cref="SocketReactor.PollOnDemand"/>).</summary>
+    public void RequestPoll() => _reactor.RequestPoll();
+
+    /// <summary>The reactor this socket waits on.</summary>
+    internal SocketReactor Reactor => _reactor;
 
     /// <summary>Readable edges the reactor has reported so far (for tests).</summary>
     internal long ReadEdges
@@ -252,7 +258,7 @@ public sealed partial class ReactorSocket : IDisposable
         if (wake)
         {
             // Inside a busy-poll window this thread is awake anyway: run the reader here rather than wake another.
-            _readWaiter.Complete(inline: _reactor.Polling);
+            _readWaiter.Complete(inline: _reactor.Polling || _reactor.InlineReads);
         }
     }
 

@@ -62,10 +62,13 @@ public sealed partial class SocketReactor
 
     // Written and read on the reactor thread only: the events being handled came from a poll inside the window.
     private bool _polling;
+    private volatile bool _inlineReads;
+    private volatile bool _pollOnDemand;
+    private int _pollRequested;
 
     internal SocketReactor(bool inlineReads, TimeProvider? time = null)
     {
-        InlineReads = inlineReads;
+        _inlineReads = inlineReads;
         _time = time ?? TimeProvider.System;
         _epoll = epoll_create1(0x80000 /* EPOLL_CLOEXEC */);
         if (_epoll < 0)
@@ -85,10 +88,36 @@ public sealed partial class SocketReactor
 
     /// <summary>
     /// True when the code after a receive runs on the reactor thread itself (no hand-off to the
-    /// thread pool). Read once, from <see cref="InlineCompletionsVariable"/>, when the reactor starts,
-    /// so that one switch decides for the runtime's sockets and the bus sockets alike.
+    /// thread pool). Starts as <see cref="InlineCompletionsVariable"/> says, so that one switch decides
+    /// for the runtime's sockets and the bus sockets alike; a process whose read handlers never block
+    /// (the agent's gateway) sets it. Takes effect at each socket's next read.
     /// </summary>
-    public bool InlineReads { get; }
+    public bool InlineReads
+    {
+        get => _inlineReads;
+        set => _inlineReads = value;
+    }
+
+    /// <summary>
+    /// With <see cref="BusyPoll"/> set: poll only after events during which someone called
+    /// <see cref="RequestPoll"/> (the agent does for RPC frames, whose answer comes back within
+    /// microseconds), not after every event: a stream of one-way messages then costs a wake-up per
+    /// read instead of a polling core (docs/benchmarks.md, "Busy polling").
+    /// </summary>
+    public bool PollOnDemand
+    {
+        get => _pollOnDemand;
+        set => _pollOnDemand = value;
+    }
+
+    /// <summary>Asks for a busy-poll window after the events now being handled (see <see cref="PollOnDemand"/>).</summary>
+    public void RequestPoll()
+    {
+        if (_pollOnDemand && Volatile.Read(ref _pollRequested) == 0)
+        {
+            Volatile.Write(ref _pollRequested, 1);
+        }
+    }
 
     /// <summary>
     /// How long the thread keeps polling after its last event before it blocks; zero (the default)
@@ -223,8 +252,16 @@ public sealed partial class SocketReactor
             }
 
             // The window runs from the end of the last handled event, so time spent handling it does not eat the window.
+            // On demand, only events that asked for it open or extend one; others leave an open window to run out.
             var window = Volatile.Read(ref _busyPollTicks);
-            pollUntil = window > 0 ? _time.GetTimestamp() + window : 0;
+            if (window == 0)
+            {
+                pollUntil = 0;
+            }
+            else if (!_pollOnDemand || Interlocked.Exchange(ref _pollRequested, 0) != 0)
+            {
+                pollUntil = _time.GetTimestamp() + window;
+            }
         }
     }
 

@@ -225,9 +225,11 @@ internal sealed class AgentHealth : IDisposable
         }
 
         var dropped = _stats.Dropped;
+        var cut = _stats.RefusedBy(Security.Limit.MaxOutboundBytes);
+        var since = $"{dropped} dropped, {cut} client(s) cut off for not reading (broker.max_outbound_bytes) since start";
         if (full.Count > 0)
         {
-            return Check("buffers", HealthStatus.Unhealthy, $"{full.Count} subscriber buffer(s) full, their messages are being dropped: {string.Join(", ", full)}; {dropped} dropped since start");
+            return Check("buffers", HealthStatus.Unhealthy, $"{full.Count} subscriber buffer(s) full, their messages are being dropped: {string.Join(", ", full)}; {since}");
         }
 
         var percent = max * 100;
@@ -235,8 +237,8 @@ internal sealed class AgentHealth : IDisposable
             ? "no connections"
             : string.Create(CultureInfo.InvariantCulture, $"fullest c{fullest.Id} ({fullest.ClientId}) {fullest.Queued}/{fullest.BufferCapacity} ({percent:0.#} %)");
         return percent >= _options.BufferDegradedPercent
-            ? Check("buffers", HealthStatus.Degraded, $"{summary}, at or above health.buffer_degraded_percent ({_options.BufferDegradedPercent} %); {dropped} dropped since start")
-            : Check("buffers", HealthStatus.Healthy, $"{summary}; {dropped} dropped since start");
+            ? Check("buffers", HealthStatus.Degraded, $"{summary}, at or above health.buffer_degraded_percent ({_options.BufferDegradedPercent} %); {since}")
+            : Check("buffers", HealthStatus.Healthy, $"{summary}; {since}");
     }
 
     private HealthCheckResult ErrorRate()

@@ -21,7 +21,8 @@ public sealed record IpcEndpoint(string SocketPath);
 /// The product document's IPC server: the CLI's control socket. Protobuf IpcRequest frames in,
 /// one IpcResponse per request out (same request_id), requests of one connection served in order.
 /// Bound with the same rules as the bus socket (directory 0700, socket 0600, stale file removed,
-/// a live agent refused).
+/// a live agent refused). Each request is checked against the caller's IPC role before it is served
+/// (<see cref="Security.AccessControl.AuthorizeIpc"/>): readers read, only operators operate.
 /// </summary>
 internal sealed partial class IpcSocketListener(
     IpcEndpoint endpoint,
@@ -95,7 +96,7 @@ internal sealed partial class IpcSocketListener(
 
         try
         {
-            await ServeAdmittedAsync(socket, peer, cancellationToken);
+            await ServeAdmittedAsync(socket, peer, id, cancellationToken);
         }
         finally
         {
@@ -108,11 +109,14 @@ internal sealed partial class IpcSocketListener(
     /// request must arrive within <c>ipc.idle_timeout_seconds</c>: a client that sends nothing, or a
     /// request a byte at a time, is told so and closed.
     /// </summary>
-    private async Task ServeAdmittedAsync(Socket socket, PeerCredentials? peer, CancellationToken cancellationToken)
+    private async Task ServeAdmittedAsync(Socket socket, PeerCredentials? peer, long id, CancellationToken cancellationToken)
     {
         var idleTimeout = ipc.Value.IdleTimeout;
         using var idle = new CancellationTokenSource(Timeout.InfiniteTimeSpan, time);
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, idle.Token);
+
+        // The role is the peer's for the connection's life: SO_PEERCRED is fixed at connect.
+        var caller = access.IpcCallerFor(peer, id);
         using var owned = socket;
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         var input = PipeReader.Create(stream);
@@ -168,11 +172,17 @@ internal sealed partial class IpcSocketListener(
                     var correlationId = request.Correlation?.CorrelationId ?? string.Empty;
                     LogRequest(logger, request.BodyCase, correlationId, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue);
                     IpcResponse response;
-
-                    // Everything logged while serving the request (the supervisor's stop, its RPCs) carries its correlation id.
-                    using (logger.BeginScope(new Dictionary<string, object> { ["CorrelationId"] = correlationId, ["Operation"] = request.BodyCase.ToString() }))
+                    if (access.AuthorizeIpc(caller, request) is { } denied)
                     {
-                        response = await HandleAsync(request, cancellationToken);
+                        response = new IpcResponse { Error = Error(RpcErrorKind.NotAuthorized, denied) };
+                    }
+                    else
+                    {
+                        // Everything logged while serving the request (the supervisor's stop, its RPCs) carries its correlation id.
+                        using (logger.BeginScope(new Dictionary<string, object> { ["CorrelationId"] = correlationId, ["Operation"] = request.BodyCase.ToString() }))
+                        {
+                            response = await HandleAsync(request, cancellationToken);
+                        }
                     }
 
                     response.RequestId = request.RequestId;

@@ -3,6 +3,7 @@ using System.Text;
 using DaemonEye.Configuration;
 using DaemonEye.Hosting;
 using DaemonEye.Logging;
+using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
 using DaemonEye.Topics;
 using Microsoft.Extensions.Logging;
@@ -86,6 +87,46 @@ internal sealed partial class AccessControl
         _stats.AddPeerRefused(ipc);
         LogPeerRefused(_logger, ipc ? "IPC" : "bus", peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue, peer?.Gid ?? uint.MaxValue);
         return false;
+    }
+
+    /// <summary>
+    /// The IPC caller on connection <paramref name="connectionId"/>: <see cref="IpcRole.Operator"/> for the
+    /// agent's user and root, <see cref="IpcRole.Reader"/> for every other admitted peer
+    /// (<c>security.allowed_uids</c>, <c>security.allowed_gids</c>), whatever <c>security.other_uid_role</c>
+    /// grants it on the bus: operating the agent is not delegated by configuration.
+    /// </summary>
+    public IpcCaller IpcCallerFor(PeerCredentials? peer, long connectionId) =>
+        new(connectionId, peer, IsTrusted(peer) ? IpcRole.Operator : IpcRole.Reader);
+
+    /// <summary>
+    /// Null when <paramref name="caller"/>'s role allows <paramref name="request"/> (<see cref="IpcOperations"/>);
+    /// otherwise the refusal to answer with (NOT_AUTHORIZED), naming the operation, the caller's uid and
+    /// role and the role needed. Refusals are counted (rule <c>ipc.operate</c>) and logged: the first of a
+    /// connection as a warning, the rest at debug.
+    /// </summary>
+    public string? AuthorizeIpc(IpcCaller caller, IpcRequest request)
+    {
+        if (caller.Role == IpcRole.Operator || IpcOperations.Required(request) == IpcAccess.Read)
+        {
+            return null;
+        }
+
+        _stats.AddDenied(AccessRule.IpcOperate);
+        var operation = IpcOperations.Name(request);
+        var pid = caller.Peer?.Pid ?? 0;
+        var uid = caller.Peer?.Uid ?? uint.MaxValue;
+        if (caller.FirstDenial())
+        {
+            LogIpcDenied(_logger, caller.ConnectionId, operation, pid, uid, caller.Role, IpcRole.Operator);
+        }
+        else
+        {
+            LogIpcDeniedAgain(_logger, caller.ConnectionId, operation, pid, uid);
+        }
+
+        var target = request.BodyCase == IpcRequest.BodyOneofCase.CollectorCommand ? $" '{request.CollectorCommand.Id}'" : string.Empty;
+        return $"{operation}{target} refused by rule {AccessRules.Name(AccessRule.IpcOperate)}: uid {uid} (pid {pid}) has the IPC role reader, which may only read ({IpcOperations.ReaderMay}); " +
+            $"{operation} needs the operator role, which only the agent's user (uid {AgentUid}) and root have ({IpcOperations.OperatorOnly})";
     }
 
     /// <summary>The role and policy for a Hello, or the rule that refuses it (the caller sends a fatal NOT_AUTHORIZED).</summary>
@@ -194,4 +235,10 @@ internal sealed partial class AccessControl
 
     [LoggerMessage(EventId = 2304, Level = LogLevel.Information, Message = "Connection {ConnectionId}: collector {CollectorId} (pid {Pid}) authenticated by {How}; publishes on {Domains}")]
     private static partial void LogCollectorAuthenticated(ILogger logger, long connectionId, string collectorId, int pid, string how, string domains);
+
+    [LoggerMessage(EventId = 2305, Level = LogLevel.Warning, Message = "IPC connection {ConnectionId}: {Operation} refused by rule ipc.operate to pid {Pid} uid {Uid}: its IPC role is {Role}, the operation needs {Required}")]
+    private static partial void LogIpcDenied(ILogger logger, long connectionId, string operation, int pid, uint uid, IpcRole role, IpcRole required);
+
+    [LoggerMessage(EventId = 2306, Level = LogLevel.Debug, Message = "IPC connection {ConnectionId}: {Operation} refused again by rule ipc.operate to pid {Pid} uid {Uid}")]
+    private static partial void LogIpcDeniedAgain(ILogger logger, long connectionId, string operation, int pid, uint uid);
 }

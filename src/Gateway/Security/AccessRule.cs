@@ -1,6 +1,6 @@
 namespace DaemonEye.Gateway.Security;
 
-/// <summary>The access rules a bus action can be denied by. Each has a stable name used in error
+/// <summary>The access rules a bus action or an IPC request can be denied by. Each has a stable name used in error
 /// messages, logs and counters (see <see cref="AccessRules.Name"/>).</summary>
 public enum AccessRule
 {
@@ -30,6 +30,9 @@ public enum AccessRule
 
     /// <summary>A client (not cli) published on a <c>control.</c> topic.</summary>
     ClientPublishControl,
+
+    /// <summary>An IPC request that operates the agent (<see cref="IpcAccess.Operate"/>) from a caller with the reader role.</summary>
+    IpcOperate,
 }
 
 /// <summary>Names and descriptions of <see cref="AccessRule"/>.</summary>
@@ -50,6 +53,7 @@ public static class AccessRules
         AccessRule.SubscriberPublish => "subscriber.publish",
         AccessRule.SubscriberRpcCall => "subscriber.rpc_call",
         AccessRule.ClientPublishControl => "client.publish_control",
+        AccessRule.IpcOperate => "ipc.operate",
         _ => rule.ToString(),
     };
 }
@@ -74,6 +78,15 @@ public enum Limit
 
     /// <summary>Correlation id length and format (Publish and RpcRequest).</summary>
     CorrelationId,
+
+    /// <summary><c>broker.max_outbound_bytes</c>: a connection cut off because it does not read.</summary>
+    MaxOutboundBytes,
+
+    /// <summary><c>broker.max_topics</c>: live topics in the agent.</summary>
+    MaxTopics,
+
+    /// <summary><c>broker.max_topics_per_connection</c>.</summary>
+    MaxTopicsPerConnection,
 
     /// <summary><c>broker.handshake_timeout_seconds</c>: no complete Hello in time.</summary>
     HandshakeTimeout,
@@ -112,6 +125,9 @@ public static class Limits
         Limit.MaxSubscribersPerTopic => "broker.max_subscribers_per_topic",
         Limit.MaxFrameSize => "broker.max_frame_size",
         Limit.CorrelationId => "correlation_id",
+        Limit.MaxOutboundBytes => "broker.max_outbound_bytes",
+        Limit.MaxTopics => "broker.max_topics",
+        Limit.MaxTopicsPerConnection => "broker.max_topics_per_connection",
         Limit.HandshakeTimeout => "broker.handshake_timeout_seconds",
         Limit.FrameTimeout => "broker.frame_timeout_seconds",
         Limit.IdleTimeout => "broker.idle_timeout_seconds",

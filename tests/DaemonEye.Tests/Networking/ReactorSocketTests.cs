@@ -302,6 +302,64 @@ public sealed class ReactorSocketTests : IDisposable
     }
 
     [Fact]
+    public async Task On_demand_a_busy_poll_window_opens_only_after_events_that_asked_for_one()
+    {
+        var time = new FakeTimeProvider();
+        var reactor = new SocketReactor(inlineReads: true, time) { PollOnDemand = true };
+        var (a, b) = Pair();
+        Own(a);
+        var reader = Own(new ReactorSocket(b, reactor));
+        try
+        {
+            reactor.BusyPoll = TimeSpan.FromMicroseconds(200);
+
+            // Reads that do not ask (one-way messages) leave the reactor sleeping between events.
+            Assert.False(await ReadOne(reader, a, ask: false));
+            Assert.False(await ReadOne(reader, a, ask: false));
+
+            // A read that asks (an RPC frame) opens a window: the next event is found by a poll.
+            Assert.False(await ReadOne(reader, a, ask: true));
+            Assert.True(await ReadOne(reader, a, ask: false));
+
+            // Events that did not ask do not extend the window: 200 µs after the asking one, it closes.
+            var sleeps = reactor.BlockingWaits;
+            time.Advance(TimeSpan.FromMicroseconds(150));
+            Assert.True(await ReadOne(reader, a, ask: false));
+            time.Advance(TimeSpan.FromMicroseconds(51));
+            Assert.True(SpinWait.SpinUntil(() => reactor.BlockingWaits > sleeps, Patience), "a read that did not ask extended the window");
+            Assert.False(await ReadOne(reader, a, ask: false));
+        }
+        finally
+        {
+            reactor.BusyPoll = TimeSpan.Zero;
+        }
+
+        // Whether the read's event came from a poll inside a window; asks for one when told to.
+        static async Task<bool> ReadOne(ReactorSocket reader, Socket writer, bool ask)
+        {
+            var pending = Observe(reader, ask);
+            Assert.False(pending.IsCompleted);
+            writer.Send("x"u8);
+            var polled = await pending.WaitAsync(Patience);
+            await Task.Yield(); // off the reactor thread: the test waits on the reactor next
+            return polled;
+        }
+
+        static async Task<bool> Observe(ReactorSocket reader, bool ask)
+        {
+            Assert.Equal(1, await reader.ReceiveAsync(new byte[16]).ConfigureAwait(false));
+            Assert.Equal("daemoneye-reactor", Thread.CurrentThread.Name);
+            var polled = reader.Reactor.Polling;
+            if (ask)
+            {
+                reader.RequestPoll();
+            }
+
+            return polled;
+        }
+    }
+
+    [Fact]
     public void The_busy_poll_window_is_zero_to_ten_milliseconds_and_reads_back_as_set()
     {
         var reactor = PoolReactor;
