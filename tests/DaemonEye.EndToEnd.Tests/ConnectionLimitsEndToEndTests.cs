@@ -65,6 +65,31 @@ public sealed class ConnectionLimitsEndToEndTests
         }
     }
 
+    /// <summary>Reads exactly one frame (header, then body), leaving what follows in the socket.</summary>
+    private static async Task<byte[]> ReadOneFrameAsync(Socket socket)
+    {
+        using var timeout = new CancellationTokenSource(Patience);
+        var header = new byte[Framing.HeaderSize];
+        await ReceiveExactlyAsync(socket, header, timeout.Token);
+        var body = new byte[System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(header)];
+        await ReceiveExactlyAsync(socket, body, timeout.Token);
+        return body;
+    }
+
+    private static async Task ReceiveExactlyAsync(Socket socket, byte[] buffer, CancellationToken cancellationToken)
+    {
+        for (var filled = 0; filled < buffer.Length;)
+        {
+            var read = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, cancellationToken);
+            if (read == 0)
+            {
+                throw new IOException("the agent closed the connection");
+            }
+
+            filled += read;
+        }
+    }
+
     [Fact]
     public async Task A_connection_that_sends_nothing_is_cut_at_handshake_timeout_seconds_with_an_error_naming_the_key_counted_and_logged()
     {
@@ -83,6 +108,9 @@ public sealed class ConnectionLimitsEndToEndTests
         Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(15));
         Assert.Contains($"pid {Environment.ProcessId}", await logged.WaitAsync(Patience));
         Assert.Equal(1ul, (await StatusAsync(agent)).Security.Limits["broker.handshake_timeout_seconds"]);
+        var metrics = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { Metrics = new MetricsRequest() })).Metrics;
+        var limited = Assert.Single(metrics.Metrics, m => m.Name == "daemoneye.bus.limited");
+        Assert.Equal(1, Assert.Single(limited.Points, p => p.Tags["limit"] == "broker.handshake_timeout_seconds").Value);
 
         // A client that says Hello in time is unaffected.
         await using var prompt = await RawBus.ConnectAsync(agent.SocketPath, "prompt", Role.Client);
@@ -225,10 +253,18 @@ public sealed class ConnectionLimitsEndToEndTests
         });
         using var first = await ConnectRawAsync(agent.IpcSocketPath);
         using var second = await ConnectRawAsync(agent.IpcSocketPath);
+
+        // One request each, answered: both hold their places (until the idle timeout frees them) ...
+        foreach (var socket in new[] { first, second })
+        {
+            await socket.SendAsync(Framing.ToFrame(new IpcRequest { RequestId = 1, Status = new StatusRequest() }), SocketFlags.None);
+            Assert.NotNull(IpcResponse.Parser.ParseFrom(await ReadOneFrameAsync(socket)).Status);
+        }
+
         var idleFirst = ReadUntilClosedAsync(first);
         var idleSecond = ReadUntilClosedAsync(second);
 
-        // Both places taken (until the idle timeout frees them), a third is refused at once.
+        // ... and a third is refused at once.
         using (var third = await ConnectRawAsync(agent.IpcSocketPath))
         {
             var refused = IpcResponse.Parser.ParseFrom(Assert.Single(await ReadUntilClosedAsync(third)));
@@ -236,10 +272,11 @@ public sealed class ConnectionLimitsEndToEndTests
             Assert.Contains("ipc.max_connections (2) IPC connections are open already", refused.Error.Message);
         }
 
+        // Silent after their answer, both are closed by the idle timeout.
         foreach (var idle in new[] { idleFirst, idleSecond })
         {
             var closed = IpcResponse.Parser.ParseFrom(Assert.Single(await idle.WaitAsync(Patience)));
-            Assert.Equal(RpcErrorKind.ResourceExhausted, closed.Error.Kind);
+            Assert.Equal((0u, RpcErrorKind.ResourceExhausted), (closed.RequestId, closed.Error.Kind));
             Assert.Equal("no complete request within ipc.idle_timeout_seconds (1 s) of connecting or of the last answer; closing", closed.Error.Message);
         }
 
@@ -290,7 +327,8 @@ public sealed class ConnectionLimitsEndToEndTests
         }
         finally
         {
-            // The storm ends: its connections close, the agent's descriptors come back.
+            // The storm ends: the limit is back, the queued connections are accepted (one episode only).
+            await PrlimitAsync(agent.Pid, soft);
             foreach (var socket in storm)
             {
                 socket.Dispose();
@@ -298,7 +336,6 @@ public sealed class ConnectionLimitsEndToEndTests
         }
 
         var end = await recovered.WaitAsync(Patience);
-        await PrlimitAsync(agent.Pid, soft);
         var counted = (await ipc.SendAsync(new IpcRequest { Status = new StatusRequest() })).Status.Security.Limits["accept_failed.bus"];
         Assert.Contains($"after {counted} failed accepts over", end);
         Assert.True(counted >= 5);
@@ -400,5 +437,22 @@ public sealed class ConnectionLimitsEndToEndTests
         Assert.DoesNotContain(log, l => l.StartsWith(Forged, StringComparison.Ordinal));
         Assert.DoesNotContain(log, l => l.Contains('\u001b', StringComparison.Ordinal) || l.Contains('\u202E', StringComparison.Ordinal));
         Assert.True(agent.Log.Length < 200 * 1024, $"20 Hellos wrote {agent.Log.Length} chars of log");
+    }
+
+    [Fact]
+    public async Task In_the_json_log_peer_chosen_text_is_an_escaped_capped_string_property()
+    {
+        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string> { ["DAEMONEYE_LOGGING__FORMAT"] = "json" });
+        var welcomed = agent.WaitForLineAsync(l => l.Contains("\"ClientId\":\"json", StringComparison.Ordinal));
+
+        await using var bus = await RawBus.ConnectAsync(agent.SocketPath, new Hello { ClientId = "json\nforged", Role = Role.Client, ClientVersion = "v1\u001b[2J" + new string('v', 5000) });
+        Assert.Equal(Envelope.BodyOneofCase.Welcome, bus.HelloReply.BodyCase);
+
+        using var line = System.Text.Json.JsonDocument.Parse(await welcomed.WaitAsync(Patience));
+        Assert.Equal(@"json\nforged", line.RootElement.GetProperty("ClientId").GetString());
+        var version = line.RootElement.GetProperty("ClientVersion").GetString()!;
+        Assert.StartsWith(@"v1\x1B[2Jvvv", version, StringComparison.Ordinal);
+        Assert.EndsWith(" chars]", version, StringComparison.Ordinal);
+        Assert.True(version.Length <= 256);
     }
 }

@@ -34,6 +34,8 @@ public sealed class BusMetrics
         _meter.CreateObservableCounter(MetricNames.ProtocolErrors, () => stats.ProtocolErrors, "{error}",
             "Frames refused as malformed, oversized, truncated, out of protocol, or publishes on an invalid topic");
         _meter.CreateObservableCounter(MetricNames.Denied, ObserveDenied, "{action}", "Actions refused by an access rule (security), by rule");
+        _meter.CreateObservableCounter(MetricNames.Limited, ObserveLimited, "{refusal}",
+            "Connections and requests refused or cut by a configured limit (timeouts, connection caps, failed accepts...), by the limit's key");
         _deliveryDuration = _meter.CreateHistogram(MetricNames.DeliveryDuration, "s",
             "From the gateway's socket read that held a Publish to the flush of its Deliver frame to the subscriber's socket; one value per delivered batch per subscriber",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = MetricNames.LatencyBuckets });
@@ -77,6 +79,19 @@ public sealed class BusMetrics
             if (n != 0)
             {
                 yield return new Measurement<long>(n, new KeyValuePair<string, object?>(MetricNames.RuleTag, Security.AccessRules.Name(rule)));
+            }
+        }
+    }
+
+    /// <summary>The limits' refusal counts that GatewayStatistics keeps, one series per limit that has refused something.</summary>
+    private IEnumerable<Measurement<long>> ObserveLimited()
+    {
+        foreach (var limit in Security.Limits.All)
+        {
+            var n = _stats.RefusedBy(limit);
+            if (n != 0)
+            {
+                yield return new Measurement<long>(n, new KeyValuePair<string, object?>(MetricNames.LimitTag, Security.Limits.Name(limit)));
             }
         }
     }

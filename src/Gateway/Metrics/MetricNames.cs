@@ -16,6 +16,7 @@ public static class MetricNames
     public const string Unrouted = "daemoneye.bus.unrouted";
     public const string ProtocolErrors = "daemoneye.bus.protocol_errors";
     public const string Denied = "daemoneye.bus.denied";
+    public const string Limited = "daemoneye.bus.limited";
     public const string DeliveryDuration = "daemoneye.bus.delivery.duration";
     public const string Connections = "daemoneye.bus.connections";
     public const string ConnectionsAccepted = "daemoneye.bus.connections.accepted";
@@ -40,6 +41,7 @@ public static class MetricNames
     public const string StatusTag = "rpc.status";
     public const string ErrorKindTag = "error.kind";
     public const string RuleTag = "rule";
+    public const string LimitTag = "limit";
 
     /// <summary>
     /// Bucket upper bounds of the latency histograms, in seconds: 10 µs to 10 s. Given to exporters
