@@ -65,7 +65,7 @@ internal static class AgentSocketDiagnosis
             ? $"or as a member of group {group}, the agent's security.socket_group (its security.allowed_gids must admit that group too)"
             : "or have the agent's configuration share the sockets with a group you are in (security.socket_group, and security.allowed_gids to admit it)";
         return $"permission denied connecting to {what} {path}: {where} belongs to {agentUser} with mode {mode}, and this command runs as {me}. "
-            + $"The agent runs as {agentUser}: run this command as {agentUser} or root (e.g. sudo), {viaGroup}";
+            + $"The agent runs as {agentUser}: run this command as {(owner.Uid == 0 ? "root (e.g. with sudo)" : $"{agentUser} or root")}, {viaGroup}";
     }
 
     private static string Describe(uint uid) => Posix.UserName(uid) is { } name
