@@ -755,7 +755,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     }
 
     [LoggerMessage(EventId = 5000, Level = LogLevel.Debug, Message = "Task {TaskId} ({TaskType}) submitted: {Assignments} assignment(s), correlation {CorrelationId}")]
-    private static partial void LogSubmitted(ILogger logger, string taskId, string taskType, int assignments, string correlationId);
+    private static partial void LogSubmitted(ILogger logger, string taskId, Untrusted taskType, int assignments, Untrusted correlationId);
 
     [LoggerMessage(EventId = 5001, Level = LogLevel.Debug, Message = "Task {TaskId} -> {InstanceId} (attempt {Attempt})")]
     private static partial void LogSent(ILogger logger, string taskId, string instanceId, int attempt);
@@ -776,5 +776,5 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     private static partial void LogLate(ILogger logger, string taskId, string instanceId);
 
     [LoggerMessage(EventId = 5006, Level = LogLevel.Warning, Message = "Task {TaskId} failed: {Reason}")]
-    private static partial void LogFailed(ILogger logger, string taskId, string reason);
+    private static partial void LogFailed(ILogger logger, string taskId, Untrusted reason);
 }
