@@ -32,9 +32,11 @@ internal sealed partial class AccessControl
     private readonly Dictionary<string, byte[]> _tokens;
     private readonly Role _otherUidRole;
     private readonly string _allowedSummary;
+    private readonly LogRateLimiter _refusalLog;
 
-    public AccessControl(IOptions<SecurityOptions> options, SpawnedCollectors spawned, GatewayStatistics stats, ILogger<AccessControl> logger)
+    public AccessControl(IOptions<SecurityOptions> options, SpawnedCollectors spawned, GatewayStatistics stats, ILogger<AccessControl> logger, TimeProvider? time = null)
     {
+        _refusalLog = new LogRateLimiter(time ?? TimeProvider.System, 20, TimeSpan.FromSeconds(10));
         _options = options.Value;
         _spawned = spawned;
         _stats = stats;
@@ -85,7 +87,16 @@ internal sealed partial class AccessControl
         }
 
         _stats.AddPeerRefused(ipc);
-        LogPeerRefused(_logger, ipc ? "IPC" : "bus", peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue, peer?.Gid ?? uint.MaxValue);
+        // A refused peer may reconnect in a loop: its refusals are all counted, their lines budgeted.
+        if (_refusalLog.TryAcquire(out var suppressed))
+        {
+            if (suppressed > 0)
+            {
+                LogPeerRefusalsSuppressed(_logger, suppressed, _refusalLog.PerWindow, _refusalLog.Window.TotalSeconds);
+            }
+
+            LogPeerRefused(_logger, ipc ? "IPC" : "bus", peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue, peer?.Gid ?? uint.MaxValue);
+        }
         return false;
     }
 
@@ -223,6 +234,9 @@ internal sealed partial class AccessControl
 
     [LoggerMessage(EventId = 2300, Level = LogLevel.Warning, Message = "Refused a connection to the {Socket} socket from pid {Pid} uid {Uid} gid {Gid}: not the agent's user, root, an allowed uid or a member of an allowed gid")]
     private static partial void LogPeerRefused(ILogger logger, string socket, int pid, uint uid, uint gid);
+
+    [LoggerMessage(EventId = 2309, Level = LogLevel.Warning, Message = "{Suppressed} further refused connections were not logged (at most {Max} per {Seconds} s); peers_refused_bus/ipc in daemoneye-cli status count every one")]
+    private static partial void LogPeerRefusalsSuppressed(ILogger logger, long suppressed, int max, double seconds);
 
     [LoggerMessage(EventId = 2301, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}) denied by rule {Rule} (pid {Pid}, uid {Uid}): {Detail}")]
     private static partial void LogDenied(ILogger logger, long connectionId, Untrusted clientId, string rule, int pid, uint uid, Untrusted detail);
