@@ -74,7 +74,7 @@ internal sealed partial class BusConnection
             var accepted = Reserve(batch, count);
             if (accepted > 0)
             {
-                _outbound.Writer.TryWrite(Outbound.Delivery(batch, ids, firstSequence, accepted, DeliveryBytes(batch, accepted)));
+                _outbound.Writer.TryWrite(Outbound.Delivery(batch.Stable(), ids, firstSequence, accepted, DeliveryBytes(batch, accepted)));
             }
 
             if (accepted < count)

@@ -80,11 +80,14 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
         _ends[Count++] = _length;
     }
 
-    /// <summary>Moves the pending messages into an immutable batch and starts a new one.</summary>
+    /// <summary>
+    /// Hands the pending messages over as a batch borrowed from this entry's buffers (valid until the
+    /// routing call returns: see <see cref="PublishBatch.Borrowed"/>) and starts a new one.
+    /// </summary>
     public PublishBatch TakeBatch(long connectionId, long readTimestamp = 0)
     {
         Published?.Add(Count);
-        var batch = new PublishBatch(Topic, _buffer.AsSpan(0, _length).ToArray(), _ends.AsSpan(0, Count).ToArray(), Count, connectionId, readTimestamp);
+        var batch = PublishBatch.Borrowed(Topic, _buffer, _ends, Count, connectionId, readTimestamp);
         _length = 0;
         Count = 0;
         return batch;
@@ -207,7 +210,7 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
             var batch = entry.TakeBatch(connectionId, ReadTimestamp);
             if (!entry.TryRoute(routes, batch))
             {
-                (calls ??= []).Add(entry.Grain.Publish(batch));
+                (calls ??= []).Add(entry.Grain.Publish(batch.Stable()));
             }
         }
 

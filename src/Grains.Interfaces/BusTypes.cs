@@ -31,6 +31,34 @@ public sealed class PublishBatch(string topic, byte[] buffer, int[] ends, int co
     /// </summary>
     [Id(5)] public long ReadTimestamp { get; } = readTimestamp;
 
+    // Set on a batch whose arrays the publisher reuses once the routing call returns (see Borrowed);
+    // not serialized: a batch that crossed a grain call is always its own.
+    [NonSerialized]
+    private bool _borrowed;
+
+    [NonSerialized]
+    private PublishBatch? _stable;
+
+    /// <summary>
+    /// A batch over the publisher's own buffers, valid only until the call that routes it returns: no
+    /// copy for a batch that is delivered on the spot (the common case). Whoever keeps it longer (a
+    /// queued delivery, a grain call) keeps <see cref="Stable"/> instead.
+    /// </summary>
+    public static PublishBatch Borrowed(string topic, byte[] buffer, int[] ends, int count, long publisherConnectionId, long readTimestamp) =>
+        new(topic, buffer, ends, count, publisherConnectionId, readTimestamp) { _borrowed = true };
+
+    /// <summary>This batch, or for a borrowed one a copy of its messages made once (the route's lock serializes callers).</summary>
+    public PublishBatch Stable()
+    {
+        if (!_borrowed)
+        {
+            return this;
+        }
+
+        var length = Count == 0 ? 0 : Ends[Count - 1];
+        return _stable ??= new PublishBatch(Topic, Buffer.AsSpan(0, length).ToArray(), Ends.AsSpan(0, Count).ToArray(), Count, PublisherConnectionId, ReadTimestamp);
+    }
+
     /// <summary>The raw encoded Publish message at <paramref name="index"/>.</summary>
     public ReadOnlyMemory<byte> Message(int index)
     {
