@@ -58,7 +58,8 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
             security.Value.ResolveSocketGroupId(),
             time,
             stats,
-            Limit.BusAcceptFailed);
+            Limit.BusAcceptFailed,
+            ErrorFrame(ErrorCode.LimitExceeded, $"the agent is short of file descriptors (RLIMIT_NOFILE) and keeps {UnixSocketServer.DescriptorReserve} for itself; retry later"));
     }
 
     /// <summary>Connections holding a place now (ordinary and reserved).</summary>

@@ -12,7 +12,7 @@ namespace DaemonEye.Gateway;
 /// fails (EMFILE/ENFILE when the process is out of file descriptors, ENOBUFS, ENOMEM) is not retried
 /// at once: the loop backs off (<see cref="AcceptBackoff"/>), counts each failure
 /// (<paramref name="acceptFailed"/>), and logs the episode once when it begins and once when
-/// accepting works again, with the count and the duration.
+/// accepting has worked for a while again, with the count and the duration.
 /// </summary>
 internal sealed partial class UnixSocketServer(
     string path,
@@ -22,7 +22,8 @@ internal sealed partial class UnixSocketServer(
     uint? socketGroup = null,
     TimeProvider? time = null,
     GatewayStatistics? stats = null,
-    Limit acceptFailed = Limit.BusAcceptFailed) : IAsyncDisposable
+    Limit acceptFailed = Limit.BusAcceptFailed,
+    byte[]? lowDescriptorsRefusal = null) : IAsyncDisposable
 {
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(5);
     private readonly CancellationTokenSource _stopping = new();
@@ -64,8 +65,8 @@ internal sealed partial class UnixSocketServer(
     private async Task AcceptLoopAsync()
     {
         var listener = _listener!;
-        var backoff = new AcceptBackoff(_time);
-        string? episodeReason = null;
+        var failing = new Episode(new AcceptBackoff(_time));
+        var low = new Episode(new AcceptBackoff(_time));
         while (!_stopping.IsCancellationRequested)
         {
             Socket client;
@@ -87,13 +88,13 @@ internal sealed partial class UnixSocketServer(
                 // EMFILE/ENFILE (out of descriptors), ENOBUFS, ENOMEM: retrying at once would spin on
                 // the same error (the connection stays queued and the socket readable) and log each time.
                 stats?.AddLimitRefusal(acceptFailed);
-                var delay = backoff.Failed(out var first);
+                var delay = failing.Backoff.Failed(out var first);
                 if (first)
                 {
-                    episodeReason = Describe(ex);
-                    var limit = DaemonEye.Hosting.Posix.OpenFileLimit();
-                    LogAcceptFailing(logger, what, episodeReason, _clients.Count, limit is { } l ? l.Soft.ToString(System.Globalization.CultureInfo.InvariantCulture) : "unknown",
+                    failing.Reason = Describe(ex);
+                    LogAcceptFailing(logger, what, failing.Reason, _clients.Count, LimitText(),
                         AcceptBackoff.First.TotalMilliseconds, AcceptBackoff.Max.TotalMilliseconds);
+                    failing.Watcher = WatchEndAsync(failing, "accept");
                 }
 
                 try
@@ -108,10 +109,27 @@ internal sealed partial class UnixSocketServer(
                 continue;
             }
 
-            if (backoff.Succeeded(out var failures, out var duration))
+            if (failing.Backoff.InEpisode)
             {
-                LogAcceptRecovered(logger, what, failures, duration.TotalSeconds, episodeReason ?? "unknown");
-                episodeReason = null;
+                failing.Backoff.Succeeded();
+            }
+
+            // The kernel gives the lowest free descriptor: when even that one is this close to the limit,
+            // fewer than DescriptorReserve are left for the agent itself (its threads, assembly loads, files;
+            // the runtime aborts when it cannot create a thread). Refuse rather than take them.
+            if (IsShortOfDescriptors(client, out var fd, out var soft))
+            {
+                stats?.AddLimitRefusal(Limit.DescriptorReserve);
+                low.Backoff.Failed(out var first);
+                if (first)
+                {
+                    low.Reason = $"descriptor {fd} of RLIMIT_NOFILE {soft}";
+                    LogDescriptorsLow(logger, what, fd, soft, DescriptorReserve, _clients.Count);
+                    low.Watcher = WatchEndAsync(low, "reserve");
+                }
+
+                RefuseNow(client, lowDescriptorsRefusal);
+                continue;
             }
 
             var id = Interlocked.Increment(ref _lastId);
@@ -126,6 +144,88 @@ internal sealed partial class UnixSocketServer(
                     _clients.TryRemove(id, out _);
                 }
             });
+        }
+    }
+
+    /// <summary>Descriptors the accept loops leave free for the rest of the agent.</summary>
+    public const int DescriptorReserve = 64;
+
+    /// <summary>True when <paramref name="client"/>'s descriptor is within <see cref="DescriptorReserve"/> of the soft RLIMIT_NOFILE.</summary>
+    internal static bool IsShortOfDescriptors(Socket client, out long fd, out ulong soft)
+    {
+        fd = client.Handle.ToInt64();
+        soft = DaemonEye.Hosting.Posix.OpenFileLimit()?.Soft ?? ulong.MaxValue;
+        return soft != ulong.MaxValue && (ulong)fd + DescriptorReserve >= soft;
+    }
+
+    /// <summary>Sends a refused client its one frame if the socket takes it at once, and closes it: no waiting, no task.</summary>
+    private static void RefuseNow(Socket client, byte[]? frame)
+    {
+        using (client)
+        {
+            try
+            {
+                if (frame is not null)
+                {
+                    client.Blocking = false;
+                    client.Send(frame, SocketFlags.None, out _);
+                }
+
+                client.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // Gone already: closing is all there is.
+            }
+        }
+    }
+
+    private string LimitText() => DaemonEye.Hosting.Posix.OpenFileLimit() is { } l ? l.Soft.ToString(System.Globalization.CultureInfo.InvariantCulture) : "unknown";
+
+    /// <summary>An episode of failing or refused accepts: its clock and the reason logged when it began.</summary>
+    private sealed class Episode(AcceptBackoff backoff)
+    {
+        public AcceptBackoff Backoff { get; } = backoff;
+
+        public string Reason { get; set; } = "unknown";
+
+        public Task? Watcher { get; set; }
+    }
+
+    /// <summary>
+    /// From an episode's first failure: looks every <see cref="AcceptBackoff.Quiet"/> whether nothing has
+    /// failed for that long, and then logs the episode's end once. Near the limit, accepts alternate (a
+    /// descriptor freed, taken, the next accept fails): such flaps stay one episode.
+    /// </summary>
+    private async Task WatchEndAsync(Episode episode, string kind)
+    {
+        while (episode.Backoff.InEpisode)
+        {
+            try
+            {
+                await Task.Delay(AcceptBackoff.Quiet, _time, _stopping.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            ReportIfEnded(episode, kind);
+        }
+    }
+
+    private void ReportIfEnded(Episode episode, string kind)
+    {
+        if (episode.Backoff.TryEnd(out var failures, out var duration))
+        {
+            if (kind == "accept")
+            {
+                LogAcceptRecovered(logger, what, failures, duration.TotalSeconds, episode.Reason);
+            }
+            else
+            {
+                LogDescriptorsRecovered(logger, what, failures, duration.TotalSeconds, DescriptorReserve);
+            }
         }
     }
 
@@ -180,8 +280,14 @@ internal sealed partial class UnixSocketServer(
     [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "Accepting {What} connections fails: {Reason}; {Open} {What} connections open, RLIMIT_NOFILE {Limit}; retrying with a backoff from {FirstMs} to {MaxMs} ms until it works (logged again then, with the count)")]
     private static partial void LogAcceptFailing(ILogger logger, string what, string reason, int open, string limit, double firstMs, double maxMs);
 
-    [LoggerMessage(EventId = 2105, Level = LogLevel.Warning, Message = "Accepting {What} connections works again after {Failures} failed accepts over {Seconds:0.###} s ({Reason})")]
+    [LoggerMessage(EventId = 2105, Level = LogLevel.Warning, Message = "Accepting {What} connections works again: {Failures} failed accepts over {Seconds:0.###} s ({Reason})")]
     private static partial void LogAcceptRecovered(ILogger logger, string what, long failures, double seconds, string reason);
+
+    [LoggerMessage(EventId = 2108, Level = LogLevel.Warning, Message = "Refusing {What} connections: the agent is short of file descriptors (the next free one is {Fd} of RLIMIT_NOFILE {Limit}; {Reserve} are kept for the agent itself); {Open} {What} connections open. Logged again when it ends, with the count")]
+    private static partial void LogDescriptorsLow(ILogger logger, string what, long fd, ulong limit, int reserve, int open);
+
+    [LoggerMessage(EventId = 2109, Level = LogLevel.Warning, Message = "Accepting {What} connections again: {Refused} refused over {Seconds:0.###} s to keep {Reserve} file descriptors free")]
+    private static partial void LogDescriptorsRecovered(ILogger logger, string what, long refused, double seconds, int reserve);
 
     [LoggerMessage(EventId = 2102, Level = LogLevel.Warning, Message = "{Count} {What} connections did not close within {Seconds} s of shutdown")]
     private static partial void LogSlowShutdown(ILogger logger, int count, string what, double seconds);
@@ -192,43 +298,87 @@ internal sealed partial class UnixSocketServer(
 
 /// <summary>
 /// The accept loop's reaction to failing accepts: the first retry after <see cref="First"/>, each
-/// further one after twice the delay before, up to <see cref="Max"/>; an episode runs from the first
-/// failure to the next accept that works. Used by one loop (not thread-safe).
+/// further one after twice the delay before, up to <see cref="Max"/>. An episode runs from the first
+/// failure until no accept has failed for <see cref="Quiet"/>: accepts that work in between do not end
+/// it (near the limit, a freed descriptor is taken by the next accept and the one after fails), they
+/// only start the delays from <see cref="First"/> again. Thread-safe: the loop and its delayed end check use it.
 /// </summary>
 internal sealed class AcceptBackoff(TimeProvider time)
 {
     public static readonly TimeSpan First = TimeSpan.FromMilliseconds(5);
     public static readonly TimeSpan Max = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long accepting must go without a failure for the episode to end.</summary>
+    public static readonly TimeSpan Quiet = TimeSpan.FromSeconds(2);
+
+    private readonly Lock _gate = new();
     private long _episodeStart;
+    private long _lastFailure;
     private long _failures;
     private TimeSpan _next = First;
 
-    /// <summary>Failures in the episode so far (0: accepting works).</summary>
-    public long Failures => _failures;
+    /// <summary>True from the first failure until <see cref="TryEnd"/> ends the episode.</summary>
+    public bool InEpisode
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _failures > 0;
+            }
+        }
+    }
 
     /// <summary>An accept failed: how long to wait before the next; <paramref name="first"/> when this began an episode.</summary>
     public TimeSpan Failed(out bool first)
     {
-        first = _failures == 0;
-        if (first)
+        var now = time.GetTimestamp();
+        lock (_gate)
         {
-            _episodeStart = time.GetTimestamp();
-            _next = First;
-        }
+            first = _failures == 0;
+            if (first)
+            {
+                _episodeStart = now;
+                _next = First;
+            }
 
-        _failures++;
-        var delay = _next;
-        _next = _next * 2 < Max ? _next * 2 : Max;
-        return delay;
+            _failures++;
+            _lastFailure = now;
+            var delay = _next;
+            _next = _next * 2 < Max ? _next * 2 : Max;
+            return delay;
+        }
     }
 
-    /// <summary>An accept worked: true when it ended an episode, with the episode's failures and duration.</summary>
-    public bool Succeeded(out long failures, out TimeSpan duration)
+    /// <summary>An accept worked: a descriptor was free, so the next failure is retried soon again (the episode goes on).</summary>
+    public void Succeeded()
     {
-        failures = _failures;
-        duration = failures == 0 ? TimeSpan.Zero : time.GetElapsedTime(_episodeStart);
-        _failures = 0;
-        return failures > 0;
+        lock (_gate)
+        {
+            _next = First;
+        }
+    }
+
+    /// <summary>
+    /// Ends the episode when no accept has failed for <see cref="Quiet"/>: true once, with its failures
+    /// and its duration (from the first failure to the last).
+    /// </summary>
+    public bool TryEnd(out long failures, out TimeSpan duration)
+    {
+        var now = time.GetTimestamp();
+        lock (_gate)
+        {
+            failures = _failures;
+            duration = TimeSpan.Zero;
+            if (_failures == 0 || time.GetElapsedTime(_lastFailure, now) < Quiet)
+            {
+                return false;
+            }
+
+            duration = time.GetElapsedTime(_episodeStart, _lastFailure);
+            _failures = 0;
+            return true;
+        }
     }
 }
 

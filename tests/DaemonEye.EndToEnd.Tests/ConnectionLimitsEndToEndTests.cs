@@ -284,19 +284,36 @@ public sealed class ConnectionLimitsEndToEndTests
         Assert.Equal((1ul, 2ul), (limits["ipc.max_connections"], limits["ipc.idle_timeout_seconds"]));
     }
 
-    [Fact]
-    public async Task An_EMFILE_storm_leaves_the_agent_up_serving_and_logged_once_with_the_count_of_failed_accepts()
+    /// <summary>An agent, one IPC connection to it (over which status is served while accepts cannot be), status warmed up.</summary>
+    private static async Task<(AgentProcess Agent, AgentIpcClient Ipc)> StartWithIpcAsync()
     {
-        await using var agent = await AgentProcess.StartAsync();
-        // One IPC connection opened before the storm: over it status is still served while accepts fail.
-        await using var ipc = await AgentIpcClient.ConnectAsync(agent.IpcSocketPath);
+        var agent = await AgentProcess.StartAsync();
+        var ipc = await AgentIpcClient.ConnectAsync(agent.IpcSocketPath);
         // Status once beforehand: its first call activates the registry grain and loads assemblies,
-        // which needs descriptors the storm will not leave (see docs/security.md, "Descriptors").
+        // which needs descriptors the storm will not leave (docs/security.md, "Descriptors").
         Assert.NotNull((await ipc.SendAsync(new IpcRequest { Status = new StatusRequest() })).Status);
-        var failing = agent.WaitForLineAsync(l => l.Contains("Accepting bus connections fails", StringComparison.Ordinal));
-        var recovered = agent.WaitForLineAsync(l => l.Contains("Accepting bus connections works again", StringComparison.Ordinal));
+        return (agent, ipc);
+    }
 
-        // The agent may open a few descriptors more than it has now; then every accept fails (EMFILE).
+    private static async Task<ulong> LimitCountAsync(AgentIpcClient ipc, AgentProcess agent, string limit)
+    {
+        var response = await ipc.SendAsync(new IpcRequest { Status = new StatusRequest() });
+        Assert.True(response.Status is not null, $"{response}\n{agent.Log}");
+        return response.Status.Security.Limits[limit];
+    }
+
+    private static int Count(AgentProcess agent, string text) => agent.Log.Split('\n').Count(l => l.Contains(text, StringComparison.Ordinal));
+
+    [Fact]
+    public async Task A_connection_storm_near_RLIMIT_NOFILE_is_refused_keeping_descriptors_for_the_agent_logged_once_with_the_count()
+    {
+        var (agent, ipc) = await StartWithIpcAsync();
+        await using var _ = agent;
+        await using var __ = ipc;
+        var refusing = agent.WaitForLineAsync(l => l.Contains("Refusing bus connections: the agent is short of file descriptors", StringComparison.Ordinal));
+        var recovered = agent.WaitForLineAsync(l => l.Contains("Accepting bus connections again", StringComparison.Ordinal));
+
+        // 8 descriptors free: each accept gets one, but within the 64 the agent keeps for itself.
         var open = Directory.GetFiles($"/proc/{agent.Pid}/fd").Length;
         var soft = SoftOpenFileLimit(agent.Pid);
         await PrlimitAsync(agent.Pid, open + 8);
@@ -305,29 +322,73 @@ public sealed class ConnectionLimitsEndToEndTests
         {
             for (var i = 0; i < 40; i++)
             {
-                storm.Add(await ConnectRawAsync(agent.SocketPath)); // queued in the backlog if not accepted
+                storm.Add(await ConnectRawAsync(agent.SocketPath));
+            }
+
+            Assert.Contains($"of RLIMIT_NOFILE {open + 8}; 64 are kept for the agent itself", await refusing.WaitAsync(Patience));
+            var refused = Envelope.Parser.ParseFrom(Assert.Single(await ReadUntilClosedAsync(storm[0]))).Error;
+            Assert.Equal(ErrorCode.LimitExceeded, refused.Code);
+            Assert.Contains("short of file descriptors (RLIMIT_NOFILE)", refused.Message);
+            while (await LimitCountAsync(ipc, agent, "rlimit_nofile") < 40)
+            {
+                // Every connection of the storm is refused and counted; status is served all along.
+            }
+
+            Assert.Equal(1, Count(agent, "Refusing bus connections"));
+            Assert.Equal(0ul, await LimitCountAsync(ipc, agent, "accept_failed.bus")); // never out of descriptors
+        }
+        finally
+        {
+            await PrlimitAsync(agent.Pid, soft);
+            foreach (var socket in storm)
+            {
+                socket.Dispose();
+            }
+        }
+
+        Assert.Contains("Accepting bus connections again: 40 refused over", await recovered.WaitAsync(Patience));
+        await using var after = await RawBus.ConnectAsync(agent.SocketPath, "after-the-storm", Role.Client);
+        Assert.Equal(Envelope.BodyOneofCase.Welcome, after.HelloReply.BodyCase);
+        Assert.Equal(1, Count(agent, "Refusing bus connections"));
+    }
+
+    [Fact]
+    public async Task An_EMFILE_storm_leaves_the_agent_up_serving_and_logged_once_with_the_count_of_failed_accepts()
+    {
+        var (agent, ipc) = await StartWithIpcAsync();
+        await using var _ = agent;
+        await using var __ = ipc;
+        var failing = agent.WaitForLineAsync(l => l.Contains("Accepting bus connections fails", StringComparison.Ordinal));
+        var recovered = agent.WaitForLineAsync(l => l.Contains("Accepting bus connections works again", StringComparison.Ordinal));
+
+        // Not one descriptor free: every accept fails (EMFILE) and the connections wait in the backlog.
+        var open = Directory.GetFiles($"/proc/{agent.Pid}/fd").Length;
+        var soft = SoftOpenFileLimit(agent.Pid);
+        await PrlimitAsync(agent.Pid, open);
+        var storm = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 40; i++)
+            {
+                storm.Add(await ConnectRawAsync(agent.SocketPath));
             }
 
             var line = await failing.WaitAsync(Patience);
             Assert.True(line.Contains("out of file descriptors (EMFILE: the agent has every descriptor its RLIMIT_NOFILE allows open)", StringComparison.Ordinal), line);
-            Assert.Contains($"RLIMIT_NOFILE {open + 8}", line);
+            Assert.Contains($"RLIMIT_NOFILE {open}", line);
 
             // The loop keeps retrying with a backoff (5, 10, 20, 40, 80 ms...), counting each failure, logging none.
-            ulong failures;
-            do
+            while (await LimitCountAsync(ipc, agent, "accept_failed.bus") < 5)
             {
-                var response = await ipc.SendAsync(new IpcRequest { Status = new StatusRequest() });
-                Assert.True(response.Status is not null, $"{response}\n{agent.Log}");
-                failures = response.Status.Security.Limits["accept_failed.bus"];
             }
-            while (failures < 5);
 
             Assert.False(Process.GetProcessById(agent.Pid).HasExited);
-            Assert.Single(agent.Log.Split('\n'), l => l.Contains("Accepting bus connections fails", StringComparison.Ordinal));
+            Assert.Equal(1, Count(agent, "Accepting bus connections fails"));
         }
         finally
         {
-            // The storm ends: the limit is back, the queued connections are accepted (one episode only).
+            // The limit back first: with none free, closing the storm's queued connections frees nothing,
+            // and the runtime itself needs descriptors to create a thread (see docs/security.md).
             await PrlimitAsync(agent.Pid, soft);
             foreach (var socket in storm)
             {
@@ -336,10 +397,10 @@ public sealed class ConnectionLimitsEndToEndTests
         }
 
         var end = await recovered.WaitAsync(Patience);
-        var counted = (await ipc.SendAsync(new IpcRequest { Status = new StatusRequest() })).Status.Security.Limits["accept_failed.bus"];
-        Assert.Contains($"after {counted} failed accepts over", end);
+        var counted = await LimitCountAsync(ipc, agent, "accept_failed.bus");
+        Assert.Contains($"works again: {counted} failed accepts over", end);
         Assert.True(counted >= 5);
-        Assert.Single(agent.Log.Split('\n'), l => l.Contains("Accepting bus connections fails", StringComparison.Ordinal));
+        Assert.Equal(1, Count(agent, "Accepting bus connections fails"));
 
         // Serving: a new client gets its Welcome.
         await using var after = await RawBus.ConnectAsync(agent.SocketPath, "after-the-storm", Role.Client);

@@ -241,7 +241,7 @@ public sealed class ConnectionLimitsTests
     }
 
     [Fact]
-    public void The_accept_backoff_doubles_from_5_ms_to_1_s_and_an_episode_ends_with_its_count_and_duration()
+    public void The_accept_backoff_doubles_from_5_ms_to_1_s_and_an_episode_ends_after_2_s_without_a_failure_with_its_count_and_duration()
     {
         var backoff = new AcceptBackoff(_time);
         var delays = new List<double>();
@@ -253,13 +253,42 @@ public sealed class ConnectionLimitsTests
         }
 
         Assert.Equal([5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000], delays);
-        Assert.True(backoff.Succeeded(out var failures, out var duration));
+
+        // Accepts work again, but the episode lasts until none has failed for 2 s.
+        _time.Advance(TimeSpan.FromMilliseconds(999));
+        Assert.False(backoff.TryEnd(out _, out _));
+        _time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.True(backoff.TryEnd(out var failures, out var duration));
         Assert.Equal(10, failures);
-        Assert.Equal(TimeSpan.FromMilliseconds(3275), duration);
-        Assert.False(backoff.Succeeded(out _, out _)); // no episode: nothing to report
+        Assert.Equal(TimeSpan.FromMilliseconds(2275), duration); // first failure to last
+        Assert.False(backoff.InEpisode);
+        Assert.False(backoff.TryEnd(out _, out _)); // reported once
 
         Assert.Equal(TimeSpan.FromMilliseconds(5), backoff.Failed(out var again));
         Assert.True(again); // a new episode starts from the first delay
+    }
+
+    [Fact]
+    public void Near_the_limit_accepts_that_work_between_failures_do_not_end_the_episode_and_restart_the_delays()
+    {
+        var backoff = new AcceptBackoff(_time);
+        Assert.Equal(TimeSpan.FromMilliseconds(5), backoff.Failed(out var first));
+        Assert.True(first);
+        Assert.Equal(TimeSpan.FromMilliseconds(10), backoff.Failed(out _));
+        for (var i = 0; i < 8; i++)
+        {
+            // One descriptor freed: an accept works (no end: a failure was just now), the next fails.
+            _time.Advance(TimeSpan.FromMilliseconds(5));
+            backoff.Succeeded();
+            Assert.False(backoff.TryEnd(out _, out _));
+            Assert.Equal(TimeSpan.FromMilliseconds(5), backoff.Failed(out first));
+            Assert.False(first); // one episode: one line when it began, one when it ends
+        }
+
+        _time.Advance(AcceptBackoff.Quiet);
+        Assert.True(backoff.TryEnd(out var failures, out var duration));
+        Assert.Equal(10, failures);
+        Assert.Equal(TimeSpan.FromMilliseconds(40), duration);
     }
 
     [Fact]

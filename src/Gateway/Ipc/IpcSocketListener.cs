@@ -50,7 +50,8 @@ internal sealed partial class IpcSocketListener(
 
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        _server = new UnixSocketServer(endpoint.SocketPath, "IPC", ServeAsync, logger, security.Value.ResolveSocketGroupId(), time, stats, Security.Limit.IpcAcceptFailed);
+        _server = new UnixSocketServer(endpoint.SocketPath, "IPC", ServeAsync, logger, security.Value.ResolveSocketGroupId(), time, stats, Security.Limit.IpcAcceptFailed,
+            Framing.ToFrame(new IpcResponse { Error = Error(RpcErrorKind.ResourceExhausted, $"the agent is short of file descriptors (RLIMIT_NOFILE) and keeps {UnixSocketServer.DescriptorReserve} for itself; retry later") }));
         _server.Bind();
         return Task.CompletedTask;
     }

@@ -108,6 +108,9 @@ public enum Limit
 
     /// <summary>A failed accept on the IPC socket.</summary>
     IpcAcceptFailed,
+
+    /// <summary>A connection (either socket) refused to keep <c>UnixSocketServer.DescriptorReserve</c> descriptors free under RLIMIT_NOFILE.</summary>
+    DescriptorReserve,
 }
 
 /// <summary>Names of <see cref="Limit"/>: the configuration key, <c>correlation_id</c>, or <c>accept_failed.bus|ipc</c>.</summary>
@@ -135,6 +138,7 @@ public static class Limits
         Limit.IpcIdleTimeout => "ipc.idle_timeout_seconds",
         Limit.BusAcceptFailed => "accept_failed.bus",
         Limit.IpcAcceptFailed => "accept_failed.ipc",
+        Limit.DescriptorReserve => "rlimit_nofile",
         _ => limit.ToString(),
     };
 
