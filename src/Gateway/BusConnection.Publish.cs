@@ -50,14 +50,12 @@ internal sealed partial class BusConnection
         }
     }
 
-    /// <summary>A publish refused by a topic limit: LIMIT_EXCEEDED, counted, logged at most once a minute per connection.</summary>
+    /// <summary>A publish refused by a topic limit: LIMIT_EXCEEDED, counted, logged within the connection's warning budget.</summary>
     private void RefuseTopic(Limit limit, uint requestId, string reason)
     {
         _stats.AddLimitRefusal(limit);
-        var now = Environment.TickCount64;
-        if (now - _lastTopicRefusalLog >= 60_000)
+        if (MayWarn())
         {
-            _lastTopicRefusalLog = now;
             LogTopicRefused(_logger, Id, _clientId, Limits.Name(limit), _stats.RefusedBy(limit));
         }
 

@@ -52,7 +52,6 @@ internal sealed partial class BusConnection : IRpcPeer
     private long _queuedBytes; // everything queued for the writer, and any rest a direct send left (broker.max_outbound_bytes)
     private readonly long _maxOutboundBytes;
     private int _slowReaderCut;
-    private long _lastTopicRefusalLog = -60_000;
     private long _dropsPending;
     private long _dropsTotal;
     private ulong _dropsReported; // writer loop only: the sum of every Dropped.count sent so far
@@ -246,7 +245,7 @@ internal sealed partial class BusConnection : IRpcPeer
     [LoggerMessage(EventId = 2008, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}) cut off: it is not reading; {QueuedBytes} bytes wait for it and a {FrameBytes}-byte frame would pass broker.max_outbound_bytes ({MaxOutboundBytes})")]
     private static partial void LogSlowReaderCut(ILogger logger, long connectionId, string clientId, long queuedBytes, int frameBytes, long maxOutboundBytes);
 
-    [LoggerMessage(EventId = 2009, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}): publish on a new topic refused by {Limit} ({Refused} such refusals in the agent so far; logged at most once a minute per connection)")]
+    [LoggerMessage(EventId = 2009, Level = LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}): publish on a new topic refused by {Limit} ({Refused} such refusals in the agent so far)")]
     private static partial void LogTopicRefused(ILogger logger, long connectionId, string clientId, string limit, long refused);
 
     [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "Connection {ConnectionId}: releasing its subscriptions failed")]
