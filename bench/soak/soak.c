@@ -1,6 +1,7 @@
 // Soak load for a running agent, written against docs/protocol.md with no SDK: one publisher sends
 // one Publish frame per send() at a fixed rate; N subscribers read in bulk. Every message carries its
-// scheduled send time, so latency counts from when it was due (no coordinated omission). Each
+// scheduled send time, so latency counts from when it was due (no coordinated omission; the
+// publisher sleeps until each message is due, so its own wake-up is part of the figure). Each
 // interval prints messages sent and received, losses (gaps in Deliver.sequence, Dropped notices),
 // latency percentiles, and the agent's RSS and CPU (from /proc/<pid>).
 //
@@ -8,6 +9,7 @@
 //   ./soak <bus.sock> <rate msg/s> <seconds> <subscribers> <agent pid> [interval s=60] [payload B=64]
 #include <errno.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +107,32 @@ static int cmp64(const void *a, const void *b) { int64_t x = *(const int64_t *)a
 static long agent_rss_kb(int pid) { char p[64], line[256]; long kb = -1; snprintf(p, sizeof p, "/proc/%d/status", pid); FILE *f = fopen(p, "r"); if (!f) return -1; while (fgets(line, sizeof line, f)) if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6); fclose(f); return kb; }
 static long agent_ticks(int pid) { char p[64]; long v[17] = {0}; snprintf(p, sizeof p, "/proc/%d/stat", pid); FILE *f = fopen(p, "r"); if (!f) return -1; char comm[256]; int x; if (fscanf(f, "%d %255s %*c", &x, comm) != 2) { fclose(f); return -1; } for (int i = 3; i <= 15; i++) if (fscanf(f, "%ld", &v[i]) != 1) break; fclose(f); return v[14] + v[15]; }
 
+// The report runs on its own thread: sorting an interval's latencies takes a while, and the
+// publisher must not stop for it (its pause would show as every message's latency).
+static struct { int pid, interval, secs; int64_t start; long rss0; volatile uint64_t sent; uint64_t recv, lost, dropped; int64_t worst999; } rep;
+
+static void *report_loop(void *arg) {
+  (void)arg; long hz = sysconf(_SC_CLK_TCK), t0 = agent_ticks(rep.pid); uint64_t sent0 = 0;
+  for (int k = 1;; k++) {
+    int64_t at = rep.start + (int64_t)k * rep.interval * 1000000000LL, end = rep.start + (int64_t)rep.secs * 1000000000LL;
+    int last = at >= end; if (last) at = end + 1000000000LL; // let the tail arrive
+    for (int64_t t = now_ns(); t < at; t = now_ns()) { struct timespec ts = {(at - t) / 1000000000LL, (at - t) % 1000000000LL}; nanosleep(&ts, NULL); }
+    size_t n = 0, j = 0; uint64_t recv_iv = 0, lost = 0, dropped = 0;
+    for (int i = 0; i < nsubs; i++) pthread_mutex_lock(&subs[i].iv.mu); // one consistent cut of every subscriber
+    for (int i = 0; i < nsubs; i++) n += subs[i].iv.n;
+    int64_t *all = malloc((n + 1) * sizeof(int64_t));
+    for (int i = 0; i < nsubs; i++) { memcpy(all + j, subs[i].iv.lat, subs[i].iv.n * sizeof(int64_t)); j += subs[i].iv.n; recv_iv += subs[i].iv.received; lost += subs[i].iv.lost; dropped += subs[i].iv.dropped; subs[i].iv.n = 0; subs[i].iv.received = 0; subs[i].iv.lost = 0; subs[i].iv.dropped = 0; }
+    for (int i = 0; i < nsubs; i++) pthread_mutex_unlock(&subs[i].iv.mu);
+    qsort(all, j, sizeof(int64_t), cmp64);
+    long t1 = agent_ticks(rep.pid), rss = agent_rss_kb(rep.pid); uint64_t sent = rep.sent;
+    int64_t p999 = j ? all[j * 999 / 1000] : 0; if (p999 > rep.worst999) rep.worst999 = p999;
+    printf("%d %llu %llu %llu %llu %.1f %.1f %.1f %.1f %ld %.1f\n", last ? rep.secs : k * rep.interval, (unsigned long long)(sent - sent0), (unsigned long long)recv_iv, (unsigned long long)lost, (unsigned long long)dropped,
+           j ? all[j / 2] / 1e3 : 0, j ? all[j * 99 / 100] / 1e3 : 0, p999 / 1e3, j ? all[j - 1] / 1e3 : 0, rss, 100.0 * (t1 - t0) / hz / rep.interval);
+    fflush(stdout); free(all); t0 = t1; sent0 = sent; rep.recv += recv_iv; rep.lost += lost; rep.dropped += dropped;
+    if (last) return NULL;
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc < 6) { fprintf(stderr, "usage: %s <bus.sock> <rate> <seconds> <subscribers> <agent pid> [interval s] [payload B]\n", argv[0]); return 2; }
   const char *path = argv[1]; double rate = atof(argv[2]); int secs = atoi(argv[3]); nsubs = atoi(argv[4]); int pid = atoi(argv[5]);
@@ -120,39 +148,27 @@ int main(int argc, char **argv) {
   }
   int pub = connect_hello(path, "soak-pub");
   uint8_t payload[4096] = {0}, publish[4200]; size_t plen;
-  int64_t start = now_ns(), period = (int64_t)(1e9 / rate), next_report = start + (int64_t)interval * 1000000000LL;
-  long t0 = agent_ticks(pid), rss0 = agent_rss_kb(pid); long hz = sysconf(_SC_CLK_TCK);
-  uint64_t sent = 0, sent_iv = 0, total_lost = 0, total_dropped = 0, total_recv = 0; int64_t worst999 = 0; int minute = 0;
-  printf("# soak: rate %.0f/s, %d s, %d subscribers, %d B payload; agent pid %d, RSS at start %ld kB\n", rate, secs, nsubs, size, pid, rss0);
+  int64_t period = (int64_t)(1e9 / rate);
+  rep.pid = pid; rep.interval = interval; rep.secs = secs; rep.start = now_ns(); rep.rss0 = agent_rss_kb(pid);
+  printf("# soak: rate %.0f/s, %d s, %d subscribers, %d B payload; agent pid %d, RSS at start %ld kB\n", rate, secs, nsubs, size, pid, rep.rss0);
   printf("# t_s sent received lost dropped p50_us p99_us p999_us max_us rss_kb agent_cpu_pct\n");
-  for (;;) {
-    int64_t due = start + (int64_t)sent * period, t = now_ns();
-    if (due > t) { if (due - t > 60000) { struct timespec ts = {0, due - t - 50000}; nanosleep(&ts, NULL); } continue; }
+  fflush(stdout);
+  pthread_t reporter; pthread_create(&reporter, NULL, report_loop, NULL);
+  prctl(PR_SET_TIMERSLACK, 1000UL); // wake within ~1 us of the due time, not the default 50 us
+  for (uint64_t sent = 0;; sent++) {
+    int64_t due = rep.start + (int64_t)sent * period;
+    if (due - rep.start >= (int64_t)secs * 1000000000LL) break;
+    for (int64_t t = now_ns(); due > t; t = now_ns()) { struct timespec ts = {0, due - t}; nanosleep(&ts, NULL); } // sleep, not spin: the client must not take a core from the agent
     memcpy(payload, &due, 8); memcpy(payload + 8, &sent, 8);
     plen = put_bytes(publish, 1, TOPIC, strlen(TOPIC)); plen += put_bytes(publish + plen, 2, payload, (size_t)size);
     size_t e = put_bytes(env, 2, publish, plen);
-    send_all(pub, out, frame(out, env, e)); sent++; sent_iv++;
-    if (t >= next_report || t - start >= (int64_t)secs * 1000000000LL) {
-      int last = t - start >= (int64_t)secs * 1000000000LL;
-      if (last) { struct timespec ts = {1, 0}; nanosleep(&ts, NULL); } // let the tail arrive
-      size_t n = 0, k = 0; uint64_t recv_iv = 0, lost = 0, dropped = 0;
-      for (int i = 0; i < nsubs; i++) pthread_mutex_lock(&subs[i].iv.mu); // one consistent cut of every subscriber
-      for (int i = 0; i < nsubs; i++) n += subs[i].iv.n;
-      int64_t *all = malloc((n + 1) * sizeof(int64_t));
-      for (int i = 0; i < nsubs; i++) { memcpy(all + k, subs[i].iv.lat, subs[i].iv.n * sizeof(int64_t)); k += subs[i].iv.n; recv_iv += subs[i].iv.received; lost += subs[i].iv.lost; dropped += subs[i].iv.dropped; subs[i].iv.n = 0; subs[i].iv.received = 0; subs[i].iv.lost = 0; subs[i].iv.dropped = 0; }
-      for (int i = 0; i < nsubs; i++) pthread_mutex_unlock(&subs[i].iv.mu);
-      qsort(all, k, sizeof(int64_t), cmp64);
-      long t1 = agent_ticks(pid), rss = agent_rss_kb(pid);
-      int64_t p999 = k ? all[k * 999 / 1000] : 0; if (p999 > worst999) worst999 = p999;
-      printf("%lld %llu %llu %llu %llu %.1f %.1f %.1f %.1f %ld %.1f\n", (long long)((t - start) / 1000000000LL), (unsigned long long)sent_iv, (unsigned long long)recv_iv, (unsigned long long)lost, (unsigned long long)dropped,
-             k ? all[k / 2] / 1e3 : 0, k ? all[k * 99 / 100] / 1e3 : 0, p999 / 1e3, k ? all[k - 1] / 1e3 : 0, rss, 100.0 * (t1 - t0) / hz / interval);
-      fflush(stdout); free(all); t0 = t1; sent_iv = 0; total_lost += lost; total_dropped += dropped; total_recv += recv_iv; minute++;
-      next_report += (int64_t)interval * 1000000000LL;
-      if (last) break;
-    }
+    send_all(pub, out, frame(out, env, e));
+    __atomic_store_n(&rep.sent, sent + 1, __ATOMIC_RELEASE);
   }
+  pthread_join(reporter, NULL);
   done = 1;
+  uint64_t sent = rep.sent;
   printf("# total: sent %llu, expected deliveries %llu, received %llu, lost %llu, dropped %llu, worst interval p99.9 %.1f us, RSS %ld -> %ld kB\n",
-         (unsigned long long)sent, (unsigned long long)sent * nsubs, (unsigned long long)total_recv, (unsigned long long)total_lost, (unsigned long long)total_dropped, worst999 / 1e3, rss0, agent_rss_kb(pid));
-  return total_lost || total_dropped || total_recv != sent * (uint64_t)nsubs ? 1 : 0;
+         (unsigned long long)sent, (unsigned long long)sent * nsubs, (unsigned long long)rep.recv, (unsigned long long)rep.lost, (unsigned long long)rep.dropped, rep.worst999 / 1e3, rep.rss0, agent_rss_kb(pid));
+  return rep.lost || rep.dropped || rep.recv != sent * (uint64_t)nsubs ? 1 : 0;
 }
