@@ -7,6 +7,7 @@ using System.Text;
 using DaemonEye.Client.Internal;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Protocol.Wire;
 using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
@@ -237,7 +238,7 @@ public sealed partial class BusClient : IAsyncDisposable
                 TimestampUnixNanos = nanos,
                 ContentType = options?.ContentType,
             };
-            var frameSize = PublishEncoder.FrameSize(fields, out var correlationSize, out var publishSize, out var envelopeSize);
+            var frameSize = PublishFrame.FrameSize(fields, out var correlationSize, out var publishSize, out var envelopeSize);
             if (frameSize - Framing.HeaderSize > _maxFrameSize)
             {
                 if (options is not { SequenceNumber: > 0 })
@@ -249,7 +250,7 @@ public sealed partial class BusClient : IAsyncDisposable
             }
 
             var span = _pending.GetSpan(frameSize);
-            PublishEncoder.Write(span, fields, correlationSize, publishSize, envelopeSize);
+            PublishFrame.Write(span, fields, correlationSize, publishSize, envelopeSize);
             _pending.Advance(frameSize);
             _pendingFrames++;
             WakeWriterLocked();
@@ -1030,11 +1031,11 @@ public sealed partial class BusClient : IAsyncDisposable
 
     private BlockedDelivery ProcessFrame(Connection connection, ReadOnlySpan<byte> frame)
     {
-        var status = DeliverDecoder.TryDecodeDeliver(frame, _deliverIds, out var sequence, out var publishStart, out var publishLength);
-        if (status == DecodeStatus.Deliver)
+        var status = DeliverFrame.TryDecode(frame, _deliverIds, out var sequence, out var publishStart, out var publishLength);
+        if (status == DeliverDecode.Deliver)
         {
             var publish = frame.Slice(publishStart, publishLength).ToArray();
-            if (!DeliverDecoder.TryReadPublish(publish, out var layout))
+            if (!PublishFrame.TryReadLayout(publish, out var layout))
             {
                 throw new InvalidDataException("the agent delivered a malformed Publish");
             }

@@ -1,6 +1,6 @@
 using System.Text;
-using DaemonEye.Client.Internal;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Protocol.Wire;
 
 namespace DaemonEye.Client;
 
