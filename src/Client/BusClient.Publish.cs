@@ -135,7 +135,7 @@ public sealed partial class BusClient
 
             var span = _writer.GetSpanLocked(frameSize);
             PublishFrame.Write(span, fields, correlationSize, publishSize, envelopeSize);
-            _writer.CommitLocked(frameSize, SendMode.Queue);
+            _writer.CommitLocked(frameSize, SendMode.Auto);
         }
 
         return true;
@@ -179,7 +179,7 @@ public sealed partial class BusClient
     {
         var connection = await WaitConnectedAsync(cancellationToken).ConfigureAwait(false);
         var (id, pending) = _requests.Register(connection);
-        _writer.Write(new Envelope { RequestId = id, Ping = new Ping { Nonce = id } }, SendMode.Queue);
+        _writer.Write(new Envelope { RequestId = id, Ping = new Ping { Nonce = id } }, SendMode.Auto);
         try
         {
             await pending.Reply.WaitAsync(cancellationToken).ConfigureAwait(false);

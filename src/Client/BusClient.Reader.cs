@@ -68,8 +68,14 @@ public sealed partial class BusClient
     {
         foreach (var id in blocked.Remaining!)
         {
-            if (!connection.Subscriptions.TryGetValue(id, out var subscription))
+            if (!connection.Subscriptions.TryGetValue(id, out var subscription) || subscription.IsClosed)
             {
+                continue;
+            }
+
+            if (subscription.Handler is { } handler)
+            {
+                Handle(subscription, handler, blocked.Message!.AsDelivery());
                 continue;
             }
 
@@ -84,21 +90,39 @@ public sealed partial class BusClient
         }
     }
 
+    /// <summary>
+    /// Handles one frame. A delivery goes to each of its subscriptions: a handler is called with a
+    /// view of the receive buffer; buffered subscriptions share one <see cref="BusMessage"/>, the copy
+    /// they keep. When one of those is full, the rest wait (<see cref="BlockedDelivery"/>).
+    /// </summary>
     private BlockedDelivery ProcessFrame(Connection connection, ReadOnlySpan<byte> frame)
     {
         var status = DeliverFrame.TryDecode(frame, _deliverIds, out var sequence, out var publishStart, out var publishLength);
         if (status == DeliverDecode.Deliver)
         {
-            var publish = frame.Slice(publishStart, publishLength).ToArray();
+            var publish = frame.Slice(publishStart, publishLength);
             if (!PublishFrame.TryReadLayout(publish, out var layout))
             {
                 throw new InvalidDataException("the agent delivered a malformed Publish");
             }
 
-            var message = new BusMessage(_topics.Get(publish.AsSpan(layout.Topic)), sequence, publish, layout);
+            var topic = _topics.Get(publish[layout.Topic]);
+            BusMessage? message = null;
             for (var i = 0; i < _deliverIds.Count; i++)
             {
-                if (connection.Subscriptions.TryGetValue(_deliverIds[i], out var subscription) && !subscription.TryWrite(message) && !subscription.IsClosed)
+                if (!connection.Subscriptions.TryGetValue(_deliverIds[i], out var subscription) || subscription.IsClosed)
+                {
+                    continue;
+                }
+
+                if (subscription.Handler is { } handler)
+                {
+                    Handle(subscription, handler, new BusDelivery(topic, sequence, publish, layout));
+                    continue;
+                }
+
+                message ??= new BusMessage(topic, sequence, publish.ToArray(), layout);
+                if (!subscription.TryWrite(message) && !subscription.IsClosed)
                 {
                     return new BlockedDelivery(message, [.. _deliverIds.Skip(i)]);
                 }
@@ -121,6 +145,18 @@ public sealed partial class BusClient
         return default;
     }
 
+    private void Handle(BusSubscription subscription, BusMessageHandler handler, in BusDelivery delivery)
+    {
+        try
+        {
+            handler(delivery);
+        }
+        catch (Exception e)
+        {
+            Log.SubscriptionHandlerFailed(_logger, subscription.Pattern, e);
+        }
+    }
+
     private void HandleControl(Connection connection, Envelope envelope)
     {
         switch (envelope.BodyCase)
@@ -141,7 +177,7 @@ public sealed partial class BusClient
                 {
                     // Nobody waits for it any more (cancelled, or a stale frame from before a reconnect).
                     pending?.Complete(envelope);
-                    _writer.Write(new Envelope { Unsubscribe = new Unsubscribe { SubscriptionId = ack.SubscriptionId } }, SendMode.Queue);
+                    _writer.Write(new Envelope { Unsubscribe = new Unsubscribe { SubscriptionId = ack.SubscriptionId } }, SendMode.Auto);
                 }
 
                 break;
@@ -191,7 +227,7 @@ public sealed partial class BusClient
                 HandleRpc(envelope);
                 break;
             case Envelope.BodyOneofCase.Ping:
-                _writer.Write(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } }, SendMode.Queue);
+                _writer.Write(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } }, SendMode.Auto);
                 break;
             default:
                 Log.UnexpectedFrame(_logger, envelope.BodyCase.ToString());

@@ -50,7 +50,7 @@ public sealed partial class BusClient : IAsyncDisposable
         SocketPath = socketPath;
         _time = options.TimeProvider;
         _logger = (ILogger?)options.LoggerFactory?.CreateLogger<BusClient>() ?? NullLogger.Instance;
-        _writer = new CommandWriter(options.MaxPendingBytes);
+        _writer = new CommandWriter(options.MaxPendingBytes, options.TimeProvider);
     }
 
     /// <summary>The agent dropped messages for this connection. Raised on the reader; keep handlers short.</summary>
@@ -80,6 +80,9 @@ public sealed partial class BusClient : IAsyncDisposable
 
     /// <summary>Frames that were being written when a connection failed and may not have reached the agent.</summary>
     public long LostFrames => Interlocked.Read(ref _lostFrames);
+
+    /// <summary>The sender (for tests: how frames left).</summary>
+    internal CommandWriter Writer => _writer;
 
     /// <summary>Connects to the agent and completes the handshake.</summary>
     /// <exception cref="BusConnectionException">The agent's socket is missing, refuses, or the connection failed.</exception>
@@ -195,5 +198,8 @@ public sealed partial class BusClient : IAsyncDisposable
 
         [LoggerMessage(10, LogLevel.Warning, "Could not flush buffered publishes while disposing")]
         public static partial void DisposeFlushFailed(ILogger logger, Exception error);
+
+        [LoggerMessage(11, LogLevel.Warning, "The handler of the subscription to '{Pattern}' threw; it is called again for the next message")]
+        public static partial void SubscriptionHandlerFailed(ILogger logger, string pattern, Exception error);
     }
 }

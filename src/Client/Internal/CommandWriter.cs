@@ -11,6 +11,12 @@ internal enum SendMode
     /// <summary>With the writer loop: it is woken if parked, and sends everything buffered in one syscall.</summary>
     Queue,
 
+    /// <summary>On this thread, at once, when the writer loop is parked and the client is not under
+    /// load; under load (more than <see cref="CommandWriter.DirectBurst"/> frames less than
+    /// <see cref="CommandWriter.DirectWindow"/> apart), with the writer loop, coalesced. Inside a
+    /// cork, with the cork's other frames. Publishes and control frames.</summary>
+    Auto,
+
     /// <summary>On this thread, at once, when the writer loop is parked (an RPC frame: no thread
     /// hand-off on the latency path); inside a cork, with the cork's other frames.</summary>
     Direct,
@@ -20,7 +26,11 @@ internal enum SendMode
 /// The client's one sender (after NATS.Net's <c>CommandWriter</c>): every frame — publish,
 /// control, RPC — is encoded into one buffer under <see cref="Gate"/>, then leaves either on the
 /// caller's thread, in one non-blocking send, when the writer loop is parked (no thread hand-off),
-/// or with the writer loop, which sends everything that has accumulated in one syscall. The buffer
+/// or with the writer loop, which sends everything that has accumulated in one syscall. Idle, a
+/// publish is on the wire when PublishAsync returns; under load the writer coalesces (one send
+/// per batch is what lets a publisher reach hundreds of thousands of messages a second, and the
+/// agent route them a read at a time), and the frames a burst brings wait at most one writer
+/// wake-up. The buffer
 /// is bounded (<see cref="IsFullLocked"/>): a publisher that outruns the socket waits for room
 /// (<see cref="WaitForRoom"/>) instead of losing messages.
 /// </summary>
@@ -31,7 +41,7 @@ internal enum SendMode
 /// A direct send the kernel takes only part of leaves its rest in the sending buffer; the writer
 /// loop sends that rest before anything else, on the same connection.
 /// </remarks>
-internal sealed class CommandWriter(int maxPendingBytes)
+internal sealed class CommandWriter(int maxPendingBytes, TimeProvider time)
 {
     private readonly Lock _gate = new();
     private readonly SemaphoreSlim _writerSignal = new(0);
@@ -46,10 +56,38 @@ internal sealed class CommandWriter(int maxPendingBytes)
     private ReactorSocket? _parkedSocket; // the parked writer's socket: where direct sends go
     private bool _corked;
     private TaskCompletionSource? _roomAvailable;
+    private long _lastSend; // timestamp (of the client's TimeProvider) of the last send, direct or by the writer
+    private int _burst;     // direct sends less than DirectWindow apart, since the last quiet spell
 
     // The managed thread id of the reader while its cork is open; 0 when none is. Written by the
     // reader only; any other thread reads a value that is never its own id.
     private int _corkThread;
+
+    /// <summary>Frames closer together than this are "under load" once there are more than <see cref="DirectBurst"/> of them.</summary>
+    public static readonly TimeSpan DirectWindow = TimeSpan.FromMicroseconds(50);
+
+    /// <summary>Direct sends allowed in a row, less than <see cref="DirectWindow"/> apart, before the writer coalesces.</summary>
+    public const int DirectBurst = 4;
+
+    private readonly long _directWindowTicks = (long)(DirectWindow.TotalSeconds * time.TimestampFrequency);
+
+    /// <summary>Sends made on a caller's thread (for tests).</summary>
+    internal long DirectSends { get; private set; }
+
+    /// <summary>Sends made by the writer loop (for tests).</summary>
+    internal long WriterSends { get; private set; }
+
+    /// <summary>True while the writer loop is parked, waiting for frames (for tests).</summary>
+    internal bool IsParked
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _writerWaiting;
+            }
+        }
+    }
 
     /// <summary>Guards the buffer; callers that encode into it (<see cref="GetSpanLocked"/>) hold it.</summary>
     public Lock Gate => _gate;
@@ -68,7 +106,7 @@ internal sealed class CommandWriter(int maxPendingBytes)
     {
         _pending.Advance(size);
         _pendingFrames++;
-        if (mode == SendMode.Direct)
+        if (mode != SendMode.Queue)
         {
             if (_corkThread == Environment.CurrentManagedThreadId)
             {
@@ -76,7 +114,7 @@ internal sealed class CommandWriter(int maxPendingBytes)
                 return;
             }
 
-            if (TrySendDirectLocked())
+            if ((mode == SendMode.Direct || MayDirectLocked()) && TrySendDirectLocked())
             {
                 return;
             }
@@ -203,6 +241,8 @@ internal sealed class CommandWriter(int maxPendingBytes)
                     _sending.ResetWrittenCount();
                     _sendingFrames = 0;
                     _sendOffset = 0;
+                    _lastSend = time.GetTimestamp();
+                    WriterSends++;
                 }
             }
         }
@@ -228,6 +268,22 @@ internal sealed class CommandWriter(int maxPendingBytes)
             _sending.ResetWrittenCount();
             return lost;
         }
+    }
+
+    /// <summary>False under load: the last <see cref="DirectBurst"/> sends were each less than <see cref="DirectWindow"/> after the one before.</summary>
+    private bool MayDirectLocked()
+    {
+        if (!_writerWaiting)
+        {
+            return false;
+        }
+
+        if (time.GetTimestamp() - _lastSend >= _directWindowTicks)
+        {
+            _burst = 0;
+        }
+
+        return _burst < DirectBurst;
     }
 
     /// <summary>
@@ -262,6 +318,11 @@ internal sealed class CommandWriter(int maxPendingBytes)
 
         _pending.ResetWrittenCount();
         _pendingFrames = 0;
+        _burst++;
+        DirectSends++;
+        _lastSend = time.GetTimestamp();
+        _roomAvailable?.TrySetResult();
+        _roomAvailable = null;
         return true;
     }
 
