@@ -44,7 +44,7 @@ internal enum SendMode
 internal sealed class CommandWriter(int maxPendingBytes, TimeProvider time)
 {
     private readonly Lock _gate = new();
-    private readonly SemaphoreSlim _writerSignal = new(0);
+    private readonly WriterSignal _writerSignal = new();
 
     // Everything below is guarded by _gate.
     private ArrayBufferWriter<byte> _pending = new(64 * 1024);
