@@ -1,5 +1,5 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using DaemonEye.Client.Internal;
@@ -18,6 +18,8 @@ public sealed partial class BusClient
     // Guarded by the writer's lock, so that a message's sequence number and its place on the wire agree.
     private readonly Dictionary<string, TopicStream> _streams = new(StringComparer.Ordinal);
     private readonly ulong _idPrefix = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+    private string? _lastTopic; // the topic of the last publish and its stream: a steady stream skips the lookup
+    private TopicStream? _lastStream;
     private ulong _idCounter;
     private int _maxFrameSize = Framing.DefaultMaxFrameSize;
 
@@ -74,6 +76,7 @@ public sealed partial class BusClient
         }
     }
 
+    [SkipLocalsInit] // the id buffer is written before it is read
     private bool TryEnqueuePublish(string topic, ReadOnlySpan<byte> payload, PublishOptions? options)
     {
         Span<byte> correlationId = stackalloc byte[ProtocolConstants.MaxCorrelationIdLength * 3];
@@ -86,13 +89,7 @@ public sealed partial class BusClient
                 return false;
             }
 
-            ref var stream = ref CollectionsMarshal.GetValueRefOrNullRef(_streams, topic);
-            if (Unsafe.IsNullRef(ref stream))
-            {
-                TopicRules.EnsureTopic(topic);
-                _streams[topic] = new TopicStream(Encoding.UTF8.GetBytes(topic), 0);
-                stream = ref CollectionsMarshal.GetValueRefOrNullRef(_streams, topic);
-            }
+            var stream = StreamOf(topic);
 
             var sequence = options is { SequenceNumber: > 0 } ? options.SequenceNumber : ++stream.Sequence;
             int idLength;
@@ -141,12 +138,34 @@ public sealed partial class BusClient
         return true;
     }
 
+    /// <summary>The numbering of a topic's stream; a new topic is checked against the rules first. Under the writer's lock.</summary>
+    private TopicStream StreamOf(string topic)
+    {
+        if (ReferenceEquals(topic, _lastTopic))
+        {
+            return _lastStream!;
+        }
+
+        if (!_streams.TryGetValue(topic, out var stream))
+        {
+            TopicRules.EnsureTopic(topic);
+            stream = new TopicStream(Encoding.UTF8.GetBytes(topic));
+            _streams[topic] = stream;
+        }
+
+        _lastTopic = topic;
+        _lastStream = stream;
+        return stream;
+    }
+
     /// <summary>Formats a 32-character lowercase hex id: a per-client random prefix and a counter.</summary>
     internal static int FormatCorrelationId(Span<byte> destination, ulong prefix, ulong counter)
     {
-        prefix.TryFormat(destination, out var a, "x16", null);
-        counter.TryFormat(destination[a..], out var b, "x16", null);
-        return a + b;
+        Span<byte> raw = stackalloc byte[16];
+        BinaryPrimitives.WriteUInt64BigEndian(raw, prefix);
+        BinaryPrimitives.WriteUInt64BigEndian(raw[8..], counter);
+        Convert.TryToHexStringLower(raw, destination, out var written);
+        return written;
     }
 
     private static void ValidatePublishOptions(PublishOptions options)
@@ -191,9 +210,10 @@ public sealed partial class BusClient
         }
     }
 
-    private struct TopicStream(byte[] utf8, ulong sequence)
+    private sealed class TopicStream(byte[] utf8)
     {
-        public readonly byte[] Utf8 = utf8;
-        public ulong Sequence = sequence;
+        public byte[] Utf8 { get; } = utf8;
+
+        public ulong Sequence { get; set; }
     }
 }

@@ -12,9 +12,17 @@ internal sealed class TopicStringCache
     private const int Size = 64;
     private readonly byte[]?[] _bytes = new byte[Size][];
     private readonly string?[] _strings = new string[Size];
+    private byte[] _lastBytes = [];
+    private string _last = string.Empty;
 
     public string Get(ReadOnlySpan<byte> utf8)
     {
+        // A steady stream on one topic: one vectorised compare instead of hashing byte by byte.
+        if (utf8.SequenceEqual(_lastBytes))
+        {
+            return _last;
+        }
+
         var hash = 2166136261u;
         foreach (var b in utf8)
         {
@@ -22,14 +30,14 @@ internal sealed class TopicStringCache
         }
 
         var slot = (int)(hash % Size);
-        if (_bytes[slot] is { } cached && utf8.SequenceEqual(cached))
+        if (_bytes[slot] is not { } cached || !utf8.SequenceEqual(cached))
         {
-            return _strings[slot]!;
+            _bytes[slot] = cached = utf8.ToArray();
+            _strings[slot] = Encoding.UTF8.GetString(utf8);
         }
 
-        var s = Encoding.UTF8.GetString(utf8);
-        _bytes[slot] = utf8.ToArray();
-        _strings[slot] = s;
-        return s;
+        _lastBytes = cached;
+        _last = _strings[slot]!;
+        return _last;
     }
 }
