@@ -175,6 +175,7 @@ internal static class BenchCommand
                 DeliverSeconds: Stopwatch.GetElapsedTime(schedule.Origin, finished).TotalSeconds,
                 Complete: complete,
                 MaxBehindSchedule: TimeSpan.FromSeconds(lags.Max() / (double)Stopwatch.Frequency),
+                PublisherSends: publisherClients.Sum(c => c.Writer.DirectSends + c.Writer.WriterSends),
                 Latency: histogram);
         }
         finally
@@ -449,7 +450,7 @@ internal static class BenchCommand
         }
     }
 
-    private sealed record BenchResult(BenchSettings Settings, long Sent, double PublishSeconds, long Delivered, long Dropped, long Expected, double DeliverSeconds, bool Complete, TimeSpan MaxBehindSchedule, LatencyHistogram Latency)
+    private sealed record BenchResult(BenchSettings Settings, long Sent, double PublishSeconds, long Delivered, long Dropped, long Expected, double DeliverSeconds, bool Complete, TimeSpan MaxBehindSchedule, long PublisherSends, LatencyHistogram Latency)
     {
         private double OfferedPerSec => PublishSeconds > 0 ? Sent / PublishSeconds : 0;
 
@@ -461,6 +462,7 @@ internal static class BenchCommand
             output.WriteLine($"  offered    {Sent,14:N0} msgs  {OfferedPerSec,14:N0} msgs/s  ({PublishSeconds:0.000} s{(Settings.Rate > 0 ? $"; at worst {MaxBehindSchedule.TotalMicroseconds:N0} µs behind schedule" : "")})");
             output.WriteLine($"  delivered  {Delivered,14:N0} msgs  {DeliveredPerSec,14:N0} msgs/s  ({DeliverSeconds:0.000} s)");
             output.WriteLine($"  dropped    {Dropped,14:N0} msgs");
+            output.WriteLine($"  sends      {PublisherSends,14:N0} by the publishers, direct or a writer batch ({(PublisherSends > 0 ? Sent / (double)PublisherSends : 0):0.#} messages each)");
             output.WriteLine($"  latency    {Latency.Summary()}  (from each message's scheduled send time; {Latency.Count:N0} recorded)");
         }
 
@@ -491,6 +493,7 @@ internal static class BenchCommand
                 w.WriteNumber("publish_seconds", Math.Round(PublishSeconds, 6));
                 w.WriteNumber("deliver_seconds", Math.Round(DeliverSeconds, 6));
                 w.WriteNumber("recorded", Latency.Count);
+                w.WriteNumber("publisher_sends", PublisherSends);
                 Latency.WriteMicros(w);
                 w.WriteEndObject();
             }

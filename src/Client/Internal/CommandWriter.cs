@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using DaemonEye.Networking;
 using DaemonEye.Protocol;
 using Google.Protobuf;
@@ -130,7 +131,7 @@ internal sealed class CommandWriter(int maxPendingBytes, TimeProvider time)
         lock (_gate)
         {
             var span = _pending.GetSpan(Framing.HeaderSize + size);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(span, (uint)size);
+            BinaryPrimitives.WriteUInt32BigEndian(span, (uint)size);
             envelope.WriteTo(span.Slice(Framing.HeaderSize, size));
             CommitLocked(Framing.HeaderSize + size, mode);
         }
@@ -270,7 +271,8 @@ internal sealed class CommandWriter(int maxPendingBytes, TimeProvider time)
         }
     }
 
-    /// <summary>False under load: the last <see cref="DirectBurst"/> sends were each less than <see cref="DirectWindow"/> after the one before.</summary>
+    /// <summary>False under load: <see cref="DirectBurst"/> direct sends in a row, each less than
+    /// <see cref="DirectWindow"/> after the send before it (by anyone), with no quiet spell since.</summary>
     private bool MayDirectLocked()
     {
         if (!_writerWaiting)
