@@ -38,7 +38,7 @@ public sealed partial class BusClient
     internal Func<RpcRequest, bool>? InlineRpcHandler { get; set; }
 
     /// <summary>True on the reader's thread while it handles a frame (where <see cref="BusClientOptions.CompleteCallsOnReader"/> runs the code after a call).</summary>
-    internal bool OnReaderThread => t_corking == this;
+    internal bool OnReaderThread => _writer.IsCorkedOnCurrentThread;
 
     /// <summary>Calls made with <see cref="CallAsync"/> still waiting for their answer.</summary>
     public int PendingCalls => _calls.Count;
@@ -163,7 +163,7 @@ public sealed partial class BusClient
             }, (this, call), deadline + RpcDeadlineGrace, Timeout.InfiniteTimeSpan);
         }
 
-        EnqueueControl(new Envelope { RpcRequest = request }, direct);
+        _writer.Write(new Envelope { RpcRequest = request }, direct ? SendMode.Direct : SendMode.Queue);
         Log.RpcSent(_logger, id, operation, collectorId);
         if (!cancellationToken.CanBeCanceled)
         {
@@ -200,7 +200,7 @@ public sealed partial class BusClient
             return ValueTask.FromCanceled(cancellationToken);
         }
 
-        EnqueueControl(new Envelope { RpcResponse = response }, direct: true);
+        _writer.Write(new Envelope { RpcResponse = response }, SendMode.Direct);
         return ValueTask.CompletedTask;
     }
 
@@ -235,7 +235,7 @@ public sealed partial class BusClient
     {
         Span<byte> buffer = stackalloc byte[32];
         int length;
-        lock (_writeGate)
+        lock (_writer.Gate)
         {
             length = FormatCorrelationId(buffer, _idPrefix, ++_idCounter);
         }

@@ -1,6 +1,6 @@
 using System.Text;
-using DaemonEye.Client.Internal;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Protocol.Wire;
 
 namespace DaemonEye.Client;
 
@@ -50,6 +50,9 @@ public sealed class BusMessage
 
     /// <summary>The Publish message exactly as the publisher encoded it, for forwarding or auditing.</summary>
     public ReadOnlyMemory<byte> EncodedPublish => _publish;
+
+    /// <summary>This message as a <see cref="BusDelivery"/>, for a handler (a subscription's handler after the reader had to wait).</summary>
+    internal BusDelivery AsDelivery() => new(Topic, Sequence, _publish, _layout);
 
     /// <summary>Decodes the whole Publish with the generated parser.</summary>
     public Publish ToPublish() => Publish.Parser.ParseFrom(_publish);

@@ -6,7 +6,9 @@ namespace DaemonEye.Client;
 /// One subscription of a <see cref="BusClient"/>. Messages wait in a bounded local buffer; when the
 /// application falls behind, the client stops reading the socket and the agent's per-connection
 /// buffer and drop accounting take over (see <see cref="BusClient.Dropped"/>). The object survives
-/// reconnects: the client re-subscribes and maps the agent's new id to it.
+/// reconnects: the client re-subscribes and maps the agent's new id to it. A subscription made with
+/// a <see cref="BusMessageHandler"/> has no local buffer: the reader calls the handler for each
+/// message, and <see cref="Reader"/> stays empty.
 /// </summary>
 public sealed class BusSubscription : IAsyncDisposable
 {
@@ -14,11 +16,12 @@ public sealed class BusSubscription : IAsyncDisposable
     private readonly Channel<BusMessage> _channel;
     private int _closed;
 
-    internal BusSubscription(BusClient client, string pattern, int capacity)
+    internal BusSubscription(BusClient client, string pattern, int capacity, BusMessageHandler? handler = null)
     {
         _client = client;
         Pattern = pattern;
-        _channel = Channel.CreateBounded<BusMessage>(new BoundedChannelOptions(capacity)
+        Handler = handler;
+        _channel = Channel.CreateBounded<BusMessage>(new BoundedChannelOptions(handler is null ? capacity : 1)
         {
             SingleWriter = true,
             SingleReader = false,
@@ -40,6 +43,9 @@ public sealed class BusSubscription : IAsyncDisposable
     public Task Completion => _channel.Reader.Completion;
 
     internal bool IsClosed => Volatile.Read(ref _closed) != 0;
+
+    /// <summary>The handler the reader calls for each message, instead of buffering it; null for a buffered subscription.</summary>
+    internal BusMessageHandler? Handler { get; }
 
     internal object? Connection { get; private set; }
 

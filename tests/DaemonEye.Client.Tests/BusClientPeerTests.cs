@@ -1,5 +1,9 @@
+using System.Text;
+using DaemonEye.Client.Internal;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
+using Google.Protobuf;
+using Microsoft.Extensions.Time.Testing;
 
 namespace DaemonEye.Client.Tests;
 
@@ -62,11 +66,12 @@ public sealed class BusClientPeerTests : IAsyncLifetime
     }
 
     // The peer: counts how many frames each socket read brings. The agent does not expose how its
-    // reads were filled, so only a peer can see whether the client coalesced its writes.
+    // reads were filled, so only a peer can see whether the client coalesced its writes. The clock
+    // stands still: every publish comes less than CommandWriter.DirectWindow after the one before.
     [Fact]
-    public async Task Publishes_are_coalesced_into_few_socket_writes()
+    public async Task Under_load_publishes_are_coalesced_into_few_socket_writes()
     {
-        var (client, peer) = await ConnectAsync(new BusClientOptions { ClientId = "coalescing" });
+        var (client, peer) = await ConnectAsync(new BusClientOptions { ClientId = "coalescing", TimeProvider = new FakeTimeProvider(), DisposeTimeout = TimeSpan.Zero });
         await using var _ = client;
         using var __ = peer;
         const int Count = 20_000;
@@ -78,6 +83,77 @@ public sealed class BusClientPeerTests : IAsyncLifetime
 
         Assert.Equal(Count, (await reading.WaitAsync(Patience)).Count);
         Assert.True(peer.FramesPerRead.Max() > 10, $"at most {peer.FramesPerRead.Max()} frames arrived in one read");
+        Assert.True(client.Writer.DirectSends <= CommandWriter.DirectBurst, $"{client.Writer.DirectSends} publishes were sent one syscall each");
+    }
+
+    // The peer: looks at its socket the moment PublishAsync returns. Only a send made on the
+    // caller's thread puts the frame there by then; the agent cannot tell which thread sent.
+    [Fact]
+    public async Task An_idle_client_sends_each_publish_before_PublishAsync_returns()
+    {
+        var clock = new FakeTimeProvider();
+        var (client, peer) = await ConnectAsync(new BusClientOptions { ClientId = "direct", TimeProvider = clock, DisposeTimeout = TimeSpan.Zero });
+        await using var _ = client;
+        using var __ = peer;
+        Assert.True(SpinWait.SpinUntil(() => client.Writer.IsParked, Patience), "the writer loop never parked");
+
+        const int Count = 2 * CommandWriter.DirectBurst;
+        for (var i = 1; i <= Count; i++)
+        {
+            clock.Advance(CommandWriter.DirectWindow); // idle since the last one
+            Assert.True(IsDone(client.PublishAsync("events.direct", new byte[8])));
+            Assert.True(peer.Socket.Available > 0, $"publish {i} was not in the socket when PublishAsync returned");
+            Assert.Equal((ulong)i, (await peer.ReadAsync(_patience.Token)).Publish.Correlation.SequenceNumber);
+        }
+
+        Assert.Equal(Count, client.Writer.DirectSends);
+        Assert.Equal(0, client.Writer.WriterSends);
+    }
+
+    // The peer: sends deliveries for a subscription id it acknowledged itself, in one write, and a
+    // Ping behind them as a barrier. The agent cannot be made to put several deliveries in one write.
+    [Fact]
+    public async Task A_handler_subscription_is_called_on_the_reader_and_what_it_publishes_leaves_after_the_read()
+    {
+        var (client, peer) = await ConnectAsync(new BusClientOptions { ClientId = "handler", DisposeTimeout = TimeSpan.Zero });
+        await using var _ = client;
+        using var __ = peer;
+        var seen = new List<(ulong Sequence, string Topic, string Payload, bool OnReader)>();
+        var subscribing = client.SubscribeAsync("events.h.#", (in BusDelivery d) =>
+        {
+            seen.Add((d.Sequence, d.Topic, Encoding.UTF8.GetString(d.Payload), client.OnReaderThread));
+            if (d.Sequence == 2)
+            {
+                throw new InvalidOperationException("a bug in the handler");
+            }
+
+            Assert.True(IsDone(client.PublishAsync("events.reply", d.Payload.ToArray())));
+        });
+        var subscribe = await peer.ReadAsync(_patience.Token);
+        await peer.SendAsync(new Envelope { RequestId = subscribe.RequestId, SubscribeAck = new SubscribeAck { SubscriptionId = 7, Pattern = "events.h.#" } }, _patience.Token);
+        var subscription = await subscribing.WaitAsync(Patience);
+
+        await peer.SendTogetherAsync(Enumerable.Range(1, 3).Select(i => Deliver(7, (ulong)i, $"m{i}")), _patience.Token);
+        var replies = await peer.ReadAsync(Envelope.BodyOneofCase.Publish, 2, _patience.Token);
+
+        Assert.Equal(new[] { (1UL, "events.h.x", "m1", true), (2UL, "events.h.x", "m2", true), (3UL, "events.h.x", "m3", true) }, seen);
+        Assert.Equal(["m1", "m3"], replies.Select(r => r.Publish.Payload.ToStringUtf8())); // the throw lost only its own reply
+        Assert.Equal(2, peer.FramesPerRead[^1]); // corked on the reader: both replies in one send
+        Assert.False(subscription.Reader.TryRead(out var buffered), $"a handler subscription buffered {buffered?.Topic}");
+
+        // After the UnsubscribeAck, a delivery for the old id reaches nobody (the Pong after it is the barrier).
+        var unsubscribing = subscription.UnsubscribeAsync().AsTask();
+        var unsubscribe = await peer.ReadAsync(_patience.Token);
+        await peer.SendAsync(new Envelope { RequestId = unsubscribe.RequestId, UnsubscribeAck = new UnsubscribeAck { SubscriptionId = 7 } }, _patience.Token);
+        await unsubscribing.WaitAsync(Patience);
+        await peer.SendTogetherAsync([Deliver(7, 4, "m4"), new Envelope { RequestId = 99, Ping = new Ping { Nonce = 99 } }], _patience.Token);
+        Assert.Single(await peer.ReadAsync(Envelope.BodyOneofCase.Pong, 1, _patience.Token));
+        Assert.Equal(3, seen.Count);
+
+        static Envelope Deliver(uint id, ulong sequence, string payload) => new()
+        {
+            Deliver = new Deliver { SubscriptionIds = { id }, Sequence = sequence, Message = new Publish { Topic = "events.h.x", Payload = ByteString.CopyFromUtf8(payload) } },
+        };
     }
 
     // The peer: answers two calls in one write, so the client's reader meets both answers in one
@@ -116,5 +192,13 @@ public sealed class BusClientPeerTests : IAsyncLifetime
         Assert.Equal(RpcStatus.Ok, (await second.WaitAsync(Patience)).Status);
 
         static Envelope Answer(Envelope request) => new() { RpcResponse = new RpcResponse { Correlation = request.RpcRequest.Correlation, Status = RpcStatus.Ok } };
+    }
+
+    /// <summary>Consumes a ValueTask that should have completed synchronously; true when it had.</summary>
+    private static bool IsDone(ValueTask task)
+    {
+        var done = task.IsCompletedSuccessfully;
+        task.AsTask().GetAwaiter().GetResult();
+        return done;
     }
 }

@@ -1,7 +1,7 @@
 using System.Text;
-using DaemonEye.Client.Internal;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Protocol.Wire;
 using Google.Protobuf;
 
 namespace DaemonEye.Client.Tests;
@@ -10,9 +10,9 @@ public sealed class EncodingTests
 {
     private static byte[] Encode(in PublishFields fields)
     {
-        var size = PublishEncoder.FrameSize(fields, out var c, out var p, out var e);
+        var size = PublishFrame.FrameSize(fields, out var c, out var p, out var e);
         var buffer = new byte[size];
-        Assert.Equal(size, PublishEncoder.Write(buffer, fields, c, p, e));
+        Assert.Equal(size, PublishFrame.Write(buffer, fields, c, p, e));
         return buffer;
     }
 
@@ -102,13 +102,13 @@ public sealed class EncodingTests
         var envelope = new Envelope { RequestId = 5, Deliver = new Deliver { SubscriptionIds = { 3, 700, 1 }, Sequence = 123456789, Message = publish } };
         var bytes = envelope.ToByteArray();
         var ids = new List<uint>();
-        Assert.Equal(DecodeStatus.Deliver, DeliverDecoder.TryDecodeDeliver(bytes, ids, out var sequence, out var start, out var length));
+        Assert.Equal(DeliverDecode.Deliver, DeliverFrame.TryDecode(bytes, ids, out var sequence, out var start, out var length));
         Assert.Equal([3u, 700u, 1u], ids);
         Assert.Equal(123456789UL, sequence);
         var copy = bytes.AsSpan(start, length).ToArray();
         Assert.Equal(publish.ToByteArray(), copy);
 
-        Assert.True(DeliverDecoder.TryReadPublish(copy, out var layout));
+        Assert.True(PublishFrame.TryReadLayout(copy, out var layout));
         var message = new BusMessage("events.process.tree", sequence, copy, layout);
         Assert.Equal(new byte[] { 1, 2, 3 }, message.Payload.ToArray());
         Assert.Equal(42UL, message.TimestampUnixNanos);
@@ -123,11 +123,11 @@ public sealed class EncodingTests
     {
         var ids = new List<uint>();
         var pong = new Envelope { RequestId = 1, Pong = new Pong { Nonce = 1 } }.ToByteArray();
-        Assert.Equal(DecodeStatus.Other, DeliverDecoder.TryDecodeDeliver(pong, ids, out _, out _, out _));
+        Assert.Equal(DeliverDecode.Other, DeliverFrame.TryDecode(pong, ids, out _, out _, out _));
 
         var deliver = new Envelope { Deliver = new Deliver { SubscriptionIds = { 1 }, Sequence = 1, Message = new Publish { Topic = "events.a" } } }.ToByteArray();
-        Assert.Equal(DecodeStatus.Malformed, DeliverDecoder.TryDecodeDeliver(deliver.AsSpan(0, deliver.Length - 2), ids, out _, out _, out _));
-        Assert.Equal(DecodeStatus.Malformed, DeliverDecoder.TryDecodeDeliver([0x1A, 0xFF], ids, out _, out _, out _));
+        Assert.Equal(DeliverDecode.Malformed, DeliverFrame.TryDecode(deliver.AsSpan(0, deliver.Length - 2), ids, out _, out _, out _));
+        Assert.Equal(DeliverDecode.Malformed, DeliverFrame.TryDecode([0x1A, 0xFF], ids, out _, out _, out _));
     }
 
     [Fact]

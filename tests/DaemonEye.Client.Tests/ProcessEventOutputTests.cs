@@ -1,8 +1,8 @@
 using System.Text.Json;
 using DaemonEye.Cli.Commands;
-using DaemonEye.Client.Internal;
 using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Protocol.Wire;
 using Google.Protobuf;
 
 namespace DaemonEye.Client.Tests;
@@ -20,7 +20,7 @@ public sealed class ProcessEventOutputTests
             TimestampUnixNanos = 42,
             ContentType = contentType,
         }.ToByteArray();
-        Assert.True(DeliverDecoder.TryReadPublish(publish, out var layout));
+        Assert.True(PublishFrame.TryReadLayout(publish, out var layout));
         return new BusMessage(topic, 7, publish, layout);
     }
 
@@ -67,7 +67,7 @@ public sealed class ProcessEventOutputTests
     {
         var unknown = Message("events.x.y", Started, "application/x-protobuf; messageType=acme.Thing");
         var garbage = new Publish { Topic = "events.process.lifecycle", Payload = ByteString.CopyFrom(0xFF, 0xFF, 0xFF), ContentType = "application/x-protobuf; messageType=daemoneye.process.v1.ProcessLifecycle" }.ToByteArray();
-        Assert.True(DeliverDecoder.TryReadPublish(garbage, out var layout));
+        Assert.True(PublishFrame.TryReadLayout(garbage, out var layout));
 
         Assert.Null(EventDecoder.TryDecode(unknown));
         Assert.Null(EventDecoder.TryDecode(Message("events.process.lifecycle", new ProcessLifecycle(), "application/x-protobuf; messageType=daemoneye.process.v1.Nope")));

@@ -67,6 +67,9 @@ internal sealed class PeerConnection(Socket socket) : IDisposable
 
     public Hello Hello { get; set; } = null!;
 
+    /// <summary>The socket, for what the tests look at directly (bytes waiting, raw reads and writes).</summary>
+    public Socket Socket => socket;
+
     /// <summary>Frames per socket read, in order.</summary>
     public List<int> FramesPerRead { get; } = [];
 

@@ -1,4 +1,5 @@
 using DaemonEye.Cli.Commands;
+using DaemonEye.Client.Internal;
 
 namespace DaemonEye.Client.Tests;
 
@@ -15,6 +16,31 @@ public sealed class SmallPartsTests
     {
         var delay = BusClient.BackoffDelay(attempt, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(10), random);
         Assert.Equal(TimeSpan.FromMilliseconds(expectedMs), delay);
+    }
+
+    [Fact]
+    public async Task The_writer_signal_keeps_a_release_for_the_next_wait_and_wakes_a_waiting_one()
+    {
+        var signal = new WriterSignal();
+        signal.Release();
+        signal.Release(); // two releases before a wait are one wake-up
+        var first = signal.WaitAsync(CancellationToken.None).AsTask();
+        Assert.True(first.IsCompletedSuccessfully);
+
+        var waiting = signal.WaitAsync(CancellationToken.None).AsTask();
+        Assert.False(waiting.IsCompleted);
+        signal.Release();
+        await waiting.WaitAsync(TimeSpan.FromSeconds(30));
+
+        using var cts = new CancellationTokenSource();
+        var cancelled = signal.WaitAsync(cts.Token).AsTask();
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        // Still usable after a cancelled wait.
+        var again = signal.WaitAsync(CancellationToken.None).AsTask();
+        signal.Release();
+        await again.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
     [Fact]

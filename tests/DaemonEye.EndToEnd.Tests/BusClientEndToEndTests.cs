@@ -192,6 +192,46 @@ public sealed class BusClientEndToEndTests(SharedAgentFixture fixture) : IClassF
     }
 
     [Fact]
+    public async Task A_handler_subscription_and_a_buffered_one_on_the_same_client_each_get_every_message_in_order()
+    {
+        const int PerTopic = 50;
+        await using var subscriber = await BusClient.ConnectAsync(Options("handler-sub"));
+        var handled = new List<(string Topic, ulong Sequence, string Payload)>();
+        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await subscriber.SubscribeAsync("events.handler.#", (in BusDelivery d) =>
+        {
+            handled.Add((d.Topic, d.Sequence, Encoding.UTF8.GetString(d.Payload)));
+            if (handled.Count == 2 * PerTopic)
+            {
+                all.TrySetResult();
+            }
+        });
+        // Overlaps the handler's pattern: each message on events.handler.a is one Deliver naming both subscriptions.
+        var buffered = await subscriber.SubscribeAsync("events.handler.a");
+
+        await using var publisher = await BusClient.ConnectAsync(Options("handler-pub"));
+        for (var i = 1; i <= PerTopic; i++)
+        {
+            await publisher.PublishAsync("events.handler.a", Encoding.UTF8.GetBytes($"a{i}"));
+            await publisher.PublishAsync("events.handler.b", Encoding.UTF8.GetBytes($"b{i}"));
+        }
+
+        await publisher.FlushAsync();
+        await all.Task.WaitAsync(Patience);
+
+        foreach (var topic in new[] { "a", "b" })
+        {
+            var stream = handled.Where(h => h.Topic == $"events.handler.{topic}").ToList();
+            Assert.Equal(Enumerable.Range(1, PerTopic).Select(i => $"{topic}{i}"), stream.Select(h => h.Payload));
+            Assert.Equal(Enumerable.Range(1, PerTopic).Select(i => (ulong)i), stream.Select(h => h.Sequence));
+        }
+
+        var received = await TakeExactlyAsync(subscriber, buffered, PerTopic);
+        Assert.Equal(Enumerable.Range(1, PerTopic).Select(i => $"a{i}"), received.Select(m => Encoding.UTF8.GetString(m.Payload.Span)));
+        Assert.Equal(2 * PerTopic, handled.Count);
+    }
+
+    [Fact]
     public async Task A_missing_socket_is_reported_with_its_path()
     {
         var directory = Directory.CreateTempSubdirectory("de-e2e-nosocket-");

@@ -351,4 +351,27 @@ public sealed class BusEndToEndTests
         Assert.True(root.GetProperty("sent_per_sec").GetDouble() > 0);
         Assert.True(root.GetProperty("latency_us").GetProperty("p999").GetDouble() >= root.GetProperty("latency_us").GetProperty("p50").GetDouble());
     }
+
+    [Fact]
+    public async Task Bench_never_sends_ahead_of_its_schedule_and_records_only_what_follows_the_warm_up()
+    {
+        await using var agent = await AgentProcess.StartAsync();
+        foreach (var receive in new[] { new[] { "--receive", "handler" }, new[] { "--receive", "channel", "--completions", "thread-pool" } })
+        {
+            var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, TimeSpan.FromSeconds(120),
+                ["bench", "pubsub", "--rate", "20000", "--messages", "4000", "--warmup", "1000", "--json", .. receive]);
+            Assert.True(code == 0, stderr);
+            using var json = JsonDocument.Parse(Assert.Single(stdout));
+            var root = json.RootElement;
+            var delivered = root.GetProperty("delivered").GetInt64();
+            var dropped = root.GetProperty("dropped").GetInt64();
+            Assert.Equal(4000, delivered + dropped);
+            // Message n is due n / 20,000 s after the first: the last one 0.19995 s after it, never sooner.
+            Assert.True(root.GetProperty("publish_seconds").GetDouble() >= 0.19995, root.ToString());
+            Assert.True(root.GetProperty("offered_per_sec").GetDouble() <= 20_005, root.ToString());
+            var recorded = root.GetProperty("recorded").GetInt64();
+            Assert.InRange(recorded, 3000 - dropped, 3000);
+            Assert.Equal(receive[1], root.GetProperty("receive").GetString());
+        }
+    }
 }

@@ -55,8 +55,8 @@ public sealed partial class ReactorSocket : IDisposable
         ArgumentNullException.ThrowIfNull(socket);
         Socket = socket;
         _reactor = reactor ?? SocketReactor.Shared;
-        _readWaiter = new Waiter(runAsynchronously: true);
-        _writeWaiter = new Waiter(runAsynchronously: true);
+        _readWaiter = new Waiter(this, read: true, runAsynchronously: true);
+        _writeWaiter = new Waiter(this, read: false, runAsynchronously: true);
         _id = _reactor.Register(this, socket.SafeHandle);
     }
 
@@ -136,7 +136,7 @@ public sealed partial class ReactorSocket : IDisposable
                     _readArmed = true;
                 }
 
-                await _readWaiter.WaitAsync(this, read: true, cancellationToken).ConfigureAwait(false);
+                await _readWaiter.WaitAsync(cancellationToken).ConfigureAwait(false);
                 _mayRead = true;
             }
         }
@@ -187,7 +187,7 @@ public sealed partial class ReactorSocket : IDisposable
                     }
                 }
 
-                await _writeWaiter.WaitAsync(this, read: false, cancellationToken).ConfigureAwait(false);
+                await _writeWaiter.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
         }
         finally
@@ -382,8 +382,11 @@ public sealed partial class ReactorSocket : IDisposable
     private static unsafe partial nint send(SafeHandle socket, byte* buffer, nuint length, int flags);
 
     /// <summary>One reusable wait: armed under the socket's gate, completed by the reactor, a cancellation or disposal.</summary>
-    private sealed class Waiter(bool runAsynchronously) : IValueTaskSource
+    /// <remarks>It is its own cancellation callback's state, so that a wait allocates nothing.</remarks>
+    private sealed class Waiter(ReactorSocket owner, bool read, bool runAsynchronously) : IValueTaskSource
     {
+        private readonly ReactorSocket _owner = owner;
+        private readonly bool _read = read;
         private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = runAsynchronously };
         private CancellationTokenRegistration _cancellation;
         private int _state; // 0 waiting, 1 settled: whoever settles first wins
@@ -394,18 +397,18 @@ public sealed partial class ReactorSocket : IDisposable
             _state = 0;
         }
 
-        public ValueTask WaitAsync(ReactorSocket owner, bool read, CancellationToken cancellationToken)
+        public ValueTask WaitAsync(CancellationToken cancellationToken)
         {
             if (cancellationToken.CanBeCanceled)
             {
                 _cancellation = cancellationToken.UnsafeRegister(static (state, token) =>
                 {
-                    var (socket, isRead) = ((ReactorSocket, bool))state!;
-                    if (socket.TakeArmed(isRead))
+                    var waiter = (Waiter)state!;
+                    if (waiter._owner.TakeArmed(waiter._read))
                     {
-                        (isRead ? socket._readWaiter : socket._writeWaiter).Fail(new OperationCanceledException(token));
+                        waiter.Fail(new OperationCanceledException(token));
                     }
-                }, (owner, read));
+                }, this);
             }
 
             return new ValueTask(this, _core.Version);

@@ -9,9 +9,11 @@ namespace DaemonEye.Cli.Commands;
 
 /// <summary>
 /// <c>bench pubsub</c>: publishers and subscribers in this process, through the running agent, like
-/// <c>nats bench</c>. Each payload starts with the publisher's Stopwatch timestamp, so the
-/// subscriber measures publish-to-deliver latency. The run ends deterministically: publishers
-/// flush (Ping barrier), then every subscriber has delivered + dropped = messages.
+/// <c>nats bench</c>. Each payload starts with the message's <em>scheduled</em> send time (a
+/// Stopwatch timestamp), so the subscriber measures latency from when the message should have left,
+/// not from when a late publisher got round to it (no coordinated omission). The run ends
+/// deterministically: publishers flush (Ping barrier), then every subscriber has delivered +
+/// dropped = messages.
 /// </summary>
 internal static class BenchCommand
 {
@@ -30,20 +32,38 @@ internal static class BenchCommand
         var subscribers = new Option<int>("--subscribers") { Description = "Subscribing connections; each receives every message", DefaultValueFactory = _ => 1 };
         var messages = new Option<long>("--messages") { Description = "Messages to publish in all", DefaultValueFactory = _ => 1_000_000 };
         var size = new Option<int>("--size") { Description = "Payload bytes (at least 8: the timestamp)", DefaultValueFactory = _ => 64 };
-        var rate = new Option<long>("--rate") { Description = "Target publish rate in msgs/s over all publishers; 0 = as fast as possible", DefaultValueFactory = _ => 0 };
+        var rate = new Option<long>("--rate") { Description = "Offered rate in msgs/s over all publishers, each message on its own schedule; 0 = as fast as possible", DefaultValueFactory = _ => 0 };
+        var warmup = new Option<long>("--warmup") { Description = "Messages at the start not recorded in the latency figures (they are counted as delivered or dropped)", DefaultValueFactory = _ => 0 };
+        var receive = new Option<string>("--receive")
+        {
+            Description = "How subscribers take messages: 'handler' (a BusMessageHandler on the client's reader: no copy, no hand-off) or 'channel' (the buffered BusSubscription.Reader)",
+            DefaultValueFactory = _ => "handler",
+        };
+        receive.AcceptOnlyFromAmong("handler", "channel");
+        var completions = new Option<string>("--completions")
+        {
+            Description = "Where socket reads complete: 'inline' (on this process's socket thread: with --receive handler, no thread hand-off at all) or 'thread-pool' (the SDK's default)",
+            DefaultValueFactory = _ => "inline",
+        };
+        completions.AcceptOnlyFromAmong("inline", "thread-pool");
+        var busyPoll = new Option<int>("--busy-poll-us")
+        {
+            Description = $"After each bus event, keep this process's socket thread polling this many microseconds before it sleeps (0 to {(int)Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds}; 0: off)",
+            DefaultValueFactory = _ => 0,
+        };
         var json = new Option<bool>("--json") { Description = "Print one JSON object with the results" };
         var timeout = new Option<double>("--idle-timeout") { Description = "Give up when subscribers make no progress for this many seconds after the publishers' flush", DefaultValueFactory = _ => 10 };
-        var command = new Command("pubsub", "Publish to one topic and measure throughput, latency and drops");
-        command.Options.Add(publishers);
-        command.Options.Add(subscribers);
-        command.Options.Add(messages);
-        command.Options.Add(size);
-        command.Options.Add(rate);
-        command.Options.Add(json);
-        command.Options.Add(timeout);
+        var command = new Command("pubsub", "Publish to one topic and measure offered and delivered rates, drops and latency from each message's scheduled send time");
+        foreach (var option in new Option[] { publishers, subscribers, messages, size, rate, warmup, receive, completions, busyPoll, json, timeout })
+        {
+            command.Options.Add(option);
+        }
+
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
-            var settings = new BenchSettings(parse.GetValue(publishers), parse.GetValue(subscribers), parse.GetValue(messages), parse.GetValue(size), parse.GetValue(rate), TimeSpan.FromSeconds(parse.GetValue(timeout)));
+            var settings = new BenchSettings(parse.GetValue(publishers), parse.GetValue(subscribers), parse.GetValue(messages), parse.GetValue(size), parse.GetValue(rate),
+                TimeSpan.FromSeconds(parse.GetValue(timeout)), parse.GetValue(warmup), Handler: parse.GetValue(receive) == "handler",
+                InlineCompletions: parse.GetValue(completions) == "inline", BusyPollMicroseconds: parse.GetValue(busyPoll));
             var problems = settings.Validate().ToList();
             if (problems.Count > 0)
             {
@@ -55,6 +75,14 @@ internal static class BenchCommand
                 return CliApplication.Invalid;
             }
 
+            if (settings.InlineCompletions)
+            {
+                // Before this process's first socket (see bench rpc): the subscribers' reads, and with
+                // --receive handler the recording too, then run on the socket event thread.
+                CollectorRuntime.UseInlineSocketCompletions();
+            }
+
+            Networking.SocketReactor.Shared.BusyPoll = TimeSpan.FromMicroseconds(settings.BusyPollMicroseconds);
             var result = await RunAsync(context, parse, settings, cancellationToken);
             if (result is null)
             {
@@ -87,6 +115,7 @@ internal static class BenchCommand
         var clients = new List<BusClient>();
         try
         {
+            var schedule = new Schedule(settings);
             var subscribers = new List<BenchSubscriber>();
             for (var i = 0; i < settings.Subscribers; i++)
             {
@@ -97,8 +126,7 @@ internal static class BenchCommand
                 }
 
                 clients.Add(client);
-                var subscription = await client.SubscribeAsync(topic, cancellationToken);
-                subscribers.Add(new BenchSubscriber(client, subscription, settings.Messages));
+                subscribers.Add(await BenchSubscriber.SubscribeAsync(client, topic, settings, schedule, cancellationToken));
             }
 
             var publisherClients = new List<BusClient>();
@@ -115,16 +143,11 @@ internal static class BenchCommand
             }
 
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var started = Stopwatch.GetTimestamp();
-            var consumers = subscribers.Select(s => Task.Run(() => s.ConsumeAsync(started, stop.Token), CancellationToken.None)).ToArray();
-            var share = settings.Messages / settings.Publishers;
-            var producers = publisherClients.Select((c, i) =>
-            {
-                var count = share + (i == 0 ? settings.Messages % settings.Publishers : 0);
-                var perPublisherRate = settings.Rate / (double)settings.Publishers;
-                return Task.Run(() => PublishAsync(c, topic, count, settings.Size, perPublisherRate, cancellationToken), CancellationToken.None);
-            }).ToArray();
-            await Task.WhenAll(producers);
+            // The schedule starts a little ahead, so that every publisher thread is running by then.
+            schedule.Start(Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 100));
+            var consumers = subscribers.Select(s => s.StartConsuming(stop.Token)).ToArray();
+            var producers = publisherClients.Select((c, i) => Publisher.Start(c, topic, i, settings, schedule, cancellationToken)).ToArray();
+            var lags = await Task.WhenAll(producers);
             var published = Stopwatch.GetTimestamp();
             await Task.WhenAll(publisherClients.Select(c => c.FlushAsync(cancellationToken)));
 
@@ -145,12 +168,14 @@ internal static class BenchCommand
             return new BenchResult(
                 settings,
                 Sent: settings.Messages,
-                PublishSeconds: Stopwatch.GetElapsedTime(started, published).TotalSeconds,
+                PublishSeconds: Stopwatch.GetElapsedTime(schedule.Origin, published).TotalSeconds,
                 Delivered: subscribers.Sum(s => s.Delivered),
                 Dropped: subscribers.Sum(s => s.Client.DroppedTotal),
                 Expected: settings.Messages * settings.Subscribers,
-                DeliverSeconds: Stopwatch.GetElapsedTime(started, finished).TotalSeconds,
+                DeliverSeconds: Stopwatch.GetElapsedTime(schedule.Origin, finished).TotalSeconds,
                 Complete: complete,
+                MaxBehindSchedule: TimeSpan.FromSeconds(lags.Max() / (double)Stopwatch.Frequency),
+                PublisherSends: publisherClients.Sum(c => c.Writer.DirectSends + c.Writer.WriterSends),
                 Latency: histogram);
         }
         finally
@@ -180,29 +205,114 @@ internal static class BenchCommand
         return true;
     }
 
-    private static async Task PublishAsync(BusClient client, string topic, long count, int size, double rate, CancellationToken cancellationToken)
+    /// <summary>
+    /// When each message is due. With a rate, publisher <c>p</c> of <c>P</c> sends messages
+    /// <c>p, p + P, p + 2P, ...</c> of one stream, message <c>n</c> due at <c>origin + n / rate</c>: the
+    /// publishers interleave evenly. Messages before <see cref="BenchSettings.Warmup"/> are not
+    /// recorded: their scheduled times are before <see cref="RecordFrom"/>.
+    /// </summary>
+    private sealed class Schedule(BenchSettings settings)
     {
-        var payload = new byte[size];
-        payload.AsSpan(8).Fill((byte)'x');
-        var start = Stopwatch.GetTimestamp();
-        for (long i = 0; i < count; i++)
-        {
-            if (rate > 0 && (i & 63) == 0)
-            {
-                var due = start + (long)(i / rate * Stopwatch.Frequency);
-                var ahead = due - Stopwatch.GetTimestamp();
-                if (ahead > Stopwatch.Frequency / 1000)
-                {
-                    await Task.Delay(TimeSpan.FromSeconds(ahead / (double)Stopwatch.Frequency), cancellationToken);
-                }
-            }
+        private long _recordFrom = long.MaxValue;
 
-            BinaryPrimitives.WriteInt64LittleEndian(payload, Stopwatch.GetTimestamp());
-            await client.PublishAsync(topic, payload, cancellationToken: cancellationToken);
+        public long Origin { get; private set; }
+
+        /// <summary>The scheduled time of the first recorded message (as fast as possible: set when publisher 0 gets there).</summary>
+        public long RecordFrom => Volatile.Read(ref _recordFrom);
+
+        public void Start(long origin)
+        {
+            Origin = origin;
+            if (settings.Rate > 0 || settings.Warmup == 0)
+            {
+                Volatile.Write(ref _recordFrom, settings.Rate > 0 ? DueAt(settings.Warmup) : 0);
+            }
+        }
+
+        /// <summary>The scheduled time of message <paramref name="n"/> of the whole stream.</summary>
+        public long DueAt(long n) => Origin + (long)(n * (Stopwatch.Frequency / (double)settings.Rate));
+
+        public void Reached(long n, long stamp)
+        {
+            if (settings.Rate == 0 && n == settings.Warmup)
+            {
+                Volatile.Write(ref _recordFrom, stamp);
+            }
         }
     }
 
-    private sealed record BenchSettings(int Publishers, int Subscribers, long Messages, int Size, long Rate, TimeSpan IdleTimeout)
+    /// <summary>One publishing connection on a thread of its own (it sleeps and yields to keep its schedule).</summary>
+    private static class Publisher
+    {
+        /// <summary>Publishes this publisher's share; the task's result is how far behind schedule it fell at worst (Stopwatch ticks).</summary>
+        public static Task<long> Start(BusClient client, string topic, int index, BenchSettings settings, Schedule schedule, CancellationToken cancellationToken)
+        {
+            var done = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var thread = new Thread(() =>
+            {
+                try
+                {
+                    done.TrySetResult(Run(client, topic, index, settings, schedule, cancellationToken));
+                }
+                catch (Exception e)
+                {
+                    done.TrySetException(e);
+                }
+            })
+            {
+                IsBackground = true,
+                Name = $"bench-publisher-{index}",
+            };
+            thread.Start();
+            return done.Task;
+        }
+
+        private static long Run(BusClient client, string topic, int index, BenchSettings settings, Schedule schedule, CancellationToken cancellationToken)
+        {
+            Pacer.UsePreciseTimers();
+            var payload = new byte[settings.Size];
+            payload.AsSpan(8).Fill((byte)'x');
+            var step = settings.Publishers;
+            var maxBehind = 0L;
+            Pacer.WaitUntil(schedule.Origin);
+            for (long n = index; n < settings.Messages && !cancellationToken.IsCancellationRequested;)
+            {
+                var now = Stopwatch.GetTimestamp();
+                if (settings.Rate > 0)
+                {
+                    var due = schedule.DueAt(n);
+                    if (due > now)
+                    {
+                        Pacer.WaitUntil(due);
+                        now = Stopwatch.GetTimestamp();
+                    }
+
+                    maxBehind = Math.Max(maxBehind, now - due);
+                }
+
+                // Every message of this publisher that is due by now, back to back: a publisher that
+                // woke late catches up at once, and each message still carries its own due time.
+                do
+                {
+                    var stamp = settings.Rate > 0 ? schedule.DueAt(n) : Stopwatch.GetTimestamp();
+                    schedule.Reached(n, stamp);
+                    BinaryPrimitives.WriteInt64LittleEndian(payload, stamp);
+                    var publish = client.PublishAsync(topic, payload, cancellationToken: cancellationToken);
+                    if (!publish.IsCompletedSuccessfully)
+                    {
+                        publish.AsTask().GetAwaiter().GetResult(); // the buffer is full: this thread waits for the writer
+                    }
+
+                    n += step;
+                }
+                while (n < settings.Messages && (settings.Rate == 0 || schedule.DueAt(n) <= now));
+            }
+
+            return maxBehind;
+        }
+    }
+
+    private sealed record BenchSettings(int Publishers, int Subscribers, long Messages, int Size, long Rate, TimeSpan IdleTimeout, long Warmup, bool Handler, bool InlineCompletions, int BusyPollMicroseconds)
     {
         public IEnumerable<string> Validate()
         {
@@ -231,31 +341,42 @@ internal static class BenchCommand
                 yield return $"--rate is {Rate}; it must be 0 (as fast as possible) or more";
             }
 
+            if (Warmup < 0 || Warmup >= Messages)
+            {
+                yield return $"--warmup is {Warmup}; it must be 0 or more and less than --messages ({Messages})";
+            }
+
             if (IdleTimeout <= TimeSpan.Zero)
             {
                 yield return "--idle-timeout must be positive";
             }
+
+            if (!Networking.SocketReactor.IsValidBusyPoll(TimeSpan.FromMicroseconds(BusyPollMicroseconds)))
+            {
+                yield return $"--busy-poll-us is {BusyPollMicroseconds}; it must be 0 (off) to {Networking.SocketReactor.MaxBusyPoll.TotalMicroseconds}";
+            }
         }
     }
 
-    /// <summary>One subscribing connection: counts, measures latency, and knows when it has everything.</summary>
+    /// <summary>One subscribing connection: counts, measures latency from each message's due time, and knows when it has everything.</summary>
     private sealed class BenchSubscriber
     {
+        private static readonly double NanosPerTick = 1e9 / Stopwatch.Frequency;
         private readonly long _expected;
+        private readonly Schedule _schedule;
         private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private BusSubscription? _subscription;
         private long _delivered;
 
-        public BenchSubscriber(BusClient client, BusSubscription subscription, long expected)
+        private BenchSubscriber(BusClient client, long expected, Schedule schedule)
         {
             Client = client;
-            Subscription = subscription;
             _expected = expected;
+            _schedule = schedule;
             client.Dropped += (_, _) => CheckDone();
         }
 
         public BusClient Client { get; }
-
-        public BusSubscription Subscription { get; }
 
         public LatencyHistogram Histogram { get; } = new();
 
@@ -267,10 +388,30 @@ internal static class BenchCommand
 
         public long? FinishedAt { get; private set; }
 
-        public async Task ConsumeAsync(long started, CancellationToken cancellationToken)
+        public static async Task<BenchSubscriber> SubscribeAsync(BusClient client, string topic, BenchSettings settings, Schedule schedule, CancellationToken cancellationToken)
         {
-            var reader = Subscription.Reader;
-            var toNanos = 1e9 / Stopwatch.Frequency;
+            var subscriber = new BenchSubscriber(client, settings.Messages, schedule);
+            subscriber._subscription = settings.Handler
+                ? await client.SubscribeAsync(topic, subscriber.OnDelivery, cancellationToken)
+                : await client.SubscribeAsync(topic, cancellationToken);
+            return subscriber;
+        }
+
+        /// <summary>Drains the buffered subscription (with --receive channel); with a handler there is nothing to drain.</summary>
+        public Task StartConsuming(CancellationToken cancellationToken) =>
+            _subscription!.Handler is null ? Task.Run(() => ConsumeAsync(cancellationToken), CancellationToken.None) : Task.CompletedTask;
+
+        /// <summary>On the client's reader, for each message (--receive handler).</summary>
+        private void OnDelivery(in BusDelivery delivery)
+        {
+            Record(Stopwatch.GetTimestamp(), BinaryPrimitives.ReadInt64LittleEndian(delivery.Payload));
+            Interlocked.Increment(ref _delivered);
+            CheckDone();
+        }
+
+        private async Task ConsumeAsync(CancellationToken cancellationToken)
+        {
+            var reader = _subscription!.Reader;
             try
             {
                 while (await reader.WaitToReadAsync(cancellationToken))
@@ -278,13 +419,7 @@ internal static class BenchCommand
                     var n = 0L;
                     while (reader.TryRead(out var message))
                     {
-                        var now = Stopwatch.GetTimestamp();
-                        var sent = BinaryPrimitives.ReadInt64LittleEndian(message.Payload.Span);
-                        if (sent >= started)
-                        {
-                            Histogram.Record((long)((now - sent) * toNanos));
-                        }
-
+                        Record(Stopwatch.GetTimestamp(), BinaryPrimitives.ReadInt64LittleEndian(message.Payload.Span));
                         n++;
                     }
 
@@ -294,6 +429,14 @@ internal static class BenchCommand
             }
             catch (OperationCanceledException)
             {
+            }
+        }
+
+        private void Record(long now, long due)
+        {
+            if (due >= _schedule.RecordFrom)
+            {
+                Histogram.Record((long)((now - due) * NanosPerTick));
             }
         }
 
@@ -307,19 +450,20 @@ internal static class BenchCommand
         }
     }
 
-    private sealed record BenchResult(BenchSettings Settings, long Sent, double PublishSeconds, long Delivered, long Dropped, long Expected, double DeliverSeconds, bool Complete, LatencyHistogram Latency)
+    private sealed record BenchResult(BenchSettings Settings, long Sent, double PublishSeconds, long Delivered, long Dropped, long Expected, double DeliverSeconds, bool Complete, TimeSpan MaxBehindSchedule, long PublisherSends, LatencyHistogram Latency)
     {
-        private double SentPerSec => PublishSeconds > 0 ? Sent / PublishSeconds : 0;
+        private double OfferedPerSec => PublishSeconds > 0 ? Sent / PublishSeconds : 0;
 
         private double DeliveredPerSec => DeliverSeconds > 0 ? Delivered / DeliverSeconds : 0;
 
         public void Print(TextWriter output)
         {
-            output.WriteLine($"pubsub: {Settings.Publishers} publisher(s), {Settings.Subscribers} subscriber(s), {Settings.Messages:N0} messages of {Settings.Size} B{(Settings.Rate > 0 ? $" at {Settings.Rate:N0} msgs/s" : "")}");
-            output.WriteLine($"  sent       {Sent,14:N0} msgs  {SentPerSec,14:N0} msgs/s  ({PublishSeconds:0.000} s)");
+            output.WriteLine($"pubsub: {Settings.Publishers} publisher(s), {Settings.Subscribers} subscriber(s), {Settings.Messages:N0} messages of {Settings.Size} B{(Settings.Rate > 0 ? $" at {Settings.Rate:N0} msgs/s" : " as fast as possible")}; receive: {(Settings.Handler ? "handler" : "channel")}, completions {(Settings.InlineCompletions ? "inline" : "thread-pool")}, busy poll {Settings.BusyPollMicroseconds} µs");
+            output.WriteLine($"  offered    {Sent,14:N0} msgs  {OfferedPerSec,14:N0} msgs/s  ({PublishSeconds:0.000} s{(Settings.Rate > 0 ? $"; at worst {MaxBehindSchedule.TotalMicroseconds:N0} µs behind schedule" : "")})");
             output.WriteLine($"  delivered  {Delivered,14:N0} msgs  {DeliveredPerSec,14:N0} msgs/s  ({DeliverSeconds:0.000} s)");
             output.WriteLine($"  dropped    {Dropped,14:N0} msgs");
-            output.WriteLine($"  latency    {Latency.Summary()}");
+            output.WriteLine($"  sends      {PublisherSends,14:N0} by the publishers, direct or a writer batch ({(PublisherSends > 0 ? Sent / (double)PublisherSends : 0):0.#} messages each)");
+            output.WriteLine($"  latency    {Latency.Summary()}  (from each message's scheduled send time; {Latency.Count:N0} recorded)");
         }
 
         public string ToJson()
@@ -333,8 +477,14 @@ internal static class BenchCommand
                 w.WriteNumber("messages", Settings.Messages);
                 w.WriteNumber("size", Settings.Size);
                 w.WriteNumber("rate", Settings.Rate);
+                w.WriteNumber("warmup", Settings.Warmup);
+                w.WriteString("receive", Settings.Handler ? "handler" : "channel");
+                w.WriteString("completions", Settings.InlineCompletions ? "inline" : "thread-pool");
+                w.WriteNumber("busy_poll_us", Settings.BusyPollMicroseconds);
                 w.WriteNumber("sent", Sent);
-                w.WriteNumber("sent_per_sec", Math.Round(SentPerSec));
+                w.WriteNumber("offered_per_sec", Math.Round(OfferedPerSec));
+                w.WriteNumber("sent_per_sec", Math.Round(OfferedPerSec));
+                w.WriteNumber("max_behind_schedule_us", Math.Round(MaxBehindSchedule.TotalMicroseconds, 1));
                 w.WriteNumber("delivered", Delivered);
                 w.WriteNumber("delivered_per_sec", Math.Round(DeliveredPerSec));
                 w.WriteNumber("dropped", Dropped);
@@ -342,6 +492,8 @@ internal static class BenchCommand
                 w.WriteBoolean("complete", Complete);
                 w.WriteNumber("publish_seconds", Math.Round(PublishSeconds, 6));
                 w.WriteNumber("deliver_seconds", Math.Round(DeliverSeconds, 6));
+                w.WriteNumber("recorded", Latency.Count);
+                w.WriteNumber("publisher_sends", PublisherSends);
                 Latency.WriteMicros(w);
                 w.WriteEndObject();
             }

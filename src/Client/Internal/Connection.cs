@@ -69,20 +69,3 @@ internal sealed class Connection(ReactorSocket io, FrameReader reader, Welcome w
         _cts.Dispose();
     }
 }
-
-/// <summary>A request waiting for its reply (SubscribeAck, UnsubscribeAck, Pong) or Error.</summary>
-internal sealed class PendingRequest(Connection connection, BusSubscription? subscription = null)
-{
-    private readonly TaskCompletionSource<Envelope> _reply = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    public Connection Connection { get; } = connection;
-
-    /// <summary>For Subscribe: the local subscription the ack binds.</summary>
-    public BusSubscription? Subscription { get; } = subscription;
-
-    public Task<Envelope> Reply => _reply.Task;
-
-    public void Complete(Envelope reply) => _reply.TrySetResult(reply);
-
-    public void Fail(Exception error) => _reply.TrySetException(error);
-}

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using DaemonEye.Networking;
 using DaemonEye.Protocol;
 
@@ -44,7 +45,8 @@ internal sealed class FrameReader(int maxFrameSize)
         return true;
     }
 
-    /// <summary>Receives more bytes; false at end of stream.</summary>
+    /// <summary>Receives more bytes; false at end of stream. Pooled, so that a read that waits allocates nothing.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<bool> FillAsync(ReactorSocket socket, CancellationToken cancellationToken)
     {
         if (_start == _end)

@@ -1,17 +1,22 @@
 using System.Buffers.Binary;
 
-namespace DaemonEye.Client.Internal;
+namespace DaemonEye.Protocol.Wire;
 
 /// <summary>
-/// The few protobuf wire-format primitives the hot paths need (varints, tags, length-delimited
-/// fields). Everything else goes through the generated types in DaemonEye.Protocol.V1.
+/// The protobuf wire-format primitives the hot paths of both ends need (varints, tags,
+/// length-delimited fields, skipping). The two hot messages (<see cref="PublishFrame"/>,
+/// <see cref="DeliverFrame"/>) are encoded and decoded with these; everything else goes through
+/// the generated types in <c>DaemonEye.Protocol.V1</c>.
 /// </summary>
-internal static class WireFormat
+public static class ProtoWire
 {
     public const int WireVarint = 0;
     public const int WireFixed64 = 1;
     public const int WireLengthDelimited = 2;
     public const int WireFixed32 = 5;
+
+    /// <summary>The one-byte tag of a field numbered 1 to 15.</summary>
+    public static byte Tag(int field, int wireType) => (byte)((field << 3) | wireType);
 
     public static int VarintSize(ulong value) => value switch
     {
@@ -56,13 +61,11 @@ internal static class WireFormat
         return 9;
     }
 
-    public static byte Tag(int field, int wireType) => (byte)((field << 3) | wireType);
-
-    /// <summary>Reads a varint; false when the span ends first or the varint is longer than 10 bytes.</summary>
+    /// <summary>Reads a varint; false when the span ends first or the value does not fit 64 bits.</summary>
     public static bool TryReadVarint(ReadOnlySpan<byte> span, ref int pos, out ulong value)
     {
         value = 0;
-        for (var shift = 0; shift < 70; shift += 7)
+        for (var shift = 0; shift < 64; shift += 7)
         {
             if ((uint)pos >= (uint)span.Length)
             {
@@ -73,11 +76,26 @@ internal static class WireFormat
             value |= (ulong)(b & 0x7F) << shift;
             if (b < 0x80)
             {
-                return true;
+                return shift < 63 || b <= 1;
             }
         }
 
         return false;
+    }
+
+    /// <summary>Reads a tag; false when malformed or the field number is 0.</summary>
+    public static bool TryReadTag(ReadOnlySpan<byte> span, ref int pos, out int field, out int wireType)
+    {
+        field = 0;
+        wireType = 0;
+        if (!TryReadVarint(span, ref pos, out var tag) || tag > uint.MaxValue)
+        {
+            return false;
+        }
+
+        field = (int)(tag >> 3);
+        wireType = (int)(tag & 7);
+        return field > 0;
     }
 
     /// <summary>Reads a length prefix and returns the field's bytes' start; false when out of bounds.</summary>
@@ -96,7 +114,7 @@ internal static class WireFormat
         return true;
     }
 
-    /// <summary>Skips one field of the given wire type; false when malformed.</summary>
+    /// <summary>Skips one field of the given wire type; false when malformed (groups are not used by this protocol).</summary>
     public static bool TrySkip(ReadOnlySpan<byte> span, ref int pos, int wireType)
     {
         switch (wireType)
@@ -104,13 +122,23 @@ internal static class WireFormat
             case WireVarint:
                 return TryReadVarint(span, ref pos, out _);
             case WireFixed64:
+                if (span.Length - pos < 8)
+                {
+                    return false;
+                }
+
                 pos += 8;
-                return pos <= span.Length;
+                return true;
             case WireLengthDelimited:
                 return TryReadLength(span, ref pos, out _, out _);
             case WireFixed32:
+                if (span.Length - pos < 4)
+                {
+                    return false;
+                }
+
                 pos += 4;
-                return pos <= span.Length;
+                return true;
             default:
                 return false;
         }
