@@ -1,3 +1,4 @@
+using DaemonEye.Protocol.Wire;
 using System.Buffers;
 using System.Net.Sockets;
 using DaemonEye.Gateway.Security;
@@ -55,7 +56,7 @@ internal sealed partial class BusConnection
                 var frames = t_deliveries ??= new ArrayBufferWriter<byte>(64 * 1024);
                 for (var i = 0; i < count; i++)
                 {
-                    Wire.WriteDeliverFrame(frames, ids, firstSequence + (ulong)i, batch.Message(i).Span);
+                    DeliverFrame.Write(frames, ids, firstSequence + (ulong)i, batch.Message(i).Span);
                 }
 
                 SendLocked(frames.WrittenMemory, stable: false);
@@ -340,7 +341,7 @@ internal sealed partial class BusConnection
         var batch = item.Batch!;
         for (var i = 0; i < item.Count; i++)
         {
-            Wire.WriteDeliverFrame(_output, item.Ids, item.FirstSequence + (ulong)i, batch.Message(i).Span);
+            DeliverFrame.Write(_output, item.Ids, item.FirstSequence + (ulong)i, batch.Message(i).Span);
         }
 
         _stats.AddDelivered(item.Count);

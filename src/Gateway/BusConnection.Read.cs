@@ -1,3 +1,4 @@
+using DaemonEye.Protocol.Wire;
 using System.Buffers;
 using DaemonEye.Gateway.Security;
 using DaemonEye.Protocol;
@@ -111,12 +112,12 @@ internal sealed partial class BusConnection
         {
             if (_welcomed)
             {
-                switch (Wire.ScanPublish(span, out var requestId, out var publish, out var topic))
+                switch (PublishFrame.Scan(span, out var requestId, out var publish, out var topic))
                 {
-                    case ScanResult.Publish:
+                    case PublishScan.Publish:
                         Accept(span[topic], span[publish], requestId);
                         return null;
-                    case ScanResult.Malformed:
+                    case PublishScan.Malformed:
                         fatal = true;
                         Fatal(ErrorCode.MalformedFrame, $"a frame of {span.Length} bytes is not a valid Envelope (protobuf wire-format error)");
                         return null;

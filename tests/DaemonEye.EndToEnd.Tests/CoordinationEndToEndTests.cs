@@ -27,6 +27,8 @@ public sealed class CoordinationEndToEndTests
         {
             ["DAEMONEYE_PROCESS_MANAGER__RESTART_BACKOFF_SECONDS"] = "0.1",
             ["DAEMONEYE_COORDINATION__RULES__INTERVAL_SECONDS"] = "0",
+            // Each task a test runs at once holds its own IPC connection (100 at once, below).
+            ["DAEMONEYE_IPC__MAX_CONNECTIONS"] = "200",
         };
         for (var i = 0; i < collectors.Length; i++)
         {

@@ -154,7 +154,7 @@ public sealed class IpcOptions
 
     /// <summary>Most IPC connections open at once; one more is refused (RESOURCE_EXHAUSTED).</summary>
     [ConfigurationKeyName("max_connections")]
-    public int MaxConnections { get; set; } = 64;
+    public int MaxConnections { get; set; } = 128;
 
     /// <summary>
     /// How long an IPC connection has to complete its next request after it was accepted or its last

@@ -1,10 +1,11 @@
+using DaemonEye.Protocol.Wire;
 using DaemonEye.Protocol;
 
 namespace DaemonEye.Gateway.Security;
 
 /// <summary>
 /// Checks the correlation ids of an encoded Publish (already scanned as well-formed by
-/// <see cref="Wire.ScanPublish"/>) against <see cref="CorrelationRules"/>, on the bytes: no parse,
+/// <see cref="PublishFrame.Scan"/>) against <see cref="CorrelationRules"/>, on the bytes: no parse,
 /// no allocation. Returns which field is wrong, or 0.
 /// </summary>
 internal static class PublishCorrelation
@@ -17,7 +18,7 @@ internal static class PublishCorrelation
         var pos = 0;
         while (pos < publish.Length)
         {
-            if (!Wire.TryReadVarint(publish, ref pos, out var tag))
+            if (!ProtoWire.TryReadVarint(publish, ref pos, out var tag))
             {
                 return 0; // Not ours to judge: the scanner has accepted the frame.
             }
@@ -42,7 +43,7 @@ internal static class PublishCorrelation
         var pos = 0;
         while (pos < body.Length)
         {
-            if (!Wire.TryReadVarint(body, ref pos, out var tag))
+            if (!ProtoWire.TryReadVarint(body, ref pos, out var tag))
             {
                 return 0;
             }
@@ -82,7 +83,7 @@ internal static class PublishCorrelation
     private static bool TryLength(ReadOnlySpan<byte> s, ref int pos, out int length)
     {
         length = 0;
-        if (!Wire.TryReadVarint(s, ref pos, out var v) || v > (ulong)(s.Length - pos))
+        if (!ProtoWire.TryReadVarint(s, ref pos, out var v) || v > (ulong)(s.Length - pos))
         {
             return false;
         }
@@ -96,7 +97,7 @@ internal static class PublishCorrelation
         switch (wireType)
         {
             case 0:
-                return Wire.TryReadVarint(s, ref pos, out _);
+                return ProtoWire.TryReadVarint(s, ref pos, out _);
             case 1:
                 pos += 8;
                 return pos <= s.Length;
