@@ -447,7 +447,7 @@ public sealed class ConnectionLimitsEndToEndTests
 
             var text = await output + await error;
             Assert.True(agent.ExitCode == 2, text);
-            Assert.Contains("broker.max_connections (256) + broker.reserved_collector_connections (16) + ipc.max_connections (64) + 512 descriptors of headroom", text);
+            Assert.Contains("broker.max_connections (256) + broker.reserved_collector_connections (16) + ipc.max_connections (128) + 512 descriptors of headroom", text);
             Assert.Contains("more than the agent's open-file limit RLIMIT_NOFILE (700); raise the limit (LimitNOFILE=", text);
         }
         finally
