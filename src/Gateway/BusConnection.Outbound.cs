@@ -72,10 +72,10 @@ internal sealed partial class BusConnection
                 return count;
             }
 
-            var accepted = Reserve(batch, count);
+            var accepted = Reserve(batch, count, out var bytes);
             if (accepted > 0)
             {
-                _outbound.Writer.TryWrite(Outbound.Delivery(batch.Stable(), ids, firstSequence, accepted, DeliveryBytes(batch, accepted)));
+                _outbound.Writer.TryWrite(Outbound.Delivery(batch.Stable(), ids, firstSequence, accepted, bytes));
             }
 
             if (accepted < count)
@@ -134,9 +134,10 @@ internal sealed partial class BusConnection
     // Length prefix, envelope and Deliver tags and lengths, one id, a sequence: an upper bound for the common case.
     private const int DeliveryOverhead = 32;
 
-    /// <summary>How many of the batch's messages fit in the outbound buffer (messages and bytes); reserves them.</summary>
-    private int Reserve(PublishBatch batch, int wanted)
+    /// <summary>How many of the batch's messages fit in the outbound buffer (messages and bytes); reserves them and their <paramref name="bytes"/>.</summary>
+    private int Reserve(PublishBatch batch, int wanted, out int bytes)
     {
+        bytes = 0;
         var free = _capacity - Volatile.Read(ref _queued);
         var take = Math.Min(free, wanted);
         var room = _maxOutboundBytes - Interlocked.Read(ref _queuedBytes);
@@ -150,8 +151,28 @@ internal sealed partial class BusConnection
             return 0;
         }
 
-        Interlocked.Add(ref _queued, take);
+        bytes = DeliveryBytes(batch, take);
+        RaisePeak(ref _peakQueued, Interlocked.Add(ref _queued, take));
+        RaisePeak(ref _peakQueuedBytes, Interlocked.Add(ref _queuedBytes, bytes));
         return take;
+    }
+
+    private static void RaisePeak(ref int peak, int now)
+    {
+        var seen = Volatile.Read(ref peak);
+        while (now > seen && Interlocked.CompareExchange(ref peak, now, seen) is var was && was != seen)
+        {
+            seen = was;
+        }
+    }
+
+    private static void RaisePeak(ref long peak, long now)
+    {
+        var seen = Interlocked.Read(ref peak);
+        while (now > seen && Interlocked.CompareExchange(ref peak, now, seen) is var was && was != seen)
+        {
+            seen = was;
+        }
     }
 
     /// <summary>
@@ -179,7 +200,7 @@ internal sealed partial class BusConnection
         if (sent > 0)
         {
             // Part of a frame went: its rest goes before anything else the writer writes; the marker wakes it.
-            Interlocked.Add(ref _queuedBytes, rest.Length);
+            RaisePeak(ref _peakQueuedBytes, Interlocked.Add(ref _queuedBytes, rest.Length));
             _unsent = rest;
             _outbound.Writer.TryWrite(Outbound.Control(ReadOnlyMemory<byte>.Empty));
         }
@@ -196,12 +217,15 @@ internal sealed partial class BusConnection
     /// </summary>
     private void QueueControl(ReadOnlyMemory<byte> frame)
     {
-        if (Interlocked.Add(ref _queuedBytes, frame.Length) > _maxOutboundBytes)
+        var queued = Interlocked.Add(ref _queuedBytes, frame.Length);
+        if (queued > _maxOutboundBytes)
         {
             Interlocked.Add(ref _queuedBytes, -frame.Length);
             CutSlowReader(frame.Length);
             return;
         }
+
+        RaisePeak(ref _peakQueuedBytes, queued);
 
         _outbound.Writer.TryWrite(Outbound.Control(frame));
     }

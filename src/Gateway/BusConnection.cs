@@ -51,6 +51,8 @@ internal sealed partial class BusConnection : IRpcPeer
     private int _queued;
     private long _queuedBytes; // everything queued for the writer, and any rest a direct send left (broker.max_outbound_bytes)
     private readonly long _maxOutboundBytes;
+    private int _peakQueued; // the most messages and bytes ever queued at once: the headroom actually used
+    private long _peakQueuedBytes;
     private int _slowReaderCut;
     private long _dropsPending;
     private long _dropsTotal;
@@ -106,6 +108,18 @@ internal sealed partial class BusConnection : IRpcPeer
 
     /// <summary>The outbound buffer's size in messages (broker.message_buffer_size).</summary>
     public int BufferCapacity => _capacity;
+
+    /// <summary>Bytes waiting for the client now: queued frames and deliveries, and any rest a direct send left.</summary>
+    public long QueuedBytes => Math.Max(0, Interlocked.Read(ref _queuedBytes));
+
+    /// <summary>The outbound buffer's size in bytes (broker.max_outbound_bytes).</summary>
+    public long BufferBytesCapacity => _maxOutboundBytes;
+
+    /// <summary>The most messages that ever waited at once for this client.</summary>
+    public int PeakQueued => Volatile.Read(ref _peakQueued);
+
+    /// <summary>The most bytes that ever waited at once for this client.</summary>
+    public long PeakQueuedBytes => Interlocked.Read(ref _peakQueuedBytes);
 
     /// <summary>Subscriptions this connection holds now (read from other threads: a moment's view).</summary>
     public int SubscriptionCount => _subscriptions.Count;

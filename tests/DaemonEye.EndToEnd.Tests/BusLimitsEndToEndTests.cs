@@ -70,6 +70,51 @@ public sealed class BusLimitsEndToEndTests
     }
 
     [Fact]
+    public async Task Deliveries_to_a_subscriber_that_does_not_read_are_bounded_in_bytes_and_the_rest_counted()
+    {
+        // 2,000 messages of 8 KB (16 MB) for a subscriber that reads nothing until the end. The
+        // message budget (10,000) would take them all; the byte budget (64 KiB) takes a handful
+        // beyond what the kernel's socket buffer holds, and the rest are dropped and counted.
+        const int Published = 2000;
+        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["DAEMONEYE_BROKER__MAX_FRAME_SIZE"] = "16384",
+            ["DAEMONEYE_BROKER__MAX_OUTBOUND_BYTES"] = "65536",
+        });
+        await using var stalled = await RawBus.ConnectAsync(agent.SocketPath, "stalled", Role.Client);
+        Assert.Equal(Envelope.BodyOneofCase.SubscribeAck, (await stalled.SubscribeAsync("events.bytes.#")).BodyCase);
+        await using var publisher = await RawBus.ConnectAsync(agent.SocketPath, "publisher", Role.Client);
+
+        var frame = Framing.ToFrame(new Envelope { Publish = new Publish { Topic = "events.bytes.big", Payload = Google.Protobuf.ByteString.CopyFrom(new byte[8000]) } });
+        var burst = new byte[frame.Length * 100];
+        for (var i = 0; i < 100; i++)
+        {
+            frame.CopyTo(burst, i * frame.Length);
+        }
+
+        for (var i = 0; i < Published / 100; i++)
+        {
+            await publisher.SendRawAsync(burst);
+        }
+
+        Assert.Empty(await publisher.SettleAsync()); // every publish routed, none refused
+
+        // health shows the bytes waiting and the peak, within the budget.
+        var buffers = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { Health = new HealthRequest() })).Health.Checks.Single(c => c.Name == "buffers").Detail;
+        var peak = System.Text.RegularExpressions.Regex.Match(buffers, @"peaks \d+ messages \(c\d+\), (\d+) bytes");
+        Assert.True(peak.Success, buffers);
+        Assert.InRange(long.Parse(peak.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), 8000, 65536);
+
+        // Now it reads: what was sent or queued, then a Dropped notice for the rest; nothing unaccounted.
+        var frames = await stalled.SettleAsync();
+        var delivered = frames.Count(f => f.BodyCase == Envelope.BodyOneofCase.Deliver);
+        var dropped = frames.Where(f => f.BodyCase == Envelope.BodyOneofCase.Dropped).Sum(f => (long)f.Dropped.Count);
+        Assert.Equal(Published, delivered + dropped);
+        Assert.True(delivered < 200, $"{delivered} messages of 8 KB reached a subscriber whose budget is 64 KiB plus its socket buffer");
+        Assert.Contains($"{dropped} dropped", (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { Health = new HealthRequest() })).Health.Checks.Single(c => c.Name == "buffers").Detail);
+    }
+
+    [Fact]
     public async Task Topics_are_capped_per_connection_and_overall_refusals_counted_and_idle_topics_released()
     {
         await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>

@@ -181,7 +181,7 @@ public sealed class MetricsEndToEndTests
         var (code, lines, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "health");
         Assert.True(code == 1, $"health exited {code}\n{string.Join('\n', lines)}\n{stderr}");
         var buffers = Assert.Single(lines, l => l.StartsWith("buffers ", StringComparison.Ordinal));
-        var fill = System.Text.RegularExpressions.Regex.Match(buffers, @"^buffers\s+degraded\s+fullest c\d+ \(stalled\) (\d+)/100 \([\d.]+ %\), at or above health\.buffer_degraded_percent \(10 %\); 0 dropped, 0 client\(s\) cut off for not reading \(broker\.max_outbound_bytes\) since start$");
+        var fill = System.Text.RegularExpressions.Regex.Match(buffers, @"^buffers\s+degraded\s+fullest c\d+ \(stalled\) (\d+)/100 messages, \d+/67108864 bytes \([\d.]+ %\); peaks \d+ messages \(c\d+\), \d+ bytes \(c\d+\), at or above health\.buffer_degraded_percent \(10 %\); 0 dropped, 0 client\(s\) cut off for not reading \(broker\.max_outbound_bytes\) since start$");
         Assert.True(fill.Success, buffers);
         Assert.InRange(int.Parse(fill.Groups[1].Value, CultureInfo.InvariantCulture), DegradedPercent, Capacity - 1);
         Assert.Equal("overall: degraded", lines[^1]);

@@ -206,12 +206,17 @@ internal sealed class AgentHealth : IDisposable
 
     private HealthCheckResult Buffers()
     {
+        // Each connection's outbound buffer has two sizes: messages (broker.message_buffer_size) and
+        // bytes (broker.max_outbound_bytes). Its fill is the larger share; the peaks are the headroom
+        // actually used since the connection opened.
         BusConnection? fullest = null;
+        BusConnection? peakMessages = null;
+        BusConnection? peakBytes = null;
         var full = new List<string>();
         double max = 0;
         foreach (var c in _connections.Connections)
         {
-            var utilization = (double)c.Queued / c.BufferCapacity;
+            var utilization = Math.Max((double)c.Queued / c.BufferCapacity, (double)c.QueuedBytes / c.BufferBytesCapacity);
             if (c.Queued >= c.BufferCapacity)
             {
                 full.Add($"c{c.Id} ({c.ClientId})");
@@ -221,6 +226,16 @@ internal sealed class AgentHealth : IDisposable
             {
                 fullest = c;
                 max = utilization;
+            }
+
+            if (peakMessages is null || c.PeakQueued > peakMessages.PeakQueued)
+            {
+                peakMessages = c;
+            }
+
+            if (peakBytes is null || c.PeakQueuedBytes > peakBytes.PeakQueuedBytes)
+            {
+                peakBytes = c;
             }
         }
 
@@ -235,7 +250,9 @@ internal sealed class AgentHealth : IDisposable
         var percent = max * 100;
         var summary = fullest is null
             ? "no connections"
-            : string.Create(CultureInfo.InvariantCulture, $"fullest c{fullest.Id} ({fullest.ClientId}) {fullest.Queued}/{fullest.BufferCapacity} ({percent:0.#} %)");
+            : string.Create(CultureInfo.InvariantCulture,
+                $"fullest c{fullest.Id} ({fullest.ClientId}) {fullest.Queued}/{fullest.BufferCapacity} messages, {fullest.QueuedBytes}/{fullest.BufferBytesCapacity} bytes ({percent:0.#} %); " +
+                $"peaks {peakMessages!.PeakQueued} messages (c{peakMessages.Id}), {peakBytes!.PeakQueuedBytes} bytes (c{peakBytes.Id})");
         return percent >= _options.BufferDegradedPercent
             ? Check("buffers", HealthStatus.Degraded, $"{summary}, at or above health.buffer_degraded_percent ({_options.BufferDegradedPercent} %); {since}")
             : Check("buffers", HealthStatus.Healthy, $"{summary}; {since}");

@@ -50,7 +50,9 @@ public sealed class BusMetrics
         _meter.CreateObservableUpDownCounter(MetricNames.BufferQueued, () => Sum(connections, c => c.Queued), "{message}",
             "Messages waiting in subscribers' outbound buffers now, over all connections");
         _meter.CreateObservableGauge(MetricNames.BufferUtilization, () => MaxUtilization(connections), "1",
-            "The fullest outbound buffer now: queued / broker.message_buffer_size, 0 to 1");
+            "The fullest outbound buffer now, 0 to 1: the larger of queued messages / broker.message_buffer_size and queued bytes / broker.max_outbound_bytes");
+        _meter.CreateObservableUpDownCounter(MetricNames.BufferQueuedBytes, () => SumBytes(connections), "By",
+            "Bytes waiting in clients' outbound buffers now, over all connections");
         _meter.CreateObservableUpDownCounter(MetricNames.BuffersFull, () => Sum(connections, c => c.Queued >= c.BufferCapacity ? 1 : 0), "{connection}",
             "Connections whose outbound buffer is full now (their next messages are dropped)");
     }
@@ -115,12 +117,24 @@ public sealed class BusMetrics
         return sum;
     }
 
+    private static long SumBytes(ConnectionDirectory connections)
+    {
+        long sum = 0;
+        foreach (var c in connections.Connections)
+        {
+            sum += c.QueuedBytes;
+        }
+
+        return sum;
+    }
+
     private static double MaxUtilization(ConnectionDirectory connections)
     {
         double max = 0;
         foreach (var c in connections.Connections)
         {
-            max = Math.Max(max, Math.Min(1.0, (double)c.Queued / c.BufferCapacity));
+            var fill = Math.Max((double)c.Queued / c.BufferCapacity, (double)c.QueuedBytes / c.BufferBytesCapacity);
+            max = Math.Max(max, Math.Min(1.0, fill));
         }
 
         return max;

@@ -23,6 +23,7 @@ public static class MetricNames
     public const string Subscriptions = "daemoneye.bus.subscriptions";
     public const string Subscribers = "daemoneye.bus.subscribers";
     public const string BufferQueued = "daemoneye.bus.buffer.queued";
+    public const string BufferQueuedBytes = "daemoneye.bus.buffer.queued_bytes";
     public const string BufferUtilization = "daemoneye.bus.buffer.utilization";
     public const string BuffersFull = "daemoneye.bus.buffer.full";
 
