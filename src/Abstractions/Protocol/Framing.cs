@@ -65,6 +65,38 @@ public static class Framing
         return FrameStatus.Complete;
     }
 
+    /// <summary>
+    /// The same cut for a contiguous buffer (a client's receive buffer): on
+    /// <see cref="FrameStatus.Complete"/> the envelope is the <paramref name="length"/> bytes after
+    /// the <see cref="HeaderSize"/>-byte prefix; on <see cref="FrameStatus.TooLarge"/>,
+    /// <paramref name="length"/> is 0 and <paramref name="declaredLength"/> the prefix's value.
+    /// </summary>
+    public static FrameStatus TryReadFrame(ReadOnlySpan<byte> buffer, int maxFrameSize, out int length, out long declaredLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxFrameSize);
+        length = 0;
+        declaredLength = 0;
+        if (buffer.Length < HeaderSize)
+        {
+            return FrameStatus.Incomplete;
+        }
+
+        var declared = BinaryPrimitives.ReadUInt32BigEndian(buffer);
+        declaredLength = declared;
+        if (declared > (uint)maxFrameSize)
+        {
+            return FrameStatus.TooLarge;
+        }
+
+        if (buffer.Length - HeaderSize < declared)
+        {
+            return FrameStatus.Incomplete;
+        }
+
+        length = (int)declared;
+        return FrameStatus.Complete;
+    }
+
     /// <summary>Writes one frame holding <paramref name="envelope"/>.</summary>
     public static void Write(IBufferWriter<byte> writer, IMessage envelope)
     {

@@ -17,32 +17,21 @@ internal sealed class FrameReader(int maxFrameSize)
 
     public byte[] Buffer => _buffer;
 
-    /// <summary>Takes the next whole frame, if buffered. Throws when its length prefix exceeds the maximum.</summary>
+    /// <summary>Takes the next whole frame, if buffered (cut by <see cref="Framing"/>, as the agent cuts). Throws when its length prefix exceeds the maximum.</summary>
     public bool TryTake(out int offset, out int length)
     {
         offset = 0;
-        length = 0;
-        var available = _end - _start;
-        if (available < Framing.HeaderSize)
+        switch (Framing.TryReadFrame(_buffer.AsSpan(_start, _end - _start), maxFrameSize, out length, out var declared))
         {
-            return false;
+            case FrameStatus.Complete:
+                offset = _start + Framing.HeaderSize;
+                _start = offset + length;
+                return true;
+            case FrameStatus.TooLarge:
+                throw new InvalidDataException($"the agent sent a frame of {declared} bytes; this client accepts at most {maxFrameSize}");
+            default:
+                return false;
         }
-
-        var declared = BinaryPrimitives.ReadUInt32BigEndian(_buffer.AsSpan(_start));
-        if (declared > (uint)maxFrameSize)
-        {
-            throw new InvalidDataException($"the agent sent a frame of {declared} bytes; this client accepts at most {maxFrameSize}");
-        }
-
-        if (available - Framing.HeaderSize < declared)
-        {
-            return false;
-        }
-
-        offset = _start + Framing.HeaderSize;
-        length = (int)declared;
-        _start = offset + length;
-        return true;
     }
 
     /// <summary>Receives more bytes; false at end of stream. Pooled, so that a read that waits allocates nothing.</summary>

@@ -187,6 +187,27 @@ public sealed class FramingTests
     }
 
     [Fact]
+    public void The_span_cut_agrees_with_the_sequence_cut_on_every_prefix()
+    {
+        // Two frames, then a header declaring more than the maximum: every prefix of that stream
+        // gets the same status, length and declared length from both overloads.
+        var stream = Framing.ToFrame(Sample(10)).Concat(Framing.ToFrame(Sample(0))).Concat(new byte[] { 0, 0x10, 0, 1 }).ToArray();
+        for (var start = 0; start < stream.Length; start++)
+        {
+            for (var end = start; end <= stream.Length; end++)
+            {
+                var sequence = new ReadOnlySequence<byte>(stream, start, end - start);
+                var bySequence = Framing.TryReadFrame(ref sequence, 1024, out var frame, out var declaredBySequence);
+                var bySpan = Framing.TryReadFrame(stream.AsSpan(start, end - start), 1024, out var length, out var declaredBySpan);
+
+                Assert.Equal(bySequence, bySpan);
+                Assert.Equal(declaredBySequence, declaredBySpan);
+                Assert.Equal(bySequence == FrameStatus.Complete ? frame.Length : 0, length);
+            }
+        }
+    }
+
+    [Fact]
     public void Write_and_ToFrame_produce_the_same_bytes_and_round_trip()
     {
         var envelope = Sample(1000);
