@@ -34,9 +34,18 @@ internal sealed partial class BusConnection
             return;
         }
 
-        if (PublishCorrelation.FindInvalidField(publish) is var bad and not 0)
+        if (PublishCorrelation.FindInvalidField(publish, out var correlationId) is var bad and not 0)
         {
             RefuseCorrelation(requestId, $"publish to '{entry.Topic}' refused: {PublishCorrelation.FieldName(bad)} is not a valid correlation id");
+            return;
+        }
+
+        if (!correlationId.IsEmpty && _recentIds is { } recent && !recent.TryAdd(correlationId))
+        {
+            // Valid ids are 1-128 printable ASCII characters: safe to quote.
+            _stats.AddLimitRefusal(Limit.CorrelationWindow);
+            TryEnqueueError(requestId, ErrorCode.InvalidMessage,
+                $"publish to '{entry.Topic}' refused: correlation.correlation_id '{System.Text.Encoding.ASCII.GetString(correlationId)}' repeats one of this connection's last {recent.Capacity} publishes (broker.correlation_window); give each message its own id, or none");
             return;
         }
 

@@ -51,6 +51,7 @@ internal sealed partial class BusConnection : IRpcPeer
     private int _queued;
     private long _queuedBytes; // everything queued for the writer, and any rest a direct send left (broker.max_outbound_bytes)
     private readonly long _maxOutboundBytes;
+    private readonly RecentCorrelationIds? _recentIds; // broker.correlation_window; null when 0
     private int _peakQueued; // the most messages and bytes ever queued at once: the headroom actually used
     private long _peakQueuedBytes;
     private int _slowReaderCut;
@@ -86,6 +87,7 @@ internal sealed partial class BusConnection : IRpcPeer
         _logger = logger;
         _capacity = options.MessageBufferSize;
         _maxOutboundBytes = options.MaxOutboundBytes;
+        _recentIds = options.CorrelationWindow > 0 ? new RecentCorrelationIds(options.CorrelationWindow) : null;
         _maxFrameSize = options.MaxFrameSize;
         _publishes = new PublishAccumulator(grains, routes, options.MaxTopicsPerConnection, options.MaxTopics, metrics);
         System.Diagnostics.Debug.Assert(_outbound.Reader.CanPeek, "the direct send path asks the queue whether it is empty");

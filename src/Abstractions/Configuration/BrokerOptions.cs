@@ -89,6 +89,13 @@ public sealed class BrokerOptions
     [ConfigurationKeyName("max_topics_per_connection")]
     public int MaxTopicsPerConnection { get; set; } = 1_000;
 
+    /// <summary>
+    /// How many of a connection's latest publish correlation ids the agent remembers to refuse a
+    /// repeat (the product document: "Correlation IDs validated for uniqueness"); 0 turns the check off.
+    /// </summary>
+    [ConfigurationKeyName("correlation_window")]
+    public int CorrelationWindow { get; set; } = 4096;
+
     /// <summary>A topic nobody has published on for this long releases its state (its sequence is remembered).</summary>
     [ConfigurationKeyName("topic_idle_seconds")]
     public int TopicIdleSeconds { get; set; } = 60;
@@ -180,6 +187,11 @@ public sealed class BrokerOptions
         if (MaxTopicsPerConnection < 1 || MaxTopicsPerConnection > MaxTopics)
         {
             yield return $"broker.max_topics_per_connection is {MaxTopicsPerConnection}; allowed: 1 to broker.max_topics ({MaxTopics})";
+        }
+
+        if (CorrelationWindow is < 0 or > 1_000_000)
+        {
+            yield return $"broker.correlation_window is {CorrelationWindow}; allowed: 0 (no uniqueness check) to 1000000";
         }
 
         if (TopicIdleSeconds is < 1 or > 86_400)

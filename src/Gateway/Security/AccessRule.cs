@@ -111,6 +111,9 @@ public enum Limit
 
     /// <summary>A connection (either socket) refused to keep <c>UnixSocketServer.DescriptorReserve</c> descriptors free under RLIMIT_NOFILE.</summary>
     DescriptorReserve,
+
+    /// <summary><c>broker.correlation_window</c>: a publish repeating a recent correlation id of its connection.</summary>
+    CorrelationWindow,
 }
 
 /// <summary>Names of <see cref="Limit"/>: the configuration key, <c>correlation_id</c>, or <c>accept_failed.bus|ipc</c>.</summary>
@@ -138,6 +141,7 @@ public static class Limits
         Limit.IpcIdleTimeout => "ipc.idle_timeout_seconds",
         Limit.BusAcceptFailed => "accept_failed.bus",
         Limit.IpcAcceptFailed => "accept_failed.ipc",
+        Limit.CorrelationWindow => "broker.correlation_window",
         Limit.DescriptorReserve => "rlimit_nofile",
         _ => limit.ToString(),
     };

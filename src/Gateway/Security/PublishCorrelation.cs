@@ -12,9 +12,13 @@ internal static class PublishCorrelation
 {
     private const int WireLen = 2;
 
-    /// <summary>0 when every correlation id is absent or valid; otherwise the CorrelationMetadata field number (1 id, 2 parent, 3 root) that is not.</summary>
-    public static int FindInvalidField(ReadOnlySpan<byte> publish)
+    /// <summary>
+    /// 0 when every correlation id is absent or valid; otherwise the CorrelationMetadata field number
+    /// (1 id, 2 parent, 3 root) that is not. <paramref name="correlationId"/>: the publish's own id, or empty.
+    /// </summary>
+    public static int FindInvalidField(ReadOnlySpan<byte> publish, out ReadOnlySpan<byte> correlationId)
     {
+        correlationId = default;
         var pos = 0;
         while (pos < publish.Length)
         {
@@ -26,7 +30,7 @@ internal static class PublishCorrelation
             var wireType = (int)(tag & 7);
             if ((tag >> 3) == 3 && wireType == WireLen)
             {
-                return TryLength(publish, ref pos, out var length) ? CheckCorrelation(publish.Slice(pos, length)) : 0;
+                return TryLength(publish, ref pos, out var length) ? CheckCorrelation(publish.Slice(pos, length), out correlationId) : 0;
             }
 
             if (!Skip(publish, ref pos, wireType))
@@ -38,8 +42,9 @@ internal static class PublishCorrelation
         return 0;
     }
 
-    private static int CheckCorrelation(ReadOnlySpan<byte> body)
+    private static int CheckCorrelation(ReadOnlySpan<byte> body, out ReadOnlySpan<byte> correlationId)
     {
+        correlationId = default;
         var pos = 0;
         while (pos < body.Length)
         {
@@ -57,9 +62,15 @@ internal static class PublishCorrelation
                     return 0;
                 }
 
-                if (!CorrelationRules.IsValidOrEmpty(body.Slice(pos, length)))
+                var value = body.Slice(pos, length);
+                if (!CorrelationRules.IsValidOrEmpty(value))
                 {
                     return field;
+                }
+
+                if (field == 1)
+                {
+                    correlationId = value;
                 }
 
                 pos += length;
