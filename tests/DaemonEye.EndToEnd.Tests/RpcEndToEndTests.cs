@@ -54,7 +54,7 @@ public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<Rp
     public async Task HealthCheck_round_trip_carries_child_correlation_and_events_from_a_handler_share_the_root()
     {
         await using var caller = await BusClient.ConnectAsync(Options("caller-health"));
-        var parent = new CorrelationMetadata { CorrelationId = "op-7", RootCorrelationId = "scan-1", SequenceNumber = 4 };
+        var parent = new CorrelationMetadata { CorrelationId = "op-7", RootCorrelationId = "scan-1", SequenceNumber = 4, WorkflowStage = "triage", Tags = { ["case"] = "ir-42" } };
 
         var response = await caller.CallAsync("fast", RpcOperation.HealthCheck, parent: parent).WaitAsync(Patience);
 
@@ -86,6 +86,8 @@ public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<Rp
         var published = await events.Reader.ReadAsync().AsTask().WaitAsync(Patience);
         Assert.Equal(updated.Correlation.CorrelationId, published.Correlation.ParentCorrelationId);
         Assert.Equal("scan-1", published.Correlation.RootCorrelationId);
+        Assert.Equal("triage", published.Correlation.WorkflowStage);
+        Assert.Equal("ir-42", published.Correlation.Tags["case"]); // the caller's tags reach the handler's events
         Assert.Equal("debug", UpdateConfigRequest.Parser.ParseFrom(published.Payload.Span).Settings["level"]);
 
         // Operations the collector does not serve.

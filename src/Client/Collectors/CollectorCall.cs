@@ -66,8 +66,9 @@ public interface ICollectorContext
     /// <summary>The correlation of the RPC being served on this async flow, if any.</summary>
     CorrelationMetadata? CurrentCall { get; }
 
-    /// <summary>Publishes an event. Inside an RPC handler, the event's parent is the call and its
-    /// root is the call's root; elsewhere it starts its own chain.</summary>
+    /// <summary>Publishes an event. Inside an RPC handler, the event's parent is the call, its
+    /// root is the call's root, and it carries the call's workflow stage and tags; elsewhere it
+    /// starts its own chain.</summary>
     ValueTask PublishAsync(string topic, ReadOnlyMemory<byte> payload, string? contentType = null, CancellationToken cancellationToken = default);
 
     /// <summary>Publishes a protobuf message with content type

@@ -153,6 +153,7 @@ internal sealed partial class CollectorHost(
             ParentCorrelationId = call?.CorrelationId,
             RootCorrelationId = call is null ? null : string.IsNullOrEmpty(call.RootCorrelationId) ? call.CorrelationId : call.RootCorrelationId,
             WorkflowStage = string.IsNullOrEmpty(call?.WorkflowStage) ? null : call.WorkflowStage,
+            Tags = call is { Tags.Count: > 0 } ? call.Tags : null,
         };
         return Client.PublishAsync(topic, payload, publish, cancellationToken);
     }
