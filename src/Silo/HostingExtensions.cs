@@ -1,11 +1,9 @@
-using System.Net;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Orleans.Configuration;
 using Serilog;
 using Serilog.Events;
 using Serilog.Formatting.Compact;
@@ -78,25 +76,6 @@ internal static partial class HostingExtensions
                 lc.WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss.fff} {Level:u3}] {SourceContext}: {Message:lj}{NewLine}{Exception}");
             }
         });
-    }
-
-    /// <summary>
-    /// One silo on 127.0.0.1 with in-memory clustering and no client gateway: nothing listens on a
-    /// non-loopback address, and no Orleans client can connect (the CLI talks protobuf to the sockets).
-    /// </summary>
-    public static ISiloBuilder UseSingleLoopbackSilo(this ISiloBuilder silo, IConfiguration configuration)
-    {
-        var port = Bind<OrleansOptions>(configuration, OrleansOptions.SectionName).ResolvePort();
-        silo.UseLocalhostClustering(siloPort: port, gatewayPort: 0, serviceId: "daemoneye-agent", clusterId: "daemoneye");
-        silo.Configure<EndpointOptions>(o =>
-        {
-            o.AdvertisedIPAddress = IPAddress.Loopback;
-            o.SiloPort = port;
-            o.SiloListeningEndpoint = new IPEndPoint(IPAddress.Loopback, port);
-            o.GatewayPort = 0;
-            o.GatewayListeningEndpoint = null;
-        });
-        return silo;
     }
 
     /// <summary>Logs the ready line once every hosted service (silo, then gateway) has started.</summary>

@@ -8,7 +8,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 
-// daemoneye-agent: the embedded event bus broker in one localhost-only Orleans silo.
+// daemoneye-agent: the embedded event bus broker in one Orleans silo that opens no socket (ClosedSilo).
 //   daemoneye-agent [--config PATH] [--dashboard]
 // Exit codes: 0 stopped cleanly, 1 failed to start or run, 2 bad command line or configuration.
 
@@ -52,7 +52,7 @@ var builder = Dashboard.CreateBuilder(configuration);
 builder.Services.AddAgentLogging(builder.Configuration);
 builder.Services.AddConfigurationWarnings(report);
 builder.UseOrleans(silo => silo
-    .UseSingleLoopbackSilo(builder.Configuration)
+    .UseClosedSingleSilo()
     .AddEventBusGrains()
     .AddDashboardIfEnabled(builder.Configuration));
 builder.Services.AddEventBusGateway(builder.Configuration);

@@ -241,6 +241,8 @@ internal static class Paths
 
     public static string TestCollectorDll => Path.Combine(RepositoryRoot, "tests", "TestCollector", "bin", Configuration, "net10.0", "test-collector.dll");
 
+    public static string SocketProbeDll => Path.Combine(RepositoryRoot, "tests", "SocketProbe", "bin", Configuration, "net10.0", "socket-probe.dll");
+
     public static string ExampleCollectorDll => Path.Combine(RepositoryRoot, "src", "Collectors", "Example", "bin", Configuration, "net10.0", "example-collector.dll");
 
     private static string FindRoot()

@@ -159,17 +159,15 @@ public sealed class ConfigurationEndToEndTests
     }
 
     [Fact]
-    public async Task Ipc_socket_path_silo_port_and_logging_level_take_effect()
+    public async Task Ipc_socket_path_and_logging_level_take_effect()
     {
         var directory = Directory.CreateTempSubdirectory("de-keys-").FullName;
         try
         {
             var ipc = Path.Combine(directory, "control.sock");
-            var port = DashboardEndToEndTests.FreePort();
             await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>
             {
                 ["DAEMONEYE_IPC__SOCKET_PATH"] = ipc,
-                ["DAEMONEYE_ORLEANS__SILO_PORT"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["DAEMONEYE_LOGGING__LEVEL"] = "warning",
             });
 
@@ -180,12 +178,6 @@ public sealed class ConfigurationEndToEndTests
             }
 
             Assert.False(File.Exists(agent.IpcSocketPath), "ipc.sock beside the bus socket exists although ipc.socket_path names another path");
-
-            // orleans.silo_port: the silo endpoint is on that port.
-            using (var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
-            {
-                await tcp.ConnectAsync(System.Net.IPAddress.Loopback, port);
-            }
 
             // logging.level warning: the information lines of start-up are gone; the ready line is kept on purpose.
             Assert.DoesNotContain("Event bus listening on", agent.Log, StringComparison.Ordinal);

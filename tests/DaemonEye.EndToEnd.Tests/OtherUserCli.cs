@@ -37,30 +37,33 @@ internal sealed class OtherUserCli : IDisposable
     private const UnixFileMode DirectoryMode = (UnixFileMode)0b111_101_101;
     private const UnixFileMode FileMode = (UnixFileMode)0b110_100_100;
 
-    private OtherUserCli(string directory)
+    private OtherUserCli(string directory, string dll)
     {
         Directory = directory;
-        Dll = Path.Combine(directory, Path.GetFileName(Paths.CliDll));
+        Dll = Path.Combine(directory, Path.GetFileName(dll));
     }
 
-    /// <summary>The staged copy of the CLI's build output.</summary>
+    /// <summary>The staged copy of the program's build output.</summary>
     public string Directory { get; }
 
-    /// <summary>daemoneye-cli.dll in <see cref="Directory"/>.</summary>
+    /// <summary>The program's dll (daemoneye-cli.dll unless staged otherwise) in <see cref="Directory"/>.</summary>
     public string Dll { get; }
 
     /// <summary>Copies the CLI's build output into a new directory every uid can read.</summary>
-    public static OtherUserCli Stage()
+    public static OtherUserCli Stage() => Stage(Paths.CliDll);
+
+    /// <summary>Copies the build output of the program <paramref name="dll"/> (e.g. the socket probe) the same way.</summary>
+    public static OtherUserCli Stage(string dll)
     {
-        var source = Path.GetDirectoryName(Paths.CliDll)!;
-        if (!File.Exists(Paths.CliDll))
+        var source = Path.GetDirectoryName(dll)!;
+        if (!File.Exists(dll))
         {
-            throw new InvalidOperationException($"no CLI build output at {Paths.CliDll}: build the solution first");
+            throw new InvalidOperationException($"no build output at {dll}: build the solution first");
         }
 
         var directory = Path.Combine(StageRoot, $"de-otheruser-{Guid.NewGuid():N}");
         System.IO.Directory.CreateDirectory(directory);
-        var stage = new OtherUserCli(directory);
+        var stage = new OtherUserCli(directory, dll);
         try
         {
             Copy(source, directory);

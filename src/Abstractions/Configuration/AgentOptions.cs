@@ -1,17 +1,14 @@
-using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.Configuration;
 
 namespace DaemonEye.Configuration;
 
-/// <summary>The <c>orleans</c> section: the single silo's endpoint (loopback only).</summary>
+/// <summary>
+/// The <c>orleans</c> section: the optional dashboard. The silo itself has no setting: it opens no
+/// socket (src/Silo/ClosedSilo.cs), so the former <c>silo_port</c> key is gone (reported as unknown).
+/// </summary>
 public sealed class OrleansOptions
 {
     public const string SectionName = "orleans";
-
-    /// <summary>Silo-to-silo port on 127.0.0.1; 0 picks a free port at start-up.</summary>
-    [ConfigurationKeyName("silo_port")]
-    public int SiloPort { get; set; }
 
     /// <summary>Serve the Orleans dashboard (development aid) on 127.0.0.1:<see cref="DashboardPort"/>. Off by default; <c>daemoneye-agent --dashboard</c> turns it on.</summary>
     [ConfigurationKeyName("dashboard")]
@@ -23,33 +20,10 @@ public sealed class OrleansOptions
 
     public IEnumerable<string> Validate()
     {
-        if (SiloPort is < 0 or > 65535)
-        {
-            yield return $"orleans.silo_port is {SiloPort}; allowed: 0 (pick a free port) or 1 to 65535";
-        }
-
         if (DashboardPort is < 1 or > 65535)
         {
             yield return $"orleans.dashboard_port is {DashboardPort}; allowed: 1 to 65535";
         }
-
-        if (Dashboard && SiloPort != 0 && DashboardPort == SiloPort)
-        {
-            yield return $"orleans.dashboard_port is {DashboardPort}, the same as orleans.silo_port; allowed: a port other than the silo's";
-        }
-    }
-
-    /// <summary>The configured port, or a free loopback port when it is 0.</summary>
-    public int ResolvePort()
-    {
-        if (SiloPort != 0)
-        {
-            return SiloPort;
-        }
-
-        using var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        return ((IPEndPoint)probe.LocalEndpoint).Port;
     }
 }
 

@@ -102,6 +102,7 @@ internal static class CollectorCommands
         collectors.Subcommands.Add(BuildAction(context, "stop", CollectorAction.Stop, "Stop a collector: Stop RPC, then SIGTERM, then SIGKILL after the configured times"));
         collectors.Subcommands.Add(BuildAction(context, "restart", CollectorAction.Restart, "Stop, then start a collector"));
         collectors.Subcommands.Add(BuildAction(context, "health", CollectorAction.Health, "Ask a collector for its health over RPC (exit 1 when unhealthy)"));
+        collectors.Subcommands.Add(DiagnosticsCommand.Build(context));
         return collectors;
     }
 
@@ -400,7 +401,7 @@ internal static class CollectorCommands
     /// <summary>Healthy, Degraded, Unhealthy, Unknown.</summary>
     private static string HealthName(CollectorHealth health) => health == CollectorHealth.Unspecified ? "Unknown" : health.ToString();
 
-    private static string Duration(TimeSpan t) => t.TotalDays >= 1
+    internal static string Duration(TimeSpan t) => t.TotalDays >= 1
         ? $"{(int)t.TotalDays}d{t.Hours:00}h{t.Minutes:00}m"
         : t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m{t.Seconds:00}s" : $"{t.Minutes}m{t.Seconds:00}s";
 

@@ -33,6 +33,7 @@ internal sealed partial class CollectorHost(
 {
     public const string HeartbeatTopicPrefix = "control.health.heartbeat.";
     public const string HeartbeatContentType = "application/x-protobuf; messageType=daemoneye.collector.v1.Heartbeat";
+    public const string DiagnosticsTopicPrefix = "control.health.diagnostics.";
 
     private static readonly AsyncLocal<CorrelationMetadata?> Current = new();
     private readonly CollectorOptions _options = options.Value;
@@ -327,10 +328,12 @@ internal sealed partial class CollectorHost(
                 var stop = call.Payload(StopRequest.Parser);
                 LogStopRequested(logger, CollectorId, call.Correlation.CorrelationId, stop.Graceful);
                 return (ByteString.Empty, true);
+            case RpcOperation.Diagnostics:
+                return (Diagnose(call).ToByteString(), false);
             case RpcOperation.UpdateConfig:
                 throw new CollectorRpcException(RpcErrorKind.InvalidOperation, $"collector '{CollectorId}' does not accept configuration updates (no UpdateConfig handler)");
             default:
-                var supported = new SortedSet<string>(handlers.ByOperation.Keys.Select(o => o.ToString())) { nameof(RpcOperation.HealthCheck), nameof(RpcOperation.GetCapabilities), nameof(RpcOperation.Stop) };
+                var supported = new SortedSet<string>(handlers.ByOperation.Keys.Select(o => o.ToString())) { nameof(RpcOperation.HealthCheck), nameof(RpcOperation.GetCapabilities), nameof(RpcOperation.Stop), nameof(RpcOperation.Diagnostics) };
                 throw new CollectorRpcException(RpcErrorKind.InvalidOperation, $"collector '{CollectorId}' does not support {call.Operation}; supported: {string.Join(", ", supported)}");
         }
     }

@@ -216,7 +216,7 @@ internal sealed partial class RpcRouter : IDisposable
         if (request.Operation == RpcOperation.Unspecified || !Enum.IsDefined(request.Operation))
         {
             Reject(caller, request, RpcErrorKind.InvalidOperation,
-                $"operation {(int)request.Operation} is not an RPC operation; allowed: Start, Stop, Restart, HealthCheck, UpdateConfig, GetCapabilities");
+                $"operation {(int)request.Operation} is not an RPC operation; allowed: Start, Stop, Restart, HealthCheck, UpdateConfig, GetCapabilities, ExecuteTask, Diagnostics");
             return;
         }
 

@@ -45,7 +45,6 @@ public sealed class ConfigurationValidatorTests
         { "ipc:socket_path", "/" + new string('i', 120), $"ipc.socket_path is '/{new string('i', 120)}'; a Unix socket path must be at most 107 bytes" },
         { "ipc:max_connections", "0", "ipc.max_connections is 0; allowed: 1 to 10000" },
         { "ipc:idle_timeout_seconds", "86401", "ipc.idle_timeout_seconds is 86401; allowed: 0 (off) or 0.01 to 86400 seconds" },
-        { "orleans:silo_port", "65536", "orleans.silo_port is 65536; allowed: 0 (pick a free port) or 1 to 65535" },
         { "orleans:dashboard_port", "0", "orleans.dashboard_port is 0; allowed: 1 to 65535" },
         { "orleans:dashboard", "sometimes", "orleans.dashboard is 'sometimes'; allowed: true or false" },
         { "logging:level", "loud", "logging.level is 'loud'; allowed: verbose, debug, information, warning, error, fatal" },
