@@ -102,6 +102,7 @@ internal static class CollectorCommands
         collectors.Subcommands.Add(BuildAction(context, "stop", CollectorAction.Stop, "Stop a collector: Stop RPC, then SIGTERM, then SIGKILL after the configured times"));
         collectors.Subcommands.Add(BuildAction(context, "restart", CollectorAction.Restart, "Stop, then start a collector"));
         collectors.Subcommands.Add(BuildAction(context, "health", CollectorAction.Health, "Ask a collector for its health over RPC (exit 1 when unhealthy)"));
+        collectors.Subcommands.Add(RpcCommand.BuildConfig(context));
         return collectors;
     }
 
@@ -286,6 +287,16 @@ internal static class CollectorCommands
 
             output.WriteLine(line.ToString().TrimEnd());
         }
+
+        // Capability negotiation, per collector: what the agent granted and what it refused, and why.
+        foreach (var c in collectors.Where(c => c.Capabilities.Count > 0 || c.RefusedCapabilities.Count > 0))
+        {
+            output.WriteLine($"{c.Id}: granted {(c.Capabilities.Count == 0 ? "nothing" : string.Join(' ', c.Capabilities))}");
+            foreach (var refused in c.RefusedCapabilities)
+            {
+                output.WriteLine($"{c.Id}: refused {refused.Capability}: {refused.Reason}");
+            }
+        }
     }
 
     private static string Nonzero(IDictionary<string, ulong> counts)
@@ -385,6 +396,16 @@ internal static class CollectorCommands
         foreach (var capability in c.Capabilities)
         {
             w.WriteStringValue(capability);
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("refused_capabilities");
+        foreach (var refused in c.RefusedCapabilities)
+        {
+            w.WriteStartObject();
+            w.WriteString("capability", refused.Capability);
+            w.WriteString("reason", refused.Reason);
+            w.WriteEndObject();
         }
 
         w.WriteEndArray();
