@@ -120,7 +120,7 @@ internal static class CollectorCommands
         if (action is CollectorAction.Stop or CollectorAction.Restart)
         {
             graceful = new Option<bool>("--graceful") { Description = "Let the collector finish in-flight work (default)", DefaultValueFactory = _ => true };
-            force = new Option<bool>("--force") { Description = "Ask the collector to exit at once (graceful = false)" };
+            force = new Option<bool>("--force") { Description = "Not graceful: no Stop request and no graceful timeout; SIGTERM now, SIGKILL after process_manager.force_shutdown_timeout_seconds" };
             command.Options.Add(graceful);
             command.Options.Add(force);
         }
