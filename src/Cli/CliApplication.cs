@@ -36,6 +36,7 @@ internal static class CliApplication
         root.Subcommands.Add(CoordinationCommands.BuildRules(context));
         root.Subcommands.Add(CoordinationCommands.BuildAlerts(context));
         root.Subcommands.Add(PsCommand.Build(context));
+        root.Subcommands.Add(RpcCommand.Build(context));
         return root;
     }
 

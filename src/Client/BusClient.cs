@@ -75,6 +75,16 @@ public sealed partial class BusClient : IAsyncDisposable
     /// client of another user than the agent's asking for cli or client may get subscriber. Null while disconnected.</summary>
     public Role? GrantedRole => Volatile.Read(ref _connection)?.Welcome.Role;
 
+    /// <summary>
+    /// Capability negotiation, the agent's answer (Welcome.granted): what the current connection was
+    /// granted, each "kind:value" (role, publish and subscribe patterns, rpc, and a collector's task
+    /// types and capacity). Empty while disconnected.
+    /// </summary>
+    public IReadOnlyList<string> GrantedCapabilities => Volatile.Read(ref _connection)?.Welcome.Granted ?? (IReadOnlyList<string>)[];
+
+    /// <summary>What the agent refused of what this client asked for in Hello, each with the reason (Welcome.refused).</summary>
+    public IReadOnlyList<CapabilityRefusal> RefusedCapabilities => Volatile.Read(ref _connection)?.Welcome.Refused ?? (IReadOnlyList<CapabilityRefusal>)[];
+
     /// <summary>Messages the agent dropped for this client, over all its connections.</summary>
     public long DroppedTotal => Interlocked.Read(ref _droppedTotal);
 

@@ -49,9 +49,11 @@ internal sealed partial class BusConnection
 
         _policy = decision.Policy;
         var role = _policy.Role;
+        var (granted, refused) = Security.CapabilityNegotiation.Negotiate(hello, _policy);
         if (role == Role.Collector)
         {
-            var presence = new CollectorPresence(_clientId, Id, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue, [.. hello.Capabilities]);
+            _rpc.Directory.Negotiated(_clientId, granted, [.. refused.Select(r => new Collectors.RefusedCapability(r.Capability, r.Reason))]);
+            var presence = new CollectorPresence(_clientId, Id, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue, granted);
             if (!_rpc.TryRegisterCollector(this, presence, out var conflict))
             {
                 Fatal(ErrorCode.Conflict, conflict!, envelope.RequestId);
@@ -75,6 +77,8 @@ internal sealed partial class BusConnection
                 MaxFrameSize = (uint)_maxFrameSize,
                 MessageBufferSize = (uint)_capacity,
                 Role = role,
+                Granted = { granted },
+                Refused = { refused },
             },
         }));
         lock (_welcomeGate)
@@ -89,6 +93,14 @@ internal sealed partial class BusConnection
         }
 
         LogWelcomed(_logger, Id, _clientId, role, hello.ClientVersion, _peer?.Pid ?? 0, _peer?.Uid ?? uint.MaxValue);
+        foreach (var refusal in refused)
+        {
+            LogCapabilityRefused(_logger, Id, _clientId, refusal.Capability, refusal.Reason);
+        }
+
         return true;
     }
+
+    [Microsoft.Extensions.Logging.LoggerMessage(EventId = 2310, Level = Microsoft.Extensions.Logging.LogLevel.Warning, Message = "Connection {ConnectionId} ({ClientId}): capability {Capability} refused: {Reason}")]
+    private static partial void LogCapabilityRefused(Microsoft.Extensions.Logging.ILogger logger, long connectionId, string clientId, Untrusted capability, string reason);
 }

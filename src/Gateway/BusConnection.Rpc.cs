@@ -64,13 +64,25 @@ internal sealed partial class BusConnection
         _corkedFor.Clear();
     }
 
-    /// <summary>The caller's role may make calls, and the call names itself validly; a refusal is answered at once.</summary>
+    /// <summary>
+    /// The caller's role may make calls, an operating call (lifecycle, configuration, work: <see cref="RpcOperations"/>)
+    /// comes from an operator as on IPC, and the call names itself validly; a refusal is answered at once.
+    /// </summary>
     private bool AuthorizeRpcRequest(RpcRequest request)
     {
         if (_policy.RpcCallDenied is { } rule)
         {
             var message = $"RPC {request.Operation} to '{request.Target}' refused by rule {AccessRules.Name(rule)}: {_policy.Explain(rule)}";
             _access.Denied(rule, Id, _clientId, _peer, message, _policy);
+            DeliverResponse(RpcRouter.Failure(request, RpcErrorKind.NotAuthorized, message));
+            return false;
+        }
+
+        if (!_policy.Operates && RpcOperations.Required(request) == IpcAccess.Operate)
+        {
+            const AccessRule operate = AccessRule.RpcOperate;
+            var message = $"RPC {request.Operation} to '{request.Target}' refused by rule {AccessRules.Name(operate)}: uid {_peer?.Uid.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unknown"}: {_policy.Explain(operate)}";
+            _access.Denied(operate, Id, _clientId, _peer, message, _policy);
             DeliverResponse(RpcRouter.Failure(request, RpcErrorKind.NotAuthorized, message));
             return false;
         }

@@ -36,7 +36,7 @@ public static class ServiceCollectionExtensions
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<RpcOptions>, RpcOptionsValidator>();
         services.TryAddSingleton(TimeProvider.System);
-        services.AddSingleton<Rpc.CollectorPresenceHub>();
+        services.AddSingleton<Collectors.CollectorDirectory>();
         services.AddSingleton<Rpc.RpcRouter>();
         services.AddSingleton<Rpc.AgentRpcClient>();
         services.AddSingleton<Rpc.IAgentRpc>(sp => sp.GetRequiredService<Rpc.AgentRpcClient>());

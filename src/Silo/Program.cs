@@ -57,6 +57,13 @@ builder.UseOrleans(silo => silo
     .AddDashboardIfEnabled(builder.Configuration));
 builder.Services.AddEventBusGateway(builder.Configuration);
 builder.Services.AddCollectorSupervision(builder.Configuration);
+builder.Services.AddConfigurationReload(() =>
+{
+    var reloaded = new ConfigurationManager();
+    reloaded.AddDaemonEyeConfiguration(commandLine.ConfigPath);
+    commandLine.ApplyTo(reloaded);
+    return reloaded;
+}, configuration);
 builder.Services.AddCoordination(builder.Configuration);
 builder.Services.AddAgentIpc(builder.Configuration);
 builder.Services.AddPrometheusMetrics(builder.Configuration);

@@ -2,8 +2,8 @@ using System.Diagnostics;
 using System.Globalization;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway;
+using DaemonEye.Gateway.Collectors;
 using DaemonEye.Gateway.Rpc;
-using DaemonEye.Grains;
 using DaemonEye.Logging;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.V1;
@@ -17,7 +17,7 @@ internal sealed record SupervisorContext(
     ProcessManagerOptions Options,
     ProcessLauncher Launcher,
     IAgentRpc Rpc,
-    IGrainFactory Grains,
+    CollectorDirectory Directory,
     IBusPublisher Publisher,
     TimeProvider Time,
     ILogger Logger,
@@ -28,18 +28,16 @@ internal sealed record SupervisorContext(
 /// for the collector to register on the bus; stop asks over RPC, then SIGTERM, then SIGKILL; an
 /// unexpected exit restarts it after an exponential backoff, until max_restart_attempts within
 /// the restart window, when it is Failed and stays down. Operations are serialised by one gate.
+/// Its state and restart count live in the <see cref="CollectorDirectory"/>; the runner holds only the process.
 /// </summary>
 internal sealed partial class CollectorRunner(CollectorDefinition definition, SupervisorContext context)
 {
     public const string LifecycleTopic = "control.collector.lifecycle";
-    public const string CorrelationContextKey = CollectorGrainContext.CorrelationIdKey;
     public const string LifecycleContentType = "application/x-protobuf; messageType=daemoneye.collector.v1.LifecycleEvent";
 
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private readonly Queue<DateTimeOffset> _recentRestarts = new();
     private Process? _process;
     private bool _stopRequested;
-    private int _totalRestarts;
     private CancellationTokenSource? _pendingRestart;
     private TaskCompletionSource<CollectorPresence>? _registration;
     private Process? _killedForStartupTimeout;
@@ -50,8 +48,6 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
     /// <summary>Pid of the running process, or 0.</summary>
     public int Pid => _process is { HasExited: false } p ? p.Id : 0;
-
-    private ICollectorGrain Grain => context.Grains.GetGrain<ICollectorGrain>(Id);
 
     private ProcessManagerOptions Options => context.Options;
 
@@ -68,7 +64,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
             _stopRequested = false;
             CancelPendingRestart();
-            _recentRestarts.Clear();
+            context.Directory.ResetRestartWindow(Id);
             return await LaunchAsync(reason, parent);
         }
         finally
@@ -89,8 +85,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
             if (process is null || process.HasExited)
             {
                 _process = null;
-                var snapshot = await Grain.GetSnapshot();
-                if (snapshot.State is not (CollectorLifecycle.Stopped or CollectorLifecycle.Failed))
+                if (context.Directory.Find(Id)?.State is not (CollectorLifecycle.Stopped or CollectorLifecycle.Failed))
                 {
                     await TransitionAsync(CollectorLifecycle.Stopped, 0, reason, parent);
                 }
@@ -116,6 +111,21 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
     private async Task<string> ShutDownAsync(Process process, int pid, Task exited, bool graceful, CorrelationMetadata? parent)
     {
         var stopwatch = Stopwatch.StartNew();
+        if (!graceful)
+        {
+            // Not graceful: no request, no graceful timeout; SIGTERM now, SIGKILL after the force timeout.
+            Signals.Send(pid, Signals.SigTerm);
+            if (await ExitedWithin(exited, Options.ForceShutdownTimeout))
+            {
+                return "terminated with SIGTERM (stop without graceful)";
+            }
+
+            LogEscalating(context.Logger, Id, pid, "SIGKILL", Options.ForceShutdownTimeoutSeconds);
+            Signals.Send(pid, Signals.SigKill);
+            await exited;
+            return "killed with SIGKILL after the force timeout";
+        }
+
         if (context.Rpc.FindCollector(Id) is not null)
         {
             var response = await context.Rpc.CallAsync(Id, RpcOperation.Stop, new StopRequest { Graceful = graceful }.ToByteString(), Options.GracefulShutdownTimeout, parent);
@@ -236,24 +246,14 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
                 return;
             }
 
-            var now = context.Time.GetUtcNow();
-            while (_recentRestarts.Count > 0 && now - _recentRestarts.Peek() > Options.RestartWindow)
-            {
-                _recentRestarts.Dequeue(); // A collector that ran stably has its count reset.
-            }
-
-            if (_recentRestarts.Count >= Options.MaxRestartAttempts)
+            if (!context.Directory.TryCountRestart(Id, Options.MaxRestartAttempts, Options.RestartWindow, out var attempt, out _))
             {
                 await TransitionAsync(CollectorLifecycle.Failed, 0,
-                    string.Create(CultureInfo.InvariantCulture, $"{how} after {_recentRestarts.Count} restarts within {Options.RestartWindowSeconds} s (process_manager.max_restart_attempts = {Options.MaxRestartAttempts}); not restarting it. Start it by hand: daemoneye-cli collectors start {Id}"),
+                    string.Create(CultureInfo.InvariantCulture, $"{how} after {attempt} restarts within {Options.RestartWindowSeconds} s (process_manager.max_restart_attempts = {Options.MaxRestartAttempts}); not restarting it. Start it by hand: daemoneye-cli collectors start {Id}"),
                     null, code);
                 return;
             }
 
-            _recentRestarts.Enqueue(now);
-            _totalRestarts++;
-            await Grain.SetRestarts(_totalRestarts);
-            var attempt = _recentRestarts.Count;
             var delay = Options.BackoffFor(attempt);
             await TransitionAsync(CollectorLifecycle.Stopped, 0,
                 string.Create(CultureInfo.InvariantCulture, $"{how}; restart {attempt} of {Options.MaxRestartAttempts} in {delay.TotalSeconds:0.###} s"), null, code);
@@ -313,9 +313,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
     private async Task TransitionAsync(CollectorLifecycle state, int pid, string reason, CorrelationMetadata? parent, int exitCode = 0)
     {
-        // RequestContext flows into the grain call, so the grain's log line names the operator's request.
-        RequestContext.Set(CorrelationContextKey, parent?.CorrelationId ?? string.Empty);
-        var transition = await Grain.Transition(state, pid, reason, context.Time.GetUtcNow());
+        var transition = context.Directory.Transition(Id, state, pid, reason);
         if (transition.Before.State == state && transition.Before.Pid == pid)
         {
             return;
@@ -327,7 +325,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
             State = state.ToString(),
             PreviousState = transition.Before.State.ToString(),
             Pid = (uint)pid,
-            RestartCount = (uint)_totalRestarts,
+            RestartCount = (uint)transition.After.Restarts,
             Reason = reason,
             ExitCode = exitCode,
         };

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway;
+using DaemonEye.Gateway.Collectors;
 using DaemonEye.Gateway.Rpc;
-using DaemonEye.Grains;
 using DaemonEye.Logging;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.Ipc.V1;
@@ -15,23 +15,23 @@ using Microsoft.Extensions.Options;
 namespace DaemonEye.Supervision;
 
 /// <summary>
-/// The agent's process manager: starts the enabled collectors of the configuration, keeps each
-/// collector grain's state and health current (heartbeats, periodic HealthCheck RPCs), and carries
-/// out the operator's start / stop / restart / health commands.
+/// The agent's process manager: starts the enabled collectors of the configuration, records their
+/// lifecycle in the <see cref="CollectorDirectory"/> (the one collector model; liveness is judged
+/// there), asks them for their health periodically (HealthCheck RPCs), and executes every Start,
+/// Stop and Restart, whether it comes over IPC or as an RPC on the bus (<see cref="ICollectorController"/>).
 /// </summary>
-internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPresenceObserver, IAgentControl, IDisposable
+internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPresenceObserver, IAgentControl, ICollectorController, IDisposable
 {
-    private readonly Dictionary<string, CollectorRunner> _runners;
+    private readonly ConcurrentDictionary<string, CollectorRunner> _runners = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, CollectorPresence> _external = new(StringComparer.Ordinal);
     private readonly ProcessManagerOptions _options;
     private readonly IAgentRpc _rpc;
-    private readonly IGrainFactory _grains;
+    private readonly CollectorDirectory _directory;
+    private readonly Dictionary<string, string> _environment;
     private readonly TimeProvider _time;
     private readonly ILogger<CollectorSupervisor> _logger;
     private readonly ProcessLauncher _launcher;
     private readonly IBusPublisher _publisher;
-    private readonly CollectorPresenceHub _presence;
-    private readonly ConcurrentDictionary<string, CollectorHealthState> _lastHealth = new(StringComparer.Ordinal);
     private ITimer? _healthTimer;
     private DateTimeOffset _lastHealthCheck;
     private DateTimeOffset _lastExternalHealthCheck;
@@ -43,34 +43,39 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         IOptions<RpcOptions> rpcOptions,
         BusEndpoint bus,
         IAgentRpc rpc,
-        IGrainFactory grains,
+        CollectorDirectory directory,
         IBusPublisher publisher,
         TimeProvider time,
         ProcessLauncher launcher,
-        CollectorPresenceHub presence,
         ILogger<CollectorSupervisor> logger)
     {
         _options = options.Value;
         _externalHealthCheckInterval = TimeSpan.FromSeconds(rpcOptions.Value.HealthCheckIntervalSeconds);
         _rpc = rpc;
-        _grains = grains;
+        _directory = directory;
         _time = time;
         _logger = logger;
         _launcher = launcher;
         _publisher = publisher;
-        _presence = presence;
-        presence.Attach(this);
-        var environment = new Dictionary<string, string>
+        directory.Attach(this);
+        directory.AttachController(this);
+        _environment = new Dictionary<string, string>
         {
             ["DAEMONEYE_BROKER__SOCKET_PATH"] = bus.SocketPath,
             ["DAEMONEYE_SUPERVISOR_PID"] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["DAEMONEYE_HEARTBEAT_INTERVAL_MS"] = ((long)_options.HeartbeatInterval.TotalMilliseconds).ToString(System.Globalization.CultureInfo.InvariantCulture),
         };
-        _runners = collectors.Value.ToDictionary(
-            d => d.Id,
-            d => new CollectorRunner(d, new SupervisorContext(_options, launcher, rpc, grains, publisher, time, logger,
-                new Dictionary<string, string>(environment) { ["DAEMONEYE_COLLECTOR_ID"] = d.Id })),
-            StringComparer.Ordinal);
+        foreach (var definition in collectors.Value)
+        {
+            _runners[definition.Id] = NewRunner(definition);
+        }
+    }
+
+    private CollectorRunner NewRunner(CollectorDefinition definition)
+    {
+        _directory.Configure(definition.Id, definition.Enabled, definition.Executable);
+        return new CollectorRunner(definition, new SupervisorContext(_options, _launcher, _rpc, _directory, _publisher, _time, _logger,
+            new Dictionary<string, string>(_environment) { ["DAEMONEYE_COLLECTOR_ID"] = definition.Id }));
     }
 
     public async Task StartAsync(CancellationToken cancellationToken)
@@ -80,22 +85,30 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         _healthTimer = _time.CreateTimer(_ => _ = CheckHealthAsync(), null, _options.HeartbeatInterval, _options.HeartbeatInterval);
         foreach (var runner in _runners.Values)
         {
-            await _grains.GetGrain<ICollectorGrain>(runner.Id).Transition(
-                runner.Definition.Enabled ? CollectorLifecycle.Registered : CollectorLifecycle.Stopped, 0,
-                runner.Definition.Enabled ? "configured" : "configured with enabled: false", _time.GetUtcNow());
-            if (runner.Definition.Enabled)
-            {
-                // Start-up of one collector must not hold up the agent or the others.
-                _ = StartInBackgroundAsync(runner);
-            }
+            BeginSupervising(runner, "started with the agent");
+        }
+
+        await Task.CompletedTask;
+    }
+
+    /// <summary>Records a configured collector and, when enabled, starts it in the background.</summary>
+    private void BeginSupervising(CollectorRunner runner, string reason)
+    {
+        _directory.Transition(runner.Id,
+            runner.Definition.Enabled ? CollectorLifecycle.Registered : CollectorLifecycle.Stopped, 0,
+            runner.Definition.Enabled ? "configured" : "configured with enabled: false");
+        if (runner.Definition.Enabled)
+        {
+            // Start-up of one collector must not hold up the agent or the others.
+            _ = StartInBackgroundAsync(runner, reason);
         }
     }
 
-    private async Task StartInBackgroundAsync(CollectorRunner runner)
+    private async Task StartInBackgroundAsync(CollectorRunner runner, string reason)
     {
         try
         {
-            var outcome = await runner.StartAsync("started with the agent", null, CancellationToken.None);
+            var outcome = await runner.StartAsync(reason, null, CancellationToken.None);
             LogStartOutcome(_logger, runner.Id, outcome);
         }
         catch (Exception ex)
@@ -123,9 +136,10 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
     }
 
     /// <summary>
-    /// Judges every collector's health from its heartbeats, and asks it over RPC (HealthCheck): the
-    /// collectors this agent supervises every process_manager.health_check_interval_seconds, collectors
-    /// registered on the bus but started elsewhere every rpc.health_check_interval_seconds.
+    /// Asks collectors for their health over RPC (HealthCheck): the collectors this agent supervises
+    /// every process_manager.health_check_interval_seconds, collectors registered on the bus but
+    /// started elsewhere every rpc.health_check_interval_seconds. (Heartbeats are judged by the
+    /// collector directory, on its own timer.)
     /// </summary>
     internal async Task CheckHealthAsync()
     {
@@ -142,27 +156,22 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
             _lastExternalHealthCheck = now;
         }
 
-        foreach (var id in KnownIds())
+        foreach (var snapshot in _directory.List())
         {
+            var rpcDue = snapshot.Supervised ? supervisedDue : externalDue;
+            if (!rpcDue || snapshot.State != CollectorLifecycle.Running || snapshot.Presence is null)
+            {
+                continue;
+            }
+
             try
             {
-                var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(now, _options.HeartbeatInterval);
-                if (_lastHealth.TryGetValue(id, out var previous) ? previous != snapshot.Health : snapshot.Health != CollectorHealthState.Unknown)
-                {
-                    _lastHealth[id] = snapshot.Health;
-                    await PublishStatusAsync(snapshot);
-                }
-
-                var rpcDue = _runners.ContainsKey(id) ? supervisedDue : externalDue;
-                if (rpcDue && snapshot.State == CollectorLifecycle.Running && _rpc.FindCollector(id) is not null)
-                {
-                    var response = await _rpc.CallAsync(id, RpcOperation.HealthCheck, timeout: _options.HeartbeatInterval * 3);
-                    ReportHealthCheck(id, response);
-                }
+                var response = await _rpc.CallAsync(snapshot.Id, RpcOperation.HealthCheck, timeout: _options.HeartbeatInterval * 3);
+                ReportHealthCheck(snapshot.Id, response);
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                LogHealthEvaluationFailed(_logger, id, ex);
+                LogHealthEvaluationFailed(_logger, snapshot.Id, ex);
             }
         }
     }
@@ -176,7 +185,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
             var kind = response.Error?.Kind ?? RpcErrorKind.Unspecified;
             var message = response.Error?.Message ?? string.Empty;
             LogHealthCheckFailed(_logger, id, kind, message);
-            _presence.ReportHealthCheck(id, healthy: false, $"the HealthCheck call failed ({kind}): {message}");
+            _directory.ReportHealthCheck(id, healthy: false, $"the HealthCheck call failed ({kind}): {message}");
             return;
         }
 
@@ -188,7 +197,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         catch (InvalidProtocolBufferException ex)
         {
             LogHealthCheckFailed(_logger, id, RpcErrorKind.ExecutionError, ex.Message);
-            _presence.ReportHealthCheck(id, healthy: false, $"the HealthCheck answer is not a HealthCheckResponse: {ex.Message}");
+            _directory.ReportHealthCheck(id, healthy: false, $"the HealthCheck answer is not a HealthCheckResponse: {ex.Message}");
             return;
         }
 
@@ -197,7 +206,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
             LogHealthCheckUnhealthy(_logger, id, health.Status);
         }
 
-        _presence.ReportHealthCheck(id, health.Healthy, health.Healthy ? health.Status : $"it reports unhealthy: {health.Status}");
+        _directory.ReportHealthCheck(id, health.Healthy, health.Healthy ? health.Status : $"it reports unhealthy: {health.Status}");
     }
 
     public void OnCollectorHealthChecked(string collectorId, bool healthy, string detail)
@@ -205,19 +214,35 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         // The supervisor is the one reporting; the collector's health shown to the operator stays heartbeat-based.
     }
 
+    /// <summary>The directory's liveness rule changed a collector's health: published on control.health.status.</summary>
+    public void OnCollectorLivenessChanged(string collectorId, CollectorHealthState before, CollectorHealthState after)
+    {
+        if (_directory.Find(collectorId) is { } snapshot)
+        {
+            _ = PublishStatusAsync(snapshot);
+        }
+    }
+
     public const string StatusTopic = "control.health.status";
     public const string StatusContentType = "application/x-protobuf; messageType=daemoneye.ipc.v1.CollectorStatus";
 
     /// <summary>Publishes a collector's status on control.health.status when its health changes.</summary>
-    private Task PublishStatusAsync(CollectorSnapshot snapshot) =>
-        _publisher.PublishAsync(StatusTopic, Google.Protobuf.MessageExtensions.ToByteString(ToStatus(snapshot)), StatusContentType, Correlation.ChildOf(null));
+    private async Task PublishStatusAsync(CollectorSnapshot snapshot)
+    {
+        try
+        {
+            await _publisher.PublishAsync(StatusTopic, Google.Protobuf.MessageExtensions.ToByteString(ToStatus(snapshot)), StatusContentType, Correlation.ChildOf(null));
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogHealthEvaluationFailed(_logger, snapshot.Id, ex);
+        }
+    }
 
-    private IEnumerable<string> KnownIds() => _runners.Keys.Concat(_external.Keys.Where(k => !_runners.ContainsKey(k))).Distinct().Order(StringComparer.Ordinal);
+    private IEnumerable<string> KnownIds() => _directory.List().Select(s => s.Id);
 
     public void OnCollectorConnected(CollectorPresence presence)
     {
-        var grain = _grains.GetGrain<ICollectorGrain>(presence.CollectorId);
-        _ = grain.SetCapabilities([.. presence.Capabilities]);
         if (_runners.TryGetValue(presence.CollectorId, out var runner))
         {
             runner.OnRegistered(presence);
@@ -226,20 +251,20 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
 
         // A collector the agent did not start (run by hand or by another supervisor).
         _external[presence.CollectorId] = presence;
-        _ = RecordExternalAsync(presence.CollectorId, CollectorLifecycle.Running, presence.Pid, "registered on the bus; not started by this agent");
+        _ = RecordExternalAsync(presence.CollectorId, CollectorLifecycle.Running, CollectorLifecycle.Stopped, presence.Pid, "registered on the bus; not started by this agent");
     }
 
     /// <summary>Records a state change of a collector the agent did not start, and publishes it like any other.</summary>
-    private async Task RecordExternalAsync(string id, CollectorLifecycle state, int pid, string reason)
+    /// <remarks>Its state is its presence in the directory (Running while connected); this only announces the change.</remarks>
+    private async Task RecordExternalAsync(string id, CollectorLifecycle state, CollectorLifecycle previous, int pid, string reason)
     {
         try
         {
-            var transition = await _grains.GetGrain<ICollectorGrain>(id).Transition(state, pid, reason, _time.GetUtcNow());
             var lifecycle = new LifecycleEvent
             {
                 CollectorId = id,
                 State = state.ToString(),
-                PreviousState = transition.Before.State.ToString(),
+                PreviousState = previous.ToString(),
                 Pid = (uint)Math.Max(0, pid),
                 Reason = reason,
             };
@@ -255,82 +280,15 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
     {
         if (_external.TryRemove(collectorId, out _))
         {
-            _ = RecordExternalAsync(collectorId, CollectorLifecycle.Stopped, 0, "disconnected from the bus");
+            _ = RecordExternalAsync(collectorId, CollectorLifecycle.Stopped, CollectorLifecycle.Running, 0, "disconnected from the bus");
         }
     }
 
-    public void OnCollectorHeartbeat(string collectorId) =>
-        _ = _grains.GetGrain<ICollectorGrain>(collectorId).RecordHeartbeat(_time.GetUtcNow());
+    public Task<IReadOnlyList<CollectorStatus>> ListCollectorsAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<CollectorStatus>>([.. _directory.List().Select(ToStatus)]);
 
-    public async Task<IReadOnlyList<CollectorStatus>> ListCollectorsAsync(CancellationToken cancellationToken)
+    private static CollectorStatus ToStatus(CollectorSnapshot snapshot)
     {
-        var list = new List<CollectorStatus>();
-        var now = _time.GetUtcNow();
-        foreach (var id in KnownIds())
-        {
-            var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(now, _options.HeartbeatInterval).WaitAsync(cancellationToken);
-            list.Add(ToStatus(snapshot));
-        }
-
-        return list;
-    }
-
-    public async Task<(CollectorCommandResponse? Response, RpcError? Error)> ExecuteAsync(CollectorCommand command, CorrelationMetadata? parent, CancellationToken cancellationToken)
-    {
-        var id = command.Id;
-        _runners.TryGetValue(id, out var runner);
-        if (runner is null && !_external.ContainsKey(id))
-        {
-            var known = KnownIds().ToList();
-            return (null, new RpcError
-            {
-                Kind = RpcErrorKind.NotFound,
-                Message = $"no collector '{id}'; known collectors: {(known.Count == 0 ? "none" : string.Join(", ", known))}",
-            });
-        }
-
-        string message;
-        HealthCheckResponse? health = null;
-        switch (command.Action)
-        {
-            case CollectorAction.Start when runner is not null:
-                message = await runner.StartAsync("started by the operator", parent, cancellationToken);
-                break;
-            case CollectorAction.Stop when runner is not null:
-                message = await runner.StopAsync(command.Graceful, "stopped by the operator", parent, cancellationToken);
-                break;
-            case CollectorAction.Restart when runner is not null:
-                await runner.StopAsync(command.Graceful, "restarting on the operator's request", parent, cancellationToken);
-                message = await runner.StartAsync("restarted by the operator", parent, cancellationToken);
-                break;
-            case CollectorAction.Health:
-                var timeout = command.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(command.TimeoutMs) : (TimeSpan?)null;
-                var response = await _rpc.CallAsync(id, RpcOperation.HealthCheck, timeout: timeout, parent: parent, cancellationToken: cancellationToken);
-                if (response.Status != RpcStatus.Ok)
-                {
-                    return (null, response.Error);
-                }
-
-                health = HealthCheckResponse.Parser.ParseFrom(response.Payload);
-                message = health.Healthy ? $"collector '{id}' is healthy: {health.Status}" : $"collector '{id}' reports unhealthy: {health.Status}";
-                break;
-            case CollectorAction.Start or CollectorAction.Stop or CollectorAction.Restart:
-                return (null, new RpcError
-                {
-                    Kind = RpcErrorKind.InvalidOperation,
-                    Message = $"collector '{id}' was not started by this agent (it is not in the configuration), so the agent cannot {command.Action.ToString().ToLowerInvariant()} it",
-                });
-            default:
-                return (null, new RpcError { Kind = RpcErrorKind.InvalidOperation, Message = $"action {command.Action} is not one of start, stop, restart, health" });
-        }
-
-        var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(_time.GetUtcNow(), _options.HeartbeatInterval);
-        return (new CollectorCommandResponse { Collector = ToStatus(snapshot), Health = health, Message = message }, null);
-    }
-
-    private CollectorStatus ToStatus(CollectorSnapshot snapshot)
-    {
-        _runners.TryGetValue(snapshot.Id, out var runner);
         var status = new CollectorStatus
         {
             Id = snapshot.Id,
@@ -353,11 +311,12 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
             Pid = (uint)Math.Max(0, snapshot.Pid),
             Restarts = (uint)snapshot.Restarts,
             LastHeartbeatUnixNanos = snapshot.LastHeartbeat is { } hb ? UnixTime.ToNanos(hb) : 0,
-            Enabled = runner?.Definition.Enabled ?? true,
-            Executable = runner?.Definition.Executable ?? string.Empty,
+            Enabled = !snapshot.Supervised || snapshot.Enabled,
+            Executable = snapshot.Executable,
             Reason = snapshot.Reason,
         };
         status.Capabilities.AddRange(snapshot.Capabilities);
+        status.RefusedCapabilities.AddRange(snapshot.Refused.Select(r => new CapabilityRefusal { Capability = r.Capability, Reason = r.Reason }));
         return status;
     }
 
@@ -366,6 +325,8 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         _healthTimer?.Dispose();
         _launcher.Dispose();
     }
+
+    private static RpcError Error(RpcErrorKind kind, string message) => new() { Kind = kind, Message = message };
 
     [LoggerMessage(EventId = 4200, Level = LogLevel.Information, Message = "Collector {CollectorId}: {Outcome}")]
     private static partial void LogStartOutcome(ILogger logger, string collectorId, string outcome);

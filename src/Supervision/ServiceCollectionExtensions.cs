@@ -28,4 +28,17 @@ public static class ServiceCollectionExtensions
         services.AddHostedService(sp => sp.GetRequiredService<CollectorSupervisor>());
         return services;
     }
+
+    /// <summary>
+    /// Reloads the configuration on SIGHUP: <paramref name="load"/> builds it afresh the way start-up
+    /// did (file, environment, command line); <paramref name="startup"/> is what the agent started with.
+    /// Call after AddCollectorSupervision.
+    /// </summary>
+    public static IServiceCollection AddConfigurationReload(this IServiceCollection services, Func<IConfigurationRoot> load, IConfiguration startup)
+    {
+        services.AddSingleton(sp => new ConfigurationReloader(load, startup, sp.GetRequiredService<CollectorSupervisor>(),
+            sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<ConfigurationReloader>>()));
+        services.AddHostedService(sp => sp.GetRequiredService<ConfigurationReloader>());
+        return services;
+    }
 }

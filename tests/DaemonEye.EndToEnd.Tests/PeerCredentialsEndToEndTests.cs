@@ -156,4 +156,35 @@ public sealed class PeerCredentialsEndToEndTests
         Assert.True(code == 0, stderr);
         Assert.Equal(CollectorState.Stopped, (await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id)).State);
     }
+
+    /// <summary>
+    /// Issue 22: a bus client of another uid that security.other_uid_role makes a client may read a
+    /// collector over RPC but not stop it (rule rpc.operate, as ipc.operate on IPC); the collector runs on.
+    /// </summary>
+    [RootFact]
+    public async Task A_client_role_of_another_uid_may_health_check_over_the_bus_but_not_Stop()
+    {
+        const string Id = "tc-bus-auth";
+        using var cli = OtherUserCli.Stage();
+        var settings = SupervisedCollectorEndToEndTests.TestCollector(Id);
+        settings["DAEMONEYE_SECURITY__SOCKET_GROUP"] = "nogroup";
+        settings["DAEMONEYE_SECURITY__ALLOWED_UIDS__0"] = Nobody.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        settings["DAEMONEYE_SECURITY__OTHER_UID_ROLE"] = "client";
+        await using var agent = await StartSharedAgentAsync(settings);
+        var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var watching = watcher;
+        var running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, Id, s => s.State == CollectorState.Running);
+
+        var health = await cli.RunAsync(AsNobody, agent.SocketPath, "rpc", Id, "health-check");
+        Assert.True(health.Code == 0, health.Stderr);
+        Assert.Contains("\"healthy\": true", health.Stdout);
+
+        var stop = await cli.RunAsync(AsNobody, agent.SocketPath, "rpc", Id, "stop", "--payload-json", "{\"graceful\": true}");
+        Assert.Equal(1, stop.Code);
+        Assert.StartsWith($"NotAuthorized: RPC Stop to 'control.collector.{Id}' refused by rule rpc.operate: uid {Nobody}", stop.Stderr);
+
+        var still = await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id);
+        Assert.Equal((CollectorState.Running, running.Pid), (still.State, still.Pid));
+        Assert.Equal(1ul, (await SecurityAsync(agent)).Denied["rpc.operate"]);
+    }
 }

@@ -90,10 +90,10 @@ public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<Rp
         Assert.Equal("ir-42", published.Correlation.Tags["case"]); // the caller's tags reach the handler's events
         Assert.Equal("debug", UpdateConfigRequest.Parser.ParseFrom(published.Payload.Span).Settings["level"]);
 
-        // Operations the collector does not serve.
+        // Start goes to the agent's process manager, which did not start this collector (issue 22).
         var start = await caller.CallAsync("fast", RpcOperation.Start).WaitAsync(Patience);
         Assert.Equal(RpcErrorKind.InvalidOperation, start.Error.Kind);
-        Assert.Contains("does not support Start", start.Error.Message, StringComparison.Ordinal);
+        Assert.Contains("collector 'fast' was not started by this agent", start.Error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

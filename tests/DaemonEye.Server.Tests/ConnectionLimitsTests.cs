@@ -202,7 +202,7 @@ public sealed class ConnectionLimitsTests
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         var stats = new GatewayStatistics();
         var directory = new ConnectionDirectory();
-        using var router = new RpcRouter(Options.Create(new RpcOptions()), _time, new CollectorPresenceHub(), NullLogger<RpcRouter>.Instance);
+        using var router = new RpcRouter(Options.Create(new RpcOptions()), _time, new DaemonEye.Gateway.Collectors.CollectorDirectory(_time, TimeSpan.FromSeconds(5)), NullLogger<RpcRouter>.Instance);
         var access = new AccessControl(Options.Create(new SecurityOptions()), new SpawnedCollectors(), stats, NullLogger<AccessControl>.Instance);
         var metrics = new BusMetrics(services.GetRequiredService<IMeterFactory>(), stats, directory);
         var logger = new CapturingLogger();

@@ -29,7 +29,7 @@ public sealed class DetectionRuleServiceTests : IDisposable
 
     public DetectionRuleServiceTests()
     {
-        var hub = new CollectorPresenceHub();
+        var hub = new DaemonEye.Gateway.Collectors.CollectorDirectory(_time, TimeSpan.FromSeconds(5));
         var rpcOptions = Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 1000 });
         _router = new RpcRouter(rpcOptions, _time, hub, NullLogger<RpcRouter>.Instance);
         var options = new CoordinationOptions

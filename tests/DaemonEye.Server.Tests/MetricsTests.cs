@@ -47,7 +47,7 @@ public sealed class MetricsTests : IDisposable
     [Fact]
     public void RPC_counts_by_operation_status_and_error_kind_are_exact()
     {
-        using var router = new RpcRouter(Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 10 }), _time, new CollectorPresenceHub(), NullLogger<RpcRouter>.Instance, _rpcMetrics);
+        using var router = new RpcRouter(Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 10 }), _time, new DaemonEye.Gateway.Collectors.CollectorDirectory(_time, TimeSpan.FromSeconds(5)), NullLogger<RpcRouter>.Instance, _rpcMetrics);
         var caller = new Peer(1, "cli");
         var collector = new Peer(2, "procmond");
         Assert.True(router.TryRegisterCollector(collector, new CollectorPresence("procmond", 2, 4242, 0, []), out _));

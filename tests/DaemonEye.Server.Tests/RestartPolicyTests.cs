@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway;
+using DaemonEye.Gateway.Collectors;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Gateway.Security;
 using DaemonEye.Protocol.Collector.V1;
@@ -15,12 +16,12 @@ namespace DaemonEye.Server.Tests;
 
 /// <summary>
 /// The supervisor's restart policy (CollectorRunner) on a fake clock, with real child processes and
-/// real collector grains: the restart delay doubles from process_manager.restart_backoff_seconds, the
+/// the real collector directory: the restart delay doubles from process_manager.restart_backoff_seconds, the
 /// collector is Failed after max_restart_attempts within the window, and a collector that ran longer
 /// than restart_window_seconds has its attempt count reset. The delays are read from the timers the
 /// runner asks the clock for, and only advancing the fake clock by exactly that much restarts it.
 /// </summary>
-public sealed class RestartPolicyTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>, IDisposable
+public sealed class RestartPolicyTests : IDisposable
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 
@@ -31,6 +32,9 @@ public sealed class RestartPolicyTests(ClusterFixture fixture) : IClassFixture<C
     private readonly ProcessLauncher _launcher = new(new SpawnedCollectors(), NullLogger<ProcessLauncher>.Instance);
     private readonly RecordingPublisher _publisher = new();
     private readonly List<CollectorRunner> _runners = [];
+    private readonly CollectorDirectory _directory;
+
+    public RestartPolicyTests() => _directory = new CollectorDirectory(_fake, TimeSpan.FromSeconds(10));
 
     public void Dispose()
     {
@@ -40,13 +44,14 @@ public sealed class RestartPolicyTests(ClusterFixture fixture) : IClassFixture<C
         }
 
         _launcher.Dispose();
+        _directory.Dispose();
     }
 
     private (CollectorRunner Runner, TimerRecordingTimeProvider Time) Runner(string program, string[] arguments, ProcessManagerOptions options)
     {
         var time = new TimerRecordingTimeProvider(_fake, ignoreDue: options.StartupTimeout);
         var definition = new CollectorDefinition { Id = $"rp-{Guid.NewGuid():N}"[..16], Executable = program, Arguments = [.. arguments] };
-        var context = new SupervisorContext(options, _launcher, new NoCollectorsRpc(), fixture.Grains, _publisher, time,
+        var context = new SupervisorContext(options, _launcher, new NoCollectorsRpc(), _directory, _publisher, time,
             NullLogger.Instance, new Dictionary<string, string>());
         var runner = new CollectorRunner(definition, context);
         _runners.Add(runner);

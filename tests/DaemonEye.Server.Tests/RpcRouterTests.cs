@@ -18,7 +18,7 @@ public sealed class RpcRouterTests : IDisposable
 
     public RpcRouterTests()
     {
-        _router = new RpcRouter(Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 3 }), _time, new CollectorPresenceHub(), NullLogger<RpcRouter>.Instance);
+        _router = new RpcRouter(Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 3 }), _time, new DaemonEye.Gateway.Collectors.CollectorDirectory(_time, TimeSpan.FromSeconds(5)), NullLogger<RpcRouter>.Instance);
         Assert.True(_router.TryRegisterCollector(_collector, new CollectorPresence("procmond", 2, 4242, 0, []), out _));
     }
 

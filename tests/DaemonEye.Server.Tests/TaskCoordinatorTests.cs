@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using DaemonEye.Configuration;
 using DaemonEye.Coordination;
+using DaemonEye.Gateway.Collectors;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Protocol.V1;
@@ -21,7 +22,7 @@ public sealed class TaskCoordinatorTests : IDisposable
     private static readonly TimeSpan Heartbeat = TimeSpan.FromSeconds(1);
     private static readonly DateTimeOffset Start = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
     private readonly FakeTimeProvider _time;
-    private readonly CollectorPresenceHub _hub = new();
+    private readonly CollectorDirectory _hub;
     private readonly RpcRouter _router;
     private readonly TaskCoordinator _coordinator;
     private long _nextConnection = 10;
@@ -33,6 +34,7 @@ public sealed class TaskCoordinatorTests : IDisposable
     private TaskCoordinatorTests(CoordinationOptions options, FakeTimeProvider? time = null)
     {
         _time = time ?? new FakeTimeProvider(Start);
+        _hub = new CollectorDirectory(_time, Heartbeat);
         var rpcOptions = Options.Create(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 1000 });
         _router = new RpcRouter(rpcOptions, _time, _hub, NullLogger<RpcRouter>.Instance);
         var collectors = new List<CollectorDefinition>
@@ -48,6 +50,7 @@ public sealed class TaskCoordinatorTests : IDisposable
     {
         _coordinator.Dispose();
         _router.Dispose();
+        _hub.Dispose();
     }
 
     private Collector Connect(string id, int capacity, params string[] taskTypes)
@@ -208,7 +211,7 @@ public sealed class TaskCoordinatorTests : IDisposable
         for (var i = 0; i < 3; i++)
         {
             _time.Advance(Heartbeat);
-            _coordinator.OnCollectorHeartbeat("p-2");
+            _hub.Heartbeat("p-2");
         }
 
         var atP2 = await p2.NextAsync();
@@ -233,8 +236,8 @@ public sealed class TaskCoordinatorTests : IDisposable
         // The supervisor's HealthCheck of p-1 answers unhealthy; p-1 still sends heartbeats.
         _hub.ReportHealthCheck("p-1", healthy: false, "it reports unhealthy: no scan for 9.0 s");
         _time.Advance(Heartbeat);
-        _coordinator.OnCollectorHeartbeat("p-1");
-        _coordinator.OnCollectorHeartbeat("p-2");
+        _hub.Heartbeat("p-1");
+        _hub.Heartbeat("p-2");
 
         p2.Answer(await p2.NextAsync(), "from p-2");
         var result = await task;
@@ -303,8 +306,8 @@ public sealed class TaskCoordinatorTests : IDisposable
         // timers due at one instant in no fixed order.)
         for (var second = 0; second < 3; second++)
         {
-            _coordinator.OnCollectorHeartbeat("fast");
-            _coordinator.OnCollectorHeartbeat("silent");
+            _hub.Heartbeat("fast");
+            _hub.Heartbeat("silent");
             _time.Advance(Heartbeat);
         }
 

@@ -103,6 +103,7 @@ internal static class CollectorCommands
         collectors.Subcommands.Add(BuildAction(context, "restart", CollectorAction.Restart, "Stop, then start a collector"));
         collectors.Subcommands.Add(BuildAction(context, "health", CollectorAction.Health, "Ask a collector for its health over RPC (exit 1 when unhealthy)"));
         collectors.Subcommands.Add(DiagnosticsCommand.Build(context));
+        collectors.Subcommands.Add(RpcCommand.BuildConfig(context));
         return collectors;
     }
 
@@ -120,7 +121,7 @@ internal static class CollectorCommands
         if (action is CollectorAction.Stop or CollectorAction.Restart)
         {
             graceful = new Option<bool>("--graceful") { Description = "Let the collector finish in-flight work (default)", DefaultValueFactory = _ => true };
-            force = new Option<bool>("--force") { Description = "Ask the collector to exit at once (graceful = false)" };
+            force = new Option<bool>("--force") { Description = "Not graceful: no Stop request and no graceful timeout; SIGTERM now, SIGKILL after process_manager.force_shutdown_timeout_seconds" };
             command.Options.Add(graceful);
             command.Options.Add(force);
         }
@@ -287,6 +288,16 @@ internal static class CollectorCommands
 
             output.WriteLine(line.ToString().TrimEnd());
         }
+
+        // Capability negotiation, per collector: what the agent granted and what it refused, and why.
+        foreach (var c in collectors.Where(c => c.Capabilities.Count > 0 || c.RefusedCapabilities.Count > 0))
+        {
+            output.WriteLine($"{c.Id}: granted {(c.Capabilities.Count == 0 ? "nothing" : string.Join(' ', c.Capabilities))}");
+            foreach (var refused in c.RefusedCapabilities)
+            {
+                output.WriteLine($"{c.Id}: refused {refused.Capability}: {refused.Reason}");
+            }
+        }
     }
 
     private static string Nonzero(IDictionary<string, ulong> counts)
@@ -386,6 +397,16 @@ internal static class CollectorCommands
         foreach (var capability in c.Capabilities)
         {
             w.WriteStringValue(capability);
+        }
+
+        w.WriteEndArray();
+        w.WriteStartArray("refused_capabilities");
+        foreach (var refused in c.RefusedCapabilities)
+        {
+            w.WriteStartObject();
+            w.WriteString("capability", refused.Capability);
+            w.WriteString("reason", refused.Reason);
+            w.WriteEndObject();
         }
 
         w.WriteEndArray();

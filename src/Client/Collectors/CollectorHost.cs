@@ -101,8 +101,13 @@ internal sealed partial class CollectorHost(
             throw;
         }
 
-        var declared = string.Join(' ', bus.Capabilities);
-        LogRegistered(logger, CollectorId, _client.ConnectionId ?? "?", declared);
+        var granted = string.Join(' ', _client.GrantedCapabilities);
+        LogRegistered(logger, CollectorId, _client.ConnectionId ?? "?", granted);
+        foreach (var refused in _client.RefusedCapabilities)
+        {
+            LogCapabilityRefused(logger, CollectorId, refused.Capability, refused.Reason);
+        }
+
         _client.InlineRpcHandler = TryServeInline;
         _requests = Task.Run(ServeRequestsAsync, CancellationToken.None);
         if (_options.SendHeartbeats)
@@ -374,8 +379,11 @@ internal sealed partial class CollectorHost(
         internal static partial int getppid();
     }
 
-    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Collector {CollectorId} registered with the agent as connection {ConnectionId}; capabilities: {Capabilities}")]
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Collector {CollectorId} registered with the agent as connection {ConnectionId}; granted: {Capabilities}")]
     private static partial void LogRegistered(ILogger logger, string collectorId, string connectionId, string capabilities);
+
+    [LoggerMessage(EventId = 120, Level = LogLevel.Warning, Message = "Collector {CollectorId}: the agent refused capability {Capability}: {Reason}")]
+    private static partial void LogCapabilityRefused(ILogger logger, string collectorId, string capability, string reason);
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Critical, Message = "Collector {CollectorId} could not register with the agent: {Reason}")]
     private static partial void LogRegistrationFailed(ILogger logger, string collectorId, string reason);

@@ -89,15 +89,44 @@ public sealed partial class CollectorBuilder
         return Handle(RpcOperation.HealthCheck, async (call, ct) => (await handler(call, ct).ConfigureAwait(false)).ToByteString());
     }
 
-    /// <summary>Applies UpdateConfig settings. Without it UpdateConfig answers InvalidOperation.</summary>
+    /// <summary>
+    /// Applies UpdateConfig settings: all or none; a bad one is refused by throwing
+    /// <see cref="CollectorRpcException"/> (InvalidOperation) with a message naming the key, the value
+    /// and what is allowed, which the caller sees as is. A request without settings is a read: the
+    /// handler is called with none. The answer is an UpdateConfigResponse holding what
+    /// <see cref="ReportSettings"/> reports (empty without it). Without a handler UpdateConfig answers InvalidOperation.
+    /// </summary>
     public CollectorBuilder HandleUpdateConfig(Func<UpdateConfigRequest, CollectorCall, CancellationToken, ValueTask> handler)
     {
         ArgumentNullException.ThrowIfNull(handler);
         return Handle(RpcOperation.UpdateConfig, async (call, ct) =>
         {
             await handler(call.Payload(UpdateConfigRequest.Parser), call, ct).ConfigureAwait(false);
-            return ByteString.Empty;
+            var response = new UpdateConfigResponse();
+            if (_settings is { } report)
+            {
+                foreach (var (key, value) in report(call.Services))
+                {
+                    response.Settings[key] = value;
+                }
+            }
+
+            return response.ToByteString();
         });
+    }
+
+    private Func<IServiceProvider, IEnumerable<KeyValuePair<string, string>>>? _settings;
+
+    /// <summary>
+    /// The collector's live settings, as UpdateConfig keys and values: sent in every UpdateConfig answer
+    /// (what <c>daemoneye-cli collectors config &lt;id&gt;</c> shows, and what the agent announces on
+    /// control.collector.config after a change).
+    /// </summary>
+    public CollectorBuilder ReportSettings(Func<IServiceProvider, IEnumerable<KeyValuePair<string, string>>> settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        _settings = settings;
+        return this;
     }
 
     /// <summary>Replaces the default GetCapabilities answer (built from <see cref="CollectorOptions"/>).</summary>

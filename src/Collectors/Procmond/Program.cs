@@ -49,6 +49,7 @@ builder.Services.AddDaemonEyeCollector(o =>
 .HandleTask(ProcessMonitor.SnapshotTaskType, (task, call, ct) => call.Services.GetRequiredService<ProcessMonitor>().ExecuteSnapshotTaskAsync(task, call, ct))
 .HandleHealthCheck((call, ct) => call.Services.GetRequiredService<ProcessMonitor>().HealthAsync(call, ct))
 .HandleUpdateConfig((request, call, ct) => call.Services.GetRequiredService<ProcessMonitor>().UpdateConfigAsync(request, call, ct))
-.AddDiagnostics((diagnostics, services) => services.GetRequiredService<ProcessMonitor>().Describe(diagnostics));
+.AddDiagnostics((diagnostics, services) => services.GetRequiredService<ProcessMonitor>().Describe(diagnostics))
+.ReportSettings(services => services.GetRequiredService<ProcmondSettings>().Describe());
 builder.Services.AddHostedService(sp => sp.GetRequiredService<ProcessMonitor>());
 return await builder.Build().RunCollectorAsync();

@@ -39,6 +39,8 @@ internal sealed class AgentRpcClient(RpcRouter router, TimeProvider time, Micros
 
     public long Id => 0;
 
+    public bool IsAgent => true;
+
     public string Name => "daemoneye-agent";
 
     public IReadOnlyCollection<string> ConnectedCollectors => router.CollectorIds;

@@ -21,20 +21,24 @@ internal interface IRpcPeer
 
     /// <summary>Hands a response to this peer as the caller. Must not block.</summary>
     void DeliverResponse(RpcResponse response);
+
+    /// <summary>The agent itself: its lifecycle calls go to the collector, not back to the agent's process manager.</summary>
+    bool IsAgent => false;
 }
 
 /// <summary>A connected collector, as the agent's other components see it.</summary>
 public sealed record CollectorPresence(string CollectorId, long ConnectionId, int Pid, uint Uid, IReadOnlyList<string> Capabilities);
 
-/// <summary>Told when collectors connect and disconnect (the supervisor listens).</summary>
+/// <summary>Told when collectors connect and disconnect, and when their liveness or health checks change
+/// (<see cref="Collectors.CollectorDirectory"/> raises these; the supervisor and the task coordinator listen).</summary>
 public interface ICollectorPresenceObserver
 {
     void OnCollectorConnected(CollectorPresence presence);
 
     void OnCollectorDisconnected(string collectorId, long connectionId);
 
-    /// <summary>The collector published on its own heartbeat topic. Must not block.</summary>
-    void OnCollectorHeartbeat(string collectorId);
+    /// <summary>The directory's liveness rule moved the collector from <paramref name="before"/> to <paramref name="after"/>. Must not block.</summary>
+    void OnCollectorLivenessChanged(string collectorId, Collectors.CollectorHealthState before, Collectors.CollectorHealthState after);
 
     /// <summary>
     /// The agent's periodic HealthCheck of the collector came back: <paramref name="healthy"/> false when
@@ -42,35 +46,6 @@ public interface ICollectorPresenceObserver
     /// Must not block.
     /// </summary>
     void OnCollectorHealthChecked(string collectorId, bool healthy, string detail);
-}
-
-/// <summary>
-/// Fan-out of collector presence events. Has no dependencies, so the router (which raises events)
-/// and the supervisor (which calls through the router and observes) do not depend on each other.
-/// </summary>
-public sealed class CollectorPresenceHub
-{
-    private volatile ICollectorPresenceObserver[] _observers = [];
-    private readonly Lock _gate = new();
-
-    public void Attach(ICollectorPresenceObserver observer)
-    {
-        lock (_gate)
-        {
-            _observers = [.. _observers, observer];
-        }
-    }
-
-    internal ICollectorPresenceObserver[] Observers => _observers;
-
-    /// <summary>Tells the observers how a HealthCheck of <paramref name="collectorId"/> went (the supervisor calls this).</summary>
-    public void ReportHealthCheck(string collectorId, bool healthy, string detail)
-    {
-        foreach (var observer in _observers)
-        {
-            observer.OnCollectorHealthChecked(collectorId, healthy, detail);
-        }
-    }
 }
 
 /// <summary>
@@ -89,7 +64,7 @@ internal sealed partial class RpcRouter : IDisposable
     private readonly ConcurrentDictionary<string, PendingCall> _pending = new(StringComparer.Ordinal);
     private readonly RpcOptions _options;
     private readonly TimeProvider _time;
-    private readonly CollectorPresenceHub _presence;
+    private readonly Collectors.CollectorDirectory _presence;
     private readonly ILogger<RpcRouter> _logger;
     private readonly Metrics.RpcMetrics? _metrics;
     private readonly ITimer _sweep;
@@ -103,7 +78,7 @@ internal sealed partial class RpcRouter : IDisposable
     private long _rejected;
     private long _communicationErrors;
 
-    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, CollectorPresenceHub presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
+    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, Collectors.CollectorDirectory presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
     {
         _metrics = metrics;
         metrics?.Attach(() => Pending, () => _collectors.Count);
@@ -115,6 +90,9 @@ internal sealed partial class RpcRouter : IDisposable
     }
 
     public int Pending => Volatile.Read(ref _pendingCount);
+
+    /// <summary>The collector model the router reports presence and heartbeats to (it keeps only the routing table).</summary>
+    public Collectors.CollectorDirectory Directory => _presence;
 
     public RpcStatistics Statistics => new(
         Interlocked.Read(ref _requests),
@@ -141,10 +119,7 @@ internal sealed partial class RpcRouter : IDisposable
 
         error = null;
         LogCollectorRegistered(_logger, presence.CollectorId, presence.ConnectionId, presence.Pid);
-        foreach (var observer in _presence.Observers)
-        {
-            observer.OnCollectorConnected(presence);
-        }
+        _presence.Connected(presence);
 
         return true;
     }
@@ -153,10 +128,7 @@ internal sealed partial class RpcRouter : IDisposable
     public void NotifyHeartbeat(string collectorId)
     {
         _metrics?.Heartbeat();
-        foreach (var observer in _presence.Observers)
-        {
-            observer.OnCollectorHeartbeat(collectorId);
-        }
+        _presence.Heartbeat(collectorId);
     }
 
     /// <summary>
@@ -192,10 +164,7 @@ internal sealed partial class RpcRouter : IDisposable
         if (collectorId is not null)
         {
             LogCollectorUnregistered(_logger, collectorId, peer.Id);
-            foreach (var observer in _presence.Observers)
-            {
-                observer.OnCollectorDisconnected(collectorId, peer.Id);
-            }
+            _presence.Disconnected(collectorId, peer.Id);
         }
     }
 
@@ -223,6 +192,13 @@ internal sealed partial class RpcRouter : IDisposable
         if (!TryParseTarget(request.Target, out var collectorId, out var targetError))
         {
             Reject(caller, request, RpcErrorKind.InvalidOperation, targetError);
+            return;
+        }
+
+        if (caller.IsAgent is false && IsLifecycle(request.Operation) && _presence.Controller is { } controller)
+        {
+            // Start, Stop and Restart are the process manager's, whoever asks (one implementation with IPC).
+            _ = ServeLifecycleAsync(caller, request, collectorId, controller, now);
             return;
         }
 
@@ -274,6 +250,46 @@ internal sealed partial class RpcRouter : IDisposable
         callee.Peer.DeliverRequest(request);
     }
 
+    private static bool IsLifecycle(RpcOperation operation) =>
+        operation is RpcOperation.Start or RpcOperation.Stop or RpcOperation.Restart;
+
+    /// <summary>Runs a lifecycle request on the process manager, off the reading thread, within the caller's deadline.</summary>
+    private async Task ServeLifecycleAsync(IRpcPeer caller, RpcRequest request, string collectorId, Collectors.ICollectorController controller, DateTimeOffset now)
+    {
+        await Task.Yield();
+        var timeout = request.DeadlineUnixNanos > 0
+            ? UnixTime.FromNanos(request.DeadlineUnixNanos) - now
+            : request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.DefaultTimeout;
+        var started = Stopwatch.GetTimestamp();
+        LogForwarded(_logger, request.Correlation.CorrelationId, request.Operation, collectorId, caller.Name);
+        RpcResponse response;
+        var work = controller.ExecuteLifecycleAsync(collectorId, request, CancellationToken.None);
+        try
+        {
+            // The operation itself runs to its end (a stop half done is worse than a late one); the caller is answered by its deadline.
+            response = await work.WaitAsync(timeout > TimeSpan.Zero ? timeout : TimeSpan.Zero, _time);
+        }
+        catch (TimeoutException)
+        {
+            Interlocked.Increment(ref _timeouts);
+            _metrics?.Error(request.Operation, RpcErrorKind.Timeout);
+            response = Failure(request, RpcErrorKind.Timeout,
+                $"{request.Operation} of collector '{collectorId}' did not finish within {timeout.TotalSeconds:0.###} s; it goes on in the agent: watch daemoneye-cli collectors list");
+            caller.DeliverResponse(response);
+            return;
+        }
+        catch (Exception ex)
+        {
+            response = Failure(request, RpcErrorKind.ExecutionError, $"{request.Operation} of collector '{collectorId}' failed in the agent: {ex.Message}");
+        }
+
+        response.Correlation = request.Correlation;
+        response.ExecutionTimeUs = (ulong)Stopwatch.GetElapsedTime(started).TotalMicroseconds;
+        Interlocked.Increment(ref _responses);
+        _metrics?.Response(request.Operation, response, Stopwatch.GetElapsedTime(started));
+        caller.DeliverResponse(response);
+    }
+
     /// <summary>True when a call with this id is pending on a callee other than <paramref name="peer"/> (an answer from <paramref name="peer"/> is then not its to give).</summary>
     public bool IsAnsweredByAnother(string correlationId, IRpcPeer peer) =>
         _pending.TryGetValue(correlationId, out var call) && !ReferenceEquals(call.Callee, peer);
@@ -305,6 +321,11 @@ internal sealed partial class RpcRouter : IDisposable
             // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration.
             var millis = Stopwatch.GetElapsedTime(call.Started).TotalMilliseconds;
             LogCompleted(_logger, correlationId, call.Request.Correlation?.RootCorrelationId ?? string.Empty, call.Request.Operation, call.CalleeName, response.Status, millis);
+        }
+
+        if (call.Request.Operation == RpcOperation.UpdateConfig && response.Status == RpcStatus.Ok && _presence.Controller is { } controller)
+        {
+            controller.OnConfigurationApplied(call.CalleeName, call.Request, response);
         }
 
         call.Caller.DeliverResponse(response);

@@ -150,7 +150,8 @@ internal sealed partial class AccessControl
         }
 
         var granted = requested;
-        if (!IsTrusted(peer) && requested is Role.Cli or Role.Client)
+        var trusted = IsTrusted(peer);
+        if (!trusted && requested is Role.Cli or Role.Client)
         {
             granted = _otherUidRole;
             LogRoleLimited(_logger, connectionId, hello.ClientId, requested, granted, peer?.Uid ?? uint.MaxValue, AgentUid);
@@ -158,9 +159,9 @@ internal sealed partial class AccessControl
 
         return new HandshakeDecision(granted switch
         {
-            Role.Cli => AccessPolicy.Cli(),
+            Role.Cli => AccessPolicy.Cli(trusted),
             Role.Subscriber => AccessPolicy.Subscriber(),
-            _ => AccessPolicy.Client(),
+            _ => AccessPolicy.Client(trusted),
         }, default, null);
     }
 

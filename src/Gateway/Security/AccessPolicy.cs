@@ -23,8 +23,9 @@ internal sealed class AccessPolicy
     private readonly string[] _subscribe;
     private int _deniedOnce;
 
-    private AccessPolicy(Role role, string? collectorId, bool publishAny, bool publishEvents, string[] publish, bool subscribeAny, string[] subscribe, AccessRule? rpcCallDenied)
+    private AccessPolicy(Role role, string? collectorId, bool publishAny, bool publishEvents, string[] publish, bool subscribeAny, string[] subscribe, AccessRule? rpcCallDenied, bool operates = false)
     {
+        Operates = operates;
         Role = role;
         CollectorId = collectorId;
         PublishesAnything = publishAny;
@@ -48,15 +49,22 @@ internal sealed class AccessPolicy
     /// <summary>The rule that forbids this connection RPC calls, or null when it may make them.</summary>
     public AccessRule? RpcCallDenied { get; }
 
+    /// <summary>
+    /// May make the RPC calls that operate collectors (<see cref="RpcOperations"/>: Start, Stop, Restart,
+    /// UpdateConfig with settings, ExecuteTask): the cli and client roles of the agent's user and root,
+    /// the same callers IPC gives the operator role.
+    /// </summary>
+    public bool Operates { get; }
+
     /// <summary>Patterns this connection may publish on besides what its role allows wholesale.</summary>
     public IReadOnlyList<string> PublishPatterns => _publish;
 
     /// <summary>Patterns this connection's subscriptions must lie within (unless <see cref="SubscribesAnything"/>).</summary>
     public IReadOnlyList<string> SubscribePatterns => _subscribe;
 
-    public static AccessPolicy Cli() => new(Role.Cli, null, true, true, [], true, [], null);
+    public static AccessPolicy Cli(bool operates = true) => new(Role.Cli, null, true, true, [], true, [], null, operates);
 
-    public static AccessPolicy Client() => new(Role.Client, null, false, true, [], true, [], null);
+    public static AccessPolicy Client(bool operates = true) => new(Role.Client, null, false, true, [], true, [], null, operates);
 
     public static AccessPolicy Subscriber() => new(Role.Subscriber, null, false, false, [], true, [], AccessRule.SubscriberRpcCall);
 
@@ -141,6 +149,7 @@ internal sealed class AccessPolicy
         AccessRule.CollectorPublish => $"collector '{CollectorId}' may publish only on its declared event domains and its own health topics: {string.Join(", ", _publish)}",
         AccessRule.CollectorSubscribe => $"collector '{CollectorId}' may subscribe only within its own control topics: {string.Join(", ", _subscribe)}",
         AccessRule.CollectorRpcCall => $"collector '{CollectorId}' answers RPC calls addressed to control.collector.{CollectorId}; it may not make calls",
+        AccessRule.RpcOperate => $"the {Role.ToString().ToLowerInvariant()} role of a uid other than the agent's and root may only read collectors over RPC ({RpcOperations.ReaderMay}); {RpcOperations.OperatorOnly} need the operator: the agent's user or root, as on IPC",
         AccessRule.RpcAnswer => Role == Role.Collector
             ? $"collector '{CollectorId}' may answer only the calls addressed to it"
             : "only the collector a call was addressed to may answer it",

@@ -33,6 +33,9 @@ public enum AccessRule
 
     /// <summary>An IPC request that operates the agent (<see cref="IpcAccess.Operate"/>) from a caller with the reader role.</summary>
     IpcOperate,
+
+    /// <summary>An RPC call that operates a collector (<see cref="RpcOperations"/>) from a bus connection that is not an operator.</summary>
+    RpcOperate,
 }
 
 /// <summary>Names and descriptions of <see cref="AccessRule"/>.</summary>
@@ -54,6 +57,7 @@ public static class AccessRules
         AccessRule.SubscriberRpcCall => "subscriber.rpc_call",
         AccessRule.ClientPublishControl => "client.publish_control",
         AccessRule.IpcOperate => "ipc.operate",
+        AccessRule.RpcOperate => "rpc.operate",
         _ => rule.ToString(),
     };
 }

@@ -1,0 +1,152 @@
+using DaemonEye.Client;
+using DaemonEye.Protocol.Collector.V1;
+using DaemonEye.Protocol.Ipc.V1;
+using DaemonEye.Protocol.V1;
+using Google.Protobuf;
+
+namespace DaemonEye.EndToEnd.Tests;
+
+/// <summary>
+/// Issue 22: lifecycle and configuration RPCs from a client on the bus, served by the agent's process
+/// manager (the same code as the IPC commands), and the configuration reloaded on SIGHUP. Real agent,
+/// real collector processes, real signals; every wait is on an event or an answer, never on a clock.
+/// </summary>
+public sealed class LifecycleEndToEndTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    private static async Task<LifecycleResponse> CallAsync(BusClient client, string id, RpcOperation operation, IMessage? payload = null)
+    {
+        var response = await client.CallAsync(id, operation, payload?.ToByteString(), TimeSpan.FromSeconds(50)).WaitAsync(Patience);
+        Assert.True(response.Status == RpcStatus.Ok, $"{operation}: {response.Error}");
+        return LifecycleResponse.Parser.ParseFrom(response.Payload);
+    }
+
+    [Fact]
+    public async Task From_the_bus_Stop_is_not_restarted_Start_gives_a_new_pid_and_Restart_a_new_pid_without_counting_a_restart()
+    {
+        const string Id = "tc-bus-life";
+        await using var agent = await AgentProcess.StartAsync(SupervisedCollectorEndToEndTests.TestCollector(Id));
+        var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var watching = watcher;
+        var running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, Id, s => s.State == CollectorState.Running);
+        await using var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "lifecycle-caller" });
+
+        // Stop, gracefully: the collector's own clean exit; the process manager records a requested stop.
+        var stopped = await CallAsync(client, Id, RpcOperation.Stop, new StopRequest { Graceful = true });
+        Assert.Equal(("Stopped", 0u, 0u), (stopped.State, stopped.Pid, stopped.RestartCount));
+        Assert.Contains("exited on request", stopped.Message, StringComparison.Ordinal);
+        Assert.Contains("exit code 0", stopped.Message, StringComparison.Ordinal);
+        // The exit has been handled when the answer comes (one gate): Stopped, not restarted, the process gone.
+        var after = await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id);
+        Assert.Equal((CollectorState.Stopped, 0u, 0u), (after.State, after.Pid, after.Restarts));
+        Assert.False(Directory.Exists($"/proc/{running.Pid}"), $"pid {running.Pid} still exists");
+
+        // Start: Running again, with a new pid.
+        var started = await CallAsync(client, Id, RpcOperation.Start);
+        Assert.Equal("Running", started.State);
+        Assert.NotEqual(0u, started.Pid);
+        Assert.NotEqual(running.Pid, started.Pid);
+
+        // Restart: a new pid, and the restart count stays 0 (requested, not a crash).
+        var restarted = await CallAsync(client, Id, RpcOperation.Restart);
+        Assert.Equal(("Running", 0u), (restarted.State, restarted.RestartCount));
+        Assert.NotEqual(started.Pid, restarted.Pid);
+        var status = await IpcProbe.CollectorAsync(agent.IpcSocketPath, Id);
+        Assert.Equal((CollectorState.Running, restarted.Pid, 0u), (status.State, status.Pid, status.Restarts));
+        Assert.Contains($"RPC Stop of collector {Id}", agent.Log, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Collectors_config_sets_procmonds_scan_interval_live_announces_it_and_refuses_a_bad_value_with_procmonds_message()
+    {
+        var env = new Dictionary<string, string>
+        {
+            ["DAEMONEYE_COLLECTORS__0__ID"] = "procmond",
+            ["DAEMONEYE_COLLECTORS__0__EXECUTABLE"] = Path.Combine(Path.GetDirectoryName(Paths.AgentDll)!, "collectors", "procmond", "procmond.dll"),
+        };
+        await using var agent = await AgentProcess.StartAsync(env);
+        var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var watching = watcher;
+        await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "procmond", s => s.State == CollectorState.Running);
+        await using var announcements = await watcher.SubscribeAsync("control.collector.config");
+        await watcher.FlushAsync().WaitAsync(Patience);
+
+        var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("scan_interval_ms = 1000", stdout);
+
+        (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond", "--set", "scan_interval_ms=250");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("scan_interval_ms = 250", stdout);
+
+        using var timeout = new CancellationTokenSource(Patience);
+        var message = await announcements.Reader.ReadAsync(timeout.Token);
+        var changed = ConfigChanged.Parser.ParseFrom(message.Payload.Span);
+        Assert.Equal("procmond", changed.CollectorId);
+        Assert.Equal("250", changed.Changed["scan_interval_ms"]);
+        Assert.Equal("250", changed.Settings["scan_interval_ms"]);
+
+        // Live: procmond's own report of its settings (its HealthCheck answer) says so.
+        var health = await watcher.CallAsync("procmond", RpcOperation.HealthCheck).WaitAsync(Patience);
+        Assert.Equal("250", HealthCheckResponse.Parser.ParseFrom(health.Payload).Details["setting.scan_interval_ms"]);
+
+        // A bad value: refused with procmond's own message; nothing announced, nothing changed.
+        (code, _, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond", "--set", "scan_interval_ms=10");
+        Assert.Equal(1, code);
+        Assert.StartsWith("InvalidOperation: scan_interval_ms is '10'; allowed: a number from 50 to 3600000", stderr, StringComparison.Ordinal);
+        (code, stdout, _) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond");
+        Assert.Contains("scan_interval_ms = 250", stdout);
+        Assert.False(announcements.Reader.TryRead(out var unexpected), $"announced: {unexpected?.Topic}");
+    }
+
+    private static async Task SighupAsync(AgentProcess agent)
+    {
+        using var kill = System.Diagnostics.Process.Start("kill", ["-HUP", agent.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        await kill.WaitForExitAsync().WaitAsync(Patience);
+        Assert.Equal(0, kill.ExitCode);
+    }
+
+    [Fact]
+    public async Task SIGHUP_with_a_file_that_adds_a_collector_starts_only_it_and_an_invalid_file_changes_nothing()
+    {
+        var directory = Directory.CreateTempSubdirectory("de-hup-").FullName;
+        try
+        {
+            var file = Path.Combine(directory, "agent.yaml");
+            static string Collector(string id) => $"""
+                  - id: {id}
+                    executable: {Paths.TestCollectorDll}
+                """;
+            await File.WriteAllTextAsync(file, "collectors:\n" + Collector("tc-hup-a"));
+            await using var agent = await AgentProcess.StartAsync(args: ["--config", file]);
+            var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+            await using var watching = watcher;
+            var first = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "tc-hup-a", s => s.State == CollectorState.Running);
+
+            await File.WriteAllTextAsync(file, "collectors:\n" + Collector("tc-hup-a") + "\n" + Collector("tc-hup-b"));
+            var reloaded = agent.WaitForLineAsync(l => l.Contains("Configuration reloaded:", StringComparison.Ordinal));
+            await SighupAsync(agent);
+            Assert.Contains("added [tc-hup-b], removed [], changed []", await reloaded.WaitAsync(Patience), StringComparison.Ordinal);
+            await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "tc-hup-b", s => s.State == CollectorState.Running);
+            var untouched = await IpcProbe.CollectorAsync(agent.IpcSocketPath, "tc-hup-a");
+            Assert.Equal((CollectorState.Running, first.Pid, 0u), (untouched.State, untouched.Pid, untouched.Restarts));
+
+            // Invalid: two problems, both logged; nothing changes (tc-hup-b is not removed, nothing restarts).
+            await File.WriteAllTextAsync(file, "process_manager:\n  max_restart_attempts: -1\ncollectors:\n" + Collector("tc-hup-a") + "\n  - id: Bad.Id\n    executable: /nonexistent\n");
+            var refused = agent.WaitForLineAsync(l => l.Contains("Configuration reload refused", StringComparison.Ordinal));
+            var restartKey = agent.WaitForLineAsync(l => l.Contains("Configuration reload: process_manager.max_restart_attempts", StringComparison.Ordinal));
+            await SighupAsync(agent);
+            await refused.WaitAsync(Patience);
+            await restartKey.WaitAsync(Patience);
+            var list = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() })).ListCollectors.Collectors;
+            Assert.Equal(["tc-hup-a", "tc-hup-b"], list.Select(c => c.Id));
+            Assert.All(list, c => Assert.Equal(CollectorState.Running, c.State));
+            Assert.Equal(first.Pid, list[0].Pid);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+}
