@@ -28,7 +28,8 @@ internal sealed partial class CollectorGrain(ILogger<CollectorGrain> logger) : G
         if (before.State != state)
         {
             var correlationId = RequestContext.Get(CollectorGrainContext.CorrelationIdKey) as string;
-            LogTransition(logger, before.Id, before.State, state, pid, reason, string.IsNullOrEmpty(correlationId) ? "-" : correlationId);
+            // A collector that gave up (Failed) is an error: `journalctl -p err` shows it.
+            LogTransition(logger, state == CollectorLifecycle.Failed ? LogLevel.Error : LogLevel.Information, before.Id, before.State, state, pid, reason, string.IsNullOrEmpty(correlationId) ? "-" : correlationId);
         }
 
         return Task.FromResult(new CollectorTransition(before, _snapshot));
@@ -80,8 +81,8 @@ internal sealed partial class CollectorGrain(ILogger<CollectorGrain> logger) : G
 
     public Task<CollectorSnapshot> GetSnapshot() => Task.FromResult(_snapshot);
 
-    [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Collector {CollectorId}: {From} -> {To} (pid {Pid}): {Reason} (correlation {CorrelationId})")]
-    private static partial void LogTransition(ILogger logger, string collectorId, CollectorLifecycle from, CollectorLifecycle to, int pid, string reason, string correlationId);
+    [LoggerMessage(EventId = 1200, Message = "Collector {CollectorId}: {From} -> {To} (pid {Pid}): {Reason} (correlation {CorrelationId})")]
+    private static partial void LogTransition(ILogger logger, LogLevel level, string collectorId, CollectorLifecycle from, CollectorLifecycle to, int pid, string reason, string correlationId);
 
     [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Collector {CollectorId} health {From} -> {To}: no heartbeat for {Seconds:0.0} s")]
     private static partial void LogHealth(ILogger logger, string collectorId, CollectorHealthState from, CollectorHealthState to, double seconds);

@@ -269,7 +269,14 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         foreach (var id in KnownIds())
         {
             var snapshot = await _grains.GetGrain<ICollectorGrain>(id).EvaluateHealth(now, _options.HeartbeatInterval).WaitAsync(cancellationToken);
-            list.Add(ToStatus(snapshot));
+            var status = ToStatus(snapshot);
+            if (status.State != CollectorState.Running && _runners.TryGetValue(id, out var runner) && runner.IsRecovering)
+            {
+                // Exited unexpectedly and not back yet (crash-looping): not working, whatever the grain last knew.
+                status.Health = CollectorHealth.Unhealthy;
+            }
+
+            list.Add(status);
         }
 
         return list;
