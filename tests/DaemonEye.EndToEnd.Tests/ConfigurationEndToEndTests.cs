@@ -98,6 +98,8 @@ public sealed class ConfigurationEndToEndTests
         var env = new Dictionary<string, string>
         {
             ["DAEMONEYE_LOGGING__FORMAT"] = "json",
+            // A successful call's line is at debug (a failed one's at information).
+            ["DAEMONEYE_LOGGING__LEVEL"] = "debug",
             ["DAEMONEYE_RPC__HEALTH_CHECK_INTERVAL_SECONDS"] = "1",
             ["DAEMONEYE_RPC__ENABLE_CORRELATION_TRACKING"] = "true",
             ["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.2",
@@ -128,6 +130,7 @@ public sealed class ConfigurationEndToEndTests
         Assert.Equal("HealthCheck", line.GetProperty("Operation").GetString());
         Assert.Equal("external", line.GetProperty("CollectorId").GetString());
         Assert.Equal("Ok", line.GetProperty("Status").GetString());
+        Assert.Equal("Debug", line.GetProperty("@l").GetString());
         Assert.Matches("^[0-9a-f]{32}$", line.GetProperty("CorrelationId").GetString());
         Assert.True(line.GetProperty("DurationMs").GetDouble() > 0);
         Assert.Equal("DaemonEye.Gateway.Rpc.RpcRouter", line.GetProperty("SourceContext").GetString());

@@ -33,6 +33,9 @@ public enum AccessRule
 
     /// <summary>An IPC request that operates the agent (<see cref="IpcAccess.Operate"/>) from a caller with the reader role.</summary>
     IpcOperate,
+
+    /// <summary>The cli role published on a topic only the agent and the collectors use (<c>control.collector.#</c>, <c>control.health.#</c>).</summary>
+    CliPublishAgentTopic,
 }
 
 /// <summary>Names and descriptions of <see cref="AccessRule"/>.</summary>
@@ -54,6 +57,7 @@ public static class AccessRules
         AccessRule.SubscriberRpcCall => "subscriber.rpc_call",
         AccessRule.ClientPublishControl => "client.publish_control",
         AccessRule.IpcOperate => "ipc.operate",
+        AccessRule.CliPublishAgentTopic => "cli.publish_agent_topic",
         _ => rule.ToString(),
     };
 }
