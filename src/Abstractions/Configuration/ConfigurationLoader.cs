@@ -84,6 +84,37 @@ public static class ConfigurationLoader
         {
             return null;
         }
+#pragma warning disable CA1031 // YamlDotNet's scanner throws a bare Exception on some input (an unclosed '['): find where.
+        catch (Exception)
+        {
+            return WhereScannerStops(file);
+        }
+#pragma warning restore CA1031
+    }
+
+    /// <summary>Runs YamlDotNet's scanner alone over the file, to name the line and column where it gives up.</summary>
+    private static string? WhereScannerStops(string file)
+    {
+        using var reader = File.OpenText(file);
+        var scanner = new YamlDotNet.Core.Scanner(reader);
+        var last = scanner.CurrentPosition;
+        try
+        {
+            while (scanner.MoveNext())
+            {
+                last = scanner.Current?.Start ?? scanner.CurrentPosition;
+            }
+
+            return null;
+        }
+#pragma warning disable CA1031 // As above.
+        catch (Exception ex)
+        {
+            var at = ex is YamlDotNet.Core.YamlException yaml ? yaml.Start : last;
+            var what = ex is YamlDotNet.Core.YamlException ? ex.Message.TrimEnd('.') : "the YAML scanner stopped here (often a '[', '{' or quote that is not closed)";
+            return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{file}:{at.Line}:{at.Column}: not valid YAML: {what}");
+        }
+#pragma warning restore CA1031
     }
 
     /// <summary>Reads the broker section into options (embedded defaults where keys are absent).</summary>
