@@ -74,8 +74,8 @@ public sealed class ConfigurationEndToEndTests
             await using var agent = await AgentProcess.StartAsync(env, args: ["--config", file]);
             var log = agent.Log;
 
-            Assert.Contains($"Configuration: unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'? Known keys of broker: socket_path, startup_timeout_seconds, max_subscribers,", log, StringComparison.Ordinal);
-            Assert.Contains($"Configuration: unknown key health.probe_timeout (file {file}) is ignored; did you mean 'probe_timeout_seconds'?", log, StringComparison.Ordinal);
+            Assert.Contains($"Configuration: unknown key broker.max_subscriber (file {file}:2) is ignored; did you mean 'max_subscribers'? Known keys of broker: socket_path, startup_timeout_seconds, max_subscribers,", log, StringComparison.Ordinal);
+            Assert.Contains($"Configuration: unknown key health.probe_timeout (file {file}:4) is ignored; did you mean 'probe_timeout_seconds'?", log, StringComparison.Ordinal);
             Assert.Contains("Configuration: unknown key rpc.default_timeout (environment DAEMONEYE_RPC__DEFAULT_TIMEOUT) is ignored; did you mean 'default_timeout_seconds'? Known keys of rpc: default_timeout_seconds, health_check_interval_seconds, enable_correlation_tracking, max_pending_requests", log, StringComparison.Ordinal);
             // Ignored: the typo did not set the limit.
             var status = (await IpcProbe.SendAsync(agent.IpcSocketPath, new Protocol.Ipc.V1.IpcRequest { Status = new Protocol.Ipc.V1.StatusRequest() })).Status;
