@@ -217,6 +217,43 @@ public sealed class OperatorChecksEndToEndTests
     }
 
     [Fact]
+    public async Task A_collector_whose_executable_disappears_crash_loops_with_health_not_healthy_then_Failed_exit_2()
+    {
+        using var directory = new TempDirectory();
+        var script = Path.Combine(directory.Path, "vanishing-collector");
+        await File.WriteAllTextAsync(script, $"#!/bin/sh\nexec dotnet '{Paths.TestCollectorDll}' \"$@\"\n");
+        File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var env = new Dictionary<string, string>
+        {
+            ["DAEMONEYE_COLLECTORS__0__ID"] = "tc-vanish",
+            ["DAEMONEYE_COLLECTORS__0__EXECUTABLE"] = script,
+            ["DAEMONEYE_PROCESS_MANAGER__MAX_RESTART_ATTEMPTS"] = "2",
+            ["DAEMONEYE_PROCESS_MANAGER__RESTART_BACKOFF_SECONDS"] = "0.2",
+        };
+        await using var agent = await AgentProcess.StartAsync(env);
+        var running = await WaitForAsync(agent, "tc-vanish", s => s.State == CollectorState.Running);
+
+        // The executable goes away (an upgrade gone wrong), then the collector dies: every restart fails.
+        File.Delete(script);
+        using (var victim = Process.GetProcessById((int)running.Pid))
+        {
+            victim.Kill();
+        }
+
+        var (loopCode, loopLines, _) = await CliProcess.RunAsync(agent.SocketPath, Patience, "health");
+        var failed = await WaitForAsync(agent, "tc-vanish", s => s.State == CollectorState.Failed);
+        var (code, lines, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "health");
+
+        // While it loops, health is degraded (restarting) or already unhealthy (Failed): never healthy.
+        Assert.True(loopCode is 1 or 2, $"health exited {loopCode} while the collector crash-looped\n{string.Join('\n', loopLines)}");
+        Assert.True(code == 2, $"health exited {code}\n{string.Join('\n', lines)}\n{stderr}");
+        Assert.Matches(@"^heartbeats\s+unhealthy\s+1 collector\(s\) Failed: tc-vanish", Assert.Single(lines, l => l.StartsWith("heartbeats ", StringComparison.Ordinal)));
+        Assert.Contains("max_restart_attempts", failed.Reason, StringComparison.Ordinal);
+        Assert.Contains(agent.Log.Split('\n'), l => l.Contains("WRN]", StringComparison.Ordinal) && l.Contains("Collector tc-vanish was killed by signal 9; restart 1 of 2", StringComparison.Ordinal));
+        Assert.Contains(agent.Log.Split('\n'), l => l.Contains("ERR]", StringComparison.Ordinal) && l.Contains("Collector tc-vanish: ", StringComparison.Ordinal) && l.Contains(" -> Failed", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_Failed_collector_is_logged_at_error_and_makes_health_unhealthy_exit_2()
     {
         var env = new Dictionary<string, string>
