@@ -6,7 +6,7 @@ using DaemonEye.Protocol.V1;
 namespace DaemonEye.Coordination;
 
 /// <summary>The IPC operations of coordination: task_run, rules_list, rules_test, rules_run.</summary>
-internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, DetectionRuleService rules) : IIpcRequestHandler
+internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, DetectionRuleService rules, Gateway.IAgentControl control) : IIpcRequestHandler
 {
     public IReadOnlyCollection<IpcRequest.BodyOneofCase> Handles { get; } =
         [IpcRequest.BodyOneofCase.TaskRun, IpcRequest.BodyOneofCase.RulesList, IpcRequest.BodyOneofCase.RulesTest, IpcRequest.BodyOneofCase.RulesRun];
@@ -31,10 +31,43 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
         }
     }
 
-    private Task<AggregatedTaskResult> RunTaskAsync(TaskRunRequest request, CorrelationMetadata? parent, CancellationToken cancellationToken)
+    private async Task<AggregatedTaskResult> RunTaskAsync(TaskRunRequest request, CorrelationMetadata? parent, CancellationToken cancellationToken)
     {
+        if (await UndeclaredAsync(request.TaskType, cancellationToken) is { } reason)
+        {
+            throw new TaskFailedException(RpcErrorKind.NotFound, reason);
+        }
+
         var spec = new TaskSpec(request.TaskType, request.Parameters, request.Priority, request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : null);
-        return coordinator.RunAsync(spec, parent, cancellationToken);
+        return await coordinator.RunAsync(spec, parent, cancellationToken);
+    }
+
+    /// <summary>
+    /// Why the operator's task cannot run, known at once: no connected collector declares its type and
+    /// none is on its way up (configured and not yet registered, starting, or restarting after a crash)
+    /// that might. Null otherwise: the coordinator takes it (and waits for a collector that is coming).
+    /// </summary>
+    private async Task<string?> UndeclaredAsync(string taskType, CancellationToken cancellationToken)
+    {
+        if (taskType.Length == 0 || coordinator.InstancesFor(taskType).Count > 0)
+        {
+            return null;
+        }
+
+        var collectors = await control.ListCollectorsAsync(cancellationToken);
+        if (collectors.Any(c => c.State is CollectorState.Registered or CollectorState.Starting && c.Enabled
+            || c.State is CollectorState.Stopped && c.Health is CollectorHealth.Unhealthy))
+        {
+            return null;
+        }
+
+        var declared = collectors
+            .SelectMany(c => c.Capabilities.Where(k => k.StartsWith("task:", StringComparison.Ordinal)).Select(k => (Type: k["task:".Length..], c.Id)))
+            .GroupBy(x => x.Type, StringComparer.Ordinal)
+            .OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => $"{g.Key} ({string.Join(", ", g.Select(x => x.Id).Order(StringComparer.Ordinal))})")
+            .ToList();
+        return $"no running collector declares task type '{taskType}', and none is starting; declared task types: {(declared.Count == 0 ? "none" : string.Join(", ", declared))}. A collector executes the types it declares as task:<type> in its Hello (`daemoneye-cli collectors list --json`, capabilities)";
     }
 
     private RulesListResponse List()

@@ -44,6 +44,7 @@ public static class ServiceCollectionExtensions
         Metrics.MetricsServiceCollectionExtensions.AddBusMetrics(services, configuration);
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
+        services.AddHostedService<Rpc.RpcActivityLogger>();
         return services;
     }
 

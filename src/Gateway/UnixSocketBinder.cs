@@ -13,8 +13,6 @@ public static class UnixSocketBinder
 {
     private const UnixFileMode DirectoryMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
     private const UnixFileMode SocketMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-    private const UnixFileMode GroupAccess = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute;
-    private const UnixFileMode OtherAccess = UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
 
     /// <exception cref="InvalidOperationException">The path is served by a live process or cannot be used; the message says why.</exception>
     /// <exception cref="SocketSecurityException">The directory or socket would not be private to the agent (and <paramref name="group"/>).</exception>
@@ -106,7 +104,7 @@ public static class UnixSocketBinder
 
     private static void PrepareDirectory(string directory, string what, uint? group)
     {
-        var wanted = group is null ? DirectoryMode : DirectoryMode | UnixFileMode.GroupExecute;
+        var wanted = SocketDirectory.WantedMode(group);
         if (!Directory.Exists(directory))
         {
             try
@@ -124,43 +122,16 @@ public static class UnixSocketBinder
             }
         }
 
-        VerifyDirectory(directory, what, group, wanted);
+        VerifyDirectory(directory, what, group);
     }
 
     /// <summary>The directory must be the agent user's, writable by nobody else, and open to no one
     /// but (for search only) the socket group: otherwise another user could replace or reach the socket.</summary>
-    private static void VerifyDirectory(string directory, string what, uint? group, UnixFileMode wanted)
+    private static void VerifyDirectory(string directory, string what, uint? group)
     {
-        uint uid, gid;
-        UnixFileMode mode;
-        try
+        if (SocketDirectory.Problem(directory, what, group) is { } problem)
         {
-            (uid, gid, mode) = Posix.GetOwnership(directory);
-        }
-        catch (IOException ex)
-        {
-            throw new SocketSecurityException($"cannot check the {what} socket directory '{directory}': {ex.Message}", ex);
-        }
-
-        var me = Posix.EffectiveUserId;
-        if (uid != me)
-        {
-            throw new SocketSecurityException(
-                $"the {what} socket directory '{directory}' is owned by uid {uid}, not by the agent's user (uid {me}); another user could replace the socket. Use a directory the agent's user owns (mode {Octal(wanted)})");
-        }
-
-        if ((mode & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
-        {
-            throw new SocketSecurityException(
-                $"the {what} socket directory '{directory}' is writable by group or others (mode {Octal(mode)}); it must be {Octal(wanted)} so no other user can replace the socket: chmod {Convert.ToString((int)wanted, 8)} {directory}, or use a private directory");
-        }
-
-        var open = mode & (GroupAccess | OtherAccess);
-        var allowedOpen = wanted & (GroupAccess | OtherAccess);
-        if ((open & ~allowedOpen) != 0 || (group is { } g && (gid != g || (mode & UnixFileMode.GroupExecute) == 0)))
-        {
-            throw new SocketSecurityException(
-                $"the {what} socket directory '{directory}' has mode {Octal(mode)} and group {gid}; it must be {Octal(wanted)}{(group is { } expected ? $" with group {expected} (security.socket_group): chgrp {expected} {directory} && " : ": ")}chmod {Convert.ToString((int)wanted, 8)} {directory}");
+            throw new SocketSecurityException(problem);
         }
     }
 

@@ -59,6 +59,7 @@ internal static partial class HostingExtensions
                 .MinimumLevel.Override("DaemonEye.Silo.HostingExtensions.ReadyAnnouncer", LogEventLevel.Information)
                 .MinimumLevel.Override("DaemonEye.Silo.Dashboard", LogEventLevel.Information)
                 .MinimumLevel.Override("Microsoft.Hosting.Lifetime", LogEventLevel.Information)
+                .Filter.ByExcluding(IsStartupFailureAgentRunnerReports)
                 .Enrich.FromLogContext();
             if (string.Equals(options.Format, "json", StringComparison.OrdinalIgnoreCase))
             {
@@ -77,6 +78,19 @@ internal static partial class HostingExtensions
             }
         });
     }
+
+    /// <summary>
+    /// The host's "Hosting failed to start" with the stack trace of a failure the agent's own code threw
+    /// for the operator (a socket in use, a directory not private, invalid options): AgentRunner prints its
+    /// message and exits 1 or 2, so the trace is noise before the clean message. Failures thrown elsewhere
+    /// keep their trace.
+    /// </summary>
+    private static bool IsStartupFailureAgentRunnerReports(LogEvent logEvent) =>
+        logEvent.Exception is InvalidOperationException or Microsoft.Extensions.Options.OptionsValidationException
+        && logEvent.Properties.TryGetValue("SourceContext", out var source)
+        && source is ScalarValue { Value: "Microsoft.Extensions.Hosting.Internal.Host" }
+        && (logEvent.Exception is Microsoft.Extensions.Options.OptionsValidationException
+            || logEvent.Exception.TargetSite?.DeclaringType?.Namespace?.StartsWith("DaemonEye.", StringComparison.Ordinal) == true);
 
     /// <summary>Logs the ready line once every hosted service (silo, then gateway) has started.</summary>
     public static IServiceCollection AddReadyAnnouncement(this IServiceCollection services) =>

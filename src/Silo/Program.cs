@@ -30,16 +30,16 @@ try
 {
     configuration.AddDaemonEyeConfiguration(commandLine.ConfigPath);
 }
-catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException or FormatException)
+catch (Exception ex) when (ConfigurationLoader.DescribeLoadFailure(ex, commandLine.ConfigPath) is { } failure)
 {
-    Console.Error.WriteLine($"daemoneye-agent: {ex.Message}");
+    Console.Error.WriteLine($"daemoneye-agent: {failure}");
     return 2;
 }
 
 commandLine.ApplyTo(configuration);
 
-// The same validation as `daemoneye-cli config validate`.
-var report = ConfigurationValidator.Validate(configuration);
+// The same checks as `daemoneye-cli config validate`: values, socket directories, collector executables, rules.
+var report = StartupChecks.Run(configuration, StartupCheckContext.ForThisProcess());
 if (!report.IsValid)
 {
     Console.Error.WriteLine($"daemoneye-agent: the configuration has {report.Errors.Count} problem(s):");

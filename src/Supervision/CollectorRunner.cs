@@ -41,10 +41,14 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
     private CancellationTokenSource? _pendingRestart;
     private TaskCompletionSource<CollectorPresence>? _registration;
     private Process? _killedForStartupTimeout;
+    private volatile bool _recovering;
 
     public CollectorDefinition Definition => definition;
 
     public string Id => definition.Id;
+
+    /// <summary>Exited unexpectedly and not running again yet (restart pending or not registered): crash-looping, for health.</summary>
+    public bool IsRecovering => _recovering;
 
     /// <summary>Pid of the running process, or 0.</summary>
     public int Pid => _process is { HasExited: false } p ? p.Id : 0;
@@ -63,6 +67,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
             }
 
             _stopRequested = false;
+            _recovering = false;
             CancelPendingRestart();
             context.Directory.ResetRestartWindow(Id);
             return await LaunchAsync(reason, parent);
@@ -80,6 +85,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
         try
         {
             _stopRequested = true;
+            _recovering = false;
             CancelPendingRestart();
             var process = _process;
             if (process is null || process.HasExited)
@@ -202,6 +208,7 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
         await cancel.CancelAsync();
         if (first == registration.Task)
         {
+            _recovering = false;
             await TransitionAsync(CollectorLifecycle.Running, pid, "registered on the bus", parent);
             return $"collector '{Id}' is running (pid {pid})";
         }
@@ -242,12 +249,14 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
             if (!Options.EnableAutoRestart)
             {
+                _recovering = false;
                 await TransitionAsync(CollectorLifecycle.Failed, 0, $"{how}; process_manager.enable_auto_restart is off", null, code);
                 return;
             }
 
             if (!context.Directory.TryCountRestart(Id, Options.MaxRestartAttempts, Options.RestartWindow, out var attempt, out _))
             {
+                _recovering = false;
                 await TransitionAsync(CollectorLifecycle.Failed, 0,
                     string.Create(CultureInfo.InvariantCulture, $"{how} after {attempt} restarts within {Options.RestartWindowSeconds} s (process_manager.max_restart_attempts = {Options.MaxRestartAttempts}); not restarting it. Start it by hand: daemoneye-cli collectors start {Id}"),
                     null, code);
@@ -255,6 +264,8 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
             }
 
             var delay = Options.BackoffFor(attempt);
+            _recovering = true;
+            LogUnexpectedExit(context.Logger, Id, how, attempt, Options.MaxRestartAttempts, delay.TotalSeconds);
             await TransitionAsync(CollectorLifecycle.Stopped, 0,
                 string.Create(CultureInfo.InvariantCulture, $"{how}; restart {attempt} of {Options.MaxRestartAttempts} in {delay.TotalSeconds:0.###} s"), null, code);
             var pending = new CancellationTokenSource();
@@ -350,6 +361,9 @@ internal sealed partial class CollectorRunner(CollectorDefinition definition, Su
 
     [LoggerMessage(EventId = 4003, Level = LogLevel.Warning, Message = "Collector {CollectorId} registered from pid {RegisteredPid}, but the agent started pid {StartedPid}")]
     private static partial void LogPidMismatch(ILogger logger, string collectorId, int registeredPid, int startedPid);
+
+    [LoggerMessage(EventId = 4005, Level = LogLevel.Warning, Message = "Collector {CollectorId} {How}; restart {Attempt} of {MaxAttempts} in {DelaySeconds:0.###} s")]
+    private static partial void LogUnexpectedExit(ILogger logger, string collectorId, string how, int attempt, int maxAttempts, double delaySeconds);
 
     [LoggerMessage(EventId = 4004, Level = LogLevel.Warning, Message = "Collector {CollectorId}: could not publish its lifecycle event")]
     private static partial void LogLifecyclePublishFailed(ILogger logger, string collectorId, Exception exception);

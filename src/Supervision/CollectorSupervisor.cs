@@ -284,8 +284,23 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         }
     }
 
-    public Task<IReadOnlyList<CollectorStatus>> ListCollectorsAsync(CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<CollectorStatus>>([.. _directory.List().Select(ToStatus)]);
+    public Task<IReadOnlyList<CollectorStatus>> ListCollectorsAsync(CancellationToken cancellationToken)
+    {
+        var list = new List<CollectorStatus>();
+        foreach (var snapshot in _directory.List())
+        {
+            var status = ToStatus(snapshot);
+            if (status.State != CollectorState.Running && _runners.TryGetValue(snapshot.Id, out var runner) && runner.IsRecovering)
+            {
+                // Exited unexpectedly and not back yet (crash-looping): not working, whatever was last recorded.
+                status.Health = CollectorHealth.Unhealthy;
+            }
+
+            list.Add(status);
+        }
+
+        return Task.FromResult<IReadOnlyList<CollectorStatus>>(list);
+    }
 
     private static CollectorStatus ToStatus(CollectorSnapshot snapshot)
     {

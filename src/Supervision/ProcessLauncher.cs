@@ -86,7 +86,10 @@ internal sealed partial class ProcessLauncher : IDisposable
             var host = Environment.ProcessPath ?? "dotnet";
             if (!Path.GetFileNameWithoutExtension(host).Equals("dotnet", StringComparison.Ordinal))
             {
-                host = "dotnet";
+                // An installed agent runs from its own apphost: use the dotnet host of the runtime it runs on
+                // (…/dotnet/shared/Microsoft.NETCore.App/<version>/ → …/dotnet/dotnet), else dotnet on PATH.
+                var runtimeHost = Path.GetFullPath(Path.Combine(System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory(), "..", "..", "..", "dotnet"));
+                host = File.Exists(runtimeHost) ? runtimeHost : "dotnet";
             }
 
             return (host, [executable, .. definition.Arguments]);
@@ -98,22 +101,8 @@ internal sealed partial class ProcessLauncher : IDisposable
     /// <summary>An absolute path as given. A relative one against the working directory when a file
     /// is there, otherwise against the agent's own directory (where its build puts
     /// collectors/procmond, and where an installation keeps its collectors).</summary>
-    internal static string ResolveExecutable(string executable, string workingDirectory, string agentDirectory)
-    {
-        if (Path.IsPathRooted(executable))
-        {
-            return Path.GetFullPath(executable);
-        }
-
-        var fromWorkingDirectory = Path.GetFullPath(executable, workingDirectory);
-        if (File.Exists(fromWorkingDirectory))
-        {
-            return fromWorkingDirectory;
-        }
-
-        var fromAgent = Path.GetFullPath(executable, agentDirectory);
-        return File.Exists(fromAgent) ? fromAgent : fromWorkingDirectory;
-    }
+    internal static string ResolveExecutable(string executable, string workingDirectory, string agentDirectory) =>
+        CollectorExecutable.Resolve(executable, workingDirectory, agentDirectory);
 
     private void Run()
     {

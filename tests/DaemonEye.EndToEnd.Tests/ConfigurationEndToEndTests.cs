@@ -74,8 +74,8 @@ public sealed class ConfigurationEndToEndTests
             await using var agent = await AgentProcess.StartAsync(env, args: ["--config", file]);
             var log = agent.Log;
 
-            Assert.Contains($"Configuration: unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'? Known keys of broker: socket_path, startup_timeout_seconds, max_subscribers,", log, StringComparison.Ordinal);
-            Assert.Contains($"Configuration: unknown key health.probe_timeout (file {file}) is ignored; did you mean 'probe_timeout_seconds'?", log, StringComparison.Ordinal);
+            Assert.Contains($"Configuration: unknown key broker.max_subscriber (file {file}:2) is ignored; did you mean 'max_subscribers'? Known keys of broker: socket_path, startup_timeout_seconds, max_subscribers,", log, StringComparison.Ordinal);
+            Assert.Contains($"Configuration: unknown key health.probe_timeout (file {file}:4) is ignored; did you mean 'probe_timeout_seconds'?", log, StringComparison.Ordinal);
             Assert.Contains("Configuration: unknown key rpc.default_timeout (environment DAEMONEYE_RPC__DEFAULT_TIMEOUT) is ignored; did you mean 'default_timeout_seconds'? Known keys of rpc: default_timeout_seconds, health_check_interval_seconds, enable_correlation_tracking, max_pending_requests", log, StringComparison.Ordinal);
             // Ignored: the typo did not set the limit.
             var status = (await IpcProbe.SendAsync(agent.IpcSocketPath, new Protocol.Ipc.V1.IpcRequest { Status = new Protocol.Ipc.V1.StatusRequest() })).Status;
@@ -98,6 +98,8 @@ public sealed class ConfigurationEndToEndTests
         var env = new Dictionary<string, string>
         {
             ["DAEMONEYE_LOGGING__FORMAT"] = "json",
+            // A successful call's line is at debug (a failed one's at information).
+            ["DAEMONEYE_LOGGING__LEVEL"] = "debug",
             ["DAEMONEYE_RPC__HEALTH_CHECK_INTERVAL_SECONDS"] = "1",
             ["DAEMONEYE_RPC__ENABLE_CORRELATION_TRACKING"] = "true",
             ["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.2",
@@ -128,6 +130,7 @@ public sealed class ConfigurationEndToEndTests
         Assert.Equal("HealthCheck", line.GetProperty("Operation").GetString());
         Assert.Equal("external", line.GetProperty("CollectorId").GetString());
         Assert.Equal("Ok", line.GetProperty("Status").GetString());
+        Assert.Equal("Debug", line.GetProperty("@l").GetString());
         Assert.Matches("^[0-9a-f]{32}$", line.GetProperty("CorrelationId").GetString());
         Assert.True(line.GetProperty("DurationMs").GetDouble() > 0);
         Assert.Equal("DaemonEye.Gateway.Rpc.RpcRouter", line.GetProperty("SourceContext").GetString());

@@ -316,18 +316,18 @@ public sealed class CoordinationEndToEndTests
     }
 
     [Fact]
-    public async Task With_no_instance_the_task_waits_and_fails_at_its_timeout_with_a_clear_error()
+    public async Task With_no_instance_declaring_the_type_the_task_is_refused_at_once_naming_the_declared_types()
     {
         await using var agent = await AgentProcess.StartAsync(Config(new Collector("tc-other", "tc", "--task-type", "test.other")));
         var (client, events) = await WatchAsync(agent);
         await using var _ = client;
         await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-other");
 
-        var response = await RunTaskAsync(agent, "test.echo", 500);
+        // The agent knows at once that nobody executes test.echo: it does not wait for the task's 60 s.
+        var response = await RunTaskAsync(agent, "test.echo", 60_000);
 
         Assert.NotNull(response.Error);
-        Assert.Equal(RpcErrorKind.Timeout, response.Error.Kind);
-        Assert.Contains("no collector instance executing task type 'test.echo' became available within 0.5 s", response.Error.Message);
-        Assert.Contains("tc-other (tasks: test.other)", response.Error.Message);
+        Assert.Equal(RpcErrorKind.NotFound, response.Error.Kind);
+        Assert.Contains("no running collector declares task type 'test.echo', and none is starting; declared task types: test.other (tc-other)", response.Error.Message);
     }
 }

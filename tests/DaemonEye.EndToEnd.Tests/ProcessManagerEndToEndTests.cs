@@ -142,10 +142,12 @@ public sealed class ProcessManagerEndToEndTests
         var env = SupervisedCollectorEndToEndTests.TestCollector("tc-checked");
         env["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.25";
         env["DAEMONEYE_PROCESS_MANAGER__HEALTH_CHECK_INTERVAL_SECONDS"] = "0.5";
+        // A successful call's line is at debug.
+        env["DAEMONEYE_LOGGING__LEVEL"] = "debug";
         await using var agent = await StartAgentAsync(env);
 
         // The router's "RPC ... completed" line for each check (rpc.enable_correlation_tracking is on by
-        // default), timed by the agent's own log timestamp: when this test reads a line depends on
+        // default; at debug for a call that succeeded), timed by the agent's own log timestamp: when this test reads a line depends on
         // how busy the machine is.
         var seen = new List<TimeSpan>();
         var fourth = agent.WaitForLineAsync(l =>

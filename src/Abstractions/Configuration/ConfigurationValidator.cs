@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Configuration.EnvironmentVariables;
 
@@ -17,9 +19,15 @@ public sealed record KnownSection(string Name, Type OptionsType, Func<IConfigura
 }
 
 /// <summary>The outcome of validating a configuration: errors stop the agent (exit 2); warnings do not.</summary>
-public sealed record ConfigurationReport(IReadOnlyList<string> Errors, IReadOnlyList<string> Warnings)
+/// <param name="Errors">Problems that stop the agent, each naming the key, the value, what is allowed and where the value came from.</param>
+/// <param name="Warnings">Unknown keys and the like: logged at start-up, ignored.</param>
+/// <param name="RuleProblems">Detection rule files that do not load (file:line): the agent logs them and runs the other rules.</param>
+public sealed record ConfigurationReport(IReadOnlyList<string> Errors, IReadOnlyList<string> Warnings, IReadOnlyList<string>? RuleProblems = null)
 {
     public bool IsValid => Errors.Count == 0;
+
+    /// <summary>Detection rule files that do not load; empty when the rules were not checked.</summary>
+    public IReadOnlyList<string> Rules => RuleProblems ?? [];
 }
 
 /// <summary>
@@ -28,8 +36,10 @@ public sealed record ConfigurationReport(IReadOnlyList<string> Errors, IReadOnly
 /// allowed) as an error; every key no section knows as a warning naming where it came from (file or
 /// environment variable), the closest known key, and the section's known keys.
 /// </summary>
-public static class ConfigurationValidator
+public static partial class ConfigurationValidator
 {
+    private static readonly ConditionalWeakTable<FileConfigurationProvider, IReadOnlyDictionary<string, int>> KeyLines = [];
+
     /// <summary>Keys whose children are free-form (a collector's <c>environment</c> and <c>arguments</c>; the security section's lists and token map).</summary>
     private static readonly HashSet<string> FreeFormKeys = new(StringComparer.OrdinalIgnoreCase) { "environment", "arguments", "allowed_uids", "allowed_gids", "registration_tokens" };
 
@@ -84,8 +94,59 @@ public static class ConfigurationValidator
             }
         }
 
-        return new ConfigurationReport(errors, UnknownKeys(configuration));
+        return new ConfigurationReport([.. errors.Select(e => WithSource(configuration, e))], UnknownKeys(configuration));
     }
+
+    /// <summary><paramref name="configuration"/> without the values the binder cannot convert ("abc" for a number), so the rest binds.</summary>
+    public static IConfiguration WithoutUnconvertible(IConfiguration configuration) =>
+        Unconvertible(configuration) is { Count: > 0 } bad
+            ? new ConfigurationBuilder().AddInMemoryCollection(configuration.AsEnumerable().Where(kv => !bad.Contains(kv.Key))).Build()
+            : configuration;
+
+    /// <summary>The keys (configuration paths) whose values the binder cannot convert to their property's type.</summary>
+    public static HashSet<string> Unconvertible(IConfiguration configuration)
+    {
+        var bad = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (path, type) in TypedKeys(configuration))
+        {
+            try
+            {
+                configuration.GetValue(type, path);
+            }
+            catch (InvalidOperationException)
+            {
+                bad.Add(path);
+            }
+        }
+
+        return bad;
+    }
+
+    /// <summary>
+    /// <paramref name="message"/> (which starts with the dotted key it is about) with where that key's
+    /// value came from appended: <c>(file PATH:LINE)</c> or <c>(environment DAEMONEYE_…)</c>. A default
+    /// value, or a message about no key, is left as it is.
+    /// </summary>
+    public static string WithSource(IConfiguration configuration, string message)
+    {
+        var match = LeadingKey().Match(message);
+        if (!match.Success)
+        {
+            return message;
+        }
+
+        var path = match.Value.Replace("[", ":", StringComparison.Ordinal).Replace("]", string.Empty, StringComparison.Ordinal).Replace('.', ':');
+        var source = SourceOf(configuration, path);
+        if (source == "default" && configuration.GetSection(path).GetChildren().FirstOrDefault() is { } child)
+        {
+            source = SourceOf(configuration, FirstLeaf(child));
+        }
+
+        return source is "default" or "command line" ? message : $"{message} ({source})";
+    }
+
+    [GeneratedRegex(@"^[a-z_]+(\[\d+\])?(\.[a-z_]+)+", RegexOptions.CultureInvariant)]
+    private static partial Regex LeadingKey();
 
     /// <summary>Every present scalar key of a known section with the type its property expects.</summary>
     private static IEnumerable<(string Path, Type Type)> TypedKeys(IConfiguration configuration)
@@ -222,10 +283,17 @@ public static class ConfigurationValidator
     private static string Describe(IConfigurationProvider provider, string key) => provider switch
     {
         EnvironmentVariablesConfigurationProvider => "environment " + ConfigurationLoader.EnvironmentPrefix + key.Replace(":", "__", StringComparison.Ordinal).ToUpperInvariant(),
-        FileConfigurationProvider file => "file " + (file.Source.FileProvider?.GetFileInfo(file.Source.Path ?? string.Empty).PhysicalPath ?? file.Source.Path),
+        FileConfigurationProvider file => "file " + (file.Source.FileProvider?.GetFileInfo(file.Source.Path ?? string.Empty).PhysicalPath ?? file.Source.Path) + LineOf(file, key),
         Microsoft.Extensions.Configuration.Memory.MemoryConfigurationProvider => "command line",
         _ => provider.ToString() ?? "configuration",
     };
+
+    /// <summary>":LINE" of <paramref name="key"/> in the YAML file, or nothing when it cannot be told.</summary>
+    private static string LineOf(FileConfigurationProvider file, string key)
+    {
+        var lines = KeyLines.GetValue(file, f => YamlKeyLines.Read(f.Source.FileProvider?.GetFileInfo(f.Source.Path ?? string.Empty).PhysicalPath));
+        return lines.TryGetValue(key, out var line) ? ":" + line.ToString(CultureInfo.InvariantCulture) : string.Empty;
+    }
 
     /// <summary>A warning for every key (file or environment) no section knows.</summary>
     private static List<string> UnknownKeys(IConfiguration configuration)

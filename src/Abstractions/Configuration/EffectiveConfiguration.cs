@@ -22,33 +22,73 @@ public static class EffectiveConfiguration
     /// <summary>What <c>config show</c> prints instead of a secret value.</summary>
     public const string Redacted = "<redacted>";
 
+    /// <summary>
+    /// Every key with its value and source. Never throws on a value of the wrong type (from the file
+    /// or the environment): such a value is shown as written, its source marked <c>invalid</c>, and
+    /// the rest of its section still binds.
+    /// </summary>
     public static IReadOnlyList<EffectiveValue> Describe(IConfiguration configuration)
     {
+        var bad = ConfigurationValidator.Unconvertible(configuration);
+        var usable = ConfigurationValidator.WithoutUnconvertible(configuration);
         var values = new List<EffectiveValue>();
         foreach (var section in ConfigurationValidator.Sections)
         {
             if (section.IsList)
             {
-                var entries = configuration.GetSection(section.Name).GetChildren().ToList();
+                var entries = usable.GetSection(section.Name).GetChildren().ToList();
                 for (var i = 0; i < entries.Count; i++)
                 {
                     var entry = Activator.CreateInstance(section.OptionsType)!;
-                    entries[i].Bind(entry);
-                    values.AddRange(Values(configuration, entry, $"{section.Name}[{i}]", entries[i].Path));
+                    if (TryBind(entries[i], entry))
+                    {
+                        values.AddRange(Values(configuration, bad, entry, $"{section.Name}[{i}]", entries[i].Path));
+                    }
+                    else
+                    {
+                        values.AddRange(Raw(configuration, section.OptionsType, $"{section.Name}[{i}]", entries[i].Path));
+                    }
                 }
 
                 continue;
             }
 
             var options = Activator.CreateInstance(section.OptionsType)!;
-            configuration.GetSection(section.Name).Bind(options);
-            values.AddRange(Values(configuration, options, section.Name, section.Name));
+            values.AddRange(TryBind(usable.GetSection(section.Name), options)
+                ? Values(configuration, bad, options, section.Name, section.Name)
+                : Raw(configuration, section.OptionsType, section.Name, section.Name));
         }
 
         return values;
     }
 
-    private static IEnumerable<EffectiveValue> Values(IConfiguration configuration, object options, string section, string path)
+    private static bool TryBind(IConfigurationSection section, object options)
+    {
+        try
+        {
+            section.Bind(options);
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            return false; // A list or map element of the wrong type: the validator names it.
+        }
+    }
+
+    /// <summary>A section that does not bind: each key as written, marked invalid where it is set.</summary>
+    private static IEnumerable<EffectiveValue> Raw(IConfiguration configuration, Type optionsType, string section, string path)
+    {
+        foreach (var key in ConfigurationValidator.KeysOf(optionsType))
+        {
+            var keyPath = path + ":" + key;
+            var node = configuration.GetSection(keyPath);
+            object? value = node.Value is { } text ? text : node.GetChildren().Any() ? node.GetChildren().Select(c => c.Value).ToList() : null;
+            var source = ConfigurationValidator.SourceOf(configuration, node.Value is null && node.GetChildren().FirstOrDefault() is { } child ? child.Path : keyPath);
+            yield return new EffectiveValue(section, key, value, value is null ? "default (this section has an invalid value)" : source + "; section invalid, see the errors");
+        }
+    }
+
+    private static IEnumerable<EffectiveValue> Values(IConfiguration configuration, HashSet<string> bad, object options, string section, string path)
     {
         foreach (var property in options.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance))
         {
@@ -61,11 +101,18 @@ public static class EffectiveConfiguration
             if (ConfigurationValidator.IsNestedOptions(property.PropertyType) && property.GetValue(options) is { } nested)
             {
                 // A nested section (coordination.rules): its keys, each with its own source.
-                foreach (var inner in Values(configuration, nested, section + "." + key, keyPath))
+                foreach (var inner in Values(configuration, bad, nested, section + "." + key, keyPath))
                 {
                     yield return inner;
                 }
 
+                continue;
+            }
+
+            if (bad.Contains(keyPath))
+            {
+                // Shown as written; the agent would refuse it (the errors below say what is allowed).
+                yield return new EffectiveValue(section, key, configuration[keyPath], ConfigurationValidator.SourceOf(configuration, keyPath) + "; invalid");
                 continue;
             }
 

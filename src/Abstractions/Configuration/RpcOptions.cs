@@ -23,6 +23,10 @@ public sealed class RpcOptions
     [ConfigurationKeyName("max_pending_requests")]
     public int MaxPendingRequests { get; set; } = 1000;
 
+    /// <summary>How often the agent logs (information) the RPC calls, rates and failures since the last such line; 0: never.</summary>
+    [ConfigurationKeyName("activity_log_interval_seconds")]
+    public int ActivityLogIntervalSeconds { get; set; } = 60;
+
     public TimeSpan DefaultTimeout => TimeSpan.FromSeconds(DefaultTimeoutSeconds);
 
     public IEnumerable<string> Validate()
@@ -35,6 +39,11 @@ public sealed class RpcOptions
         if (HealthCheckIntervalSeconds is < 1 or > 86400)
         {
             yield return $"rpc.health_check_interval_seconds is {HealthCheckIntervalSeconds}; allowed: 1 to 86400";
+        }
+
+        if (ActivityLogIntervalSeconds is < 0 or > 86400)
+        {
+            yield return $"rpc.activity_log_interval_seconds is {ActivityLogIntervalSeconds}; allowed: 0 (off) to 86400";
         }
 
         if (MaxPendingRequests is < 1 or > 1_000_000)

@@ -27,7 +27,7 @@ internal static class ConfigCommands
             Description = "The YAML file to check (default: --config, else config/daemoneye.yaml if present, else the embedded defaults)",
             Arity = ArgumentArity.ZeroOrOne,
         };
-        var command = new Command("validate", "Run the agent's start-up validation: exit 0 when valid (warnings for unknown keys), 2 listing every bad key, its value and what is allowed");
+        var command = new Command("validate", "Run every check of the agent's start-up (values, socket directories, collector executables, detection rules): exit 0 when valid (warnings for unknown keys and rule files that do not load), 2 listing every problem with its key, value, what is allowed and where it came from");
         command.Arguments.Add(file);
         command.SetAction(parse =>
         {
@@ -37,8 +37,8 @@ internal static class ConfigCommands
                 return CliApplication.Invalid;
             }
 
-            var report = ConfigurationValidator.Validate(configuration);
-            foreach (var warning in report.Warnings)
+            var report = StartupChecks.Run(configuration, AgentLocation.CheckContext());
+            foreach (var warning in report.Warnings.Concat(report.Rules))
             {
                 context.Error.WriteLine($"warning: {warning}");
             }
@@ -48,7 +48,8 @@ internal static class ConfigCommands
                 context.Error.WriteLine($"error: {error}");
             }
 
-            var warnings = report.Warnings.Count == 0 ? string.Empty : $", {report.Warnings.Count} warning(s)";
+            var warningCount = report.Warnings.Count + report.Rules.Count;
+            var warnings = warningCount == 0 ? string.Empty : $", {warningCount} warning(s)";
             if (!report.IsValid)
             {
                 context.Output.WriteLine($"{origin}: invalid, {report.Errors.Count} problem(s){warnings}");
@@ -74,7 +75,7 @@ internal static class ConfigCommands
             }
 
             var values = EffectiveConfiguration.Describe(configuration);
-            var report = ConfigurationValidator.Validate(configuration);
+            var report = StartupChecks.Run(configuration, AgentLocation.CheckContext());
             if (parse.GetValue(json))
             {
                 WriteJson(context.Output, origin, values, report);
@@ -100,13 +101,9 @@ internal static class ConfigCommands
             configuration = new ConfigurationBuilder().AddDaemonEyeConfiguration(path).Build();
             return true;
         }
-        catch (FileNotFoundException e)
+        catch (Exception e) when (ConfigurationLoader.DescribeLoadFailure(e, path) is { } failure)
         {
-            context.Error.WriteLine($"error: {e.Message}");
-        }
-        catch (Exception e) when (e is InvalidDataException or FormatException or YamlDotNet.Core.YamlException)
-        {
-            context.Error.WriteLine($"error: {origin} is not valid YAML: {(e.InnerException ?? e).Message.TrimEnd('.')}");
+            context.Error.WriteLine($"error: {failure}");
         }
 
         return false;

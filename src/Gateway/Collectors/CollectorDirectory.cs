@@ -276,7 +276,8 @@ public sealed partial class CollectorDirectory : IDisposable
 
         if (before.State != state)
         {
-            LogTransition(_logger, collectorId, before.State, state, pid, reason);
+            // A collector that gave up (Failed) is an error: `journalctl -p err` shows it.
+            LogTransition(_logger, state == CollectorLifecycle.Failed ? LogLevel.Error : LogLevel.Information, collectorId, before.State, state, pid, reason);
         }
 
         return new CollectorTransition(before, after);
@@ -404,8 +405,8 @@ public sealed partial class CollectorDirectory : IDisposable
         public Queue<DateTimeOffset> RecentRestarts { get; } = new();
     }
 
-    [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Collector {CollectorId}: {From} -> {To} (pid {Pid}): {Reason}")]
-    private static partial void LogTransition(ILogger logger, string collectorId, CollectorLifecycle from, CollectorLifecycle to, int pid, string reason);
+    [LoggerMessage(EventId = 1200, Message = "Collector {CollectorId}: {From} -> {To} (pid {Pid}): {Reason}")]
+    private static partial void LogTransition(ILogger logger, LogLevel level, string collectorId, CollectorLifecycle from, CollectorLifecycle to, int pid, string reason);
 
     [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Collector {CollectorId} liveness {From} -> {To} (silent for {Seconds:0.0} s)")]
     private static partial void LogLiveness(ILogger logger, string collectorId, CollectorHealthState from, CollectorHealthState to, double seconds);

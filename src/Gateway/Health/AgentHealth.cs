@@ -195,6 +195,12 @@ internal sealed class AgentHealth : IDisposable
             return Check("heartbeats", HealthStatus.Unhealthy, $"{failed.Count} collector(s) Failed: {string.Join("; ", failed.Select(c => $"{c.Id} ({c.Reason})"))}");
         }
 
+        var looping = collectors.Where(c => c.State is not (CollectorState.Running or CollectorState.Failed) && c.Health is CollectorHealth.Degraded or CollectorHealth.Unhealthy).ToList();
+        if (looping.Count > 0)
+        {
+            return Check("heartbeats", HealthStatus.Degraded, $"{looping.Count} collector(s) exited unexpectedly and are being restarted (crash-looping until process_manager.max_restart_attempts, then Failed): {string.Join("; ", looping.Select(c => $"{c.Id} {c.State}, {c.Restarts} restart(s) ({c.Reason})"))}");
+        }
+
         if (silent.Count > 0)
         {
             return Check("heartbeats", HealthStatus.Degraded, $"{silent.Count} of {running} running collector(s) missed heartbeats: {string.Join(", ", silent.Select(c => $"{c.Id} ({c.Health})"))}");

@@ -316,11 +316,14 @@ internal sealed partial class RpcRouter : IDisposable
 
         Interlocked.Increment(ref _responses);
         _metrics?.Response(call.Request.Operation, response, Stopwatch.GetElapsedTime(call.Started));
-        if (_options.EnableCorrelationTracking && _logger.IsEnabled(LogLevel.Information))
+        var level = response.Status == RpcStatus.Ok ? LogLevel.Debug : LogLevel.Information;
+        if (_options.EnableCorrelationTracking && _logger.IsEnabled(level))
         {
-            // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration.
+            // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration; at debug
+            // for a call that succeeded (a benchmark makes hundreds of thousands), at information for a failure.
+            // The information-level record of the traffic is RpcActivityLogger's periodic line.
             var millis = Stopwatch.GetElapsedTime(call.Started).TotalMilliseconds;
-            LogCompleted(_logger, correlationId, call.Request.Correlation?.RootCorrelationId ?? string.Empty, call.Request.Operation, call.CalleeName, response.Status, millis);
+            LogCompleted(_logger, level, correlationId, call.Request.Correlation?.RootCorrelationId ?? string.Empty, call.Request.Operation, call.CalleeName, response.Status, millis);
         }
 
         if (call.Request.Operation == RpcOperation.UpdateConfig && response.Status == RpcStatus.Ok && _presence.Controller is { } controller)
@@ -432,8 +435,8 @@ internal sealed partial class RpcRouter : IDisposable
     [LoggerMessage(EventId = 3002, Level = LogLevel.Debug, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} from {Caller}")]
     private static partial void LogForwarded(ILogger logger, string correlationId, RpcOperation operation, string collectorId, string caller);
 
-    [LoggerMessage(EventId = 3003, Level = LogLevel.Information, Message = "RPC {CorrelationId} {Operation} <- {CollectorId}: {Status} in {DurationMs:0.###} ms (root {RootCorrelationId})")]
-    private static partial void LogCompleted(ILogger logger, string correlationId, string rootCorrelationId, RpcOperation operation, string collectorId, RpcStatus status, double durationMs);
+    [LoggerMessage(EventId = 3003, Message = "RPC {CorrelationId} {Operation} <- {CollectorId}: {Status} in {DurationMs:0.###} ms (root {RootCorrelationId})")]
+    private static partial void LogCompleted(ILogger logger, LogLevel level, string correlationId, string rootCorrelationId, RpcOperation operation, string collectorId, RpcStatus status, double durationMs);
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "RPC {CorrelationId} {Operation} -> {CollectorId} timed out after {DurationMs} ms")]
     private static partial void LogTimedOut(ILogger logger, string correlationId, RpcOperation operation, string collectorId, double durationMs);

@@ -6,7 +6,9 @@ namespace DaemonEye.Gateway.Security;
 /// <summary>
 /// What one connection may do, decided once at the handshake from its role:
 /// <list type="bullet">
-/// <item><b>cli</b>: everything.</item>
+/// <item><b>cli</b>: everything but publishing on the topics only the agent and the collectors use:
+/// <c>control.collector.#</c> (the agent's calls to collectors and their lifecycle events) and
+/// <c>control.health.#</c> (collectors' heartbeats); a message there would be ignored or a forgery.</item>
 /// <item><b>client</b>: publish on <c>events.#</c>, subscribe to anything, make RPC calls.</item>
 /// <item><b>subscriber</b>: subscribe to anything; no publish, no RPC calls.</item>
 /// <item><b>collector</b> <c>&lt;id&gt;</c>: publish on the event domains it declared
@@ -62,7 +64,10 @@ internal sealed class AccessPolicy
     /// <summary>Patterns this connection's subscriptions must lie within (unless <see cref="SubscribesAnything"/>).</summary>
     public IReadOnlyList<string> SubscribePatterns => _subscribe;
 
-    public static AccessPolicy Cli(bool operates = true) => new(Role.Cli, null, true, true, [], true, [], null, operates);
+    /// <summary>Topics only the agent and the collectors publish on; the cli role is refused them at once.</summary>
+    public static readonly IReadOnlyList<string> AgentTopics = ["control.collector.#", "control.health.#"];
+
+    public static AccessPolicy Cli(bool operates = true) => new(Role.Cli, null, false, true, [], true, [], null, operates);
 
     public static AccessPolicy Client(bool operates = true) => new(Role.Client, null, false, true, [], true, [], null, operates);
 
@@ -108,6 +113,8 @@ internal sealed class AccessPolicy
                 return AccessRule.SubscriberPublish;
             case Role.Client:
                 return PublishesEvents && TopicRules.Matches("events.#", topic) ? null : AccessRule.ClientPublishControl;
+            case Role.Cli:
+                return AgentTopics.Any(pattern => TopicRules.Matches(pattern, topic)) ? AccessRule.CliPublishAgentTopic : null;
         }
 
         foreach (var pattern in _publish)
@@ -146,6 +153,7 @@ internal sealed class AccessPolicy
         AccessRule.SubscriberPublish => "the subscriber role is read-only: it may subscribe, not publish",
         AccessRule.SubscriberRpcCall => "the subscriber role is read-only: it may not make RPC calls",
         AccessRule.ClientPublishControl => "the client role may publish only on events.#; control topics belong to the agent, the cli role and each collector's own health topics",
+        AccessRule.CliPublishAgentTopic => $"{string.Join(" and ", AgentTopics)} belong to the agent and the collectors (calls, lifecycle events, heartbeats); to act on a collector use `daemoneye-cli collectors start|stop|restart <id>`",
         AccessRule.CollectorPublish => $"collector '{CollectorId}' may publish only on its declared event domains and its own health topics: {string.Join(", ", _publish)}",
         AccessRule.CollectorSubscribe => $"collector '{CollectorId}' may subscribe only within its own control topics: {string.Join(", ", _subscribe)}",
         AccessRule.CollectorRpcCall => $"collector '{CollectorId}' answers RPC calls addressed to control.collector.{CollectorId}; it may not make calls",

@@ -36,6 +36,9 @@ public enum AccessRule
 
     /// <summary>An RPC call that operates a collector (<see cref="RpcOperations"/>) from a bus connection that is not an operator.</summary>
     RpcOperate,
+
+    /// <summary>The cli role published on a topic only the agent and the collectors use (<c>control.collector.#</c>, <c>control.health.#</c>).</summary>
+    CliPublishAgentTopic,
 }
 
 /// <summary>Names and descriptions of <see cref="AccessRule"/>.</summary>
@@ -58,6 +61,7 @@ public static class AccessRules
         AccessRule.ClientPublishControl => "client.publish_control",
         AccessRule.IpcOperate => "ipc.operate",
         AccessRule.RpcOperate => "rpc.operate",
+        AccessRule.CliPublishAgentTopic => "cli.publish_agent_topic",
         _ => rule.ToString(),
     };
 }

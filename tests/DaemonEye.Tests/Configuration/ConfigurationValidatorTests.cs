@@ -153,10 +153,10 @@ public sealed class ConfigurationValidatorTests
             Assert.Empty(report.Errors);
             Assert.Equal(
                 [
-                    $"unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'? Known keys of broker: {string.Join(", ", ConfigurationValidator.Sections.Single(s => s.Name == "broker").Keys)}",
-                    $"unknown key brokr (file {file}) is ignored; did you mean 'broker'? Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
-                    $"unknown key collectors[0].enabld (file {file}) is ignored; did you mean 'enabled'? Known keys of each collectors entry: {string.Join(", ", ConfigurationValidator.Sections.Single(s => s.Name == "collectors").Keys)}",
-                    $"unknown key zzz (file {file}) is ignored. Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
+                    $"unknown key broker.max_subscriber (file {file}:2) is ignored; did you mean 'max_subscribers'? Known keys of broker: {string.Join(", ", ConfigurationValidator.Sections.Single(s => s.Name == "broker").Keys)}",
+                    $"unknown key brokr (file {file}:8) is ignored; did you mean 'broker'? Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
+                    $"unknown key collectors[0].enabld (file {file}:6) is ignored; did you mean 'enabled'? Known keys of each collectors entry: {string.Join(", ", ConfigurationValidator.Sections.Single(s => s.Name == "collectors").Keys)}",
+                    $"unknown key zzz (file {file}:9) is ignored. Known keys of the top level: {string.Join(", ", ConfigurationValidator.Sections.Select(s => s.Name))}",
                 ],
                 report.Warnings);
         }
@@ -183,7 +183,7 @@ public sealed class ConfigurationValidatorTests
             Assert.Equal(7, values["max_pending_requests"].Value);
             Assert.Equal("environment " + Variable, values["max_pending_requests"].Source);
             Assert.Equal(9, values["default_timeout_seconds"].Value);
-            Assert.Equal("file " + file, values["default_timeout_seconds"].Source);
+            Assert.Equal("file " + file + ":3", values["default_timeout_seconds"].Source);
             Assert.Equal(60, values["health_check_interval_seconds"].Value);
             Assert.Equal("default", values["health_check_interval_seconds"].Source);
         }

@@ -15,16 +15,17 @@ public sealed record RuleProblem(string File, int Line, string? RuleId, string M
 
 /// <summary>
 /// Reads rule files: YAML, one rule per file as a mapping with id, name, severity, description and
-/// sql (or a sequence of such mappings). Every problem is reported with the file and line and never
+/// sql (or a sequence of such mappings). The SQL is checked by <c>checkSql</c> when given (the
+/// agent's check compiles it against the snapshot schema; without it only the YAML and fields are). Every problem is reported with the file and line and never
 /// stops the other rules: a file with a problem contributes none of its rules.
 /// </summary>
-public static partial class RuleLoader
+public static partial class RuleFiles
 {
     public static readonly IReadOnlyList<string> Severities = ["low", "medium", "high", "critical"];
     private static readonly string[] Keys = ["id", "name", "severity", "description", "sql"];
 
     /// <summary>Every *.yaml / *.yml file of <paramref name="directory"/>, in name order.</summary>
-    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) LoadDirectory(string directory)
+    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) LoadDirectory(string directory, Func<string, string?>? checkSql = null)
     {
         var rules = new List<DetectionRule>();
         var problems = new List<RuleProblem>();
@@ -50,7 +51,7 @@ public static partial class RuleLoader
                 continue;
             }
 
-            var (fileRules, fileProblems) = Parse(file, content);
+            var (fileRules, fileProblems) = Parse(file, content, checkSql);
             problems.AddRange(fileProblems);
             foreach (var rule in fileRules)
             {
@@ -69,7 +70,7 @@ public static partial class RuleLoader
     }
 
     /// <summary>The rules of one file's text; its problems instead when it has any.</summary>
-    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) Parse(string file, string content)
+    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) Parse(string file, string content, Func<string, string?>? checkSql = null)
     {
         var rules = new List<DetectionRule>();
         var problems = new List<RuleProblem>();
@@ -98,7 +99,7 @@ public static partial class RuleLoader
         };
         foreach (var entry in entries)
         {
-            var (rule, entryProblems) = ParseRule(file, entry);
+            var (rule, entryProblems) = ParseRule(file, entry, checkSql);
             problems.AddRange(entryProblems);
             if (rule is not null)
             {
@@ -114,7 +115,7 @@ public static partial class RuleLoader
         return (rules, problems);
     }
 
-    private static (DetectionRule? Rule, List<RuleProblem> Problems) ParseRule(string file, YamlNode node)
+    private static (DetectionRule? Rule, List<RuleProblem> Problems) ParseRule(string file, YamlNode node, Func<string, string?>? checkSql)
     {
         var problems = new List<RuleProblem>();
         var line = (int)node.Start.Line;
@@ -162,7 +163,7 @@ public static partial class RuleLoader
             problems.Add(new RuleProblem(file, severity.Line, id, $"severity '{severity.Value}' is invalid; allowed: {string.Join(", ", Severities)}"));
         }
 
-        if (values.TryGetValue("sql", out var sql) && sql.Value.Trim().Length > 0 && SnapshotDatabase.Check(sql.Value) is { } sqlError)
+        if (values.TryGetValue("sql", out var sql) && sql.Value.Trim().Length > 0 && checkSql?.Invoke(sql.Value) is { } sqlError)
         {
             problems.Add(new RuleProblem(file, sql.Line, id, $"sql: {sqlError}"));
         }
