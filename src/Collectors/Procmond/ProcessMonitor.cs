@@ -1,5 +1,6 @@
 using System.Globalization;
 using DaemonEye.Client;
+using DaemonEye.Collectors.Procmond.Realtime;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.Task.V1;
@@ -12,7 +13,8 @@ namespace DaemonEye.Collectors.Procmond;
 
 /// <summary>
 /// procmond's work: scans on the configured interval, publishes what changed on
-/// events.process.{lifecycle,metadata,tree,integrity}, the full snapshot on events.process.batch
+/// events.process.{lifecycle,metadata,tree,integrity,anomaly} (as the kernel reports them when the
+/// proc connector is available: ProcessMonitor.Realtime.cs), the full snapshot on events.process.batch
 /// at start and on request, and answers the process.snapshot task, HealthCheck and UpdateConfig.
 /// Scans, snapshots and setting changes are serialized by one lock; hashing runs on its own worker.
 /// </summary>
@@ -22,6 +24,8 @@ internal sealed partial class ProcessMonitor(
     ExecutableHasher hasher,
     ProcessTable table,
     TimeProvider time,
+    AnomalyChecks anomalies,
+    OpenProcConnector openConnector,
     ILogger<ProcessMonitor> logger) : BackgroundService
 {
     public const string LifecycleTopic = "events.process.lifecycle";
@@ -38,6 +42,9 @@ internal sealed partial class ProcessMonitor(
     private long _publishFailures;
     private long _integrityEvents;
 
+    /// <summary>Completes when the baseline scan is done (the source is chosen before it).</summary>
+    internal Task Baseline => _baseline.Task;
+
     /// <summary>Events that could not be published (the bus connection was down); counted, not retried.</summary>
     public long PublishFailures => Interlocked.Read(ref _publishFailures);
 
@@ -47,6 +54,7 @@ internal sealed partial class ProcessMonitor(
         var worker = Task.Run(() => hasher.RunAsync(stoppingToken), CancellationToken.None);
         try
         {
+            StartSource();
             await _lock.WaitAsync(stoppingToken).ConfigureAwait(false);
             ProcessSnapshot startup;
             try
@@ -63,17 +71,14 @@ internal sealed partial class ProcessMonitor(
             LogStarted(logger, collector.CollectorId, startup.Processes.Count, (long)startup.ScanDurationUs, settings.ScanInterval.TotalMilliseconds);
             await PublishBatchAsync(startup, stoppingToken).ConfigureAwait(false);
 
-            _timer = new PeriodicTimer(settings.ScanInterval, time);
-            while (await _timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
-            {
-                await ScanAndPublishAsync(stoppingToken).ConfigureAwait(false);
-            }
+            await RunAsync(stoppingToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
         }
         finally
         {
+            _source?.Dispose();
             await worker.ConfigureAwait(false);
         }
     }
@@ -91,26 +96,7 @@ internal sealed partial class ProcessMonitor(
             _lock.Release();
         }
 
-        foreach (var e in changes.Lifecycle)
-        {
-            await PublishAsync(LifecycleTopic, e, cancellationToken).ConfigureAwait(false);
-        }
-
-        foreach (var e in changes.Reparented)
-        {
-            await PublishAsync(TreeTopic, e, cancellationToken).ConfigureAwait(false);
-        }
-
-        foreach (var e in changes.Metadata)
-        {
-            await PublishAsync(MetadataTopic, e, cancellationToken).ConfigureAwait(false);
-        }
-
-        foreach (var (integrity, original, originalPath, current) in changes.Integrity)
-        {
-            await hasher.RequestIntegrityAsync(integrity, original, originalPath, current, cancellationToken).ConfigureAwait(false);
-        }
-
+        await PublishChangesAsync(changes, cancellationToken).ConfigureAwait(false);
         LogScan(logger, changes.Processes, (long)changes.Duration.TotalMicroseconds, changes.Lifecycle.Count, changes.Metadata.Count);
         return changes;
     }
@@ -299,6 +285,7 @@ internal sealed partial class ProcessMonitor(
         d["events_published"] = Num(Interlocked.Read(ref _published));
         d["integrity_events"] = Num(Interlocked.Read(ref _integrityEvents));
         d["publish_failures"] = Num(PublishFailures);
+        AddSourceDetails(d);
         foreach (var (key, value) in settings.Describe())
         {
             d["setting." + key] = value;

@@ -14,6 +14,8 @@ internal sealed class ScanChanges
 
     public List<ProcessReparented> Reparented { get; } = [];
 
+    public List<ProcessAnomaly> Anomalies { get; } = [];
+
     /// <summary>Integrity findings with the file identities the hasher needs to complete them.</summary>
     public List<(ProcessIntegrity Event, FileKey? Original, string OriginalPath, FileKey? Current)> Integrity { get; } = [];
 
@@ -43,7 +45,7 @@ internal sealed class ScanCounters
 /// Races (a process gone between listing and reading) and permission-denied entries are counted,
 /// never thrown. Not thread-safe: the owner serializes scans and snapshots.
 /// </summary>
-internal sealed class ProcessTable
+internal sealed partial class ProcessTable
 {
     private const string DeletedSuffix = " (deleted)";
     private readonly ProcReader _reader;
@@ -57,7 +59,7 @@ internal sealed class ProcessTable
     private readonly byte[] _stat = new byte[4096];
     private readonly byte[] _status = new byte[2048];
     private readonly byte[] _link = new byte[4096 + 16];
-    private readonly long _clockTicks = Native.ClockTicksPerSecond;
+    private readonly long _clockTicks = Proc.Native.ClockTicksPerSecond;
     private readonly long _bootUnixMs;
     private readonly long _pageSize = Environment.SystemPageSize;
     private byte[] _cmdline;
@@ -136,6 +138,13 @@ internal sealed class ProcessTable
 
         var data = _stat.AsSpan(0, length);
         _processes.TryGetValue(pid, out var process);
+        if (process is not null && process.StartTicks == 0)
+        {
+            // Forked, seen by the connector, but gone from /proc before its stat could be read then.
+            process.StartTicks = stat.StartTicks;
+            process.StartUnixMs = StartUnixMs(stat.StartTicks);
+        }
+
         if (process is not null && process.StartTicks != stat.StartTicks)
         {
             // The pid was reused within one interval: the old process exited.
@@ -171,7 +180,7 @@ internal sealed class ProcessTable
         var execed = false;
         if (process is null)
         {
-            process = new TrackedProcess { Pid = pid, StartTicks = stat.StartTicks, StartUnixMs = (ulong)(_bootUnixMs + ((long)stat.StartTicks * 1000 / _clockTicks)), Ppid = stat.Ppid };
+            process = new TrackedProcess { Pid = pid, StartTicks = stat.StartTicks, StartUnixMs = StartUnixMs(stat.StartTicks), Ppid = stat.Ppid, Announced = true };
             _processes[pid] = process;
         }
         else if (linkLength >= 0 && !_link.AsSpan(0, linkLength).SequenceEqual(process.ExeRaw))
@@ -234,6 +243,7 @@ internal sealed class ProcessTable
                 Ppid = (uint)stat.Ppid,
                 ObservedUnixMs = nowUnixMs,
                 CollectorId = _collectorId,
+                Change = TreeChange.Reparented,
             });
             process.Ppid = stat.Ppid;
         }
@@ -290,18 +300,22 @@ internal sealed class ProcessTable
                     Threads = (uint)process.Threads,
                     ObservedUnixMs = nowUnixMs,
                     CollectorId = _collectorId,
+                    Change = MetadataChange.Resources,
                 });
             }
         }
     }
 
+    private ulong StartUnixMs(ulong startTicks) => (ulong)(_bootUnixMs + ((long)startTicks * 1000 / _clockTicks));
+
     /// <summary>First sight or exec: uid, command line and the running image's identity.</summary>
     private void Details(TrackedProcess process, ProcStat stat, int linkLength)
     {
         var pid = process.Pid;
-        if (_reader.ReadUid(pid, _status, out var uid) is var u && Tally(u))
+        if (_reader.ReadUids(pid, _status, out var uid, out var euid) is var u && Tally(u))
         {
             process.Uid = uid;
+            process.Euid = euid;
             process.User = _users.NameOf(uid);
         }
 
@@ -393,13 +407,24 @@ internal sealed class ProcessTable
         return text.EndsWith(DeletedSuffix, StringComparison.Ordinal) ? (text[..^DeletedSuffix.Length], true) : (text, false);
     }
 
-    private ProcessLifecycle Lifecycle(ProcessLifecycleKind kind, TrackedProcess process, ulong nowUnixMs) => new()
+    private ProcessLifecycle Lifecycle(ProcessLifecycleKind kind, TrackedProcess process, ulong nowUnixMs)
     {
-        Kind = kind,
-        Process = Info(process),
-        ObservedUnixMs = nowUnixMs,
-        CollectorId = _collectorId,
-    };
+        if (RealTime)
+        {
+            // The connector should have reported it: the scan caught what it missed.
+            _ = kind == ProcessLifecycleKind.Exited ? Events.ReconciledExits++ : Events.ReconciledStarts++;
+        }
+
+        process.Announced = true;
+        return new()
+        {
+            Kind = kind,
+            Process = Info(process),
+            ObservedUnixMs = nowUnixMs,
+            CollectorId = _collectorId,
+            Source = "scan",
+        };
+    }
 
     public ProcessInfo Info(TrackedProcess p)
     {
@@ -418,8 +443,16 @@ internal sealed class ProcessTable
             Threads = (uint)p.Threads,
             ExeSha256 = p.ExeKey is { } key ? _hasher.TryGet(key) ?? string.Empty : string.Empty,
             ExeDeleted = p.ExeDeleted,
+            Euid = p.Euid,
+            Self = IsSelf(p),
+            Partial = p.Missing is { Length: > 0 },
         };
         info.CommandLine.Add(p.CommandLine);
+        if (p.Missing is { Length: > 0 } missing)
+        {
+            info.MissingFields.Add(missing);
+        }
+
         return info;
     }
 
@@ -445,7 +478,17 @@ internal sealed class TrackedProcess
     public FileKey? ExeKey;
     public string[] CommandLine = [];
     public uint Uid;
+    public uint Euid;
     public string User = string.Empty;
+    /// <summary>A lifecycle event (started) was published for it.</summary>
+    public bool Announced;
+    /// <summary>Kernel time (CLOCK_MONOTONIC ns) of its fork, when the connector saw it; 0 otherwise.</summary>
+    public ulong ForkNs;
+    /// <summary>Fields that could not be read (the process was gone): partial, named.</summary>
+    public string[]? Missing;
+    public bool Escalated;
+    public int Tracer;
+    public bool CommFlagged;
     public ulong Ticks;
     public double Cpu;
     public ulong RssBytes;

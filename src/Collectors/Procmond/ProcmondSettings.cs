@@ -21,11 +21,61 @@ internal sealed class ProcmondSettings
         new("hash_cache_entries", "hashes kept, by device, inode, size and mtime", 16, 10_000_000, (s, v) => s.HashCacheEntries = (int)v, s => s.HashCacheEntries),
         new("hash_max_file_bytes", "executables larger than this are not hashed", 0, 1L << 40, (s, v) => s.HashMaxFileBytes = (long)v, s => s.HashMaxFileBytes),
         new("max_command_line_bytes", "longest command line read; longer ones are cut", 256, 1 << 20, (s, v) => s.MaxCommandLineBytes = (int)v, s => s.MaxCommandLineBytes),
+        new("connector", "1: take process events from the kernel's proc connector (root), scanning only to reconcile; 0: poll /proc only", 0, 1, (s, v) => s.UseConnector = v >= 1, s => s.UseConnector ? 1 : 0),
+        new("connector_receive_buffer_bytes", "the kernel's queue of process events for procmond (SO_RCVBUF); an overflow is counted and reconciled", 4096, 1 << 30, (s, v) => s.ConnectorReceiveBufferBytes = (int)v, s => s.ConnectorReceiveBufferBytes),
+        new("event_queue_capacity", "kernel events waiting to be applied; beyond it they are coalesced into a reconciliation scan (counted)", 16, 10_000_000, (s, v) => s.EventQueueCapacity = (int)v, s => s.EventQueueCapacity),
+        .. AnomalyChecks.All.Select(c => new Setting("anomaly_" + c, $"1: run the {c} anomaly check; 0: off", 0, 1, (s, v) => s.SetAnomaly(c, v >= 1), s => s.AnomalyEnabled(c) ? 1 : 0)),
         new("max_batch_part_bytes", "largest events.process.batch message and task result; bigger snapshots are split (batch) or lose their command lines (task)", 4096, 64 << 20, (s, v) => s.MaxBatchPartBytes = (int)v, s => s.MaxBatchPartBytes),
     ];
 
     /// <summary>Settings UpdateConfig may not change (fixed at start: the queue and cache are sized once).</summary>
-    private static readonly HashSet<string> StartOnly = ["hash_queue_capacity", "hash_cache_entries"];
+    private static readonly HashSet<string> StartOnly = ["hash_queue_capacity", "hash_cache_entries", "connector", "connector_receive_buffer_bytes", "event_queue_capacity"];
+
+    private readonly HashSet<string> _disabledAnomalies = [];
+
+    public bool UseConnector { get; set; } = true;
+
+    public int ConnectorReceiveBufferBytes { get; set; } = 4 << 20;
+
+    public int EventQueueCapacity { get; set; } = 65_536;
+
+    /// <summary>Executables (or directory prefixes ending in '/') a check does not report.</summary>
+    public IReadOnlyList<(string Check, string Path)> AnomalyAllow { get; private set; } = [];
+
+    public bool AnomalyEnabled(string check) => !_disabledAnomalies.Contains(check);
+
+    private void SetAnomaly(string check, bool on)
+    {
+        if (on)
+        {
+            _disabledAnomalies.Remove(check);
+        }
+        else
+        {
+            _disabledAnomalies.Add(check);
+        }
+    }
+
+    /// <summary>anomaly_allow: "check=/path,check=/dir/,..." (empty: none).</summary>
+    private static List<(string, string)>? ParseAllow(string text, List<string> errors)
+    {
+        var result = new List<(string, string)>();
+        foreach (var entry in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var eq = entry.IndexOf('=', StringComparison.Ordinal);
+            var check = eq < 0 ? entry : entry[..eq];
+            var path = eq < 0 ? string.Empty : entry[(eq + 1)..];
+            if (!AnomalyChecks.All.Contains(check) || !path.StartsWith('/'))
+            {
+                errors.Add($"anomaly_allow entry '{entry}'; allowed: <check>=<absolute executable path, or directory ending in '/'>, checks: {string.Join(", ", AnomalyChecks.All)}");
+                return null;
+            }
+
+            result.Add((check, path));
+        }
+
+        return result;
+    }
 
     public TimeSpan ScanInterval { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -48,7 +98,8 @@ internal sealed class ProcmondSettings
     public int MaxBatchPartBytes { get; set; } = 512 * 1024;
 
     public static string Usage => "procmond [--<setting> VALUE]...\nsettings:\n" + string.Join('\n', All.Select(s =>
-        string.Create(CultureInfo.InvariantCulture, $"  --{s.Key.Replace('_', '-')}  {s.Description} ({s.Min} to {s.Max}; default {s.Get(new ProcmondSettings())})")));
+        string.Create(CultureInfo.InvariantCulture, $"  --{s.Key.Replace('_', '-')}  {s.Description} ({s.Min} to {s.Max}; default {s.Get(new ProcmondSettings())})")))
+        + "\n  --anomaly-allow  executables an anomaly check does not report: <check>=<path or directory/>,... (default none)";
 
     /// <summary>Parses procmond's command line; returns every problem found.</summary>
     public static ProcmondSettings Parse(IReadOnlyList<string> args, List<string> errors)
@@ -89,8 +140,15 @@ internal sealed class ProcmondSettings
     {
         var before = errors.Count;
         var changes = new List<(Setting Setting, double Value)>();
+        List<(string, string)>? allow = null;
         foreach (var (key, text) in pairs)
         {
+            if (key == "anomaly_allow")
+            {
+                allow = ParseAllow(text, errors) ?? allow;
+                continue;
+            }
+
             var setting = All.FirstOrDefault(s => s.Key == key);
             if (setting is null)
             {
@@ -119,12 +177,18 @@ internal sealed class ProcmondSettings
             {
                 setting.Set(this, value);
             }
+
+            if (allow is not null)
+            {
+                AnomalyAllow = allow;
+            }
         }
     }
 
     /// <summary>The effective settings, for the HealthCheck details.</summary>
     public IEnumerable<KeyValuePair<string, string>> Describe() =>
-        All.Select(s => new KeyValuePair<string, string>(s.Key, s.Get(this).ToString(CultureInfo.InvariantCulture)));
+        All.Select(s => new KeyValuePair<string, string>(s.Key, s.Get(this).ToString(CultureInfo.InvariantCulture)))
+            .Append(new("anomaly_allow", string.Join(',', AnomalyAllow.Select(a => $"{a.Check}={a.Path}"))));
 
     private sealed record Setting(string Key, string Description, double Min, double Max, Action<ProcmondSettings, double> Set, Func<ProcmondSettings, double> Get);
 }

@@ -1,7 +1,9 @@
-// procmond: the process collector. Reads /proc every scan interval and publishes
-//   events.process.lifecycle  start, exit and exec of processes
+// procmond: the process collector. Takes process events from the kernel (the proc connector, as
+// root; otherwise it polls), reconciles with a /proc scan every scan interval, and publishes
+//   events.process.lifecycle  start, exit (status, lifetime) and exec of processes
+//   events.process.anomaly    checks that fired (volatile exec, memfd, uid 0, ptrace, ...)
 //   events.process.metadata   CPU %, RSS, threads of processes whose values moved past a threshold
-//   events.process.tree       re-parenting
+//   events.process.tree       forks and re-parenting
 //   events.process.integrity  a running process's executable replaced or deleted on disk
 //   events.process.batch      the full snapshot, at start and on request
 // and executes the task "process.snapshot" (RPC_OPERATION_EXECUTE_TASK). Settings: procmond --help,
@@ -9,6 +11,8 @@
 using DaemonEye.Client;
 using DaemonEye.Collectors.Procmond;
 using DaemonEye.Collectors.Procmond.Proc;
+using DaemonEye.Collectors.Procmond.Realtime;
+using DaemonEye.Native.Netlink;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -39,6 +43,8 @@ builder.Services.AddSingleton(sp => new ProcessTable(
     settings,
     sp.GetRequiredService<TimeProvider>(),
     sp.GetRequiredService<IOptions<CollectorOptions>>().Value.CollectorId!));
+builder.Services.AddSingleton(sp => new AnomalyChecks(settings, sp.GetRequiredService<IOptions<CollectorOptions>>().Value.CollectorId!));
+builder.Services.AddSingleton<OpenProcConnector>(bytes => ProcConnector.Open(bytes));
 builder.Services.AddSingleton<ProcessMonitor>();
 builder.Services.AddDaemonEyeCollector(o =>
 {

@@ -91,9 +91,13 @@ internal static class ProcParsers
     }
 
     /// <summary>The real uid from /proc/&lt;pid&gt;/status (<c>Uid:\treal\teffective\tsaved\tfs</c>).</summary>
-    public static bool TryParseStatusUid(ReadOnlySpan<byte> data, out uint uid)
+    public static bool TryParseStatusUid(ReadOnlySpan<byte> data, out uint uid) => TryParseStatusUids(data, out uid, out _);
+
+    /// <summary>The real and effective uid of the "Uid:" line of /proc/&lt;pid&gt;/status.</summary>
+    public static bool TryParseStatusUids(ReadOnlySpan<byte> data, out uint uid, out uint euid)
     {
         uid = 0;
+        euid = 0;
         var line = data.IndexOf("\nUid:"u8);
         var at = data.StartsWith("Uid:"u8) ? 0 : line < 0 ? -1 : line + 1;
         if (at < 0)
@@ -102,7 +106,12 @@ internal static class ProcParsers
         }
 
         var rest = data[(at + 4)..].TrimStart("\t "u8);
-        return Utf8Parser.TryParse(rest, out uid, out _);
+        if (!Utf8Parser.TryParse(rest, out uid, out var used))
+        {
+            return false;
+        }
+
+        return Utf8Parser.TryParse(rest[used..].TrimStart("\t "u8), out euid, out _);
     }
 
     /// <summary>/proc/&lt;pid&gt;/cmdline: arguments separated (and ended) by NUL. A process that

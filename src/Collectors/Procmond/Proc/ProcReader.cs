@@ -100,16 +100,19 @@ internal sealed class ProcReader
         return ProcParsers.TryParseStat(buffer.AsSpan(0, length), out stat) && length < buffer.Length ? ReadOutcome.Ok : ReadOutcome.Malformed;
     }
 
-    public ReadOutcome ReadUid(int pid, byte[] buffer, out uint uid)
+    public ReadOutcome ReadUid(int pid, byte[] buffer, out uint uid) => ReadUids(pid, buffer, out uid, out _);
+
+    public ReadOutcome ReadUids(int pid, byte[] buffer, out uint uid, out uint euid)
     {
         uid = 0;
+        euid = 0;
         var outcome = Read(PathOf(pid, "status"u8), buffer, out var length);
         if (outcome != ReadOutcome.Ok)
         {
             return outcome;
         }
 
-        return ProcParsers.TryParseStatusUid(buffer.AsSpan(0, length), out uid) ? ReadOutcome.Ok : ReadOutcome.Malformed;
+        return ProcParsers.TryParseStatusUids(buffer.AsSpan(0, length), out uid, out euid) ? ReadOutcome.Ok : ReadOutcome.Malformed;
     }
 
     /// <summary>The command line, cut at <paramref name="buffer"/>'s length.</summary>
