@@ -1,4 +1,5 @@
 using DaemonEye.Client;
+using DaemonEye.Protocol.Network.V1;
 using DaemonEye.Protocol.Process.V1;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
@@ -8,13 +9,13 @@ namespace DaemonEye.Cli.Commands;
 /// <summary>
 /// Decodes protobuf event payloads the CLI knows (content type
 /// <c>application/x-protobuf; messageType=&lt;full name&gt;</c>) for <c>subscribe</c>: procmond's
-/// events.process.* messages. Unknown types stay raw.
+/// events.process.* and netmond's events.network.* messages. Unknown types stay raw.
 /// </summary>
 internal static class EventDecoder
 {
     private const string Prefix = "application/x-protobuf; messageType=";
 
-    private static readonly TypeRegistry Registry = TypeRegistry.FromFiles(ProcessReflection.Descriptor);
+    private static readonly TypeRegistry Registry = TypeRegistry.FromFiles(ProcessReflection.Descriptor, NetworkReflection.Descriptor);
 
     private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true).WithFormatDefaultValues(true).WithTypeRegistry(Registry));
 
