@@ -94,6 +94,12 @@ public static class FanotifyDecoder
             }
 
             events.Add(new FanotifyEvent(mask, pid, path, newPath, problem));
+            if ((mask & FanotifyMask.OnDirectory) != 0 && (mask & (FanotifyMask.Rename | FanotifyMask.MovedFrom | FanotifyMask.Delete)) != 0)
+            {
+                // A directory moved or went: cached paths below it are stale for the events that follow.
+                resolver.Forget();
+            }
+
             count++;
             buffer = buffer[(int)length..];
         }
