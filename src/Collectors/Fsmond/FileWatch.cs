@@ -70,12 +70,18 @@ internal sealed partial class FileWatch : IDisposable
             return (new InotifySource(settings.InotifyMaxWatches), "inotify (asked for by the source setting): no process attribution");
         }
 
+        FanotifySource? fanotify = null;
         try
         {
-            return (new FanotifySource(settings.Queue == "unlimited"), "fanotify");
+            // Unprivileged fanotify_init can succeed (Linux 5.13+) while the filesystem mark is then
+            // refused: both must work before fanotify is the source.
+            fanotify = new FanotifySource(settings.Queue == "unlimited");
+            fanotify.Watch(new PathFilter(settings).Roots);
+            return (fanotify, "fanotify");
         }
         catch (KernelException e) when (settings.Source == "auto")
         {
+            fanotify?.Dispose();
             var why = $"fanotify refused: {e.Message}{(e.IsPermissionDenied ? " (needs CAP_SYS_ADMIN)" : string.Empty)}";
             LogInotify(logger, why);
             return (new InotifySource(settings.InotifyMaxWatches), $"inotify ({why}): no process attribution");
