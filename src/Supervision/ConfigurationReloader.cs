@@ -66,7 +66,8 @@ internal sealed partial class ConfigurationReloader(
                 return new ReloadOutcome([ex.Message], null, []);
             }
 
-            var report = ConfigurationValidator.Validate(next);
+            // The same checks as start-up and `config validate`: values, sockets, executables, rules.
+            var report = StartupChecks.Run(next, StartupCheckContext.ForThisProcess());
             if (!report.IsValid)
             {
                 LogRefused(logger, report.Errors.Count);

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace DaemonEye.Native.Tests;
 
-/// <summary>A test that needs root (the proc connector, SO_RCVBUFFORCE): skipped, saying so, otherwise.</summary>
+/// <summary>A test that needs root (the proc connector, SO_RCVBUFFORCE, fanotify, mounting its own tmpfs): skipped, saying so, otherwise.</summary>
 [AttributeUsage(AttributeTargets.Method)]
 public sealed partial class RootFactAttribute : FactAttribute
 {
@@ -10,7 +10,7 @@ public sealed partial class RootFactAttribute : FactAttribute
     {
         if (GetEuid() != 0)
         {
-            Skip = "needs root (effective uid 0): the kernel gives this interface to root only";
+            Skip = "needs root (effective uid 0): the kernel gives this interface (proc connector, sock_diag destroy groups, fanotify, mount) to root only";
         }
     }
 

@@ -2,18 +2,6 @@ using System.Runtime.InteropServices;
 
 namespace DaemonEye.Native.Tests;
 
-/// <summary>A test that needs root (fanotify, mount): skipped, saying why, otherwise.</summary>
-public sealed class RootFactAttribute : FactAttribute
-{
-    public RootFactAttribute()
-    {
-        if (PrivateTmpfs.EffectiveUid() != 0)
-        {
-            Skip = "needs root: fanotify_init needs CAP_SYS_ADMIN and the test mounts its own tmpfs";
-        }
-    }
-}
-
 /// <summary>
 /// A tmpfs of its own on a unique temp directory: a filesystem mark on it sees only what the test
 /// does, whatever else the machine is writing. Unmounted (lazily, MNT_DETACH) and removed on dispose.
