@@ -16,10 +16,12 @@ public sealed class ConfigCommandTests : IDisposable
         return (code, output.ToString(), error.ToString());
     }
 
+    /// <summary>Writes a configuration file whose rules directory exists (an empty one), so the checks find only what the test is about.</summary>
     private string Write(string name, string yaml)
     {
         var path = Path.Combine(_directory, name);
-        File.WriteAllText(path, yaml);
+        var rules = Directory.CreateDirectory(Path.Combine(_directory, "rules")).FullName;
+        File.WriteAllText(path, $"coordination:\n  rules:\n    directory: {rules}\n{yaml}");
         return path;
     }
 
@@ -32,7 +34,7 @@ public sealed class ConfigCommandTests : IDisposable
 
         Assert.Equal(0, code);
         Assert.Equal($"{file}: valid, 1 warning(s)", output.Trim());
-        Assert.StartsWith($"warning: unknown key broker.max_subscriber (file {file}) is ignored; did you mean 'max_subscribers'?", error, StringComparison.Ordinal);
+        Assert.StartsWith($"warning: unknown key broker.max_subscriber (file {file}:6) is ignored; did you mean 'max_subscribers'?", error, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -45,7 +47,7 @@ public sealed class ConfigCommandTests : IDisposable
         Assert.Equal(2, code);
         Assert.Equal($"{file}: invalid, 2 problem(s)", output.Trim());
         Assert.Equal(
-            ["error: rpc.max_pending_requests is 0; allowed: 1 to 1000000", "error: logging.level is 'chatty'; allowed: verbose, debug, information, warning, error, fatal"],
+            [$"error: rpc.max_pending_requests is 0; allowed: 1 to 1000000 (file {file}:5)", $"error: logging.level is 'chatty'; allowed: verbose, debug, information, warning, error, fatal (file {file}:7)"],
             error.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
     }
 
@@ -60,7 +62,7 @@ public sealed class ConfigCommandTests : IDisposable
         Assert.Equal(2, missingCode);
         Assert.Contains("absent.yaml' does not exist", missingError, StringComparison.Ordinal);
         Assert.Equal(2, brokenCode);
-        Assert.Contains($"{broken} is not valid YAML", brokenError, StringComparison.Ordinal);
+        Assert.Contains($"{broken}:5:1: not valid YAML", brokenError, StringComparison.Ordinal); // file:line:column
     }
 
     [Fact]
@@ -72,7 +74,7 @@ public sealed class ConfigCommandTests : IDisposable
 
         Assert.Equal(0, code);
         var lines = output.Split('\n').Select(l => l.TrimEnd()).ToList();
-        Assert.Contains(lines, l => l.StartsWith("  max_subscribers: 42 ", StringComparison.Ordinal) && l.EndsWith("# file " + file, StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("  max_subscribers: 42 ", StringComparison.Ordinal) && l.EndsWith("# file " + file + ":5", StringComparison.Ordinal));
         Assert.Contains(lines, l => l.StartsWith("  max_pending_requests: 1000 ", StringComparison.Ordinal) && l.EndsWith("# default", StringComparison.Ordinal));
         Assert.Contains(lines, l => l.StartsWith("  arguments: [\"a\", \"b\"] ", StringComparison.Ordinal));
         Assert.Contains("collectors[0]:", lines);
@@ -89,7 +91,7 @@ public sealed class ConfigCommandTests : IDisposable
         using var json = JsonDocument.Parse(output);
         var values = json.RootElement.GetProperty("values");
         Assert.Equal("json", values.GetProperty("logging").GetProperty("format").GetProperty("value").GetString());
-        Assert.Equal("file " + file, values.GetProperty("logging").GetProperty("format").GetProperty("source").GetString());
+        Assert.Equal("file " + file + ":5", values.GetProperty("logging").GetProperty("format").GetProperty("source").GetString());
         Assert.Equal(30, values.GetProperty("rpc").GetProperty("default_timeout_seconds").GetProperty("value").GetInt32());
         Assert.Equal("default", values.GetProperty("rpc").GetProperty("default_timeout_seconds").GetProperty("source").GetString());
         Assert.Equal(0, json.RootElement.GetProperty("errors").GetArrayLength());

@@ -78,7 +78,14 @@ public sealed class BusClientEndToEndTests(SharedAgentFixture fixture) : IClassF
             status = list.ListCollectors.Collectors.SingleOrDefault(c => c.Id == "procmond-handshake") ?? status;
         }
 
-        Assert.Equal(["publish:events.process.#", "capacity:2"], status.Capabilities);
+        // The agent lists what it granted (the role's own rights and what the Hello declared); the
+        // SDK holds the same list from Welcome, and nothing was refused.
+        Assert.Contains("role:collector", status.Capabilities);
+        Assert.Contains("publish:events.process.#", status.Capabilities);
+        Assert.Contains("subscribe:control.collector.procmond-handshake.#", status.Capabilities);
+        Assert.Contains("capacity:2", status.Capabilities);
+        Assert.Equal(status.Capabilities, client.GrantedCapabilities);
+        Assert.Empty(client.RefusedCapabilities);
         Assert.Equal((uint)Environment.ProcessId, status.Pid);
     }
 
