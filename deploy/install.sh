@@ -7,7 +7,7 @@
 # PREFIX defaults to /usr/local as root, else ~/.local. Layout (framework-dependent publish: the
 # machine's .NET 10 runtime runs it; each command starts through its own native launcher, no
 # `dotnet run`, no build at run time):
-#   PREFIX/lib/daemoneye/agent/       daemoneye-agent and procmond (collectors/procmond/)
+#   PREFIX/lib/daemoneye/agent/       daemoneye-agent and its collectors (collectors/{procmond,netmond,fsmond}/)
 #   PREFIX/lib/daemoneye/cli/         daemoneye-cli
 #   PREFIX/bin/daemoneye-agent  ->  ../lib/daemoneye/agent/daemoneye-agent
 #   PREFIX/bin/daemoneye-cli    ->  ../lib/daemoneye/cli/daemoneye-cli
