@@ -13,7 +13,7 @@ namespace DaemonEye.Client;
 public sealed partial class BusClient
 {
     /// <summary>Prefix of every RPC target: <c>control.collector.&lt;collector id&gt;</c>.</summary>
-    public const string RpcTargetPrefix = "control.collector.";
+    public const string RpcTargetPrefix = WellKnownTopics.CollectorPrefix;
 
     private readonly ConcurrentDictionary<string, PendingCall> _calls = new(StringComparer.Ordinal);
     private readonly Channel<RpcRequest> _incomingRequests = Channel.CreateUnbounded<RpcRequest>(new UnboundedChannelOptions { SingleWriter = true });

@@ -5,6 +5,7 @@ using DaemonEye.Protocol.Alert.V1;
 using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -35,7 +36,7 @@ internal sealed partial class DetectionRuleService(
     TimeProvider time,
     ILogger<DetectionRuleService> logger) : IHostedService, IDisposable
 {
-    public const string AlertTopicPrefix = "events.alert.";
+    public const string AlertTopicPrefix = WellKnownTopics.AlertPrefix;
     public const string AlertContentType = "application/x-protobuf; messageType=daemoneye.alert.v1.Alert";
     public const string SnapshotPayloadType = "daemoneye.process.v1.ProcessSnapshot";
 

@@ -9,6 +9,7 @@ using DaemonEye.Logging;
 using DaemonEye.Networking;
 using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Microsoft.Extensions.Logging;
 using ErrorCode = DaemonEye.Protocol.V1.ErrorCode;
 
@@ -26,7 +27,7 @@ namespace DaemonEye.Gateway;
 internal sealed partial class BusConnection : IRpcPeer
 {
     private const int FlushThreshold = 64 * 1024;
-    private const string HeartbeatTopicPrefix = "control.health.heartbeat.";
+    private const string HeartbeatTopicPrefix = WellKnownTopics.HeartbeatPrefix;
 
     private readonly Socket _socket;
     private readonly ReactorSocket _io; // every read and write of the socket (see SocketReactor)

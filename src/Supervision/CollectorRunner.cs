@@ -7,6 +7,7 @@ using DaemonEye.Gateway.Rpc;
 using DaemonEye.Logging;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 
@@ -32,7 +33,7 @@ internal sealed record SupervisorContext(
 /// </summary>
 internal sealed partial class CollectorRunner(CollectorDefinition definition, SupervisorContext context)
 {
-    public const string LifecycleTopic = "control.collector.lifecycle";
+    public const string LifecycleTopic = WellKnownTopics.CollectorLifecycle;
     public const string LifecycleContentType = "application/x-protobuf; messageType=daemoneye.collector.v1.LifecycleEvent";
 
     private readonly SemaphoreSlim _gate = new(1, 1);

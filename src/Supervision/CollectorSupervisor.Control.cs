@@ -3,6 +3,7 @@ using DaemonEye.Logging;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 
@@ -15,8 +16,8 @@ namespace DaemonEye.Supervision;
 /// </summary>
 internal sealed partial class CollectorSupervisor
 {
-    private const string TargetPrefix = "control.collector.";
-    public const string ConfigTopic = "control.collector.config";
+    private const string TargetPrefix = WellKnownTopics.CollectorPrefix;
+    public const string ConfigTopic = WellKnownTopics.CollectorConfig;
     public const string ConfigContentType = "application/x-protobuf; messageType=daemoneye.collector.v1.ConfigChanged";
 
     /// <summary>IPC: runs a collector command.</summary>

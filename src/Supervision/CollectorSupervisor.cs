@@ -7,6 +7,7 @@ using DaemonEye.Logging;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -223,7 +224,7 @@ internal sealed partial class CollectorSupervisor : IHostedService, ICollectorPr
         }
     }
 
-    public const string StatusTopic = "control.health.status";
+    public const string StatusTopic = WellKnownTopics.HealthStatus;
     public const string StatusContentType = "application/x-protobuf; messageType=daemoneye.ipc.v1.CollectorStatus";
 
     /// <summary>Publishes a collector's status on control.health.status when its health changes.</summary>

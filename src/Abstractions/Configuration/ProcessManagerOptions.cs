@@ -125,13 +125,13 @@ public sealed class CollectorDefinition
     public IEnumerable<string> Validate(int index)
     {
         var where = $"collectors[{index}]";
-        var validation = Topics.TopicRules.ValidateTopic("control.collector." + Id);
+        var validation = Topics.TopicRules.ValidateTopic(Topics.WellKnownTopics.CollectorPrefix + Id);
         if (Id.Length == 0 || Id.Contains('.', StringComparison.Ordinal) || !validation.IsValid)
         {
             yield return $"{where}.id is '{Id}'; allowed: 1 to 64 characters from a-z, 0-9, '_' and '-'";
         }
 
-        if (Type.Length > 0 && (Type.Contains('.', StringComparison.Ordinal) || !Topics.TopicRules.ValidateTopic("control.collector." + Type).IsValid))
+        if (Type.Length > 0 && (Type.Contains('.', StringComparison.Ordinal) || !Topics.TopicRules.ValidateTopic(Topics.WellKnownTopics.CollectorPrefix + Type).IsValid))
         {
             yield return $"{where}.type is '{Type}'; allowed: empty (the id) or 1 to 64 characters from a-z, 0-9, '_' and '-'";
         }

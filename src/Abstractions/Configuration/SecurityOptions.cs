@@ -101,7 +101,7 @@ public sealed class SecurityOptions
 
         foreach (var (id, token) in RegistrationTokens)
         {
-            var segment = TopicRules.ValidateTopic("control.collector." + id);
+            var segment = TopicRules.ValidateTopic(WellKnownTopics.CollectorPrefix + id);
             if (id.Length == 0 || id.Contains('.', StringComparison.Ordinal) || !segment.IsValid)
             {
                 yield return $"security.registration_tokens has collector id '{id}'; a collector id is 1 to {TopicRules.MaxSegmentLength} characters from [a-z0-9_-]";

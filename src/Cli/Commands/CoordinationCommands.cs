@@ -5,6 +5,7 @@ using DaemonEye.Protocol.Alert.V1;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.Task.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 
@@ -191,7 +192,7 @@ internal static class CoordinationCommands
             }
 
             client.Dropped += (_, e) => context.Error.WriteLine($"dropped {e.Count} alert message(s) (total {e.Total}): {e.Reason}");
-            var subscription = await client.SubscribeAsync("events.alert.#", cancellationToken);
+            var subscription = await client.SubscribeAsync(WellKnownTopics.AllAlerts, cancellationToken);
             context.Error.WriteLine($"subscribed to events.alert.# (subscription {subscription.Id})");
             var received = 0L;
             await foreach (var message in subscription.ReadAllAsync(cancellationToken))

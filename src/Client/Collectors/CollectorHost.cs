@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -31,9 +32,9 @@ internal sealed partial class CollectorHost(
     ILogger<CollectorHost> logger,
     ILoggerFactory loggerFactory) : IHostedService, ICollectorContext, IAsyncDisposable
 {
-    public const string HeartbeatTopicPrefix = "control.health.heartbeat.";
+    public const string HeartbeatTopicPrefix = WellKnownTopics.HeartbeatPrefix;
     public const string HeartbeatContentType = "application/x-protobuf; messageType=daemoneye.collector.v1.Heartbeat";
-    public const string DiagnosticsTopicPrefix = "control.health.diagnostics.";
+    public const string DiagnosticsTopicPrefix = WellKnownTopics.DiagnosticsPrefix;
 
     private static readonly AsyncLocal<CorrelationMetadata?> Current = new();
     private readonly CollectorOptions _options = options.Value;

@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using DaemonEye.Collectors.Fsmond.Sources;
 using DaemonEye.Native;
 using DaemonEye.Protocol.Filesystem.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 
 namespace DaemonEye.Collectors.Fsmond;
@@ -18,7 +19,7 @@ internal readonly record struct Outgoing(string Topic, IMessage Message);
 /// </summary>
 internal sealed partial class FileEventPipeline
 {
-    public const string Prefix = "events.filesystem.";
+    public const string Prefix = WellKnownTopics.FilesystemPrefix;
     public const string CreatedTopic = Prefix + "created";
     public const string ModifiedTopic = Prefix + "modified";
     public const string DeletedTopic = Prefix + "deleted";

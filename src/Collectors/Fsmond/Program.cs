@@ -7,6 +7,7 @@
 // and executes the tasks file.snapshot and file.hash. Settings: fsmond --help, docs/collectors.md ("fsmond").
 using DaemonEye.Client;
 using DaemonEye.Collectors.Fsmond;
+using DaemonEye.Topics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -32,7 +33,7 @@ builder.Services.AddSingleton<FileMonitor>();
 builder.Services.AddDaemonEyeCollector(o =>
 {
     o.CollectorId = "fsmond";
-    o.EventDomains.Add("events.filesystem.#");
+    o.EventDomains.Add(WellKnownTopics.AllFilesystem);
     o.Capacity = 1;
 })
 .HandleTask(FileMonitor.SnapshotTaskType, (task, call, ct) => call.Services.GetRequiredService<FileMonitor>().ExecuteSnapshotTaskAsync(task, call, ct))

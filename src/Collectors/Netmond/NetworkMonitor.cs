@@ -4,6 +4,7 @@ using DaemonEye.Native;
 using DaemonEye.Native.Netlink;
 using DaemonEye.Native.SockDiag;
 using DaemonEye.Protocol.Network.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -26,10 +27,10 @@ internal sealed partial class NetworkMonitor(
     TimeProvider time,
     ILogger<NetworkMonitor> logger) : BackgroundService
 {
-    public const string ConnectionTopic = "events.network.connection";
-    public const string ListenerTopic = "events.network.listener";
-    public const string AnomalyTopic = "events.network.anomaly";
-    public const string CoalescedTopic = "events.network.coalesced";
+    public const string ConnectionTopic = WellKnownTopics.NetworkConnection;
+    public const string ListenerTopic = WellKnownTopics.NetworkListener;
+    public const string AnomalyTopic = WellKnownTopics.NetworkAnomaly;
+    public const string CoalescedTopic = WellKnownTopics.NetworkCoalesced;
     public const string SnapshotTaskType = "network.snapshot";
 
     private readonly SemaphoreSlim _lock = new(1, 1);

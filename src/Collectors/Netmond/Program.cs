@@ -9,6 +9,7 @@
 using DaemonEye.Client;
 using DaemonEye.Collectors.Netmond;
 using DaemonEye.Native.SockDiag;
+using DaemonEye.Topics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -46,7 +47,7 @@ builder.Services.AddSingleton<NetworkMonitor>();
 builder.Services.AddDaemonEyeCollector(o =>
 {
     o.CollectorId = "netmond";
-    o.EventDomains.Add("events.network.#");
+    o.EventDomains.Add(WellKnownTopics.AllNetwork);
     o.Capacity = 1;
 })
 .HandleTask(NetworkMonitor.SnapshotTaskType, (task, call, ct) => call.Services.GetRequiredService<NetworkMonitor>().ExecuteSnapshotTaskAsync(task, call, ct))

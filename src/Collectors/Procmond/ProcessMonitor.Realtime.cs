@@ -1,6 +1,7 @@
 using DaemonEye.Collectors.Procmond.Realtime;
 using DaemonEye.Native;
 using DaemonEye.Native.Netlink;
+using DaemonEye.Topics;
 using Microsoft.Extensions.Logging;
 
 namespace DaemonEye.Collectors.Procmond;
@@ -8,7 +9,7 @@ namespace DaemonEye.Collectors.Procmond;
 /// <summary>The real-time source: the kernel's process events, or polling when they cannot be had.</summary>
 internal sealed partial class ProcessMonitor
 {
-    public const string AnomalyTopic = "events.process.anomaly";
+    public const string AnomalyTopic = WellKnownTopics.ProcessAnomaly;
 
     /// <summary>Most events applied under the lock at a time, so a snapshot task is not kept waiting.</summary>
     private const int ApplyBatch = 1024;

@@ -5,6 +5,7 @@ using DaemonEye.Protocol.Collector.V1;
 using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -28,11 +29,11 @@ internal sealed partial class ProcessMonitor(
     OpenProcConnector openConnector,
     ILogger<ProcessMonitor> logger) : BackgroundService
 {
-    public const string LifecycleTopic = "events.process.lifecycle";
-    public const string MetadataTopic = "events.process.metadata";
-    public const string TreeTopic = "events.process.tree";
-    public const string IntegrityTopic = "events.process.integrity";
-    public const string BatchTopic = "events.process.batch";
+    public const string LifecycleTopic = WellKnownTopics.ProcessLifecycle;
+    public const string MetadataTopic = WellKnownTopics.ProcessMetadata;
+    public const string TreeTopic = WellKnownTopics.ProcessTree;
+    public const string IntegrityTopic = WellKnownTopics.ProcessIntegrity;
+    public const string BatchTopic = WellKnownTopics.ProcessBatch;
     public const string SnapshotTaskType = "process.snapshot";
 
     private readonly SemaphoreSlim _lock = new(1, 1);

@@ -13,6 +13,7 @@ using DaemonEye.Collectors.Procmond;
 using DaemonEye.Collectors.Procmond.Proc;
 using DaemonEye.Collectors.Procmond.Realtime;
 using DaemonEye.Native.Netlink;
+using DaemonEye.Topics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -49,7 +50,7 @@ builder.Services.AddSingleton<ProcessMonitor>();
 builder.Services.AddDaemonEyeCollector(o =>
 {
     o.CollectorId = "procmond";
-    o.EventDomains.Add("events.process.#");
+    o.EventDomains.Add(WellKnownTopics.AllProcess);
     o.Capacity = 1;
 })
 .HandleTask(ProcessMonitor.SnapshotTaskType, (task, call, ct) => call.Services.GetRequiredService<ProcessMonitor>().ExecuteSnapshotTaskAsync(task, call, ct))

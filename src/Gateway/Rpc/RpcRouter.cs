@@ -57,7 +57,7 @@ public interface ICollectorPresenceObserver
 /// </summary>
 internal sealed partial class RpcRouter : IDisposable
 {
-    public const string TargetPrefix = "control.collector.";
+    public const string TargetPrefix = WellKnownTopics.CollectorPrefix;
     private static readonly TimeSpan SweepInterval = TimeSpan.FromMilliseconds(20);
 
     private readonly ConcurrentDictionary<string, (IRpcPeer Peer, CollectorPresence Presence)> _collectors = new(StringComparer.Ordinal);

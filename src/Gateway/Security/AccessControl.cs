@@ -22,7 +22,7 @@ internal readonly record struct HandshakeDecision(AccessPolicy? Policy, AccessRu
 /// </summary>
 internal sealed partial class AccessControl
 {
-    private const string EventsDomain = "events.#";
+    private const string EventsDomain = WellKnownTopics.AllEvents;
     private readonly SecurityOptions _options;
     private readonly SpawnedCollectors _spawned;
     private readonly GatewayStatistics _stats;

@@ -65,7 +65,7 @@ internal sealed class AccessPolicy
     public IReadOnlyList<string> SubscribePatterns => _subscribe;
 
     /// <summary>Topics only the agent and the collectors publish on; the cli role is refused them at once.</summary>
-    public static readonly IReadOnlyList<string> AgentTopics = ["control.collector.#", "control.health.#"];
+    public static readonly IReadOnlyList<string> AgentTopics = [WellKnownTopics.AllCollectorControl, WellKnownTopics.AllHealth];
 
     public static AccessPolicy Cli(bool operates = true) => new(Role.Cli, null, false, true, [], true, [], null, operates);
 
@@ -77,11 +77,11 @@ internal sealed class AccessPolicy
         Role.Collector, id, false, false,
         [.. declared, OwnHealthTopics(id)],
         false,
-        [$"control.collector.{id}.#", OwnHealthTopics(id)],
+        [WellKnownTopics.OwnCollectorControl(id), OwnHealthTopics(id)],
         AccessRule.CollectorRpcCall);
 
     /// <summary>A collector's own health topics: <c>control.health.&lt;kind&gt;.&lt;id&gt;</c>.</summary>
-    public static string OwnHealthTopics(string collectorId) => $"control.health.+.{collectorId}";
+    public static string OwnHealthTopics(string collectorId) => WellKnownTopics.OwnHealth(collectorId);
 
     /// <summary>Null when the connection may publish on <paramref name="entry"/>'s topic, else the rule that forbids it.</summary>
     public AccessRule? CheckPublish(TopicEntry entry)
@@ -112,7 +112,7 @@ internal sealed class AccessPolicy
             case Role.Subscriber:
                 return AccessRule.SubscriberPublish;
             case Role.Client:
-                return PublishesEvents && TopicRules.Matches("events.#", topic) ? null : AccessRule.ClientPublishControl;
+                return PublishesEvents && TopicRules.Matches(WellKnownTopics.AllEvents, topic) ? null : AccessRule.ClientPublishControl;
             case Role.Cli:
                 return AgentTopics.Any(pattern => TopicRules.Matches(pattern, topic)) ? AccessRule.CliPublishAgentTopic : null;
         }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 
 namespace DaemonEye.Gateway.Security;
 
@@ -38,13 +39,13 @@ internal static class CapabilityNegotiation
         }
         else if (policy.Role == Role.Client)
         {
-            granted.Add("publish:events.#");
+            granted.Add("publish:" + WellKnownTopics.AllEvents);
         }
 
         granted.AddRange(policy.SubscribesAnything ? ["subscribe:#"] : policy.SubscribePatterns.Select(p => "subscribe:" + p));
         granted.Add(policy.Role switch
         {
-            Role.Collector => $"rpc:answers control.collector.{policy.CollectorId}",
+            Role.Collector => "rpc:answers " + WellKnownTopics.CollectorPrefix + policy.CollectorId,
             Role.Subscriber => "rpc:none",
             _ => policy.Operates ? "rpc:operate" : "rpc:read",
         });
