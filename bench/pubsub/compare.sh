@@ -38,7 +38,9 @@ label, client, scenario, text = sys.argv[1:5]
 try:
     d = json.loads(text.strip().splitlines()[-1])
 except Exception:
-    print(f"{label} {client} {scenario} FAILED: {text.strip()[-200:]}"); sys.exit()
+    import os, tempfile
+    fd, path = tempfile.mkstemp(prefix=f"compare-{client}-{scenario}-", suffix=".txt", dir="/tmp/psb"); os.write(fd, text.encode()); os.close(fd)
+    print(f"{label} {client} {scenario} FAILED (whole output in {path}): {text.strip()[-200:]}"); sys.exit()
 l = d["latency_us"]
 print(f"{label} {client} {scenario} offered/s {d.get('offered_per_sec', 0):.0f} delivered/s {d['delivered_per_sec']:.0f} "
       f"dropped {d['dropped']} p50 {l['p50']} p99 {l['p99']} p99.9 {l['p999']} max {l['max']} behind {d.get('max_behind_schedule_us', 0)} "

@@ -23,7 +23,8 @@ internal static partial class ClosedSilo
     /// </summary>
     public const int NominalSiloPort = 11111;
 
-    /// <summary>One silo on 127.0.0.1 (in name only), in-memory clustering, no client gateway, no socket.</summary>
+    /// <summary>One silo on 127.0.0.1 (in name only), in-memory clustering, no client gateway, no socket, and no
+    /// 100 ms stall sampling for probes it never makes (<see cref="StallDetectorTrim"/>).</summary>
     public static ISiloBuilder UseClosedSingleSilo(this ISiloBuilder silo)
     {
         silo.UseLocalhostClustering(siloPort: NominalSiloPort, gatewayPort: 0, serviceId: "daemoneye-agent", clusterId: "daemoneye");
@@ -36,6 +37,7 @@ internal static partial class ClosedSilo
             o.GatewayListeningEndpoint = null;
         });
         silo.ConfigureServices(ReplaceTransport);
+        silo.ConfigureServices(s => s.AddHostedService<StallDetectorTrim>());
         return silo;
     }
 
