@@ -144,7 +144,7 @@ public sealed class RealtimeTests
         return pid;
     }
 
-    private static Process Start(string file, params string[] args)
+    internal static Process Start(string file, params string[] args)
     {
         var info = new ProcessStartInfo(file) { UseShellExecute = false, RedirectStandardError = true };
         foreach (var a in args)
@@ -155,7 +155,7 @@ public sealed class RealtimeTests
         return Process.Start(info)!;
     }
 
-    private static void Kill(Process p)
+    internal static void Kill(Process p)
     {
         if (!p.HasExited)
         {
@@ -165,7 +165,7 @@ public sealed class RealtimeTests
         p.WaitForExit();
     }
 
-    private sealed class MonitorRun : IAsyncDisposable
+    internal sealed class MonitorRun : IAsyncDisposable
     {
         private readonly CancellationTokenSource _stop = new();
 
