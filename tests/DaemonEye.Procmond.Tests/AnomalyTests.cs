@@ -79,6 +79,8 @@ public sealed partial class AnomalyTests
             try
             {
                 var anomaly = await run.Context.WaitAsync<ProcessAnomaly>(ProcessMonitor.AnomalyTopic, a => a.Check == AnomalyChecks.Uid0Escalation && a.Process.Pid == child.Id);
+                // The kernel sends the uid change of a setuid exec before the exec itself: the anomaly
+                // must still name the image that gained uid 0, not setpriv, which ran before it.
                 Assert.Equal(copy, anomaly.Process.Executable);
                 Assert.Equal("65534", anomaly.Details["previous_uid"]);
             }
@@ -97,7 +99,8 @@ public sealed partial class AnomalyTests
     public async Task A_process_renaming_itself_raises_comm_mismatch_with_the_new_name()
     {
         await using var run = await MonitorRun.StartAsync();
-        // The shell renames itself, then waits on its standard input until it is killed.
+        // The shell renames itself at once (often before procmond has read its exec, which then
+        // already finds the new name), then waits on its standard input until it is killed.
         var info = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardInput = true };
         info.ArgumentList.Add("-c");
         info.ArgumentList.Add("printf 'kworker/0:9' > /proc/$$/comm; read line");

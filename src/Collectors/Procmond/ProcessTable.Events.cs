@@ -278,25 +278,57 @@ internal sealed partial class ProcessTable
             process.Uid = e.Real;
             process.Euid = e.Effective;
             process.User = _users.NameOf(e.Real);
-            Anomalies?.OnUidChange(process, previousUid, previousEuid, Info, nowUnixMs, changes.Anomalies);
+            if (!ExecPending(process))
+            {
+                Anomalies?.OnUidChange(process, previousUid, previousEuid, Info, nowUnixMs, changes.Anomalies);
+            }
         }
 
         changes.Metadata.Add(metadata);
     }
 
+    /// <summary>
+    /// Whether the process already runs a new image whose exec event is still on its way: the kernel
+    /// sends the uid change of a setuid exec (commit_creds) before the exec. The escalation is then
+    /// reported at the exec, with the image that caused it, not with the one before. Only asked when
+    /// the effective uid becomes 0, which is rare.
+    /// </summary>
+    private bool ExecPending(TrackedProcess process)
+    {
+        if (process.Euid != 0 || process.ExeRaw.Length == 0)
+        {
+            return false;
+        }
+
+        if (_reader.ReadExeLink(process.Pid, _link, out var length) != ReadOutcome.Ok)
+        {
+            return false;
+        }
+
+        var now = _link.AsSpan(0, length);
+        return !now.SequenceEqual(process.ExeRaw) && !SameImageDeleted(process.ExeRaw, now);
+    }
+
     private void OnComm(in ProcEvent e, ulong nowUnixMs, ScanChanges changes)
     {
-        if (!_processes.TryGetValue(e.Tgid, out var process) || e.Comm is null || e.Comm == process.Comm)
+        if (!_processes.TryGetValue(e.Tgid, out var process) || e.Comm is null)
         {
             return;
         }
 
-        var metadata = Metadata(process, MetadataChange.Comm, nowUnixMs);
-        metadata.PreviousComm = process.Comm;
-        metadata.Comm = e.Comm;
-        process.Comm = e.Comm;
-        process.CommRaw = Encoding.UTF8.GetBytes(e.Comm);
-        changes.Metadata.Add(metadata);
+        // The name read at the exec may already be the new one (the process renamed itself before
+        // its exec was handled): no change to publish then, but the kernel sends this event only for
+        // a rename (prctl or /proc/<pid>/comm), never for an exec, so the check runs either way.
+        if (e.Comm != process.Comm)
+        {
+            var metadata = Metadata(process, MetadataChange.Comm, nowUnixMs);
+            metadata.PreviousComm = process.Comm;
+            metadata.Comm = e.Comm;
+            process.Comm = e.Comm;
+            process.CommRaw = Encoding.UTF8.GetBytes(e.Comm);
+            changes.Metadata.Add(metadata);
+        }
+
         Anomalies?.OnComm(process, Info, nowUnixMs, changes.Anomalies);
     }
 
