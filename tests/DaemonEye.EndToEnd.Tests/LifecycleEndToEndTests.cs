@@ -149,4 +149,78 @@ public sealed class LifecycleEndToEndTests
             Directory.Delete(directory, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task SIGHUP_applies_limits_and_the_log_level_live_names_what_needs_a_restart_and_an_invalid_file_changes_nothing()
+    {
+        var directory = Directory.CreateTempSubdirectory("de-hup-live-").FullName;
+        try
+        {
+            var file = Path.Combine(directory, "agent.yaml");
+            static string Config(int maxSubscriptions, string level, int probeTimeout) => $"""
+                broker:
+                  max_subscriptions_per_connection: {maxSubscriptions}
+                health:
+                  probe_timeout_seconds: {probeTimeout}
+                logging:
+                  level: {level}
+                """;
+            static bool IsIpcDebugLine(string line) => line.Contains("IPC ", StringComparison.Ordinal) && line.Contains(" from pid ", StringComparison.Ordinal);
+            await File.WriteAllTextAsync(file, Config(2, "information", 5));
+            await using var agent = await AgentProcess.StartAsync(args: ["--config", file]);
+
+            async Task<int> AcceptedSubscriptionsAsync(string clientId)
+            {
+                await using var client = await RawBus.ConnectAsync(agent.SocketPath, clientId, Protocol.V1.Role.Client);
+                for (var i = 0; i < 10; i++)
+                {
+                    var answer = await client.SubscribeAsync($"events.live.{clientId}.s{i}");
+                    if (answer.BodyCase != Envelope.BodyOneofCase.SubscribeAck)
+                    {
+                        Assert.Equal(Protocol.V1.ErrorCode.LimitExceeded, answer.Error.Code);
+                        Assert.Contains("broker.max_subscriptions_per_connection", answer.Error.Message, StringComparison.Ordinal);
+                        return i;
+                    }
+                }
+
+                return 10;
+            }
+
+            // At start: two subscriptions per connection; information, so an IPC request logs no debug line.
+            Assert.Equal(2, await AcceptedSubscriptionsAsync("before"));
+            await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() });
+            Assert.DoesNotContain(agent.Log.Split('\n'), IsIpcDebugLine);
+
+            // Reload: four subscriptions, debug; the health probe timeout needs a restart and is said to.
+            await File.WriteAllTextAsync(file, Config(4, "debug", 7));
+            var reloaded = agent.WaitForLineAsync(l => l.Contains("Configuration reloaded:", StringComparison.Ordinal));
+            var restartNamed = agent.WaitForLineAsync(l => l.Contains("Configuration reload: health.probe_timeout_seconds changed; it takes effect only when the agent restarts", StringComparison.Ordinal));
+            await SighupAsync(agent);
+            Assert.Contains("applied live: broker.max_subscriptions_per_connection, logging.level; needs an agent restart: health.probe_timeout_seconds",
+                await reloaded.WaitAsync(Patience), StringComparison.Ordinal);
+            await restartNamed.WaitAsync(Patience);
+            Assert.Contains("Log level changed from Information to Debug", agent.Log, StringComparison.Ordinal);
+
+            Assert.Equal(4, await AcceptedSubscriptionsAsync("after"));
+            var debugLine = agent.WaitForLineAsync(IsIpcDebugLine);
+            await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() });
+            await debugLine.WaitAsync(Patience);
+
+            // An invalid file (a bad level and a bad limit): refused, both named, nothing changes.
+            await File.WriteAllTextAsync(file, Config(0, "loud", 7));
+            var refused = agent.WaitForLineAsync(l => l.Contains("Configuration reload refused: the file has 2 problem(s)", StringComparison.Ordinal));
+            var levelError = agent.WaitForLineAsync(l => l.Contains("Configuration reload: logging.level is 'loud'", StringComparison.Ordinal));
+            var limitError = agent.WaitForLineAsync(l => l.Contains("Configuration reload: broker.max_subscriptions_per_connection is 0", StringComparison.Ordinal));
+            await SighupAsync(agent);
+            await Task.WhenAll(refused, levelError, limitError).WaitAsync(Patience);
+            Assert.Equal(4, await AcceptedSubscriptionsAsync("refused"));
+            debugLine = agent.WaitForLineAsync(IsIpcDebugLine);
+            await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() });
+            await debugLine.WaitAsync(Patience);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
 }

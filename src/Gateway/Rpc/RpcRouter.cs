@@ -62,7 +62,7 @@ internal sealed partial class RpcRouter : IDisposable
 
     private readonly ConcurrentDictionary<string, (IRpcPeer Peer, CollectorPresence Presence)> _collectors = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, PendingCall> _pending = new(StringComparer.Ordinal);
-    private readonly RpcOptions _options;
+    private readonly IOptionsMonitor<RpcOptions> _options;
     private readonly TimeProvider _time;
     private readonly Collectors.CollectorDirectory _presence;
     private readonly ILogger<RpcRouter> _logger;
@@ -78,11 +78,18 @@ internal sealed partial class RpcRouter : IDisposable
     private long _rejected;
     private long _communicationErrors;
 
-    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, Collectors.CollectorDirectory presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
+    /// <summary>For tests: fixed options.</summary>
+    internal RpcRouter(IOptions<RpcOptions> options, TimeProvider time, Collectors.CollectorDirectory presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
+        : this(new FixedOptions<RpcOptions>(options.Value), time, presence, logger, metrics)
+    {
+    }
+
+    /// <summary>The options are read at each call: a configuration reload changes the default timeout and the pending bound live.</summary>
+    public RpcRouter(IOptionsMonitor<RpcOptions> options, TimeProvider time, Collectors.CollectorDirectory presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
     {
         _metrics = metrics;
         metrics?.Attach(() => Pending, () => _collectors.Count);
-        _options = options.Value;
+        _options = options;
         _time = time;
         _presence = presence;
         _logger = logger;
@@ -210,7 +217,8 @@ internal sealed partial class RpcRouter : IDisposable
         }
 
         // Timeouts travel as an absolute deadline that the callee honours.
-        var timeout = request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.DefaultTimeout;
+        var options = _options.CurrentValue;
+        var timeout = request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : options.DefaultTimeout;
         if (request.DeadlineUnixNanos == 0)
         {
             request.DeadlineUnixNanos = ToUnixNanos(now + timeout);
@@ -229,11 +237,11 @@ internal sealed partial class RpcRouter : IDisposable
             return;
         }
 
-        if (Interlocked.Increment(ref _pendingCount) > _options.MaxPendingRequests)
+        if (Interlocked.Increment(ref _pendingCount) > options.MaxPendingRequests)
         {
             Interlocked.Decrement(ref _pendingCount);
             Reject(caller, request, RpcErrorKind.ResourceExhausted,
-                $"rpc.max_pending_requests ({_options.MaxPendingRequests}) calls are already pending; retry later or raise rpc.max_pending_requests");
+                $"rpc.max_pending_requests ({options.MaxPendingRequests}) calls are already pending; retry later or raise rpc.max_pending_requests");
             return;
         }
 
@@ -259,7 +267,7 @@ internal sealed partial class RpcRouter : IDisposable
         await Task.Yield();
         var timeout = request.DeadlineUnixNanos > 0
             ? UnixTime.FromNanos(request.DeadlineUnixNanos) - now
-            : request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.DefaultTimeout;
+            : request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.CurrentValue.DefaultTimeout;
         var started = Stopwatch.GetTimestamp();
         LogForwarded(_logger, request.Correlation.CorrelationId, request.Operation, collectorId, caller.Name);
         RpcResponse response;
@@ -317,7 +325,7 @@ internal sealed partial class RpcRouter : IDisposable
         Interlocked.Increment(ref _responses);
         _metrics?.Response(call.Request.Operation, response, Stopwatch.GetElapsedTime(call.Started));
         var level = response.Status == RpcStatus.Ok ? LogLevel.Debug : LogLevel.Information;
-        if (_options.EnableCorrelationTracking && _logger.IsEnabled(level))
+        if (_options.CurrentValue.EnableCorrelationTracking && _logger.IsEnabled(level))
         {
             // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration; at debug
             // for a call that succeeded (a benchmark makes hundreds of thousands), at information for a failure.
