@@ -64,13 +64,49 @@ public sealed class LifecycleEndToEndTests
         {
             ["DAEMONEYE_COLLECTORS__0__ID"] = "procmond",
             ["DAEMONEYE_COLLECTORS__0__EXECUTABLE"] = Path.Combine(Path.GetDirectoryName(Paths.AgentDll)!, "collectors", "procmond", "procmond.dll"),
+            // The heartbeats pace the scan-rate checks below (a phase barrier, not a sleep).
+            ["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.5",
         };
         await using var agent = await AgentProcess.StartAsync(env);
         var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
         await using var watching = watcher;
         await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "procmond", s => s.State == CollectorState.Running);
         await using var announcements = await watcher.SubscribeAsync("control.collector.config");
+        await using var heartbeats = await watcher.SubscribeAsync("control.health.heartbeat.procmond");
         await watcher.FlushAsync().WaitAsync(Patience);
+
+        async Task<long> ScansAsync()
+        {
+            var answer = await watcher.CallAsync("procmond", RpcOperation.HealthCheck).WaitAsync(Patience);
+            Assert.True(answer.Status == RpcStatus.Ok, answer.Error?.Message);
+            return long.Parse(HealthCheckResponse.Parser.ParseFrom(answer.Payload).Details["scans"], System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        // procmond's scans counted between two of its answers, read at each heartbeat until `enough` holds.
+        // A timer of period P ticks at most W/P + 2 times in a window W (one tick may be pending at its
+        // start); the window is measured from before the first call to after the last answer, so it holds
+        // the window procmond counted in. Only count relations are asserted: nothing depends on how fast
+        // the machine is, except that 250 ms scans must eventually outnumber what 1000 ms ones could do.
+        async Task<(long Scans, double WindowMs)> CountScansAsync(Func<long, double, bool> enough)
+        {
+            using var deadline = new CancellationTokenSource(Patience);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var first = await ScansAsync();
+            while (true)
+            {
+                await heartbeats.Reader.ReadAsync(deadline.Token);
+                var scans = await ScansAsync() - first;
+                var window = clock.Elapsed.TotalMilliseconds;
+                if (enough(scans, window))
+                {
+                    return (scans, window);
+                }
+            }
+        }
+
+        // At 1000 ms: a few scans, never more than the period allows.
+        var (slowScans, slowWindow) = await CountScansAsync((scans, _) => scans >= 3);
+        Assert.True(slowScans <= (slowWindow / 1000) + 2, $"{slowScans} scans in {slowWindow:F0} ms at scan_interval_ms=1000");
 
         var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond");
         Assert.True(code == 0, stderr);
@@ -90,6 +126,10 @@ public sealed class LifecycleEndToEndTests
         // Live: procmond's own report of its settings (its HealthCheck answer) says so.
         var health = await watcher.CallAsync("procmond", RpcOperation.HealthCheck).WaitAsync(Patience);
         Assert.Equal("250", HealthCheckResponse.Parser.ParseFrom(health.Payload).Details["setting.scan_interval_ms"]);
+
+        // Live in its behaviour: procmond now scans more often than every 1000 ms could, and no more often than every 250 ms.
+        var (fastScans, fastWindow) = await CountScansAsync((scans, window) => scans > (window / 1000) + 2 && scans >= 8);
+        Assert.True(fastScans <= (fastWindow / 250) + 2, $"{fastScans} scans in {fastWindow:F0} ms at scan_interval_ms=250");
 
         // A bad value: refused with procmond's own message; nothing announced, nothing changed.
         (code, _, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond", "--set", "scan_interval_ms=10");
