@@ -76,6 +76,7 @@ internal sealed partial class RpcRouter : IDisposable
     private long _timeouts;
     private long _late;
     private long _rejected;
+    private long _invalidPayloads;
     private long _communicationErrors;
 
     /// <summary>For tests: fixed options.</summary>
@@ -97,6 +98,9 @@ internal sealed partial class RpcRouter : IDisposable
     }
 
     public int Pending => Volatile.Read(ref _pendingCount);
+
+    /// <summary>Requests refused because their payload did not fit the operation's schema (also in <see cref="RpcStatistics.Rejected"/>).</summary>
+    public long InvalidPayloads => Interlocked.Read(ref _invalidPayloads);
 
     /// <summary>The collector model the router reports presence and heartbeats to (it keeps only the routing table).</summary>
     public Collectors.CollectorDirectory Directory => _presence;
@@ -199,6 +203,15 @@ internal sealed partial class RpcRouter : IDisposable
         if (!TryParseTarget(request.Target, out var collectorId, out var targetError))
         {
             Reject(caller, request, RpcErrorKind.InvalidOperation, targetError);
+            return;
+        }
+
+        // A payload whose schema the agent knows is checked here; a malformed one is never forwarded.
+        if (RpcPayloads.Problem(request.Operation, request.Payload) is { } payloadProblem)
+        {
+            Interlocked.Increment(ref _invalidPayloads);
+            _metrics?.InvalidPayload(request.Operation);
+            Reject(caller, request, RpcErrorKind.InvalidOperation, payloadProblem);
             return;
         }
 
