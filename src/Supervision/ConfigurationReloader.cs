@@ -85,6 +85,20 @@ internal sealed partial class ConfigurationReloader(
                 LogWarning(logger, warning);
             }
 
+            // What would run: the live keys from the file, the others as the agent started. A live value that
+            // contradicts a kept one refuses the whole file rather than half-applying it.
+            var effective = ConfigurationValidator.Validate(live.Effective(next));
+            if (!effective.IsValid)
+            {
+                LogRefused(logger, effective.Errors.Count);
+                foreach (var error in effective.Errors)
+                {
+                    LogError(logger, $"{error}, with the keys that need an agent restart kept at their running values");
+                }
+
+                return new ReloadOutcome([.. effective.Errors], null, [], []);
+            }
+
             var plan = live.Plan(next);
             foreach (var key in plan.NeedRestart)
             {

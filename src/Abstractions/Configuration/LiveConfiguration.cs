@@ -28,6 +28,7 @@ public sealed class LiveConfiguration : IConfigurationSource
         "broker.max_outbound_bytes",
         "broker.max_frame_size",
         "broker.max_subscriptions_per_connection",
+        "broker.max_topics",
         "broker.max_topics_per_connection",
         "broker.correlation_window",
         "rpc.default_timeout_seconds",
@@ -67,15 +68,23 @@ public sealed class LiveConfiguration : IConfigurationSource
     }
 
     /// <summary>
-    /// Applies <paramref name="next"/> (already validated): its live keys and its <c>collectors</c> list take
-    /// effect, every other key keeps the value the agent started with (it needs a restart). Readers are told once.
+    /// What the agent would run with after applying <paramref name="next"/>: its live keys and its
+    /// <c>collectors</c> list, every other key as the agent started. Validate it before <see cref="Apply"/>:
+    /// a live value may contradict a kept one (e.g. max_topics_per_connection above a max_topics that needs a restart).
     /// </summary>
-    public void Apply(IConfiguration next)
+    public IConfiguration Effective(IConfiguration next) =>
+        new ConfigurationBuilder().AddInMemoryCollection(Merge(next)).Build();
+
+    /// <summary>
+    /// Applies <paramref name="next"/> (already validated, and its <see cref="Effective"/> too): its live keys and
+    /// its <c>collectors</c> list take effect, every other key keeps the value the agent started with. Readers are told once.
+    /// </summary>
+    public void Apply(IConfiguration next) => _provider.Replace(Merge(next));
+
+    private Dictionary<string, string?> Merge(IConfiguration next)
     {
-        var current = _provider.Values;
-        var wanted = Flatten(next);
         var merged = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
-        foreach (var (key, value) in current)
+        foreach (var (key, value) in _provider.Values)
         {
             if (!IsCollectors(key) && !IsLive(Dotted(key)))
             {
@@ -83,7 +92,7 @@ public sealed class LiveConfiguration : IConfigurationSource
             }
         }
 
-        foreach (var (key, value) in wanted)
+        foreach (var (key, value) in Flatten(next))
         {
             if (IsCollectors(key) || IsLive(Dotted(key)))
             {
@@ -91,7 +100,7 @@ public sealed class LiveConfiguration : IConfigurationSource
             }
         }
 
-        _provider.Replace(merged);
+        return merged;
     }
 
     private static bool IsCollectors(string key) =>
