@@ -263,4 +263,49 @@ public sealed class LifecycleEndToEndTests
             Directory.Delete(directory, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task A_collector_listed_in_collector_callers_restarts_another_and_an_unlisted_one_is_refused()
+    {
+        const string Target = "tc-callee";
+        var env = SupervisedCollectorEndToEndTests.TestCollector(Target);
+        foreach (var (key, value) in TestTokens.AgentSettings("tc-boss", "tc-other"))
+        {
+            env[key] = value;
+        }
+
+        env["DAEMONEYE_SECURITY__COLLECTOR_CALLERS__0"] = "tc-boss";
+        await using var agent = await AgentProcess.StartAsync(env);
+        var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var watching = watcher;
+        var running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, Target, s => s.State == CollectorState.Running);
+
+        static RpcRequest Restart(string id) => new()
+        {
+            Correlation = new CorrelationMetadata { CorrelationId = id, RootCorrelationId = id },
+            Operation = RpcOperation.Restart,
+            Target = "control.collector." + Target,
+            TimeoutMs = 50_000,
+        };
+
+        // Not listed: refused, and the target runs on with its pid.
+        await using (var other = await RawBus.ConnectAsync(agent.SocketPath, "tc-other", Role.Collector, TestTokens.For("tc-other")))
+        {
+            var refused = await other.CallAsync(Restart("other-restart")).WaitAsync(Patience);
+            Assert.Equal((RpcStatus.Error, RpcErrorKind.NotAuthorized), (refused.Status, refused.Error.Kind));
+            Assert.Contains("rule collector.rpc_call", refused.Error.Message, StringComparison.Ordinal);
+            Assert.Contains("security.collector_callers", refused.Error.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(running.Pid, (await IpcProbe.CollectorAsync(agent.IpcSocketPath, Target)).Pid);
+
+        // Listed: Welcome grants it rpc:operate, and its Restart is served by the process manager.
+        await using var boss = await RawBus.ConnectAsync(agent.SocketPath, "tc-boss", Role.Collector, TestTokens.For("tc-boss"));
+        Assert.Contains("rpc:operate", boss.HelloReply.Welcome.Granted);
+        var restarted = await boss.CallAsync(Restart("boss-restart")).WaitAsync(Patience);
+        Assert.True(restarted.Status == RpcStatus.Ok, restarted.Error?.Message);
+        var lifecycle = LifecycleResponse.Parser.ParseFrom(restarted.Payload);
+        Assert.Equal(("Running", 0u), (lifecycle.State, lifecycle.RestartCount));
+        Assert.NotEqual(running.Pid, lifecycle.Pid);
+    }
 }
