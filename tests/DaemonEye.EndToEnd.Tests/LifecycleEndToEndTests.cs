@@ -289,8 +289,16 @@ public sealed class LifecycleEndToEndTests
         };
 
         // Not listed: refused, and the target runs on with its pid.
-        await using (var other = await RawBus.ConnectAsync(agent.SocketPath, "tc-other", Role.Collector, TestTokens.For("tc-other")))
+        await using (var other = await RawBus.ConnectAsync(agent.SocketPath, "tc-other", Role.Collector, TestTokens.For("tc-other"), "colour:blue", "capacity:2"))
         {
+            // Capability negotiation both ways, over the socket: what was granted, and what was refused with the reason.
+            var welcome = other.HelloReply.Welcome;
+            Assert.Contains("capacity:2", welcome.Granted);
+            Assert.DoesNotContain("rpc:operate", welcome.Granted);
+            var refusal = Assert.Single(welcome.Refused);
+            Assert.Equal("colour:blue", refusal.Capability);
+            Assert.StartsWith("not a capability the agent knows; known kinds: task:<task type>", refusal.Reason, StringComparison.Ordinal);
+
             var refused = await other.CallAsync(Restart("other-restart")).WaitAsync(Patience);
             Assert.Equal((RpcStatus.Error, RpcErrorKind.NotAuthorized), (refused.Status, refused.Error.Kind));
             Assert.Contains("rule collector.rpc_call", refused.Error.Message, StringComparison.Ordinal);
