@@ -4,8 +4,9 @@ namespace DaemonEye.Configuration;
 
 /// <summary>
 /// The configuration the agent's services read: a snapshot of a validated configuration that a reload
-/// replaces in one step (<see cref="Apply"/>), so that <c>IOptionsMonitor&lt;T&gt;</c> readers see either the
-/// old file or the new one, never a mix and never an unvalidated one. The file-backed configuration
+/// replaces in one step (<see cref="Apply"/>), so that <c>IOptionsMonitor&lt;T&gt;</c> readers see the values
+/// from before a reload or all of its live values, never some of them, and never an unvalidated file. Keys
+/// outside <see cref="LiveKeys"/> keep the values the agent started with. The file-backed configuration
 /// (with its sources, for messages that name a file and line) stays with the checks; this one holds values only.
 /// </summary>
 public sealed class LiveConfiguration : IConfigurationSource
