@@ -128,6 +128,11 @@ internal sealed partial class DetectionRuleService(
                 RootCorrelationId = snapshot.RootCorrelationId,
                 WorkflowStage = "alert",
             };
+            if (parent is not null)
+            {
+                chain.Tags.Add(parent.Tags); // the run's tags (as its snapshot task and the collectors' events have them)
+            }
+
             var collectors = snapshot.Results.Select(r => r.CollectorId).ToList();
             foreach (var rule in rules)
             {

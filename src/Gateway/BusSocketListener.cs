@@ -17,7 +17,9 @@ namespace DaemonEye.Gateway;
 /// path a live agent holds fails start-up at once), accepts once the silo is up, and on stop closes
 /// every connection and removes the socket. Connection places: <c>broker.max_connections</c> for
 /// anyone, and <c>broker.reserved_collector_connections</c> more for the collectors this agent
-/// started (known by pid), so that a flood cannot keep a restarting collector out.
+/// started (known by pid), so that a flood cannot keep a restarting collector out. Per-connection limits
+/// (<see cref="LiveConfiguration.LiveKeys"/>) are read at each accept, so a reload applies them to the
+/// connections accepted after it; the places, timeouts and the socket are fixed at start.
 /// </summary>
 internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyncDisposable
 {
@@ -31,7 +33,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
     private readonly ConnectionGuard _guard;
 
     public BusSocketListener(
-        IOptions<BrokerOptions> options,
+        IOptionsMonitor<BrokerOptions> options,
         IOptions<SecurityOptions> security,
         BusEndpoint endpoint,
         IGrainFactory grains,
@@ -45,7 +47,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         TimeProvider time,
         ILogger<BusSocketListener> logger)
     {
-        _options = options.Value;
+        _options = options.CurrentValue;
         _logger = logger;
         _access = access;
         _spawned = spawned;
@@ -53,7 +55,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         _slots = new ConnectionSlots(_options.MaxConnections, _options.ReservedCollectorConnections);
         _guard = new ConnectionGuard(TimeoutSettings.From(_options), time, logger);
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, _options, grains, directory, rpc, stats, logger, metrics, access, routes, _guard), stopping),
+            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, options.CurrentValue, grains, directory, rpc, stats, logger, metrics, access, routes, _guard), stopping),
             logger,
             security.Value.ResolveSocketGroupId(),
             time,

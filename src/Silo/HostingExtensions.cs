@@ -38,14 +38,20 @@ internal static partial class HostingExtensions
         private static partial void LogWarning(Microsoft.Extensions.Logging.ILogger logger, string warning);
     }
 
-    /// <summary>Serilog to the console, human-readable or compact JSON, at the configured level.</summary>
+    /// <summary>
+    /// Serilog to the console, human-readable or compact JSON, at the configured level. The level follows
+    /// <c>logging.level</c> live (a SIGHUP reload); the format is chosen once, at start.
+    /// </summary>
     public static IServiceCollection AddAgentLogging(this IServiceCollection services, IConfiguration configuration)
     {
         var options = Bind<LoggingOptions>(configuration, LoggingOptions.SectionName);
-        var level = Enum.Parse<LogEventLevel>(options.Level, ignoreCase: true);
+        var level = new Serilog.Core.LoggingLevelSwitch(ParseLevel(options.Level));
+        services.AddOptions<LoggingOptions>().Bind(configuration.GetSection(LoggingOptions.SectionName));
+        services.AddSingleton(level);
+        services.AddHostedService<LogLevelFollower>();
         return services.AddSerilog(lc =>
         {
-            lc.MinimumLevel.Is(level)
+            lc.MinimumLevel.ControlledBy(level)
                 .MinimumLevel.Override("Orleans", LogEventLevel.Warning)
                 // The silo warns at every start that server GC is off; workstation GC is our choice
                 // (a 2-core host shared with the collectors), so that note is noise.
@@ -77,6 +83,39 @@ internal static partial class HostingExtensions
                 lc.WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss.fff} {Level:u3}] {SourceContext}: {Message:lj}{NewLine}{Exception}");
             }
         });
+    }
+
+    private static LogEventLevel ParseLevel(string level) => Enum.Parse<LogEventLevel>(level, ignoreCase: true);
+
+    /// <summary>Moves the log level switch to <c>logging.level</c> whenever the live configuration changes.</summary>
+    private sealed partial class LogLevelFollower(
+        Microsoft.Extensions.Options.IOptionsMonitor<LoggingOptions> options,
+        Serilog.Core.LoggingLevelSwitch level,
+        ILogger<LogLevelFollower> logger) : IHostedService, IDisposable
+    {
+        private IDisposable? _subscription;
+
+        public Task StartAsync(CancellationToken cancellationToken)
+        {
+            _subscription = options.OnChange((o, _) =>
+            {
+                var next = ParseLevel(o.Level);
+                if (next != level.MinimumLevel)
+                {
+                    var before = level.MinimumLevel;
+                    level.MinimumLevel = next;
+                    LogLevelChanged(logger, before, next);
+                }
+            });
+            return Task.CompletedTask;
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public void Dispose() => _subscription?.Dispose();
+
+        [LoggerMessage(EventId = 4, Level = LogLevel.Warning, Message = "Log level changed from {Before} to {After} (logging.level, configuration reload)")]
+        private static partial void LogLevelChanged(Microsoft.Extensions.Logging.ILogger logger, LogEventLevel before, LogEventLevel after);
     }
 
     /// <summary>

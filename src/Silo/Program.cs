@@ -47,8 +47,13 @@ if (!report.IsValid)
     return 2;
 }
 
+// The services read a snapshot of the checked configuration, which a SIGHUP reload replaces in one step.
+var live = new LiveConfiguration(configuration);
+var liveConfiguration = new ConfigurationManager();
+liveConfiguration.Sources.Add(live);
+
 // A generic host; with the Orleans dashboard on, a slim web application listening on 127.0.0.1 only.
-var builder = Dashboard.CreateBuilder(configuration);
+var builder = Dashboard.CreateBuilder(liveConfiguration);
 builder.Services.AddAgentLogging(builder.Configuration);
 builder.Services.AddConfigurationWarnings(report);
 builder.UseOrleans(silo => silo
@@ -63,7 +68,7 @@ builder.Services.AddConfigurationReload(() =>
     reloaded.AddDaemonEyeConfiguration(commandLine.ConfigPath);
     commandLine.ApplyTo(reloaded);
     return reloaded;
-}, configuration);
+}, live);
 builder.Services.AddCoordination(builder.Configuration);
 builder.Services.AddAgentIpc(builder.Configuration);
 builder.Services.AddPrometheusMetrics(builder.Configuration);

@@ -8,7 +8,7 @@ using Microsoft.Extensions.Logging;
 namespace DaemonEye.Supervision;
 
 /// <summary>What one reload did: refused (with the errors), or applied (with what needs a restart).</summary>
-internal sealed record ReloadOutcome(IReadOnlyList<string> Errors, CollectorChanges? Collectors, IReadOnlyList<string> NeedRestart)
+internal sealed record ReloadOutcome(IReadOnlyList<string> Errors, CollectorChanges? Collectors, IReadOnlyList<string> Live, IReadOnlyList<string> NeedRestart)
 {
     public bool Applied => Errors.Count == 0;
 }
@@ -17,18 +17,19 @@ internal sealed record ReloadOutcome(IReadOnlyList<string> Errors, CollectorChan
 /// Reloads the agent's configuration file on SIGHUP (systemd's <c>ExecReload</c> sends it). The new
 /// file is validated first, with the same validation as start-up and <c>daemoneye-cli config validate</c>;
 /// one error and nothing changes (every error is logged). A valid file is applied where it can be live:
-/// the <c>collectors</c> list (only the collectors added, removed or changed are touched). Changes to
-/// any other section are named in the log as needing an agent restart; they do not take effect.
+/// the <c>collectors</c> list (only the collectors added, removed or changed are touched) and the keys of
+/// <see cref="LiveConfiguration.LiveKeys"/> (the log level, per-connection broker limits, RPC timeouts and
+/// bounds), which the services read through <c>IOptionsMonitor</c>. Every other key that differs from what
+/// the agent runs with is named in the log as needing an agent restart and does not take effect.
 /// </summary>
 internal sealed partial class ConfigurationReloader(
     Func<IConfigurationRoot> load,
-    IConfiguration startup,
+    LiveConfiguration live,
     CollectorSupervisor supervisor,
     ILogger<ConfigurationReloader> logger) : IHostedService, IDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private PosixSignalRegistration? _sighup;
-    private IConfiguration _current = startup;
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -63,7 +64,7 @@ internal sealed partial class ConfigurationReloader(
             {
                 LogRefused(logger, 1);
                 LogError(logger, ex.Message);
-                return new ReloadOutcome([ex.Message], null, []);
+                return new ReloadOutcome([ex.Message], null, [], []);
             }
 
             // The same checks as start-up and `config validate`: values, sockets, executables, rules.
@@ -76,7 +77,7 @@ internal sealed partial class ConfigurationReloader(
                     LogError(logger, error);
                 }
 
-                return new ReloadOutcome([.. report.Errors], null, []);
+                return new ReloadOutcome([.. report.Errors], null, [], []);
             }
 
             foreach (var warning in report.Warnings)
@@ -84,36 +85,39 @@ internal sealed partial class ConfigurationReloader(
                 LogWarning(logger, warning);
             }
 
-            var needRestart = ConfigurationValidator.Sections
-                .Where(s => s.Name != CollectorDefinition.SectionName && !SameSection(_current, next, s.Name))
-                .Select(s => s.Name)
-                .ToList();
-            foreach (var section in needRestart)
+            // What would run: the live keys from the file, the others as the agent started. A live value that
+            // contradicts a kept one refuses the whole file rather than half-applying it.
+            var effective = ConfigurationValidator.Validate(live.Effective(next));
+            if (!effective.IsValid)
             {
-                LogNeedsRestart(logger, section);
+                LogRefused(logger, effective.Errors.Count);
+                foreach (var error in effective.Errors)
+                {
+                    LogError(logger, $"{error}, with the keys that need an agent restart kept at their running values");
+                }
+
+                return new ReloadOutcome([.. effective.Errors], null, [], []);
             }
 
+            var plan = live.Plan(next);
+            foreach (var key in plan.NeedRestart)
+            {
+                LogNeedsRestart(logger, key);
+            }
+
+            // One swap: the services reading IOptionsMonitor see the new live values together.
+            live.Apply(next);
             var collectors = await supervisor.ApplyCollectorsAsync(ConfigurationValidator.BindCollectors(next), cancellationToken);
-            _current = next;
             var summary = collectors.ToString();
-            var restart = needRestart.Count == 0 ? "nothing" : string.Join(", ", needRestart);
-            LogReloaded(logger, summary, restart);
-            return new ReloadOutcome([], collectors, needRestart);
+            var applied = plan.Live.Count == 0 ? "nothing" : string.Join(", ", plan.Live);
+            var restart = plan.NeedRestart.Count == 0 ? "nothing" : string.Join(", ", plan.NeedRestart);
+            LogReloaded(logger, summary, applied, restart);
+            return new ReloadOutcome([], collectors, plan.Live, plan.NeedRestart);
         }
         finally
         {
             _gate.Release();
         }
-    }
-
-    private static bool SameSection(IConfiguration a, IConfiguration b, string section)
-    {
-        static Dictionary<string, string?> Flat(IConfiguration c, string name) =>
-            c.GetSection(name).AsEnumerable().Where(kv => kv.Value is not null).ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.OrdinalIgnoreCase);
-
-        var x = Flat(a, section);
-        var y = Flat(b, section);
-        return x.Count == y.Count && x.All(kv => y.TryGetValue(kv.Key, out var v) && v == kv.Value);
     }
 
     public void Dispose()
@@ -134,9 +138,9 @@ internal sealed partial class ConfigurationReloader(
     [LoggerMessage(EventId = 4303, Level = LogLevel.Warning, Message = "Configuration reload: {Warning}")]
     private static partial void LogWarning(ILogger logger, Untrusted warning);
 
-    [LoggerMessage(EventId = 4304, Level = LogLevel.Warning, Message = "Configuration reload: section {Section} changed; it takes effect only when the agent restarts")]
-    private static partial void LogNeedsRestart(ILogger logger, string section);
+    [LoggerMessage(EventId = 4304, Level = LogLevel.Warning, Message = "Configuration reload: {Key} changed; it takes effect only when the agent restarts")]
+    private static partial void LogNeedsRestart(ILogger logger, string key);
 
-    [LoggerMessage(EventId = 4305, Level = LogLevel.Information, Message = "Configuration reloaded: collectors {Collectors}; needs an agent restart: {NeedRestart}")]
-    private static partial void LogReloaded(ILogger logger, string collectors, string needRestart);
+    [LoggerMessage(EventId = 4305, Level = LogLevel.Information, Message = "Configuration reloaded: collectors {Collectors}; applied live: {Live}; needs an agent restart: {NeedRestart}")]
+    private static partial void LogReloaded(ILogger logger, string collectors, string live, string needRestart);
 }

@@ -31,12 +31,12 @@ public static class ServiceCollectionExtensions
 
     /// <summary>
     /// Reloads the configuration on SIGHUP: <paramref name="load"/> builds it afresh the way start-up
-    /// did (file, environment, command line); <paramref name="startup"/> is what the agent started with.
-    /// Call after AddCollectorSupervision.
+    /// did (file, environment, command line); <paramref name="live"/> is the configuration the services
+    /// read (the host's), which a valid reload updates. Call after AddCollectorSupervision.
     /// </summary>
-    public static IServiceCollection AddConfigurationReload(this IServiceCollection services, Func<IConfigurationRoot> load, IConfiguration startup)
+    public static IServiceCollection AddConfigurationReload(this IServiceCollection services, Func<IConfigurationRoot> load, LiveConfiguration live)
     {
-        services.AddSingleton(sp => new ConfigurationReloader(load, startup, sp.GetRequiredService<CollectorSupervisor>(),
+        services.AddSingleton(sp => new ConfigurationReloader(load, live, sp.GetRequiredService<CollectorSupervisor>(),
             sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<ConfigurationReloader>>()));
         services.AddHostedService(sp => sp.GetRequiredService<ConfigurationReloader>());
         return services;

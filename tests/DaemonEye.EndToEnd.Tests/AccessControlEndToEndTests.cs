@@ -191,6 +191,18 @@ public sealed class AccessControlEndToEndTests(AccessControlAgentFixture fixture
         Assert.Contains("rule collector.rpc_call", refused.Error.Message);
         Assert.Equal(beforeCall + 1, await DeniedAsync("collector.rpc_call"));
 
+        // Lifecycle calls to another collector above all (issue 22): a Stop and a Restart are refused by the same rule.
+        foreach (var operation in new[] { RpcOperation.Stop, RpcOperation.Restart })
+        {
+            var lifecycle = HealthCheck(AccessControlAgentFixture.Spawned, $"outside-{operation}");
+            lifecycle.Operation = operation;
+            var denied = await collector.CallAsync(lifecycle);
+            Assert.Equal((RpcStatus.Error, RpcErrorKind.NotAuthorized), (denied.Status, denied.Error.Kind));
+            Assert.Contains("rule collector.rpc_call", denied.Error.Message);
+        }
+
+        Assert.Equal(beforeCall + 3, await DeniedAsync("collector.rpc_call"));
+
         // A call to the spawned collector is pending (it answers after 1.5 s); the outside collector
         // tries to answer it. Refused; the caller still gets the real answer.
         var beforeAnswer = await DeniedAsync("rpc.answer");

@@ -176,4 +176,83 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
         Assert.Contains(stdout, l => l.StartsWith("rule dotnet-running (low):", StringComparison.Ordinal));
         Assert.Contains(stdout, l => l.Contains("dotnet", StringComparison.Ordinal) && l.TrimStart().Length > 0 && char.IsDigit(l.TrimStart()[0]));
     }
+
+    /// <summary>
+    /// Issue 22, item 8: one root correlation id from a task through the collector's events to an alert.
+    /// procmond polls once an hour with the connector off, so the target process started after its
+    /// baseline is seen by the rules run's fresh snapshot scan alone: the lifecycle event that scan
+    /// publishes (from inside procmond's task handler) and the alert the rule raises over the snapshot
+    /// both descend from the operator's request.
+    /// </summary>
+    [Fact]
+    public async Task A_root_correlation_id_leads_from_a_rules_run_through_procmonds_event_to_the_alert()
+    {
+        WriteRule("traced.yaml", """
+            id: e2e-traced-target
+            name: daemoneye-test-target is running (traced)
+            severity: medium
+            description: The root-chain test's marker process.
+            sql: |
+              SELECT pid, name FROM processes WHERE name = 'daemoneye-test-target'
+            """);
+        var config = Config(intervalSeconds: 0);
+        config["DAEMONEYE_COLLECTORS__0__ARGUMENTS__1"] = "3600000";
+        config["DAEMONEYE_COLLECTORS__0__ARGUMENTS__2"] = "--connector";
+        config["DAEMONEYE_COLLECTORS__0__ARGUMENTS__3"] = "0";
+        await using var agent = await AgentProcess.StartAsync(config);
+        await using var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "root-chain" });
+        await using var alerts = await client.SubscribeAsync("events.alert.+");
+        await using var lifecycle = await client.SubscribeAsync("events.process.lifecycle");
+        await WaitForProcmondAsync(agent, client);
+        // A snapshot that is not fresh waits for procmond's baseline scan and scans nothing itself: the phase barrier.
+        var baseline = new Protocol.Task.V1.TaskRequest { TaskId = "baseline", TaskType = "process.snapshot", Parameters = { ["publish"] = "false" } };
+        var answered = await client.CallAsync("procmond", Protocol.V1.RpcOperation.ExecuteTask, Google.Protobuf.MessageExtensions.ToByteString(baseline), Patience).WaitAsync(Patience);
+        Assert.Equal(Protocol.V1.RpcStatus.Ok, answered.Status);
+
+        var target = StartTarget();
+        try
+        {
+            var pid = (uint)target.Id;
+            var root = new Protocol.V1.CorrelationMetadata { CorrelationId = "trace-root-" + Guid.NewGuid().ToString("N"), SequenceNumber = 1, Tags = { ["trace"] = "issue-22" } };
+            root.RootCorrelationId = root.CorrelationId;
+            var run = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { Correlation = root, RulesRun = new RulesRunRequest() })).RulesRun;
+            Assert.Equal(1u, run.AlertsPublished);
+            var task = run.Snapshot;
+            Assert.Equal(root.CorrelationId, task.RootCorrelationId);
+
+            using var timeout = new CancellationTokenSource(Patience);
+            BusMessage started;
+            while (true)
+            {
+                started = await lifecycle.Reader.ReadAsync(timeout.Token);
+                var e = Protocol.Process.V1.ProcessLifecycle.Parser.ParseFrom(started.Payload.Span);
+                if (e.Process.Pid == pid && e.Kind == Protocol.Process.V1.ProcessLifecycleKind.Started)
+                {
+                    Assert.Equal("scan", e.Source);
+                    break;
+                }
+            }
+
+            // The collector's event: same root, a child of the task's call to procmond (stage "task"), the root's tags.
+            Assert.Equal(root.CorrelationId, started.Correlation.RootCorrelationId);
+            Assert.NotEqual(string.Empty, started.Correlation.ParentCorrelationId);
+            Assert.NotEqual(root.CorrelationId, started.Correlation.ParentCorrelationId);
+            Assert.Equal("task", started.Correlation.WorkflowStage);
+            Assert.Equal("issue-22", started.Correlation.Tags["trace"]);
+
+            // The alert: same root, a child of the snapshot task, the root's tags and its rule.
+            var message = await alerts.Reader.ReadAsync(timeout.Token);
+            var alert = Alert.Parser.ParseFrom(message.Payload.Span);
+            Assert.Equal(pid.ToString(CultureInfo.InvariantCulture), alert.Fields.Single(f => f.Name == "pid").Value);
+            Assert.Equal((task.TaskId, task.CorrelationId, root.CorrelationId), (alert.TaskId, alert.TaskCorrelationId, alert.RootCorrelationId));
+            Assert.Equal(root.CorrelationId, message.Correlation.RootCorrelationId);
+            Assert.Equal(task.CorrelationId, message.Correlation.ParentCorrelationId);
+            Assert.Equal("issue-22", message.Correlation.Tags["trace"]);
+            Assert.Equal("e2e-traced-target", message.Correlation.Tags["rule_id"]);
+        }
+        finally
+        {
+            Stop(target);
+        }
+    }
 }

@@ -64,13 +64,49 @@ public sealed class LifecycleEndToEndTests
         {
             ["DAEMONEYE_COLLECTORS__0__ID"] = "procmond",
             ["DAEMONEYE_COLLECTORS__0__EXECUTABLE"] = Path.Combine(Path.GetDirectoryName(Paths.AgentDll)!, "collectors", "procmond", "procmond.dll"),
+            // The heartbeats pace the scan-rate checks below (a phase barrier, not a sleep).
+            ["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.5",
         };
         await using var agent = await AgentProcess.StartAsync(env);
         var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
         await using var watching = watcher;
         await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, "procmond", s => s.State == CollectorState.Running);
         await using var announcements = await watcher.SubscribeAsync("control.collector.config");
+        await using var heartbeats = await watcher.SubscribeAsync("control.health.heartbeat.procmond");
         await watcher.FlushAsync().WaitAsync(Patience);
+
+        async Task<long> ScansAsync()
+        {
+            var answer = await watcher.CallAsync("procmond", RpcOperation.HealthCheck).WaitAsync(Patience);
+            Assert.True(answer.Status == RpcStatus.Ok, answer.Error?.Message);
+            return long.Parse(HealthCheckResponse.Parser.ParseFrom(answer.Payload).Details["scans"], System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        // procmond's scans counted between two of its answers, read at each heartbeat until `enough` holds.
+        // A timer of period P ticks at most W/P + 2 times in a window W (one tick may be pending at its
+        // start); the window is measured from before the first call to after the last answer, so it holds
+        // the window procmond counted in. Only count relations are asserted: nothing depends on how fast
+        // the machine is, except that 250 ms scans must eventually outnumber what 1000 ms ones could do.
+        async Task<(long Scans, double WindowMs)> CountScansAsync(Func<long, double, bool> enough)
+        {
+            using var deadline = new CancellationTokenSource(Patience);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var first = await ScansAsync();
+            while (true)
+            {
+                await heartbeats.Reader.ReadAsync(deadline.Token);
+                var scans = await ScansAsync() - first;
+                var window = clock.Elapsed.TotalMilliseconds;
+                if (enough(scans, window))
+                {
+                    return (scans, window);
+                }
+            }
+        }
+
+        // At 1000 ms: a few scans, never more than the period allows.
+        var (slowScans, slowWindow) = await CountScansAsync((scans, _) => scans >= 3);
+        Assert.True(slowScans <= (slowWindow / 1000) + 2, $"{slowScans} scans in {slowWindow:F0} ms at scan_interval_ms=1000");
 
         var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond");
         Assert.True(code == 0, stderr);
@@ -90,6 +126,10 @@ public sealed class LifecycleEndToEndTests
         // Live: procmond's own report of its settings (its HealthCheck answer) says so.
         var health = await watcher.CallAsync("procmond", RpcOperation.HealthCheck).WaitAsync(Patience);
         Assert.Equal("250", HealthCheckResponse.Parser.ParseFrom(health.Payload).Details["setting.scan_interval_ms"]);
+
+        // Live in its behaviour: procmond now scans more often than every 1000 ms could, and no more often than every 250 ms.
+        var (fastScans, fastWindow) = await CountScansAsync((scans, window) => scans > (window / 1000) + 2 && scans >= 8);
+        Assert.True(fastScans <= (fastWindow / 250) + 2, $"{fastScans} scans in {fastWindow:F0} ms at scan_interval_ms=250");
 
         // A bad value: refused with procmond's own message; nothing announced, nothing changed.
         (code, _, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "config", "procmond", "--set", "scan_interval_ms=10");
@@ -148,5 +188,132 @@ public sealed class LifecycleEndToEndTests
         {
             Directory.Delete(directory, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task SIGHUP_applies_limits_and_the_log_level_live_names_what_needs_a_restart_and_an_invalid_file_changes_nothing()
+    {
+        var directory = Directory.CreateTempSubdirectory("de-hup-live-").FullName;
+        try
+        {
+            var file = Path.Combine(directory, "agent.yaml");
+            static string Config(int maxSubscriptions, string level, int probeTimeout) => $"""
+                broker:
+                  max_subscriptions_per_connection: {maxSubscriptions}
+                health:
+                  probe_timeout_seconds: {probeTimeout}
+                logging:
+                  level: {level}
+                """;
+            static bool IsIpcDebugLine(string line) => line.Contains("IPC ", StringComparison.Ordinal) && line.Contains(" from pid ", StringComparison.Ordinal);
+            await File.WriteAllTextAsync(file, Config(2, "information", 5));
+            await using var agent = await AgentProcess.StartAsync(args: ["--config", file]);
+
+            async Task<int> AcceptedSubscriptionsAsync(string clientId)
+            {
+                await using var client = await RawBus.ConnectAsync(agent.SocketPath, clientId, Protocol.V1.Role.Client);
+                for (var i = 0; i < 10; i++)
+                {
+                    var answer = await client.SubscribeAsync($"events.live.{clientId}.s{i}");
+                    if (answer.BodyCase != Envelope.BodyOneofCase.SubscribeAck)
+                    {
+                        Assert.Equal(Protocol.V1.ErrorCode.LimitExceeded, answer.Error.Code);
+                        Assert.Contains("broker.max_subscriptions_per_connection", answer.Error.Message, StringComparison.Ordinal);
+                        return i;
+                    }
+                }
+
+                return 10;
+            }
+
+            // At start: two subscriptions per connection; information, so an IPC request logs no debug line.
+            Assert.Equal(2, await AcceptedSubscriptionsAsync("before"));
+            await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() });
+            Assert.DoesNotContain(agent.Log.Split('\n'), IsIpcDebugLine);
+
+            // Reload: four subscriptions, debug; the health probe timeout needs a restart and is said to.
+            await File.WriteAllTextAsync(file, Config(4, "debug", 7));
+            var reloaded = agent.WaitForLineAsync(l => l.Contains("Configuration reloaded:", StringComparison.Ordinal));
+            var restartNamed = agent.WaitForLineAsync(l => l.Contains("Configuration reload: health.probe_timeout_seconds changed; it takes effect only when the agent restarts", StringComparison.Ordinal));
+            await SighupAsync(agent);
+            Assert.Contains("applied live: broker.max_subscriptions_per_connection, logging.level; needs an agent restart: health.probe_timeout_seconds",
+                await reloaded.WaitAsync(Patience), StringComparison.Ordinal);
+            await restartNamed.WaitAsync(Patience);
+            Assert.Contains("Log level changed from Information to Debug", agent.Log, StringComparison.Ordinal);
+
+            Assert.Equal(4, await AcceptedSubscriptionsAsync("after"));
+            var debugLine = agent.WaitForLineAsync(IsIpcDebugLine);
+            await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() });
+            await debugLine.WaitAsync(Patience);
+
+            // An invalid file (a bad level and a bad limit): refused, both named, nothing changes.
+            await File.WriteAllTextAsync(file, Config(0, "loud", 7));
+            var refused = agent.WaitForLineAsync(l => l.Contains("Configuration reload refused: the file has 2 problem(s)", StringComparison.Ordinal));
+            var levelError = agent.WaitForLineAsync(l => l.Contains("Configuration reload: logging.level is 'loud'", StringComparison.Ordinal));
+            var limitError = agent.WaitForLineAsync(l => l.Contains("Configuration reload: broker.max_subscriptions_per_connection is 0", StringComparison.Ordinal));
+            await SighupAsync(agent);
+            await Task.WhenAll(refused, levelError, limitError).WaitAsync(Patience);
+            Assert.Equal(4, await AcceptedSubscriptionsAsync("refused"));
+            debugLine = agent.WaitForLineAsync(IsIpcDebugLine);
+            await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { ListCollectors = new ListCollectorsRequest() });
+            await debugLine.WaitAsync(Patience);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_collector_listed_in_collector_callers_restarts_another_and_an_unlisted_one_is_refused()
+    {
+        const string Target = "tc-callee";
+        var env = SupervisedCollectorEndToEndTests.TestCollector(Target);
+        foreach (var (key, value) in TestTokens.AgentSettings("tc-boss", "tc-other"))
+        {
+            env[key] = value;
+        }
+
+        env["DAEMONEYE_SECURITY__COLLECTOR_CALLERS__0"] = "tc-boss";
+        await using var agent = await AgentProcess.StartAsync(env);
+        var (watcher, events) = await SupervisedCollectorEndToEndTests.WatchAsync(agent);
+        await using var watching = watcher;
+        var running = await SupervisedCollectorEndToEndTests.WaitForAsync(events, agent, Target, s => s.State == CollectorState.Running);
+
+        static RpcRequest Restart(string id) => new()
+        {
+            Correlation = new CorrelationMetadata { CorrelationId = id, RootCorrelationId = id },
+            Operation = RpcOperation.Restart,
+            Target = "control.collector." + Target,
+            TimeoutMs = 50_000,
+        };
+
+        // Not listed: refused, and the target runs on with its pid.
+        await using (var other = await RawBus.ConnectAsync(agent.SocketPath, "tc-other", Role.Collector, TestTokens.For("tc-other"), "colour:blue", "capacity:2"))
+        {
+            // Capability negotiation both ways, over the socket: what was granted, and what was refused with the reason.
+            var welcome = other.HelloReply.Welcome;
+            Assert.Contains("capacity:2", welcome.Granted);
+            Assert.DoesNotContain("rpc:operate", welcome.Granted);
+            var refusal = Assert.Single(welcome.Refused);
+            Assert.Equal("colour:blue", refusal.Capability);
+            Assert.StartsWith("not a capability the agent knows; known kinds: task:<task type>", refusal.Reason, StringComparison.Ordinal);
+
+            var refused = await other.CallAsync(Restart("other-restart")).WaitAsync(Patience);
+            Assert.Equal((RpcStatus.Error, RpcErrorKind.NotAuthorized), (refused.Status, refused.Error.Kind));
+            Assert.Contains("rule collector.rpc_call", refused.Error.Message, StringComparison.Ordinal);
+            Assert.Contains("security.collector_callers", refused.Error.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(running.Pid, (await IpcProbe.CollectorAsync(agent.IpcSocketPath, Target)).Pid);
+
+        // Listed: Welcome grants it rpc:operate, and its Restart is served by the process manager.
+        await using var boss = await RawBus.ConnectAsync(agent.SocketPath, "tc-boss", Role.Collector, TestTokens.For("tc-boss"));
+        Assert.Contains("rpc:operate", boss.HelloReply.Welcome.Granted);
+        var restarted = await boss.CallAsync(Restart("boss-restart")).WaitAsync(Patience);
+        Assert.True(restarted.Status == RpcStatus.Ok, restarted.Error?.Message);
+        var lifecycle = LifecycleResponse.Parser.ParseFrom(restarted.Payload);
+        Assert.Equal(("Running", 0u), (lifecycle.State, lifecycle.RestartCount));
+        Assert.NotEqual(running.Pid, lifecycle.Pid);
     }
 }

@@ -299,4 +299,80 @@ public sealed class RpcEndToEndTests(RpcAgentFixture fixture) : IClassFixture<Rp
         Assert.Equal(1, missing);
         Assert.StartsWith("NotFound: ", missingErr, StringComparison.Ordinal);
     }
+
+    private async Task<double> InvalidPayloadsAsync(string operation) =>
+        MetricsReader.ValueOrZero(await MetricsReader.SnapshotAsync(fixture.Agent), "daemoneye.rpc.invalid_payloads", ("rpc.operation", operation));
+
+    private static double Executed(RpcResponse response) =>
+        Struct.Parser.ParseFrom(TaskResult.Parser.ParseFrom(response.Payload).Payload).Fields["executed"].NumberValue;
+
+    [Fact]
+    public async Task Malformed_payloads_of_known_schemas_are_refused_by_the_agent_naming_the_problem_counted_and_never_forwarded()
+    {
+        await using var caller = await BusClient.ConnectAsync(Options("caller-payloads"));
+        await using var config = await caller.SubscribeAsync("events.test.config");
+        await caller.FlushAsync().WaitAsync(Patience);
+        var valid = new TaskRequest { TaskId = "payload-ok-1", TaskType = "test.echo" };
+        var before = await caller.CallAsync("fast", RpcOperation.ExecuteTask, valid.ToByteString(), TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, before.Status);
+        var (tasksBefore, configsBefore) = (await InvalidPayloadsAsync("execute_task"), await InvalidPayloadsAsync("update_config"));
+        var (stopsBefore, healthBefore) = (await InvalidPayloadsAsync("stop"), await InvalidPayloadsAsync("health_check"));
+
+        async Task<string> RefusedAsync(RpcOperation operation, ByteString payload)
+        {
+            var response = await caller.CallAsync("fast", operation, payload, TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+            Assert.Equal(RpcStatus.Error, response.Status);
+            Assert.Equal(RpcErrorKind.InvalidOperation, response.Error.Kind);
+            return response.Error.Message;
+        }
+
+        // A task that the collector would run (its type is declared) but without a task id.
+        Assert.Equal("ExecuteTask: TaskRequest.task_id has 0 characters; allowed: 1 to 256",
+            await RefusedAsync(RpcOperation.ExecuteTask, new TaskRequest { TaskType = "test.echo" }.ToByteString()));
+        // Bytes that are not a TaskRequest at all (a truncated length-delimited field).
+        Assert.StartsWith("ExecuteTask payload is not a daemoneye.task.v1.TaskRequest: ",
+            await RefusedAsync(RpcOperation.ExecuteTask, ByteString.CopyFrom(0x0A, 0x10, 0x41)));
+        // Another message in its place: a StopRequest's bool where TaskRequest has a string.
+        Assert.Equal("ExecuteTask payload has field 1 as a varint, but daemoneye.task.v1.TaskRequest.task_id is string; allowed: 1 task_id (string), 2 task_type (string), 3 parameters (map), 4 priority (int32)",
+            await RefusedAsync(RpcOperation.ExecuteTask, new StopRequest { Graceful = true }.ToByteString()));
+        Assert.Equal("UpdateConfig payload has field 9 (a varint), which daemoneye.collector.v1.UpdateConfigRequest does not have; allowed: 1 settings (map)",
+            await RefusedAsync(RpcOperation.UpdateConfig, ByteString.CopyFrom(0x48, 0x01)));
+        Assert.Equal("UpdateConfig: UpdateConfigRequest.settings has a key of 0 characters; allowed: 1 to 128 (no settings: read them)",
+            await RefusedAsync(RpcOperation.UpdateConfig, new UpdateConfigRequest { Settings = { [string.Empty] = "1" } }.ToByteString()));
+        Assert.StartsWith("Stop payload has field 2 (length-delimited), which daemoneye.collector.v1.StopRequest does not have; allowed: 1 graceful (bool)",
+            await RefusedAsync(RpcOperation.Stop, new TaskRequest { TaskType = "x" }.ToByteString()));
+        Assert.StartsWith("HealthCheck takes no payload; got 2 bytes",
+            await RefusedAsync(RpcOperation.HealthCheck, ByteString.CopyFrom(0x08, 0x01)));
+
+        // Counted by operation; nothing reached the collector: its next task is the next one it executes,
+        // and the first UpdateConfig it publishes is the valid one that follows.
+        Assert.Equal(tasksBefore + 3, await InvalidPayloadsAsync("execute_task"));
+        Assert.Equal(configsBefore + 2, await InvalidPayloadsAsync("update_config"));
+        Assert.Equal(stopsBefore + 1, await InvalidPayloadsAsync("stop"));
+        Assert.Equal(healthBefore + 1, await InvalidPayloadsAsync("health_check"));
+        var after = await caller.CallAsync("fast", RpcOperation.ExecuteTask, new TaskRequest { TaskId = "payload-ok-2", TaskType = "test.echo" }.ToByteString(), TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        Assert.Equal(Executed(before) + 1, Executed(after));
+        var update = await caller.CallAsync("fast", RpcOperation.UpdateConfig, new UpdateConfigRequest { Settings = { ["marker"] = "valid" } }.ToByteString(), TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, update.Status);
+        using var timeout = new CancellationTokenSource(Patience);
+        var published = UpdateConfigRequest.Parser.ParseFrom((await config.Reader.ReadAsync(timeout.Token)).Payload.Span);
+        Assert.Equal("valid", published.Settings["marker"]);
+        await fixture.Agent.WaitForLineAsync(l => l.Contains("ExecuteTask refused (InvalidOperation): ExecuteTask: TaskRequest.task_id has 0 characters", StringComparison.Ordinal), includeEarlier: true).WaitAsync(Patience);
+    }
+
+    [Fact]
+    public async Task A_handler_that_fails_is_answered_ExecutionError_with_its_message_and_the_collector_serves_on()
+    {
+        await using var caller = await BusClient.ConnectAsync(Options("caller-failing"));
+        var failing = new TaskRequest { TaskId = "fails-1", TaskType = "test.echo", Parameters = { ["fail"] = "disk on fire" } };
+        var response = await caller.CallAsync("fast", RpcOperation.ExecuteTask, failing.ToByteString(), TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Error, response.Status);
+        Assert.Equal(RpcErrorKind.ExecutionError, response.Error.Kind);
+        Assert.Equal("ExecuteTask failed in collector 'fast': disk on fire", response.Error.Message);
+
+        var next = await caller.CallAsync("fast", RpcOperation.ExecuteTask, new TaskRequest { TaskId = "fails-2", TaskType = "test.echo" }.ToByteString(), TimeSpan.FromSeconds(20)).WaitAsync(Patience);
+        Assert.Equal(RpcStatus.Ok, next.Status);
+        var errors = MetricsReader.ValueOrZero(await MetricsReader.SnapshotAsync(fixture.Agent), "daemoneye.rpc.errors", ("rpc.operation", "execute_task"), ("error.kind", "execution_error"));
+        Assert.True(errors >= 1, $"daemoneye.rpc.errors{{execute_task, execution_error}} = {errors}");
+    }
 }

@@ -16,6 +16,8 @@
 // A task's result payload is a google.protobuf.Struct: instance, pid, task_id, in_flight (tasks
 // this process was running when the task started, itself included), max_in_flight (the most ever
 // at once in this process), executed (tasks started so far) and the task's parameters.
+// A task with the parameter fail=TEXT throws InvalidOperationException(TEXT) in its handler (the SDK
+// answers ExecutionError).
 // UpdateConfig publishes its settings on events.test.config from inside the handler (so the event
 // carries the call's correlation root).
 using System.Globalization;
@@ -95,6 +97,11 @@ collector.Handle(RpcOperation.ExecuteTask, async (call, cancellationToken) =>
         if (neverAnswer)
         {
             await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+
+        if (request.Parameters.TryGetValue("fail", out var failure))
+        {
+            throw new InvalidOperationException(failure);
         }
 
         if (taskDelay > TimeSpan.Zero)

@@ -61,6 +61,14 @@ public sealed class SecurityOptions
     [ConfigurationKeyName("other_uid_role")]
     public string OtherUidRole { get; set; } = "subscriber";
 
+    /// <summary>
+    /// Collector ids that may make RPC calls as an operator does (lifecycle calls to other collectors,
+    /// configuration, tasks): a coordinating collector. Empty (the default): collectors make no calls
+    /// (rule <c>collector.rpc_call</c>).
+    /// </summary>
+    [ConfigurationKeyName("collector_callers")]
+    public List<string> CollectorCallers { get; set; } = [];
+
     /// <summary>Collector id to the token a collector started outside the agent must present in Hello.</summary>
     [ConfigurationKeyName("registration_tokens")]
     [Secret]
@@ -97,6 +105,15 @@ public sealed class SecurityOptions
         if (!OtherUidRoles.Contains(OtherUidRole, StringComparer.OrdinalIgnoreCase))
         {
             yield return $"security.other_uid_role is '{OtherUidRole}'; allowed: {string.Join(", ", OtherUidRoles)}";
+        }
+
+        for (var i = 0; i < CollectorCallers.Count; i++)
+        {
+            var id = CollectorCallers[i] ?? string.Empty;
+            if (id.Length == 0 || id.Contains('.', StringComparison.Ordinal) || !TopicRules.ValidateTopic("control.collector." + id).IsValid)
+            {
+                yield return $"security.collector_callers[{i}] is '{id}'; allowed: a collector id, 1 to {TopicRules.MaxSegmentLength} characters from [a-z0-9_-]";
+            }
         }
 
         foreach (var (id, token) in RegistrationTokens)

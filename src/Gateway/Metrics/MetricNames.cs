@@ -33,6 +33,7 @@ public static class MetricNames
     public const string RpcDuration = "daemoneye.rpc.duration";
     public const string RpcPending = "daemoneye.rpc.pending";
     public const string RpcLateResponses = "daemoneye.rpc.late_responses";
+    public const string RpcInvalidPayloads = "daemoneye.rpc.invalid_payloads";
 
     public const string CollectorsConnected = "daemoneye.collectors.connected";
     public const string CollectorHeartbeats = "daemoneye.collectors.heartbeats";

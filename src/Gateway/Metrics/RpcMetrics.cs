@@ -23,6 +23,7 @@ public sealed class RpcMetrics
     private readonly long[] _ok = new long[Operations];
     private readonly long[] _failed = new long[Operations];
     private readonly long[] _errors = new long[Operations * Kinds];
+    private readonly long[] _invalidPayloads = new long[Operations];
     private readonly Histogram<double> _duration;
     private long _late;
     private long _heartbeats;
@@ -44,6 +45,8 @@ public sealed class RpcMetrics
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = MetricNames.LatencyBuckets });
         _meter.CreateObservableUpDownCounter(MetricNames.RpcPending, () => _pending(), "{request}",
             "RPC calls pending now (bounded by rpc.max_pending_requests)");
+        _meter.CreateObservableCounter(MetricNames.RpcInvalidPayloads, () => ByOperation(_invalidPayloads, null), "{request}",
+            "RPC requests refused by the router before forwarding because their payload did not fit the operation's schema, by operation");
         _meter.CreateObservableCounter(MetricNames.RpcLateResponses, () => Interlocked.Read(ref _late), "{response}",
             "Responses discarded because their call had already ended (timed out) or was not the sender's to answer");
         _collectors = meters.Create(MetricNames.CollectorsMeter);
@@ -88,6 +91,9 @@ public sealed class RpcMetrics
 
         _duration.Record(elapsed.TotalSeconds, OperationTags[slot]);
     }
+
+    /// <summary>A request refused for its payload (counted in <see cref="Error"/> as well, as InvalidOperation).</summary>
+    internal void InvalidPayload(RpcOperation operation) => Interlocked.Increment(ref _invalidPayloads[Slot(operation)]);
 
     internal void Late() => Interlocked.Increment(ref _late);
 

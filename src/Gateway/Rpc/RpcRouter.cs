@@ -62,7 +62,7 @@ internal sealed partial class RpcRouter : IDisposable
 
     private readonly ConcurrentDictionary<string, (IRpcPeer Peer, CollectorPresence Presence)> _collectors = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, PendingCall> _pending = new(StringComparer.Ordinal);
-    private readonly RpcOptions _options;
+    private readonly IOptionsMonitor<RpcOptions> _options;
     private readonly TimeProvider _time;
     private readonly Collectors.CollectorDirectory _presence;
     private readonly ILogger<RpcRouter> _logger;
@@ -76,13 +76,21 @@ internal sealed partial class RpcRouter : IDisposable
     private long _timeouts;
     private long _late;
     private long _rejected;
+    private long _invalidPayloads;
     private long _communicationErrors;
 
-    public RpcRouter(IOptions<RpcOptions> options, TimeProvider time, Collectors.CollectorDirectory presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
+    /// <summary>For tests: fixed options.</summary>
+    internal RpcRouter(IOptions<RpcOptions> options, TimeProvider time, Collectors.CollectorDirectory presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
+        : this(new FixedOptions<RpcOptions>(options.Value), time, presence, logger, metrics)
+    {
+    }
+
+    /// <summary>The options are read at each call: a configuration reload changes the default timeout and the pending bound live.</summary>
+    public RpcRouter(IOptionsMonitor<RpcOptions> options, TimeProvider time, Collectors.CollectorDirectory presence, ILogger<RpcRouter> logger, Metrics.RpcMetrics? metrics = null)
     {
         _metrics = metrics;
         metrics?.Attach(() => Pending, () => _collectors.Count);
-        _options = options.Value;
+        _options = options;
         _time = time;
         _presence = presence;
         _logger = logger;
@@ -90,6 +98,9 @@ internal sealed partial class RpcRouter : IDisposable
     }
 
     public int Pending => Volatile.Read(ref _pendingCount);
+
+    /// <summary>Requests refused because their payload did not fit the operation's schema (also in <see cref="RpcStatistics.Rejected"/>).</summary>
+    public long InvalidPayloads => Interlocked.Read(ref _invalidPayloads);
 
     /// <summary>The collector model the router reports presence and heartbeats to (it keeps only the routing table).</summary>
     public Collectors.CollectorDirectory Directory => _presence;
@@ -195,6 +206,15 @@ internal sealed partial class RpcRouter : IDisposable
             return;
         }
 
+        // A payload whose schema the agent knows is checked here; a malformed one is never forwarded.
+        if (RpcPayloads.Problem(request.Operation, request.Payload) is { } payloadProblem)
+        {
+            Interlocked.Increment(ref _invalidPayloads);
+            _metrics?.InvalidPayload(request.Operation);
+            Reject(caller, request, RpcErrorKind.InvalidOperation, payloadProblem);
+            return;
+        }
+
         if (caller.IsAgent is false && IsLifecycle(request.Operation) && _presence.Controller is { } controller)
         {
             // Start, Stop and Restart are the process manager's, whoever asks (one implementation with IPC).
@@ -210,7 +230,8 @@ internal sealed partial class RpcRouter : IDisposable
         }
 
         // Timeouts travel as an absolute deadline that the callee honours.
-        var timeout = request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.DefaultTimeout;
+        var options = _options.CurrentValue;
+        var timeout = request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : options.DefaultTimeout;
         if (request.DeadlineUnixNanos == 0)
         {
             request.DeadlineUnixNanos = ToUnixNanos(now + timeout);
@@ -229,11 +250,11 @@ internal sealed partial class RpcRouter : IDisposable
             return;
         }
 
-        if (Interlocked.Increment(ref _pendingCount) > _options.MaxPendingRequests)
+        if (Interlocked.Increment(ref _pendingCount) > options.MaxPendingRequests)
         {
             Interlocked.Decrement(ref _pendingCount);
             Reject(caller, request, RpcErrorKind.ResourceExhausted,
-                $"rpc.max_pending_requests ({_options.MaxPendingRequests}) calls are already pending; retry later or raise rpc.max_pending_requests");
+                $"rpc.max_pending_requests ({options.MaxPendingRequests}) calls are already pending; retry later or raise rpc.max_pending_requests");
             return;
         }
 
@@ -259,7 +280,7 @@ internal sealed partial class RpcRouter : IDisposable
         await Task.Yield();
         var timeout = request.DeadlineUnixNanos > 0
             ? UnixTime.FromNanos(request.DeadlineUnixNanos) - now
-            : request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.DefaultTimeout;
+            : request.TimeoutMs > 0 ? TimeSpan.FromMilliseconds(request.TimeoutMs) : _options.CurrentValue.DefaultTimeout;
         var started = Stopwatch.GetTimestamp();
         LogForwarded(_logger, request.Correlation.CorrelationId, request.Operation, collectorId, caller.Name);
         RpcResponse response;
@@ -317,7 +338,7 @@ internal sealed partial class RpcRouter : IDisposable
         Interlocked.Increment(ref _responses);
         _metrics?.Response(call.Request.Operation, response, Stopwatch.GetElapsedTime(call.Started));
         var level = response.Status == RpcStatus.Ok ? LogLevel.Debug : LogLevel.Information;
-        if (_options.EnableCorrelationTracking && _logger.IsEnabled(level))
+        if (_options.CurrentValue.EnableCorrelationTracking && _logger.IsEnabled(level))
         {
             // rpc.enable_correlation_tracking: one line per completed call, with its chain and duration; at debug
             // for a call that succeeded (a benchmark makes hundreds of thousands), at information for a failure.

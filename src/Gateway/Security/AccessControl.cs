@@ -30,6 +30,7 @@ internal sealed partial class AccessControl
     private readonly HashSet<uint> _allowedUids;
     private readonly HashSet<uint> _allowedGids;
     private readonly Dictionary<string, byte[]> _tokens;
+    private readonly HashSet<string> _collectorCallers;
     private readonly Role _otherUidRole;
     private readonly string _allowedSummary;
     private readonly LogRateLimiter _refusalLog;
@@ -45,6 +46,7 @@ internal sealed partial class AccessControl
         _allowedUids = [.. _options.AllowedUidValues()];
         _allowedGids = [.. _options.AllowedGidValues()];
         _tokens = _options.RegistrationTokens.ToDictionary(t => t.Key, t => Encoding.UTF8.GetBytes(t.Value ?? string.Empty), StringComparer.Ordinal);
+        _collectorCallers = new HashSet<string>(_options.CollectorCallers, StringComparer.Ordinal);
         _otherUidRole = string.Equals(_options.OtherUidRole, "client", StringComparison.OrdinalIgnoreCase) ? Role.Client : Role.Subscriber;
         _allowedSummary = $"allowed: the agent's uid {AgentUid}, root, security.allowed_uids [{string.Join(", ", _allowedUids.Order())}] and members of security.allowed_gids [{string.Join(", ", _allowedGids.Order())}]";
     }
@@ -209,7 +211,7 @@ internal sealed partial class AccessControl
 
         var domains = publish.Count == 0 ? "(none)" : string.Join(", ", publish);
         LogCollectorAuthenticated(_logger, connectionId, id, pid, how, domains);
-        return new HandshakeDecision(AccessPolicy.Collector(id, publish), default, null);
+        return new HandshakeDecision(AccessPolicy.Collector(id, publish, caller: _collectorCallers.Contains(id)), default, null);
     }
 
     private HandshakeDecision Refuse(AccessRule rule, long connectionId, string clientId, PeerCredentials? peer, string message)

@@ -73,12 +73,16 @@ internal sealed class AccessPolicy
 
     public static AccessPolicy Subscriber() => new(Role.Subscriber, null, false, false, [], true, [], AccessRule.SubscriberRpcCall);
 
-    public static AccessPolicy Collector(string id, IReadOnlyList<string> declared) => new(
+    /// <param name="id">the collector's id</param>
+    /// <param name="declared">its granted publish patterns</param>
+    /// <param name="caller">listed in <c>security.collector_callers</c>: may make RPC calls as an operator (lifecycle included); else none</param>
+    public static AccessPolicy Collector(string id, IReadOnlyList<string> declared, bool caller = false) => new(
         Role.Collector, id, false, false,
         [.. declared, OwnHealthTopics(id)],
         false,
         [WellKnownTopics.OwnCollectorControl(id), OwnHealthTopics(id)],
-        AccessRule.CollectorRpcCall);
+        caller ? null : AccessRule.CollectorRpcCall,
+        operates: caller);
 
     /// <summary>A collector's own health topics: <c>control.health.&lt;kind&gt;.&lt;id&gt;</c>.</summary>
     public static string OwnHealthTopics(string collectorId) => WellKnownTopics.OwnHealth(collectorId);
@@ -156,7 +160,7 @@ internal sealed class AccessPolicy
         AccessRule.CliPublishAgentTopic => $"{string.Join(" and ", AgentTopics)} belong to the agent and the collectors (calls, lifecycle events, heartbeats); to act on a collector use `daemoneye-cli collectors start|stop|restart <id>`",
         AccessRule.CollectorPublish => $"collector '{CollectorId}' may publish only on its declared event domains and its own health topics: {string.Join(", ", _publish)}",
         AccessRule.CollectorSubscribe => $"collector '{CollectorId}' may subscribe only within its own control topics: {string.Join(", ", _subscribe)}",
-        AccessRule.CollectorRpcCall => $"collector '{CollectorId}' answers RPC calls addressed to control.collector.{CollectorId}; it may not make calls",
+        AccessRule.CollectorRpcCall => $"collector '{CollectorId}' answers RPC calls addressed to control.collector.{CollectorId}; it may not make calls (unless listed in security.collector_callers)",
         AccessRule.RpcOperate => $"the {Role.ToString().ToLowerInvariant()} role of a uid other than the agent's and root may only read collectors over RPC ({RpcOperations.ReaderMay}); {RpcOperations.OperatorOnly} need the operator: the agent's user or root, as on IPC",
         AccessRule.RpcAnswer => Role == Role.Collector
             ? $"collector '{CollectorId}' may answer only the calls addressed to it"

@@ -49,6 +49,10 @@ internal static class CapabilityNegotiation
             Role.Subscriber => "rpc:none",
             _ => policy.Operates ? "rpc:operate" : "rpc:read",
         });
+        if (policy.Role == Role.Collector && policy.Operates)
+        {
+            granted.Add("rpc:operate"); // security.collector_callers: this collector may also make calls
+        }
 
         foreach (var capability in hello.Capabilities)
         {

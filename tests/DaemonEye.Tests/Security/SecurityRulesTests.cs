@@ -68,6 +68,7 @@ public sealed class SecurityRulesTests
             AllowedGids = ["-3"],
             SocketGroup = "no-such-group-de-test",
             OtherUidRole = "root",
+            CollectorCallers = ["coordinator", "not.an.id"],
             RegistrationTokens = { ["procmond"] = "0123456789abcdef", ["Bad"] = "has a space in it!", ["ok"] = "short" },
         };
 
@@ -79,6 +80,7 @@ public sealed class SecurityRulesTests
             "security.allowed_uids[1] is 'x'; allowed: a numeric user id, 0 to 4294967294",
             "security.allowed_gids[0] is '-3'; allowed: a numeric group id, 0 to 4294967294",
             "security.other_uid_role is 'root'; allowed: subscriber, client",
+            "security.collector_callers[1] is 'not.an.id'; allowed: a collector id, 1 to 64 characters from [a-z0-9_-]",
             "security.registration_tokens has collector id 'Bad'; a collector id is 1 to 64 characters from [a-z0-9_-]",
             "security.registration_tokens.Bad is 18 characters; a token is 16 to 256 printable ASCII characters without spaces (e.g. from: openssl rand -hex 32)",
             "security.registration_tokens.ok is 5 characters; a token is 16 to 256 printable ASCII characters without spaces (e.g. from: openssl rand -hex 32)",
