@@ -110,7 +110,7 @@ public sealed class SecurityOptions
         for (var i = 0; i < CollectorCallers.Count; i++)
         {
             var id = CollectorCallers[i] ?? string.Empty;
-            if (id.Length == 0 || id.Contains('.', StringComparison.Ordinal) || !TopicRules.ValidateTopic("control.collector." + id).IsValid)
+            if (id.Length == 0 || id.Contains('.', StringComparison.Ordinal) || !TopicRules.ValidateTopic(WellKnownTopics.CollectorPrefix + id).IsValid)
             {
                 yield return $"security.collector_callers[{i}] is '{id}'; allowed: a collector id, 1 to {TopicRules.MaxSegmentLength} characters from [a-z0-9_-]";
             }
