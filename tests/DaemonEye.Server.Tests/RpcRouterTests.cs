@@ -149,6 +149,44 @@ public sealed class RpcRouterTests : IDisposable
     private static ulong UnixTimeNanos(DateTimeOffset t) => UnixTime.ToNanos(t);
 
     /// <summary>A connection as the router sees it: records what it is handed.</summary>
+    [Fact]
+    public void A_reload_changes_the_default_timeout_and_the_pending_bound_for_the_next_calls_and_a_malformed_payload_is_not_forwarded()
+    {
+        var options = new ReloadableOptions(new RpcOptions { DefaultTimeoutSeconds = 30, MaxPendingRequests = 1 });
+        using var router = new RpcRouter(options, _time, new DaemonEye.Gateway.Collectors.CollectorDirectory(_time, TimeSpan.FromSeconds(5)), NullLogger<RpcRouter>.Instance);
+        var collector = new Peer(12, "procmond");
+        Assert.True(router.TryRegisterCollector(collector, new CollectorPresence("procmond", 12, 4242, 0, []), out _));
+
+        router.HandleRequest(_caller, Request("r1"));
+        router.HandleRequest(_caller, Request("r2"));
+        Assert.Equal(30_000u, Assert.Single(collector.Requests).TimeoutMs);
+        Assert.Equal(RpcErrorKind.ResourceExhausted, Assert.Single(_caller.Responses).Error.Kind);
+
+        options.Set(new RpcOptions { DefaultTimeoutSeconds = 5, MaxPendingRequests = 2 });
+        router.HandleRequest(_caller, Request("r3"));
+        Assert.Equal(5_000u, collector.Requests[^1].TimeoutMs);
+        Assert.Equal(2, router.Pending);
+
+        // A HealthCheck takes no payload: answered at once, never forwarded, counted.
+        var malformed = Request("r4");
+        malformed.Payload = Google.Protobuf.ByteString.CopyFrom(0x08, 0x01);
+        router.HandleRequest(_caller, malformed);
+        Assert.Equal(2, collector.Requests.Count);
+        Assert.Equal((RpcErrorKind.InvalidOperation, 1L), (_caller.Responses[^1].Error.Kind, router.InvalidPayloads));
+        Assert.StartsWith("HealthCheck takes no payload; got 2 bytes", _caller.Responses[^1].Error.Message, StringComparison.Ordinal);
+    }
+
+    private sealed class ReloadableOptions(RpcOptions value) : IOptionsMonitor<RpcOptions>
+    {
+        public RpcOptions CurrentValue { get; private set; } = value;
+
+        public void Set(RpcOptions next) => CurrentValue = next;
+
+        public RpcOptions Get(string? name) => CurrentValue;
+
+        public IDisposable? OnChange(Action<RpcOptions, string?> listener) => null;
+    }
+
     private sealed class Peer(long id, string name) : IRpcPeer
     {
         private readonly ConcurrentQueue<RpcRequest> _requests = new();
