@@ -1,3 +1,4 @@
+using System.Globalization;
 using DaemonEye.Configuration;
 using DaemonEye.Gateway.Collectors;
 using DaemonEye.Gateway.Rpc;
@@ -22,32 +23,29 @@ public sealed class TaskFailedException(RpcErrorKind kind, string message) : Exc
 public sealed record CoordinationStatistics(long Submitted, long Completed, long Partial, long Failed, long Redistributions, long LateResults, int Queued, int Running);
 
 /// <summary>
-/// The agent's task distribution. A task is split into one assignment per collector type whose
-/// connected instances declare <c>task:&lt;type&gt;</c>; each assignment goes, as an
-/// RPC_OPERATION_EXECUTE_TASK call, to one instance of its type chosen round-robin among the healthy
-/// ones with spare capacity (in-flight &lt; declared <c>capacity:&lt;n&gt;</c>, never more). An
-/// assignment whose instance fails (connection dropped: CommunicationError; heartbeats lost for three
-/// intervals; the supervisor's periodic HealthCheck answered unhealthy or failed) goes back to the
-/// queue and on to another instance; the first answer per assignment
-/// wins and any later one is counted as a duplicate, so every assignment yields at most one result.
-/// Assignments with no free instance wait in a bounded priority queue (priority, then arrival).
-/// At the task's timeout the aggregated result completes as partial, naming the types that did not
-/// answer; a task that never reached any instance fails with a clear error instead.
+/// The agent's task distribution, composed of the parts a newcomer finds by name: a task becomes a
+/// <see cref="TaskRun"/> with one <see cref="Assignment"/> per collector type whose connected instances
+/// declare <c>task:&lt;type&gt;</c>; assignments wait in the <see cref="AssignmentQueue"/> (priority,
+/// then arrival; bounded); the <see cref="InstancePicker"/> chooses a healthy instance with spare
+/// capacity round-robin, reading instances and liveness from the collector directory; the
+/// <see cref="TaskDispatcher"/> sends it as an RPC and reads the answer. This class holds the one lock
+/// and moves assignments between them: an assignment whose instance fails (connection dropped, heartbeats
+/// lost for three intervals, HealthCheck failing) goes back to the queue and on to another instance; the
+/// first answer per assignment wins and a later one is a counted duplicate. At the task's timeout the
+/// result completes as partial, naming the types that did not answer; a task that never reached any
+/// instance fails with a clear error instead.
 /// </summary>
 internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDisposable
 {
     private readonly Lock _gate = new();
-    private readonly Dictionary<string, Instance> _instances = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, int> _cursors = new(StringComparer.Ordinal);
-    private readonly SortedSet<Assignment> _queue = new(AssignmentOrder.Instance);
+    private readonly AssignmentQueue _queue;
+    private readonly InstancePicker _picker;
+    private readonly TaskDispatcher _dispatcher;
     private readonly Dictionary<string, TaskRun> _live = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, string> _configuredTypes;
-    private readonly IAgentRpc _rpc;
     private readonly TimeProvider _time;
     private readonly ILogger<TaskCoordinator> _logger;
     private readonly CoordinationOptions _options;
     private readonly TimeSpan _heartbeatInterval;
-    private long _arrivals;
     private long _submitted;
     private long _completed;
     private long _partial;
@@ -65,11 +63,13 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         ILogger<TaskCoordinator> logger)
     {
         _options = options.Value;
-        _rpc = rpc;
         _time = time;
         _logger = logger;
         _heartbeatInterval = processManager.Value.HeartbeatInterval;
-        _configuredTypes = collectors.Value.Where(c => c.Id.Length > 0).ToDictionary(c => c.Id, c => c.EffectiveType, StringComparer.Ordinal);
+        var configuredTypes = collectors.Value.Where(c => c.Id.Length > 0).ToDictionary(c => c.Id, c => c.EffectiveType, StringComparer.Ordinal);
+        _queue = new AssignmentQueue(_options.MaxQueuedTasks);
+        _picker = new InstancePicker(presence, configuredTypes, _options.DefaultCapacity);
+        _dispatcher = new TaskDispatcher(rpc, time, logger);
         presence.Attach(this);
     }
 
@@ -89,8 +89,16 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     {
         lock (_gate)
         {
-            return [.. _instances.Values.Where(i => i.TaskTypes.Contains(taskType)).OrderBy(i => i.Id, StringComparer.Ordinal)
-                .Select(i => (i.Id, i.Type, i.Capacity, i.InFlight, i.Healthy))];
+            return [.. _picker.Instances().Where(i => i.TaskTypes.Contains(taskType)).Select(i => (i.Id, i.Type, i.Capacity, i.InFlight, i.Healthy))];
+        }
+    }
+
+    /// <summary>The task types the connected instances execute (what rules may need).</summary>
+    public IReadOnlySet<string> OfferedTaskTypes()
+    {
+        lock (_gate)
+        {
+            return _picker.Instances().SelectMany(i => i.TaskTypes).ToHashSet(StringComparer.Ordinal);
         }
     }
 
@@ -116,14 +124,14 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         List<Attempt> sends;
         lock (_gate)
         {
-            var types = _instances.Values.Where(i => i.TaskTypes.Contains(spec.TaskType)).Select(i => i.Type).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+            var types = _picker.TypesOffering(spec.TaskType);
             if (types.Count == 0)
             {
                 // Nobody offers the type yet: one assignment, bound to the type of whichever instance takes it.
                 types.Add(string.Empty);
             }
 
-            if (_queue.Count + types.Count > _options.MaxQueuedTasks)
+            if (!_queue.HasRoomFor(types.Count))
             {
                 Interlocked.Increment(ref _failed);
                 throw new TaskFailedException(RpcErrorKind.ResourceExhausted,
@@ -132,9 +140,9 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
 
             foreach (var type in types)
             {
-                var assignment = new Assignment(run, type.Length == 0 ? null : type, ++_arrivals);
+                var assignment = new Assignment(run, type.Length == 0 ? null : type, _queue.NextArrival());
                 run.Assignments.Add(assignment);
-                _queue.Add(assignment);
+                _queue.Enqueue(assignment);
             }
 
             _submitted++;
@@ -148,11 +156,330 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         return await run.Completion.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>Hands every queued assignment that has a free instance to one. Call under the lock.</summary>
+    private List<Attempt> PumpLocked() => _queue.Drain(assignment =>
+    {
+        var instance = _picker.Take(assignment.Run.Spec.TaskType, assignment.CollectorType);
+        if (instance is null)
+        {
+            return null;
+        }
+
+        var attempt = new Attempt(assignment, instance);
+        instance.Attempts.Add(attempt);
+        assignment.Current = attempt;
+        assignment.CollectorType ??= instance.Type;
+        assignment.LastInstance = instance.Id;
+        if (assignment.Attempts++ > 0)
+        {
+            assignment.Run.Redistributions++;
+            _redistributions++;
+        }
+
+        assignment.Run.EverSent = true;
+        return attempt;
+    });
+
+    private void Start(List<Attempt> attempts)
+    {
+        foreach (var attempt in attempts)
+        {
+            _ = ExecuteAsync(attempt);
+        }
+    }
+
+    private async Task ExecuteAsync(Attempt attempt)
+    {
+        var outcome = await _dispatcher.SendAsync(attempt).ConfigureAwait(false);
+        OnAttemptCompleted(attempt, outcome);
+    }
+
+    private void OnAttemptCompleted(Attempt attempt, AttemptOutcome outcome)
+    {
+        var assignment = attempt.Assignment;
+        var run = assignment.Run;
+        var instance = attempt.Instance;
+        var (result, error) = outcome;
+        List<Attempt> sends;
+        AggregatedTaskResult? completed = null;
+        var late = false;
+        lock (_gate)
+        {
+            _picker.Release(attempt);
+            if (run.Done)
+            {
+                if (result is not null)
+                {
+                    late = true;
+                    _lateResults++;
+                }
+            }
+            else if (result is not null)
+            {
+                _queue.Remove(assignment);
+                run.Answered(assignment, result, instance.Id);
+            }
+            else if (!assignment.Resolved && ReferenceEquals(assignment.Current, attempt))
+            {
+                switch (error!.Kind)
+                {
+                    case RpcErrorKind.CommunicationError or RpcErrorKind.NotFound:
+                        // The instance went away with the task: another instance of the type takes it.
+                        assignment.Current = null;
+                        assignment.LastFailure = $"instance '{instance.Id}': {error.Message}";
+                        _queue.Enqueue(assignment);
+                        break;
+                    case RpcErrorKind.Timeout:
+                        // The task's own deadline; OnDeadline completes it.
+                        assignment.LastFailure = $"instance '{instance.Id}' did not answer within {run.Timeout.TotalSeconds:0.###} s";
+                        break;
+                    default:
+                        assignment.Resolved = true;
+                        assignment.Current = null;
+                        assignment.Failure = $"instance '{instance.Id}' failed: {error.Kind}: {error.Message}";
+                        break;
+                }
+            }
+
+            if (!run.Done && run.AllResolved)
+            {
+                completed = CompleteLocked(run, timedOut: false);
+            }
+
+            sends = PumpLocked();
+        }
+
+        if (late)
+        {
+            LogLate(_logger, run.Id, instance.Id);
+        }
+
+        if (completed is not null)
+        {
+            run.Completion.TrySetResult(completed);
+        }
+
+        Start(sends);
+    }
+
+    private void OnDeadline(TaskRun run)
+    {
+        // A timer may fire up to a millisecond early (the runtime's timers count whole milliseconds of
+        // another clock): a task never completes before its timeout, so a timer that did is set again.
+        var early = run.Timeout - _time.GetElapsedTime(run.Started);
+        if (early > TimeSpan.Zero && run.Timer is { } timer)
+        {
+            timer.Change(TimeSpan.FromMilliseconds(Math.Ceiling(early.TotalMilliseconds)), Timeout.InfiniteTimeSpan);
+            return;
+        }
+
+        AggregatedTaskResult? completed = null;
+        TaskFailedException? failure = null;
+        List<Attempt> sends;
+        lock (_gate)
+        {
+            if (run.Done)
+            {
+                return;
+            }
+
+            foreach (var assignment in run.Assignments)
+            {
+                _queue.Remove(assignment);
+            }
+
+            if (!run.EverSent)
+            {
+                run.Abandon();
+                _live.Remove(run.Id);
+                _failed++;
+                failure = new TaskFailedException(RpcErrorKind.Timeout, NoInstanceMessageLocked(run));
+            }
+            else
+            {
+                completed = CompleteLocked(run, timedOut: true);
+            }
+
+            sends = PumpLocked();
+        }
+
+        run.Timer?.Dispose();
+        if (failure is not null)
+        {
+            LogFailed(_logger, run.Id, failure.Message);
+            run.Completion.TrySetException(failure);
+        }
+        else
+        {
+            run.Completion.TrySetResult(completed!);
+        }
+
+        Start(sends);
+    }
+
+    private string NoInstanceMessageLocked(TaskRun run)
+    {
+        var type = run.Spec.TaskType;
+        var instances = _picker.Instances();
+        var offering = instances.Where(i => i.TaskTypes.Contains(type)).ToList();
+        var seconds = run.Timeout.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture);
+        if (offering.Count == 0)
+        {
+            var connected = instances.Count == 0 ? "no collectors are connected" : "connected collectors: " + string.Join(", ", instances.Select(i => $"{i.Id} (tasks: {(i.TaskTypes.Count == 0 ? "none" : string.Join(' ', i.TaskTypes.Order(StringComparer.Ordinal)))})"));
+            return $"no collector instance executing task type '{type}' became available within {seconds} s; {connected}";
+        }
+
+        return $"no instance executing task type '{type}' had a free slot within {seconds} s: " +
+            string.Join(", ", offering.Select(i => $"{i.Id} ({(i.Healthy ? "healthy" : "unhealthy")}, {i.InFlight}/{i.Capacity} in flight)"));
+    }
+
+    private AggregatedTaskResult CompleteLocked(TaskRun run, bool timedOut)
+    {
+        _live.Remove(run.Id);
+        var aggregated = run.Complete(_time.GetElapsedTime(run.Started));
+        if (aggregated.Partial)
+        {
+            _partial++;
+        }
+
+        _completed++;
+        if (!timedOut)
+        {
+            run.Timer?.Dispose();
+        }
+
+        return aggregated;
+    }
+
+    // ----- instances: presence and liveness come from the collector directory -----
+
+    public void OnCollectorConnected(CollectorPresence presence)
+    {
+        ArgumentNullException.ThrowIfNull(presence);
+        List<Attempt> sends;
+        InstanceView? view;
+        lock (_gate)
+        {
+            view = _picker.Instances().Find(i => string.Equals(i.Id, presence.CollectorId, StringComparison.Ordinal));
+            sends = PumpLocked();
+        }
+
+        if (view is not null)
+        {
+            var executes = view.TaskTypes.Count == 0 ? "no task types" : string.Join(' ', view.TaskTypes.Order(StringComparer.Ordinal));
+            LogInstance(_logger, presence.CollectorId, view.Type, view.Capacity, executes);
+        }
+
+        Start(sends);
+    }
+
+    public void OnCollectorDisconnected(string collectorId, long connectionId)
+    {
+        // Its pending calls fail with CommunicationError from the router; that puts them back in the queue.
+    }
+
+    /// <summary>
+    /// The collector directory's liveness rule: an instance silent for three heartbeat intervals is
+    /// unhealthy and its assignments move to others; a heartbeat brings it back.
+    /// </summary>
+    public void OnCollectorLivenessChanged(string collectorId, CollectorHealthState before, CollectorHealthState after)
+    {
+        var lost = after == CollectorHealthState.Unhealthy;
+        if (lost == (before == CollectorHealthState.Unhealthy))
+        {
+            return;
+        }
+
+        List<Attempt> sends;
+        lock (_gate)
+        {
+            if (lost)
+            {
+                RequeueLocked(collectorId, $"instance '{collectorId}' lost its heartbeats");
+            }
+
+            sends = PumpLocked();
+        }
+
+        if (lost)
+        {
+            LogUnhealthy(_logger, collectorId, (_heartbeatInterval * 3).TotalSeconds);
+        }
+        else
+        {
+            LogRecovered(_logger, collectorId, "sends heartbeats again");
+        }
+
+        Start(sends);
+    }
+
+    /// <summary>
+    /// The supervisor's periodic HealthCheck: an instance that fails it (answers unhealthy, or the call
+    /// fails) is out of rotation and its assignments move to others, until a HealthCheck passes again.
+    /// Heartbeats alone do not bring it back: a collector whose work is stuck may still send them.
+    /// </summary>
+    public void OnCollectorHealthChecked(string collectorId, bool healthy, string detail)
+    {
+        List<Attempt> sends;
+        var moved = 0;
+        lock (_gate)
+        {
+            if (!healthy)
+            {
+                moved = RequeueLocked(collectorId, $"instance '{collectorId}' failed its health check: {detail}");
+            }
+
+            sends = PumpLocked();
+        }
+
+        if (!healthy && moved > 0)
+        {
+            LogHealthCheckFailed(_logger, collectorId, detail);
+        }
+
+        Start(sends);
+    }
+
+    /// <summary>Puts the assignments <paramref name="instanceId"/> is working on back in the queue. Call under the lock.</summary>
+    private int RequeueLocked(string instanceId, string reason)
+    {
+        var moved = 0;
+        foreach (var attempt in _picker.AttemptsOf(instanceId))
+        {
+            var assignment = attempt.Assignment;
+            if (ReferenceEquals(assignment.Current, attempt) && !assignment.Resolved && !assignment.Run.Done)
+            {
+                // Its call stays pending (and counts against the instance's capacity) until it
+                // answers or times out; an answer that still comes is a counted duplicate.
+                assignment.Current = null;
+                assignment.LastFailure = reason;
+                _queue.Enqueue(assignment);
+                moved++;
+            }
+        }
+
+        return moved;
+    }
+
+    public void Dispose()
+    {
+        List<TaskRun> live;
+        lock (_gate)
+        {
+            live = [.. _live.Values];
+            _live.Clear();
+            _queue.Clear();
+        }
+
+        foreach (var run in live)
+        {
+            run.Timer?.Dispose();
+            run.Completion.TrySetException(new TaskFailedException(RpcErrorKind.ExecutionError, "the agent is shutting down"));
+        }
+    }
+
     [LoggerMessage(EventId = 5000, Level = LogLevel.Debug, Message = "Task {TaskId} ({TaskType}) submitted: {Assignments} assignment(s), correlation {CorrelationId}")]
     private static partial void LogSubmitted(ILogger logger, string taskId, Untrusted taskType, int assignments, Untrusted correlationId);
-
-    [LoggerMessage(EventId = 5001, Level = LogLevel.Debug, Message = "Task {TaskId} -> {InstanceId} (attempt {Attempt})")]
-    private static partial void LogSent(ILogger logger, string taskId, string instanceId, int attempt);
 
     [LoggerMessage(EventId = 5002, Level = LogLevel.Information, Message = "Collector instance {InstanceId} (type {Type}, capacity {Capacity}) executes: {TaskTypes}")]
     private static partial void LogInstance(ILogger logger, string instanceId, string type, int capacity, Untrusted taskTypes);
