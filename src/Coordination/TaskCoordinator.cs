@@ -73,6 +73,9 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         presence.Attach(this);
     }
 
+    /// <summary>A collector instance connected or disconnected (what is offered may have changed). Raised on the caller's thread; must not block.</summary>
+    public event Action? InstancesChanged;
+
     public CoordinationStatistics Statistics
     {
         get
@@ -371,11 +374,13 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         }
 
         Start(sends);
+        InstancesChanged?.Invoke();
     }
 
     public void OnCollectorDisconnected(string collectorId, long connectionId)
     {
         // Its pending calls fail with CommunicationError from the router; that puts them back in the queue.
+        InstancesChanged?.Invoke();
     }
 
     /// <summary>
