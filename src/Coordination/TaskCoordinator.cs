@@ -1,5 +1,6 @@
 using System.Globalization;
 using DaemonEye.Configuration;
+using DaemonEye.Gateway;
 using DaemonEye.Gateway.Collectors;
 using DaemonEye.Gateway.Rpc;
 using DaemonEye.Logging;
@@ -33,7 +34,8 @@ public sealed record CoordinationStatistics(long Submitted, long Completed, long
 /// lost for three intervals, HealthCheck failing) goes back to the queue and on to another instance; the
 /// first answer per assignment wins and a later one is a counted duplicate. At the task's timeout the
 /// result completes as partial, naming the types that did not answer; a task that never reached any
-/// instance fails with a clear error instead.
+/// instance fails with a clear error instead. Every task's announcement, assignments and outcome are
+/// also published on <c>control.collector.task</c> (<see cref="TaskAnnouncer"/>).
 /// </summary>
 internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDisposable
 {
@@ -41,6 +43,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     private readonly AssignmentQueue _queue;
     private readonly InstancePicker _picker;
     private readonly TaskDispatcher _dispatcher;
+    private readonly TaskAnnouncer? _announcer;
     private readonly Dictionary<string, TaskRun> _live = new(StringComparer.Ordinal);
     private readonly TimeProvider _time;
     private readonly ILogger<TaskCoordinator> _logger;
@@ -60,7 +63,8 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         IAgentRpc rpc,
         CollectorDirectory presence,
         TimeProvider time,
-        ILogger<TaskCoordinator> logger)
+        ILogger<TaskCoordinator> logger,
+        IBusPublisher? publisher = null)
     {
         _options = options.Value;
         _time = time;
@@ -70,6 +74,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         _queue = new AssignmentQueue(_options.MaxQueuedTasks);
         _picker = new InstancePicker(presence, configuredTypes, _options.DefaultCapacity);
         _dispatcher = new TaskDispatcher(rpc, time, logger);
+        _announcer = publisher is null ? null : new TaskAnnouncer(publisher, logger);
         presence.Attach(this);
     }
 
@@ -151,6 +156,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
             _submitted++;
             _live[run.Id] = run;
             run.Timer = _time.CreateTimer(static state => ((TaskCoordinator)((object[])state!)[0]).OnDeadline((TaskRun)((object[])state!)[1]), new object[] { this, run }, timeout, Timeout.InfiniteTimeSpan);
+            _announcer?.Announced(run);
             sends = PumpLocked();
         }
 
@@ -180,6 +186,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         }
 
         assignment.Run.EverSent = true;
+        _announcer?.Assigned(attempt);
         return attempt;
     });
 
@@ -297,6 +304,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
                 _live.Remove(run.Id);
                 _failed++;
                 failure = new TaskFailedException(RpcErrorKind.Timeout, NoInstanceMessageLocked(run));
+                _announcer?.Failed(run, failure.Message);
             }
             else
             {
@@ -340,6 +348,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
     {
         _live.Remove(run.Id);
         var aggregated = run.Complete(_time.GetElapsedTime(run.Started));
+        _announcer?.Completed(run, aggregated);
         if (aggregated.Partial)
         {
             _partial++;
@@ -475,6 +484,8 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
             _live.Clear();
             _queue.Clear();
         }
+
+        _announcer?.Complete();
 
         foreach (var run in live)
         {

@@ -127,7 +127,7 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
             // The plain form: time, severity, rule id and name, the row's fields, the task.
             Assert.Equal(0, await plain.WaitAsync(Patience));
             var line = Assert.Single(plain.Stdout);
-            Assert.Matches(@"^\d\d:\d\d:\d\d\.\d{3} HIGH     e2e-test-target \(daemoneye-test-target is running\): pid=\d+ name=daemoneye-test-target comm=daemoneye-test- executable=\S+/daemoneye-test-target \[task \S+\]$", line);
+            Assert.Matches(@"^\d\d:\d\d:\d\d\.\d{3} HIGH     e2e-test-target \(daemoneye-test-target is running\): pid=\d+ name=daemoneye-test-target comm=daemoneye-test- executable=\S+/daemoneye-test-target \[task \S+\] \[chain [0-9a-f]{32} > process\.snapshot [0-9a-f]{32} procmond#\d+\]$", line);
         }
         finally
         {

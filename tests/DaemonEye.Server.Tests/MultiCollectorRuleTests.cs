@@ -41,6 +41,7 @@ public sealed class MultiCollectorRuleTests : IDisposable
     private readonly TaskCoordinator _coordinator;
     private readonly DetectionRuleService _service;
     private readonly List<(string Topic, Alert Alert, CorrelationMetadata Correlation)> _published = [];
+    private readonly Channel<(TaskEvent Event, CorrelationMetadata Correlation)> _taskEvents = Channel.CreateUnbounded<(TaskEvent, CorrelationMetadata)>();
 
     public MultiCollectorRuleTests()
     {
@@ -52,8 +53,8 @@ public sealed class MultiCollectorRuleTests : IDisposable
             Rules = new RulesOptions { Directory = _rules.FullName, IntervalSeconds = 0, SnapshotTimeoutSeconds = 2, SuppressionSeconds = 60 },
         };
         _coordinator = new TaskCoordinator(Options.Create(options), Options.Create(new ProcessManagerOptions()), Options.Create(new List<CollectorDefinition>()),
-            new AgentRpcClient(_router, _time, rpcOptions), _directory, _time, NullLogger<TaskCoordinator>.Instance);
-        _service = new DetectionRuleService(Options.Create(options), _coordinator, new Publisher(_published), _time, NullLogger<DetectionRuleService>.Instance);
+            new AgentRpcClient(_router, _time, rpcOptions), _directory, _time, NullLogger<TaskCoordinator>.Instance, new Publisher(_published, _taskEvents.Writer));
+        _service = new DetectionRuleService(Options.Create(options), _coordinator, new Publisher(_published, _taskEvents.Writer), _time, NullLogger<DetectionRuleService>.Instance);
         File.WriteAllText(Path.Combine(_rules.FullName, "join.yaml"), JoinRule);
     }
 
@@ -113,6 +114,29 @@ public sealed class MultiCollectorRuleTests : IDisposable
         Assert.Equal(alert.RootCorrelationId, correlation.RootCorrelationId);
         Assert.Equal(["connections", "processes"], alert.Tables);
         Assert.False(alert.PartialSnapshot);
+
+        // Every task was announced, assigned and completed on control.collector.task, with its chain.
+        var events = new List<TaskEvent>();
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        {
+            while (events.Count < 6)
+            {
+                var (e, envelope) = await _taskEvents.Reader.ReadAsync(timeout.Token);
+                Assert.Equal(e.CorrelationId, envelope.ParentCorrelationId);
+                events.Add(e);
+            }
+        }
+
+        foreach (var task in tasks)
+        {
+            var mine = events.Where(e => e.TaskId == task.TaskId).ToList();
+            Assert.Equal([TaskEventKind.Announced, TaskEventKind.Assigned, TaskEventKind.Completed], mine.Select(e => e.Kind));
+            Assert.All(mine, e => Assert.Equal((task.CorrelationId, report.Evaluation.Correlation.CorrelationId, task.RootCorrelationId), (e.CorrelationId, e.ParentCorrelationId, e.RootCorrelationId)));
+            Assert.Equal(task.TaskType == "process.snapshot" ? "procmond" : "netmond", mine[1].InstanceId);
+            var summary = mine[2].Summary;
+            Assert.Equal(mine[1].InstanceId, Assert.Single(summary.Results).CollectorId);
+            Assert.False(summary.Partial);
+        }
 
         // The same finding again within suppression_seconds is counted, not published.
         run = _service.RunAsync(null, CancellationToken.None);
@@ -176,10 +200,17 @@ public sealed class MultiCollectorRuleTests : IDisposable
         return collector;
     }
 
-    private sealed class Publisher(List<(string, Alert, CorrelationMetadata)> published) : IBusPublisher
+    private sealed class Publisher(List<(string, Alert, CorrelationMetadata)> published, ChannelWriter<(TaskEvent, CorrelationMetadata)> tasks) : IBusPublisher
     {
         public Task PublishAsync(string topic, ByteString payload, string contentType, CorrelationMetadata correlation, CancellationToken cancellationToken = default)
         {
+            if (topic == "control.collector.task")
+            {
+                Assert.Equal("application/x-protobuf; messageType=daemoneye.task.v1.TaskEvent", contentType);
+                tasks.TryWrite((TaskEvent.Parser.ParseFrom(payload), correlation));
+                return Task.CompletedTask;
+            }
+
             lock (published)
             {
                 published.Add((topic, Alert.Parser.ParseFrom(payload), correlation));

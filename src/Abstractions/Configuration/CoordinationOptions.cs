@@ -102,7 +102,7 @@ public sealed class RulesOptions
         ["system_binaries"] = ["/usr/bin/*", "/usr/sbin/*", "/bin/*", "/sbin/*", "/usr/local/bin/*", "/usr/local/sbin/*"],
         ["volatile_directories"] = ["/tmp/*", "/var/tmp/*", "/dev/shm/*"],
         ["shells"] = ["bash", "sh", "dash", "zsh", "ksh", "fish", "busybox"],
-        ["listener_allow"] = ["sshd", "systemd", "systemd-resolve", "chronyd", "dhclient", "avahi-daemon", "cupsd", "dotnet"],
+        ["listener_allow"] = ["sshd", "systemd", "systemd-resolve", "chronyd", "dhclient", "avahi-daemon", "cupsd"],
         ["package_managers"] = ["/usr/bin/dpkg", "/usr/bin/apt*", "/usr/bin/rpm", "/usr/bin/dnf*", "/usr/bin/yum", "/usr/bin/unattended-upgrade*", "/usr/lib/apt/*"],
     };
 
