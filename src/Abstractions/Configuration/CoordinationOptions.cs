@@ -93,7 +93,7 @@ public sealed class RulesOptions
     /// (<see cref="DefaultWatchLists"/>).
     /// </summary>
     [ConfigurationKeyName("watch_lists")]
-    public Dictionary<string, List<string>> WatchLists { get; set; } = new(StringComparer.Ordinal);
+    public Dictionary<string, List<string>> WatchLists { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
     /// <summary>The watch lists the shipped rules read, as shipped.</summary>
     public static IReadOnlyDictionary<string, IReadOnlyList<string>> DefaultWatchLists { get; } = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal)
@@ -114,7 +114,8 @@ public sealed class RulesOptions
             var lists = new Dictionary<string, IReadOnlyList<string>>(DefaultWatchLists, StringComparer.Ordinal);
             foreach (var (name, patterns) in WatchLists)
             {
-                lists[name] = [.. patterns.Where(p => p.Length > 0)];
+                // Environment variables name keys in upper case (DAEMONEYE_..._WATCH_LISTS__SENSITIVE_FILES__0).
+                lists[name.ToLowerInvariant()] = [.. patterns.Where(p => p.Length > 0)];
             }
 
             return lists;
@@ -168,9 +169,9 @@ public sealed class RulesOptions
 
         foreach (var (name, patterns) in WatchLists)
         {
-            if (name.Length is 0 or > 64 || !name.All(c => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c) || c == '_'))
+            if (name.Length is 0 or > 64 || !name.All(c => char.IsAsciiLetter(c) || char.IsAsciiDigit(c) || c == '_'))
             {
-                yield return $"coordination.rules.watch_lists has a list named '{name}'; allowed names: 1 to 64 characters from a-z, 0-9 and '_'";
+                yield return $"coordination.rules.watch_lists has a list named '{name}'; allowed names: 1 to 64 characters from a-z, 0-9 and '_' (case does not matter)";
             }
 
             if (patterns.Any(p => p.Length > 4096))
