@@ -5,8 +5,8 @@ namespace DaemonEye.Coordination;
 
 /// <summary>
 /// The "rules" check of <c>daemoneye-cli health</c>: Degraded while a rule waits for a task type no
-/// running collector offers (naming the rules and the types), or while rule files do not load;
-/// Healthy otherwise.
+/// running collector offers (naming the rules and the types); Healthy otherwise (rule files that do
+/// not load are named in the detail; `rules list` reports them and exits 1).
 /// </summary>
 internal sealed class RulesHealth(DetectionRuleService rules) : IAgentHealthContributor
 {
@@ -25,8 +25,9 @@ internal sealed class RulesHealth(DetectionRuleService rules) : IAgentHealthCont
         }
         else if (problems.Count > 0)
         {
-            result.Status = HealthStatus.Degraded;
-            result.Detail = $"{states.Count} rule(s) ready; {problems.Count} problem(s) in rule files: {problems[0]}" + counters;
+            // A file that does not load is the operator's to fix (rules list exits 1 naming it), not a degraded agent.
+            result.Status = HealthStatus.Healthy;
+            result.Detail = $"{states.Count} rule(s) ready; {problems.Count} problem(s) in rule files (rules list): {problems[0]}" + counters;
         }
         else
         {

@@ -11,18 +11,6 @@ using Microsoft.Extensions.Options;
 
 namespace DaemonEye.Coordination;
 
-/// <summary>What to run: a task type, its parameters, its priority and timeout (null: the default).</summary>
-public sealed record TaskSpec(string TaskType, IReadOnlyDictionary<string, string> Parameters, int Priority = 0, TimeSpan? Timeout = null);
-
-/// <summary>A task that could not run at all (no instance before its timeout, queue full, bad request).</summary>
-public sealed class TaskFailedException(RpcErrorKind kind, string message) : Exception(message)
-{
-    public RpcErrorKind Kind { get; } = kind;
-}
-
-/// <summary>Counters of the coordinator.</summary>
-public sealed record CoordinationStatistics(long Submitted, long Completed, long Partial, long Failed, long Redistributions, long LateResults, int Queued, int Running);
-
 /// <summary>
 /// The agent's task distribution, composed of the parts a newcomer finds by name: a task becomes a
 /// <see cref="TaskRun"/> with one <see cref="Assignment"/> per collector type whose connected instances
@@ -363,118 +351,6 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
         return aggregated;
     }
 
-    // ----- instances: presence and liveness come from the collector directory -----
-
-    public void OnCollectorConnected(CollectorPresence presence)
-    {
-        ArgumentNullException.ThrowIfNull(presence);
-        List<Attempt> sends;
-        InstanceView? view;
-        lock (_gate)
-        {
-            view = _picker.Instances().Find(i => string.Equals(i.Id, presence.CollectorId, StringComparison.Ordinal));
-            sends = PumpLocked();
-        }
-
-        if (view is not null)
-        {
-            var executes = view.TaskTypes.Count == 0 ? "no task types" : string.Join(' ', view.TaskTypes.Order(StringComparer.Ordinal));
-            LogInstance(_logger, presence.CollectorId, view.Type, view.Capacity, executes);
-        }
-
-        Start(sends);
-        InstancesChanged?.Invoke();
-    }
-
-    public void OnCollectorDisconnected(string collectorId, long connectionId)
-    {
-        // Its pending calls fail with CommunicationError from the router; that puts them back in the queue.
-        InstancesChanged?.Invoke();
-    }
-
-    /// <summary>
-    /// The collector directory's liveness rule: an instance silent for three heartbeat intervals is
-    /// unhealthy and its assignments move to others; a heartbeat brings it back.
-    /// </summary>
-    public void OnCollectorLivenessChanged(string collectorId, CollectorHealthState before, CollectorHealthState after)
-    {
-        var lost = after == CollectorHealthState.Unhealthy;
-        if (lost == (before == CollectorHealthState.Unhealthy))
-        {
-            return;
-        }
-
-        List<Attempt> sends;
-        lock (_gate)
-        {
-            if (lost)
-            {
-                RequeueLocked(collectorId, $"instance '{collectorId}' lost its heartbeats");
-            }
-
-            sends = PumpLocked();
-        }
-
-        if (lost)
-        {
-            LogUnhealthy(_logger, collectorId, (_heartbeatInterval * 3).TotalSeconds);
-        }
-        else
-        {
-            LogRecovered(_logger, collectorId, "sends heartbeats again");
-        }
-
-        Start(sends);
-    }
-
-    /// <summary>
-    /// The supervisor's periodic HealthCheck: an instance that fails it (answers unhealthy, or the call
-    /// fails) is out of rotation and its assignments move to others, until a HealthCheck passes again.
-    /// Heartbeats alone do not bring it back: a collector whose work is stuck may still send them.
-    /// </summary>
-    public void OnCollectorHealthChecked(string collectorId, bool healthy, string detail)
-    {
-        List<Attempt> sends;
-        var moved = 0;
-        lock (_gate)
-        {
-            if (!healthy)
-            {
-                moved = RequeueLocked(collectorId, $"instance '{collectorId}' failed its health check: {detail}");
-            }
-
-            sends = PumpLocked();
-        }
-
-        if (!healthy && moved > 0)
-        {
-            LogHealthCheckFailed(_logger, collectorId, detail);
-        }
-
-        Start(sends);
-    }
-
-    /// <summary>Puts the assignments <paramref name="instanceId"/> is working on back in the queue. Call under the lock.</summary>
-    private int RequeueLocked(string instanceId, string reason)
-    {
-        var moved = 0;
-        foreach (var attempt in _picker.AttemptsOf(instanceId))
-        {
-            var assignment = attempt.Assignment;
-            if (ReferenceEquals(assignment.Current, attempt) && !assignment.Resolved && !assignment.Run.Done)
-            {
-                // Its call stays pending (and counts against the instance's capacity) until it
-                // answers or times out; an answer that still comes is a counted duplicate.
-                assignment.Current = null;
-                assignment.LastFailure = reason;
-                _queue.Enqueue(assignment);
-                moved++;
-            }
-        }
-
-        return moved;
-    }
-
     public void Dispose()
     {
         List<TaskRun> live;
@@ -496,18 +372,6 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
 
     [LoggerMessage(EventId = 5000, Level = LogLevel.Debug, Message = "Task {TaskId} ({TaskType}) submitted: {Assignments} assignment(s), correlation {CorrelationId}")]
     private static partial void LogSubmitted(ILogger logger, string taskId, Untrusted taskType, int assignments, Untrusted correlationId);
-
-    [LoggerMessage(EventId = 5002, Level = LogLevel.Information, Message = "Collector instance {InstanceId} (type {Type}, capacity {Capacity}) executes: {TaskTypes}")]
-    private static partial void LogInstance(ILogger logger, string instanceId, string type, int capacity, Untrusted taskTypes);
-
-    [LoggerMessage(EventId = 5003, Level = LogLevel.Warning, Message = "Collector instance {InstanceId} sent no heartbeat for {Seconds} s: unhealthy; its tasks move to other instances")]
-    private static partial void LogUnhealthy(ILogger logger, string instanceId, double seconds);
-
-    [LoggerMessage(EventId = 5004, Level = LogLevel.Information, Message = "Collector instance {InstanceId} {What}")]
-    private static partial void LogRecovered(ILogger logger, string instanceId, string what);
-
-    [LoggerMessage(EventId = 5007, Level = LogLevel.Warning, Message = "Collector instance {InstanceId} failed its health check: {Detail}; out of rotation, its tasks move to other instances")]
-    private static partial void LogHealthCheckFailed(ILogger logger, string instanceId, Untrusted detail);
 
     [LoggerMessage(EventId = 5005, Level = LogLevel.Information, Message = "Task {TaskId}: a result from {InstanceId} came after the task completed; discarded (counted as a late result)")]
     private static partial void LogLate(ILogger logger, string taskId, string instanceId);
