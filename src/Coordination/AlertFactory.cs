@@ -12,7 +12,8 @@ internal sealed class AlertFactory(TimeProvider time)
 {
     public Alert Create(DetectionRule rule, RuleNeeds needs, IReadOnlyList<string> columns, string?[] row, Evaluation evaluation, IReadOnlyList<EvaluationTask> tasks, string key, uint suppressedBefore)
     {
-        var first = tasks.Select(t => t.Result).FirstOrDefault(r => r is not null);
+        // task_id / task_correlation_id (older readers): the process snapshot when the rule reads processes, else the first task.
+        var first = tasks.FirstOrDefault(t => t.TaskType == SnapshotDatabase.ProcessSnapshotTaskType)?.Result ?? tasks.Select(t => t.Result).FirstOrDefault(r => r is not null);
         var alert = new Alert
         {
             AlertId = Correlation.NewId(),

@@ -78,6 +78,7 @@ internal sealed partial class DetectionRuleService
                 outcomes.Add(new RuleOutcomeReport(rule, result) { Needs = state.Needs, Partial = partial, Published = rulePublished, Suppressed = ruleSuppressed });
             }
 
+            _evaluatedOnce = true;
             return new RuleRunReport(evaluation, database.Processes, outcomes, problems, published)
             {
                 TableRows = database.TableRows,

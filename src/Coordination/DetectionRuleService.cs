@@ -81,6 +81,7 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
     private ITimer? _timer;
     private string _lastProblems = string.Empty;
     private long _partialAlerts;
+    private volatile bool _evaluatedOnce;
 
     public DetectionRuleService(
         IOptions<CoordinationOptions> options,
@@ -163,17 +164,29 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
         return (Readiness.Assess(rules), problems);
     }
 
-    /// <summary>A collector came or went: which rules wait may have changed (logged at once, off the caller's thread).</summary>
-    private void OnInstancesChanged() => ThreadPool.UnsafeQueueUserWorkItem(static self =>
+    /// <summary>
+    /// A collector came or went: which rules wait may have changed (logged at once, off the caller's
+    /// thread). Not before the first run: at start-up the collectors register one by one, and a rule
+    /// is not "waiting" for a collector that is still on its way.
+    /// </summary>
+    private void OnInstancesChanged()
+    {
+        if (_evaluatedOnce)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static self => self.Reassess(), this, preferLocal: false);
+        }
+    }
+
+    private void Reassess()
     {
         try
         {
-            self.States();
+            States();
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
         }
-    }, this, preferLocal: false);
+    }
 
     private async Task RunScheduledAsync()
     {
