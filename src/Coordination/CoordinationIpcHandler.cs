@@ -72,9 +72,9 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
 
     private RulesListResponse List()
     {
-        var (loaded, problems) = rules.Load();
+        var (states, problems) = rules.States();
         var response = new RulesListResponse { Directory = Path.GetFullPath(rules.Directory), IntervalSeconds = rules.IntervalSeconds };
-        response.Rules.AddRange(loaded.Select(ToInfo));
+        response.Rules.AddRange(states.Select(ToInfo));
         response.Problems.AddRange(problems.Select(ToProblem));
         return response;
     }
@@ -82,20 +82,29 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
     private async Task<RulesTestResponse> TestAsync(RulesTestRequest request, CorrelationMetadata? parent, CancellationToken cancellationToken)
     {
         var name = request.FileName.Length > 0 ? request.FileName : "(rule)";
-        var (rule, problems, evaluation, snapshot, processes) = await rules.TestAsync(name, request.Content, parent, cancellationToken);
-        var response = new RulesTestResponse { Processes = (uint)processes };
-        if (rule is not null)
+        var report = await rules.TestAsync(name, request.Content, parent, cancellationToken);
+        var response = new RulesTestResponse { Processes = (uint)report.Processes };
+        if (report.Rule is not null)
         {
-            response.Rule = ToInfo(rule);
+            response.Rule = report.State is { } state ? ToInfo(state) : ToInfo(report.Rule);
         }
 
-        response.Problems.AddRange(problems.Select(ToProblem));
-        if (snapshot is not null)
+        response.Problems.AddRange(report.Problems.Select(ToProblem));
+        if (report.Data is { } data)
         {
-            response.Snapshot = WithoutPayloads(snapshot);
+            response.Tasks.AddRange(data.Tasks.Values.Select(t => t.Result).OfType<AggregatedTaskResult>().Select(WithoutPayloads));
+            if (data.Tasks.GetValueOrDefault(SnapshotDatabase.ProcessSnapshotTaskType)?.Result is { } snapshot)
+            {
+                response.Snapshot = WithoutPayloads(snapshot);
+            }
         }
 
-        if (evaluation is not null)
+        foreach (var (table, count) in report.TableRows)
+        {
+            response.TableRows[table] = (uint)count;
+        }
+
+        if (report.Evaluation is { } evaluation)
         {
             response.EvaluationUs = (ulong)evaluation.Elapsed.TotalMicroseconds;
             response.Columns.AddRange(evaluation.Columns);
@@ -116,19 +125,33 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
         var response = new RulesRunResponse
         {
             AlertsPublished = (uint)report.AlertsPublished,
-            Snapshot = WithoutPayloads(report.Snapshot),
             Processes = (uint)report.Processes,
+            PartialAlerts = (uint)report.PartialAlerts,
+            SuppressedAlerts = (uint)report.SuppressedAlerts,
+            EvaluationCorrelationId = report.Evaluation?.Correlation.CorrelationId ?? string.Empty,
         };
-        response.Problems.AddRange(report.Problems.Select(ToProblem));
-        foreach (var (rule, evaluation) in report.Outcomes)
+        if (report.Snapshot is { } snapshot)
         {
-            response.Outcomes.Add(new RuleOutcome
+            response.Snapshot = WithoutPayloads(snapshot);
+        }
+
+        response.Tasks.AddRange((report.Evaluation?.Tasks.Values ?? []).Select(t => t.Result).OfType<AggregatedTaskResult>().Select(WithoutPayloads));
+        response.Problems.AddRange(report.Problems.Select(ToProblem));
+        foreach (var outcome in report.Outcomes)
+        {
+            var o = new RuleOutcome
             {
-                RuleId = rule.Id,
-                Matches = (uint)evaluation.TotalRows,
-                EvaluationUs = (ulong)evaluation.Elapsed.TotalMicroseconds,
-                Error = evaluation.Error ?? string.Empty,
-            });
+                RuleId = outcome.Rule.Id,
+                Matches = (uint)outcome.Evaluation.TotalRows,
+                EvaluationUs = (ulong)outcome.Evaluation.Elapsed.TotalMicroseconds,
+                Error = outcome.WaitingFor.Count > 0
+                    ? $"waiting: needs task type(s) {string.Join(", ", outcome.WaitingFor)}, which no running collector offers"
+                    : outcome.Evaluation.Error ?? string.Empty,
+                State = outcome.WaitingFor.Count > 0 ? "waiting" : "ready",
+                Partial = outcome.Partial,
+            };
+            o.WaitingFor.AddRange(outcome.WaitingFor);
+            response.Outcomes.Add(o);
         }
 
         return response;
@@ -145,6 +168,16 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
         return copy;
     }
 
+    private static RuleInfo ToInfo(RuleState state)
+    {
+        var info = ToInfo(state.Rule);
+        info.Tables.AddRange(state.Needs.Tables);
+        info.TaskTypes.AddRange(state.Needs.TaskTypes);
+        info.State = state.State;
+        info.WaitingFor.AddRange(state.WaitingFor);
+        return info;
+    }
+
     private static RuleInfo ToInfo(DetectionRule rule) => new()
     {
         Id = rule.Id,
@@ -154,6 +187,7 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
         Sql = rule.Sql,
         File = rule.File,
         Line = (uint)rule.Line,
+        Kind = "snapshot",
     };
 
     private static Protocol.Ipc.V1.RuleProblem ToProblem(RuleProblem problem) => new()

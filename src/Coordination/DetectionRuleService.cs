@@ -1,63 +1,127 @@
 using DaemonEye.Gateway;
-using DaemonEye.Gateway.Rpc;
 using DaemonEye.Logging;
-using DaemonEye.Protocol.Alert.V1;
-using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.Task.V1;
-using DaemonEye.Protocol.V1;
 using DaemonEye.Topics;
-using Google.Protobuf;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace DaemonEye.Coordination;
 
+/// <summary>What one rule did in one run: its evaluation, or why it was not evaluated.</summary>
+public sealed record RuleOutcomeReport(DetectionRule Rule, RuleEvaluation Evaluation)
+{
+    public RuleNeeds Needs { get; init; } = new([], []);
+
+    /// <summary>Task types no running collector offers; non-empty: the rule was not evaluated.</summary>
+    public IReadOnlyList<string> WaitingFor { get; init; } = [];
+
+    /// <summary>Some needed task answered partially; the rule's alerts are flagged partial.</summary>
+    public bool Partial { get; init; }
+
+    public int Published { get; init; }
+
+    public int Suppressed { get; init; }
+}
+
 /// <summary>What one run of the rules did.</summary>
 public sealed record RuleRunReport(
-    AggregatedTaskResult Snapshot,
+    Evaluation? Evaluation,
     int Processes,
-    IReadOnlyList<(DetectionRule Rule, RuleEvaluation Evaluation)> Outcomes,
+    IReadOnlyList<RuleOutcomeReport> Outcomes,
     IReadOnlyList<RuleProblem> Problems,
-    int AlertsPublished);
+    int AlertsPublished)
+{
+    /// <summary>The process.snapshot task of the run (or its first task), null when none ran.</summary>
+    public AggregatedTaskResult? Snapshot =>
+        Evaluation?.Tasks.GetValueOrDefault(SnapshotDatabase.ProcessSnapshotTaskType)?.Result ?? Evaluation?.Tasks.Values.Select(t => t.Result).FirstOrDefault(r => r is not null);
+
+    public IReadOnlyDictionary<string, int> TableRows { get; init; } = new Dictionary<string, int>();
+
+    public int PartialAlerts { get; init; }
+
+    public int SuppressedAlerts { get; init; }
+}
+
+/// <summary>What testing one rule gave.</summary>
+public sealed record RuleTestReport(DetectionRule? Rule, IReadOnlyList<RuleProblem> Problems, RuleEvaluation? Evaluation, Evaluation? Data, int Processes, RuleState? State)
+{
+    public IReadOnlyDictionary<string, int> TableRows { get; init; } = new Dictionary<string, int>();
+}
 
 /// <summary>
 /// Runs the detection rules: loads config/rules/*.yaml (coordination.rules.directory) afresh for each
-/// run, asks the collectors for a process snapshot through the task coordinator (task type
-/// process.snapshot, aggregated over every collector type that offers it), loads it into SQLite in
-/// memory, runs every rule under its time limit, and publishes one Alert per matching row on
-/// <c>events.alert.&lt;severity&gt;</c>, as a child of the snapshot task's correlation. Runs every
-/// coordination.rules.interval_seconds and on demand (IPC rules_run).
+/// run; finds what each rule reads (<see cref="RuleRequirements"/>) and whether a running collector
+/// offers it (<see cref="RuleReadiness"/>: rules that cannot run are waiting, reported and logged);
+/// gathers one evaluation (<see cref="EvaluationGatherer"/>: one task per needed type under one
+/// correlation), loads it into one SQLite database, runs every ready rule under its time limit, and
+/// publishes one Alert per matching row on <c>events.alert.&lt;severity&gt;</c> carrying the chain
+/// evaluation → tasks → collector results → alert (<see cref="AlertFactory"/>), de-duplicated per rule
+/// and key (<see cref="AlertSuppressor"/>). Runs every coordination.rules.interval_seconds and on
+/// demand (IPC rules_run).
 /// </summary>
-internal sealed partial class DetectionRuleService(
-    IOptions<CoordinationOptions> options,
-    TaskCoordinator coordinator,
-    IBusPublisher publisher,
-    TimeProvider time,
-    ILogger<DetectionRuleService> logger) : IHostedService, IDisposable
+internal sealed partial class DetectionRuleService : IHostedService, IDisposable
 {
     public const string AlertTopicPrefix = WellKnownTopics.AlertPrefix;
     public const string AlertContentType = "application/x-protobuf; messageType=daemoneye.alert.v1.Alert";
-    public const string SnapshotPayloadType = "daemoneye.process.v1.ProcessSnapshot";
+    public const string SnapshotPayloadType = EvaluationGatherer.ProcessSnapshotPayloadType;
 
-    private readonly RulesOptions _options = options.Value.Rules;
+    private readonly CoordinationOptions _coordination;
+    private readonly RulesOptions _options;
+    private readonly TaskCoordinator _coordinator;
+    private readonly IBusPublisher _publisher;
+    private readonly TimeProvider _time;
+    private readonly ILogger<DetectionRuleService> _logger;
+    private readonly EvaluationGatherer _gatherer;
+    private readonly AlertSuppressor _suppressor;
+    private readonly AlertFactory _alerts;
     private readonly SemaphoreSlim _oneRunAtATime = new(1, 1);
+    private readonly Lock _problemsGate = new();
     private readonly CancellationTokenSource _stopping = new();
     private ITimer? _timer;
     private string _lastProblems = string.Empty;
+    private long _partialAlerts;
+    private volatile bool _evaluatedOnce;
+
+    public DetectionRuleService(
+        IOptions<CoordinationOptions> options,
+        TaskCoordinator coordinator,
+        IBusPublisher publisher,
+        TimeProvider time,
+        ILogger<DetectionRuleService> logger,
+        ILoggerFactory? loggers = null)
+    {
+        _coordination = options.Value;
+        _options = options.Value.Rules;
+        _coordinator = coordinator;
+        _publisher = publisher;
+        _time = time;
+        _logger = logger;
+        _gatherer = new EvaluationGatherer(coordinator, _options, time);
+        _suppressor = new AlertSuppressor(time, _options.Suppression);
+        _alerts = new AlertFactory(time);
+        Readiness = new RuleReadiness(coordinator, (loggers ?? NullLoggerFactory.Instance).CreateLogger<RuleReadiness>());
+    }
 
     public string Directory => _options.Directory;
 
     public double IntervalSeconds => _options.IntervalSeconds;
 
+    public RuleReadiness Readiness { get; }
+
+    /// <summary>Alerts published with partial data, and alerts suppressed as duplicates, since start.</summary>
+    public (long Partial, long Suppressed) AlertCounters => (Interlocked.Read(ref _partialAlerts), _suppressor.Suppressed);
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
         var (rules, _) = Load();
         var directory = Path.GetFullPath(_options.Directory);
-        LogLoaded(logger, rules.Count, directory, _options.IntervalSeconds);
+        LogLoaded(_logger, rules.Count, directory, _options.IntervalSeconds);
+        _coordinator.InstancesChanged += OnInstancesChanged;
         if (_options.IntervalSeconds > 0)
         {
-            _timer = time.CreateTimer(_ => _ = RunScheduledAsync(), null, _options.Interval, _options.Interval);
+            _timer = _time.CreateTimer(_ => _ = RunScheduledAsync(), null, _options.Interval, _options.Interval);
         }
 
         return Task.CompletedTask;
@@ -65,6 +129,7 @@ internal sealed partial class DetectionRuleService(
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        _coordinator.InstancesChanged -= OnInstancesChanged;
         if (_timer is not null)
         {
             await _timer.DisposeAsync();
@@ -78,16 +143,50 @@ internal sealed partial class DetectionRuleService(
     {
         var (rules, problems) = RuleLoader.LoadDirectory(_options.Directory);
         var summary = string.Join('\n', problems);
-        if (!string.Equals(summary, _lastProblems, StringComparison.Ordinal))
+        lock (_problemsGate)
         {
-            _lastProblems = summary;
-            foreach (var problem in problems)
+            if (!string.Equals(summary, _lastProblems, StringComparison.Ordinal))
             {
-                LogProblem(logger, problem.ToString());
+                _lastProblems = summary;
+                foreach (var problem in problems)
+                {
+                    LogProblem(_logger, problem.ToString());
+                }
             }
         }
 
         return (rules, problems);
+    }
+
+    /// <summary>The loaded rules with what they read and whether they can run now.</summary>
+    public (IReadOnlyList<RuleState> Rules, List<RuleProblem> Problems) States()
+    {
+        var (rules, problems) = Load();
+        return (Readiness.Assess(rules), problems);
+    }
+
+    /// <summary>
+    /// A collector came or went: which rules wait may have changed (logged at once, off the caller's
+    /// thread). Not before the first run: at start-up the collectors register one by one, and a rule
+    /// is not "waiting" for a collector that is still on its way.
+    /// </summary>
+    private void OnInstancesChanged()
+    {
+        if (_evaluatedOnce)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static self => self.Reassess(), this, preferLocal: false);
+        }
+    }
+
+    private void Reassess()
+    {
+        try
+        {
+            States();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
     }
 
     private async Task RunScheduledAsync()
@@ -95,168 +194,22 @@ internal sealed partial class DetectionRuleService(
         try
         {
             var report = await RunAsync(null, _stopping.Token);
-            LogRun(logger, report.Outcomes.Count, report.Processes, report.AlertsPublished, report.Snapshot.TaskId);
+            var waiting = report.Outcomes.Count(o => o.WaitingFor.Count > 0);
+            var evaluated = report.Outcomes.Count - waiting;
+            var evaluationId = report.Evaluation?.Correlation.CorrelationId ?? "-";
+            LogRun(_logger, evaluated, waiting, report.Processes, report.AlertsPublished, evaluationId);
         }
         catch (TaskFailedException ex)
         {
-            LogSnapshotFailed(logger, ex.Message);
+            LogSnapshotFailed(_logger, ex.Message);
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {
         }
         catch (Exception ex)
         {
-            LogRunFailed(logger, ex);
+            LogRunFailed(_logger, ex);
         }
-    }
-
-    /// <summary>One run of every rule over a fresh snapshot, alerts published.</summary>
-    /// <exception cref="TaskFailedException">No snapshot could be taken.</exception>
-    public async Task<RuleRunReport> RunAsync(CorrelationMetadata? parent, CancellationToken cancellationToken)
-    {
-        await _oneRunAtATime.WaitAsync(cancellationToken);
-        try
-        {
-            var (rules, problems) = Load();
-            var snapshot = await TakeSnapshotAsync(parent, cancellationToken);
-            using var database = SnapshotDatabase.Create(Snapshots(snapshot));
-            var outcomes = new List<(DetectionRule, RuleEvaluation)>();
-            var published = 0;
-            var chain = new CorrelationMetadata
-            {
-                CorrelationId = snapshot.CorrelationId,
-                RootCorrelationId = snapshot.RootCorrelationId,
-                WorkflowStage = "alert",
-            };
-            if (parent is not null)
-            {
-                chain.Tags.Add(parent.Tags); // the run's tags (as its snapshot task and the collectors' events have them)
-            }
-
-            var collectors = snapshot.Results.Select(r => r.CollectorId).ToList();
-            foreach (var rule in rules)
-            {
-                var evaluation = database.Evaluate(rule.Sql, _options.TimeLimit, time, _options.MaxAlertsPerRule);
-                outcomes.Add((rule, evaluation));
-                if (evaluation.Error is not null)
-                {
-                    LogRuleFailed(logger, rule.Id, rule.File, rule.Line, evaluation.Error);
-                    continue;
-                }
-
-                foreach (var row in evaluation.Rows)
-                {
-                    var alert = ToAlert(rule, evaluation.Columns, row, snapshot, collectors);
-                    var correlation = Correlation.ChildOf(chain);
-                    correlation.Tags["rule_id"] = rule.Id;
-                    await publisher.PublishAsync(AlertTopicPrefix + rule.Severity, alert.ToByteString(), AlertContentType, correlation, cancellationToken);
-                    published++;
-                }
-
-                if (evaluation.TotalRows > evaluation.Rows.Count)
-                {
-                    LogAlertsCapped(logger, rule.Id, evaluation.TotalRows - evaluation.Rows.Count, _options.MaxAlertsPerRule);
-                }
-            }
-
-            return new RuleRunReport(snapshot, database.Processes, outcomes, problems, published);
-        }
-        finally
-        {
-            _oneRunAtATime.Release();
-        }
-    }
-
-    /// <summary>One rule (the text of a rule file) over a fresh snapshot; nothing is published.</summary>
-    public async Task<(DetectionRule? Rule, IReadOnlyList<RuleProblem> Problems, RuleEvaluation? Evaluation, AggregatedTaskResult? Snapshot, int Processes)> TestAsync(
-        string file, string content, CorrelationMetadata? parent, CancellationToken cancellationToken)
-    {
-        var (rules, problems) = RuleLoader.Parse(file, content);
-        if (problems.Count > 0)
-        {
-            return (null, problems, null, null, 0);
-        }
-
-        if (rules.Count != 1)
-        {
-            return (null, [new RuleProblem(file, 1, null, $"holds {rules.Count} rules; rules test runs exactly one")], null, null, 0);
-        }
-
-        var snapshot = await TakeSnapshotAsync(parent, cancellationToken);
-        using var database = SnapshotDatabase.Create(Snapshots(snapshot));
-        var evaluation = database.Evaluate(rules[0].Sql, _options.TimeLimit, time, 10_000);
-        return (rules[0], evaluation.Error is null ? [] : [new RuleProblem(file, rules[0].Line, rules[0].Id, evaluation.Error)], evaluation, snapshot, database.Processes);
-    }
-
-    /// <summary>Parameters of the snapshot task: scan now (not the last periodic scan), and do not also publish it on the bus.</summary>
-    private static readonly Dictionary<string, string> SnapshotParameters = new(StringComparer.Ordinal) { ["fresh"] = "true", ["publish"] = "false" };
-
-    /// <summary>A snapshot from at least one collector; rules never run over empty tables that only mean "nobody answered".</summary>
-    private async Task<AggregatedTaskResult> TakeSnapshotAsync(CorrelationMetadata? parent, CancellationToken cancellationToken)
-    {
-        var snapshot = await coordinator.RunAsync(new TaskSpec(RulesOptions.SnapshotTaskType, SnapshotParameters, Priority: 0, _options.SnapshotTimeout), parent, cancellationToken);
-        if (snapshot.Results.Count == 0)
-        {
-            throw new TaskFailedException(RpcErrorKind.Timeout,
-                $"no collector returned a process snapshot (task {snapshot.TaskId}): {string.Join("; ", snapshot.Missing.Select(m => $"{m.CollectorType}: {m.Reason}"))}");
-        }
-
-        return snapshot;
-    }
-
-    private IEnumerable<ProcessSnapshot> Snapshots(AggregatedTaskResult snapshot)
-    {
-        foreach (var result in snapshot.Results)
-        {
-            if (!string.Equals(result.PayloadType, SnapshotPayloadType, StringComparison.Ordinal))
-            {
-                LogUnexpectedPayload(logger, result.CollectorId, result.PayloadType);
-                continue;
-            }
-
-            ProcessSnapshot parsed;
-            try
-            {
-                parsed = ProcessSnapshot.Parser.ParseFrom(result.Payload);
-            }
-            catch (InvalidProtocolBufferException ex)
-            {
-                LogUnexpectedPayload(logger, result.CollectorId, $"{result.PayloadType} that does not parse: {ex.Message}");
-                continue;
-            }
-
-            if (parsed.CollectorId.Length == 0)
-            {
-                parsed.CollectorId = result.CollectorId;
-            }
-
-            yield return parsed;
-        }
-    }
-
-    private Alert ToAlert(DetectionRule rule, IReadOnlyList<string> columns, string?[] row, AggregatedTaskResult snapshot, List<string> collectors)
-    {
-        var alert = new Alert
-        {
-            AlertId = Correlation.NewId(),
-            RuleId = rule.Id,
-            RuleName = rule.Name,
-            Severity = rule.Severity,
-            Description = rule.Description,
-            TaskId = snapshot.TaskId,
-            TaskCorrelationId = snapshot.CorrelationId,
-            RootCorrelationId = snapshot.RootCorrelationId,
-            RaisedUnixMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
-            RuleFile = rule.File,
-            PartialSnapshot = snapshot.Partial,
-        };
-        alert.Collectors.AddRange(collectors);
-        for (var i = 0; i < columns.Count; i++)
-        {
-            alert.Fields.Add(new AlertField { Name = columns[i], Value = row[i] ?? string.Empty, IsNull = row[i] is null });
-        }
-
-        return alert;
     }
 
     public void Dispose()
@@ -275,10 +228,10 @@ internal sealed partial class DetectionRuleService(
     [LoggerMessage(EventId = 5102, Level = LogLevel.Warning, Message = "Detection rule {RuleId} ({File}:{Line}) {Error}")]
     private static partial void LogRuleFailed(ILogger logger, string ruleId, string file, int line, string error);
 
-    [LoggerMessage(EventId = 5103, Level = LogLevel.Information, Message = "Detection rules ran: {Rules} rule(s) over {Processes} process(es), {Alerts} alert(s) published (snapshot task {TaskId})")]
-    private static partial void LogRun(ILogger logger, int rules, int processes, int alerts, string taskId);
+    [LoggerMessage(EventId = 5103, Level = LogLevel.Information, Message = "Detection rules ran: {Rules} rule(s) evaluated, {Waiting} waiting, over {Processes} process(es), {Alerts} alert(s) published (evaluation {EvaluationId})")]
+    private static partial void LogRun(ILogger logger, int rules, int waiting, int processes, int alerts, string evaluationId);
 
-    [LoggerMessage(EventId = 5104, Level = LogLevel.Warning, Message = "Detection rules did not run: no process snapshot: {Reason}")]
+    [LoggerMessage(EventId = 5104, Level = LogLevel.Warning, Message = "Detection rules did not run: no collector returned data: {Reason}")]
     private static partial void LogSnapshotFailed(ILogger logger, string reason);
 
     [LoggerMessage(EventId = 5105, Level = LogLevel.Error, Message = "Detection rule run failed")]
@@ -287,6 +240,9 @@ internal sealed partial class DetectionRuleService(
     [LoggerMessage(EventId = 5106, Level = LogLevel.Warning, Message = "Detection rule {RuleId}: {Count} more matching row(s) not published (coordination.rules.max_alerts_per_rule is {Max})")]
     private static partial void LogAlertsCapped(ILogger logger, string ruleId, long count, int max);
 
-    [LoggerMessage(EventId = 5107, Level = LogLevel.Warning, Message = "Snapshot result from {CollectorId} skipped: payload type {PayloadType}, expected daemoneye.process.v1.ProcessSnapshot")]
-    private static partial void LogUnexpectedPayload(ILogger logger, string collectorId, Untrusted payloadType);
+    [LoggerMessage(EventId = 5107, Level = LogLevel.Warning, Message = "Detection rules: {Problem}")]
+    private static partial void LogUnexpectedPayload(ILogger logger, Untrusted problem);
+
+    [LoggerMessage(EventId = 5108, Level = LogLevel.Warning, Message = "Detection rule {RuleId} not evaluated: no data for {TaskType}: {Reason}")]
+    private static partial void LogNoData(ILogger logger, string ruleId, string taskType, Untrusted reason);
 }

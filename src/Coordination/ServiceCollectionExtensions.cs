@@ -22,6 +22,7 @@ public static class ServiceCollectionExtensions
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<TaskCoordinator>();
         services.AddSingleton<DetectionRuleService>();
+        services.AddSingleton<Gateway.Health.IAgentHealthContributor, RulesHealth>();
         services.AddHostedService(sp =>
         {
             // The coordinator attaches to collector presence when it is built: before any collector registers.

@@ -9,48 +9,21 @@ namespace DaemonEye.Coordination;
 public sealed record RuleEvaluation(IReadOnlyList<string> Columns, IReadOnlyList<string?[]> Rows, long TotalRows, TimeSpan Elapsed, string? Error);
 
 /// <summary>
-/// Process snapshots as SQLite tables in memory, for detection rules. Rules are read-only three
-/// times over: a rule must compile to one statement SQLite reports as read-only (checked at load),
-/// the connection is <c>PRAGMA query_only</c>, and an authorizer allows nothing but reading
-/// (SELECT, READ, FUNCTION, RECURSIVE) while rules run. Each rule has a time limit enforced by a
-/// progress handler that interrupts it.
+/// Collector answers as SQLite tables in memory, for detection rules: processes (procmond's
+/// process.snapshot), connections and listening ports (netmond's network.snapshot), file events and
+/// hashes (fsmond's file.snapshot), and the configured watch lists, loaded together so one rule may
+/// join them. Rules are read-only three times over: a rule must compile to one statement SQLite
+/// reports as read-only (checked at load), the connection is <c>PRAGMA query_only</c>, and an
+/// authorizer allows nothing but reading (SELECT, READ, FUNCTION, RECURSIVE) while rules run. Each
+/// rule has a time limit enforced by a progress handler that interrupts it. Which tables a rule reads
+/// is SQLite's own answer (<see cref="TablesRead"/>).
 /// </summary>
 /// <remarks>
-/// Tables: <c>processes</c> (one row per process; processes reported by several collectors, same
-/// pid and start time, appear once) and <c>snapshots</c> (one row per collector snapshot).
+/// Processes reported by several collectors (same pid and start time) appear once; <c>snapshots</c>
+/// has one row per process snapshot. Schema: <see cref="Schema"/>, docs/protocol.md.
 /// </remarks>
-public sealed class SnapshotDatabase : IDisposable
+public sealed partial class SnapshotDatabase : IDisposable
 {
-    public const string Schema = """
-        CREATE TABLE processes (
-          pid INTEGER NOT NULL,
-          ppid INTEGER NOT NULL,
-          name TEXT NOT NULL,
-          comm TEXT NOT NULL,
-          executable TEXT NOT NULL,
-          command_line TEXT NOT NULL,
-          uid INTEGER NOT NULL,
-          user TEXT NOT NULL,
-          start_time_unix_ms INTEGER NOT NULL,
-          cpu_percent REAL NOT NULL,
-          rss_bytes INTEGER NOT NULL,
-          threads INTEGER NOT NULL,
-          exe_sha256 TEXT NOT NULL,
-          exe_deleted INTEGER NOT NULL,
-          collector_id TEXT NOT NULL,
-          PRIMARY KEY (pid, start_time_unix_ms)
-        );
-        CREATE INDEX processes_name ON processes(name);
-        CREATE INDEX processes_ppid ON processes(ppid);
-        CREATE TABLE snapshots (
-          collector_id TEXT NOT NULL,
-          taken_unix_ms INTEGER NOT NULL,
-          reason TEXT NOT NULL,
-          process_count INTEGER NOT NULL,
-          scan_duration_us INTEGER NOT NULL
-        );
-        """;
-
     private const int SqliteOk = 0;
     private const int SqliteDeny = 1;
     private const int SqliteInterrupt = 9;
@@ -63,88 +36,108 @@ public sealed class SnapshotDatabase : IDisposable
 
     private readonly SqliteConnection _connection;
 
-    private SnapshotDatabase(SqliteConnection connection, int processes, int duplicates)
+    private SnapshotDatabase(SqliteConnection connection, IReadOnlyDictionary<string, int> rows, int duplicates)
     {
         _connection = connection;
-        Processes = processes;
+        TableRows = rows;
         DuplicateProcesses = duplicates;
     }
 
     /// <summary>Processes in the table.</summary>
-    public int Processes { get; }
+    public int Processes => TableRows.TryGetValue("processes", out var n) ? n : 0;
+
+    /// <summary>Rows loaded per table.</summary>
+    public IReadOnlyDictionary<string, int> TableRows { get; }
 
     /// <summary>Processes reported by more than one collector (kept once).</summary>
     public int DuplicateProcesses { get; }
 
-    /// <summary>Loads the snapshots; the tables are read-only from then on.</summary>
+    /// <summary>Loads process snapshots only; the tables are read-only from then on.</summary>
     public static SnapshotDatabase Create(IEnumerable<ProcessSnapshot> snapshots)
     {
         ArgumentNullException.ThrowIfNull(snapshots);
+        var data = new EvaluationData();
+        data.Processes.AddRange(snapshots);
+        return Create(data);
+    }
+
+    /// <summary>Loads every answer of <paramref name="data"/> into one database; the tables are read-only from then on.</summary>
+    public static SnapshotDatabase Create(EvaluationData data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
         var connection = Open();
-        var inserted = 0;
-        var duplicates = 0;
         try
         {
-            using (var transaction = connection.BeginTransaction())
-            {
-                using var process = connection.CreateCommand();
-                process.Transaction = transaction;
-                process.CommandText = "INSERT OR IGNORE INTO processes VALUES ($pid,$ppid,$name,$comm,$exe,$cmd,$uid,$user,$start,$cpu,$rss,$threads,$sha,$deleted,$collector)";
-                var p = new[] { "$pid", "$ppid", "$name", "$comm", "$exe", "$cmd", "$uid", "$user", "$start", "$cpu", "$rss", "$threads", "$sha", "$deleted", "$collector" }
-                    .Select(n => process.Parameters.Add(new SqliteParameter { ParameterName = n })).ToArray();
-                using var snapshot = connection.CreateCommand();
-                snapshot.Transaction = transaction;
-                snapshot.CommandText = "INSERT INTO snapshots VALUES ($c,$t,$r,$n,$d)";
-                var s = new[] { "$c", "$t", "$r", "$n", "$d" }.Select(n => snapshot.Parameters.Add(new SqliteParameter { ParameterName = n })).ToArray();
-                process.Prepare();
-                foreach (var snap in snapshots)
-                {
-                    s[0].Value = snap.CollectorId;
-                    s[1].Value = (long)snap.TakenUnixMs;
-                    s[2].Value = snap.Reason;
-                    s[3].Value = snap.Processes.Count;
-                    s[4].Value = (long)snap.ScanDurationUs;
-                    snapshot.ExecuteNonQuery();
-                    foreach (var info in snap.Processes)
-                    {
-                        p[0].Value = (long)info.Pid;
-                        p[1].Value = (long)info.Ppid;
-                        p[2].Value = info.Name;
-                        p[3].Value = info.Comm;
-                        p[4].Value = info.Executable;
-                        p[5].Value = string.Join(' ', info.CommandLine);
-                        p[6].Value = (long)info.Uid;
-                        p[7].Value = info.User;
-                        p[8].Value = (long)info.StartTimeUnixMs;
-                        p[9].Value = info.CpuPercent;
-                        p[10].Value = (long)info.RssBytes;
-                        p[11].Value = (long)info.Threads;
-                        p[12].Value = info.ExeSha256;
-                        p[13].Value = info.ExeDeleted ? 1 : 0;
-                        p[14].Value = snap.CollectorId;
-                        if (process.ExecuteNonQuery() == 1)
-                        {
-                            inserted++;
-                        }
-                        else
-                        {
-                            duplicates++;
-                        }
-                    }
-                }
-
-                transaction.Commit();
-            }
-
+            var rows = new Dictionary<string, int>(StringComparer.Ordinal);
+            Load(connection, data, rows, out var duplicates);
             Execute(connection, "PRAGMA query_only = ON");
             raw.sqlite3_set_authorizer(connection.Handle, ReadOnlyAuthorizer, null);
-            return new SnapshotDatabase(connection, inserted, duplicates);
+            return new SnapshotDatabase(connection, rows, duplicates);
         }
         catch
         {
             connection.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The tables <paramref name="sql"/> reads, as SQLite itself reports them while it compiles the
+    /// statement, from two of its own answers: the authorizer's SQLITE_READ calls (one per column read,
+    /// with the table's name; views and common table expressions resolve to the tables under them) and
+    /// the compiled program (EXPLAIN): every b-tree it opens for reading (OpenRead of a table or of one
+    /// of its indexes, e.g. for <c>count(*)</c>, which reads no column), named through
+    /// <c>sqlite_schema</c>. Sorted; empty when the SQL does not compile.
+    /// </summary>
+    public static IReadOnlyList<string> TablesRead(string sql)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        using var connection = Open();
+        var tables = new SortedSet<string>(StringComparer.Ordinal);
+        raw.sqlite3_set_authorizer(connection.Handle, (_, action, table, _, database, _) =>
+        {
+            if (action == SqliteRead && database.utf8_to_string() == "main" && table.utf8_to_string() is { Length: > 0 } name)
+            {
+                tables.Add(name.ToLowerInvariant());
+            }
+
+            return SqliteOk;
+        }, null);
+        var rc = raw.sqlite3_prepare_v2(connection.Handle, sql, out var statement, out _);
+        statement?.Dispose();
+        if (rc != SqliteOk)
+        {
+            return [];
+        }
+
+        raw.sqlite3_set_authorizer(connection.Handle, (delegate_authorizer?)null, null);
+        var byRootPage = new Dictionary<long, string>();
+        using (var schema = connection.CreateCommand())
+        {
+            schema.CommandText = "SELECT rootpage, tbl_name FROM sqlite_schema WHERE rootpage > 0";
+            using var reader = schema.ExecuteReader();
+            while (reader.Read())
+            {
+                byRootPage[reader.GetInt64(0)] = reader.GetString(1).ToLowerInvariant();
+            }
+        }
+
+        using (var explain = connection.CreateCommand())
+        {
+            explain.CommandText = "EXPLAIN " + sql;
+            using var reader = explain.ExecuteReader();
+            while (reader.Read())
+            {
+                // Columns: addr, opcode, p1, p2, p3, ...; OpenRead/ReopenIdx: p2 is the root page, p3 the database (0: main).
+                var opcode = reader.GetString(1);
+                if (opcode is "OpenRead" or "ReopenIdx" && reader.GetInt64(4) == 0 && byRootPage.TryGetValue(reader.GetInt64(3), out var table))
+                {
+                    tables.Add(table);
+                }
+            }
+        }
+
+        return [.. tables];
     }
 
     /// <summary>

@@ -113,8 +113,10 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
             Assert.Equal("daemoneye-test-target", alert.Fields.Single(f => f.Name == "name").Value);
             Assert.Equal("daemoneye-test-", alert.Fields.Single(f => f.Name == "comm").Value);
             Assert.Equal(["procmond"], alert.Collectors);
-            // The correlation chain leads back to the snapshot task.
-            Assert.Equal(alert.TaskCorrelationId, message.Correlation.ParentCorrelationId);
+            // The correlation chain: evaluation -> the snapshot task -> procmond's result -> this alert.
+            Assert.Equal(alert.EvaluationCorrelationId, message.Correlation.ParentCorrelationId);
+            var source = Assert.Single(alert.Sources);
+            Assert.Equal(("process.snapshot", "procmond", alert.TaskCorrelationId), (source.TaskType, source.CollectorId, source.TaskCorrelationId));
             Assert.Equal(alert.RootCorrelationId, message.Correlation.RootCorrelationId);
             Assert.Equal("e2e-test-target", message.Correlation.Tags["rule_id"]);
 
@@ -125,7 +127,7 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
             // The plain form: time, severity, rule id and name, the row's fields, the task.
             Assert.Equal(0, await plain.WaitAsync(Patience));
             var line = Assert.Single(plain.Stdout);
-            Assert.Matches(@"^\d\d:\d\d:\d\d\.\d{3} HIGH     e2e-test-target \(daemoneye-test-target is running\): pid=\d+ name=daemoneye-test-target comm=daemoneye-test- executable=\S+/daemoneye-test-target \[task \S+\]$", line);
+            Assert.Matches(@"^\d\d:\d\d:\d\d\.\d{3} HIGH     e2e-test-target \(daemoneye-test-target is running\): pid=\d+ name=daemoneye-test-target comm=daemoneye-test- executable=\S+/daemoneye-test-target \[task \S+\] \[chain [0-9a-f]{32} > process\.snapshot [0-9a-f]{32} procmond#\d+\]$", line);
         }
         finally
         {

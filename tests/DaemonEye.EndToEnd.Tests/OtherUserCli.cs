@@ -6,11 +6,11 @@ namespace DaemonEye.EndToEnd.Tests;
 /// <summary>A test that switches users with setpriv: skipped, saying why, unless the tests run as root.</summary>
 public sealed class RootFactAttribute : FactAttribute
 {
-    public RootFactAttribute()
+    public RootFactAttribute(string reason = "the test runs daemoneye-cli as another user (uid 65534) with setpriv")
     {
         if (!Posix.IsRoot)
         {
-            Skip = "needs root: the test runs daemoneye-cli as another user (uid 65534) with setpriv";
+            Skip = "needs root: " + reason;
         }
     }
 }

@@ -52,9 +52,25 @@ public sealed class DetectionRuleServiceTests : IDisposable
     }
 
     [Fact]
-    public async Task Without_a_snapshot_a_run_fails_at_snapshot_timeout_seconds()
+    public async Task Without_a_collector_offering_process_snapshot_the_rule_waits_and_nothing_is_asked()
     {
+        var report = await _service.RunAsync(null, CancellationToken.None);
+
+        var outcome = Assert.Single(report.Outcomes);
+        Assert.Equal(["process.snapshot"], outcome.WaitingFor);
+        Assert.Equal(["processes"], outcome.Needs.Tables);
+        Assert.Empty(report.Evaluation!.Tasks);
+        Assert.Equal(0, _coordinator.Statistics.Submitted);
+        Assert.Empty(_published);
+    }
+
+    [Fact]
+    public async Task A_collector_that_does_not_answer_fails_the_run_at_snapshot_timeout_seconds()
+    {
+        var collector = new Collector(1, "procmond", _router);
+        Assert.True(_router.TryRegisterCollector(collector, new CollectorPresence("procmond", 1, 1000, 0, ["task:process.snapshot", "capacity:1"]), out var error), error);
         var run = _service.RunAsync(null, CancellationToken.None);
+        await collector.NextAsync();
 
         _time.Advance(TimeSpan.FromSeconds(1.9));
         Assert.False(run.IsCompleted);

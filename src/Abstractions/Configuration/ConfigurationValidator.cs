@@ -41,7 +41,7 @@ public static partial class ConfigurationValidator
     private static readonly ConditionalWeakTable<FileConfigurationProvider, IReadOnlyDictionary<string, int>> KeyLines = [];
 
     /// <summary>Keys whose children are free-form (a collector's <c>environment</c> and <c>arguments</c>; the security section's lists and token map).</summary>
-    private static readonly HashSet<string> FreeFormKeys = new(StringComparer.OrdinalIgnoreCase) { "environment", "arguments", "allowed_uids", "allowed_gids", "registration_tokens", "collector_callers" };
+    private static readonly HashSet<string> FreeFormKeys = new(StringComparer.OrdinalIgnoreCase) { "environment", "arguments", "allowed_uids", "allowed_gids", "registration_tokens", "collector_callers", "watch_lists" };
 
     /// <summary>Every section the agent reads. A new section is one line here.</summary>
     public static IReadOnlyList<KnownSection> Sections { get; } =

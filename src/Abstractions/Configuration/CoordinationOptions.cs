@@ -72,8 +72,62 @@ public sealed class RulesOptions
     [ConfigurationKeyName("max_alerts_per_rule")]
     public int MaxAlertsPerRule { get; set; } = 100;
 
-    /// <summary>The task type whose results fill the tables.</summary>
+    /// <summary>
+    /// How long events stay in the rule tables that hold events (<c>file_events</c>): only events
+    /// newer than this, at evaluation, are loaded; the sliding window per event table.
+    /// </summary>
+    [ConfigurationKeyName("event_retention_seconds")]
+    public double EventRetentionSeconds { get; set; } = 300;
+
+    /// <summary>
+    /// A rule's alert for one key (the rule's <c>key</c> columns' values, by default the whole row) is
+    /// published at most once per this many seconds; the ones in between are counted and the count is
+    /// carried by the next alert (<c>suppressed_before</c>). 0: every match is published.
+    /// </summary>
+    [ConfigurationKeyName("suppression_seconds")]
+    public double SuppressionSeconds { get; set; } = 3600;
+
+    /// <summary>
+    /// Named lists of SQLite GLOB patterns rules read from the <c>watch_lists(list, pattern)</c> table.
+    /// A list configured here replaces the default list of that name; the others keep their default
+    /// (<see cref="DefaultWatchLists"/>).
+    /// </summary>
+    [ConfigurationKeyName("watch_lists")]
+    public Dictionary<string, List<string>> WatchLists { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>The watch lists the shipped rules read, as shipped.</summary>
+    public static IReadOnlyDictionary<string, IReadOnlyList<string>> DefaultWatchLists { get; } = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal)
+    {
+        ["sensitive_files"] = ["/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/sudoers.d/*", "/root/.ssh/authorized_keys", "/home/*/.ssh/authorized_keys"],
+        ["system_binaries"] = ["/usr/bin/*", "/usr/sbin/*", "/bin/*", "/sbin/*", "/usr/local/bin/*", "/usr/local/sbin/*"],
+        ["volatile_directories"] = ["/tmp/*", "/var/tmp/*", "/dev/shm/*"],
+        ["shells"] = ["bash", "sh", "dash", "zsh", "ksh", "fish", "busybox"],
+        ["listener_allow"] = ["sshd", "systemd", "systemd-resolve", "chronyd", "dhclient", "avahi-daemon", "cupsd"],
+        ["package_managers"] = ["/usr/bin/dpkg", "/usr/bin/apt*", "/usr/bin/rpm", "/usr/bin/dnf*", "/usr/bin/yum", "/usr/bin/unattended-upgrade*", "/usr/lib/apt/*"],
+    };
+
+    /// <summary>The defaults with every configured list in place of the default of its name.</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> EffectiveWatchLists
+    {
+        get
+        {
+            var lists = new Dictionary<string, IReadOnlyList<string>>(DefaultWatchLists, StringComparer.Ordinal);
+            foreach (var (name, patterns) in WatchLists)
+            {
+                // Environment variables name keys in upper case (DAEMONEYE_..._WATCH_LISTS__SENSITIVE_FILES__0).
+                lists[name.ToLowerInvariant()] = [.. patterns.Where(p => p.Length > 0)];
+            }
+
+            return lists;
+        }
+    }
+
+    /// <summary>The task type whose results fill the process tables.</summary>
     public const string SnapshotTaskType = "process.snapshot";
+
+    public TimeSpan EventRetention => TimeSpan.FromSeconds(EventRetentionSeconds);
+
+    public TimeSpan Suppression => TimeSpan.FromSeconds(SuppressionSeconds);
 
     public TimeSpan Interval => TimeSpan.FromSeconds(IntervalSeconds);
 
@@ -101,6 +155,29 @@ public sealed class RulesOptions
         if (MaxAlertsPerRule is < 1 or > 1_000_000)
         {
             yield return $"coordination.rules.max_alerts_per_rule is {MaxAlertsPerRule}; allowed: 1 to 1000000";
+        }
+
+        if (double.IsNaN(EventRetentionSeconds) || EventRetentionSeconds is < 1 or > 86400)
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"coordination.rules.event_retention_seconds is {EventRetentionSeconds}; allowed: 1 to 86400 seconds");
+        }
+
+        if (double.IsNaN(SuppressionSeconds) || SuppressionSeconds is < 0 or > 604800)
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"coordination.rules.suppression_seconds is {SuppressionSeconds}; allowed: 0 (off) to 604800 seconds");
+        }
+
+        foreach (var (name, patterns) in WatchLists)
+        {
+            if (name.Length is 0 or > 64 || !name.All(c => char.IsAsciiLetter(c) || char.IsAsciiDigit(c) || c == '_'))
+            {
+                yield return $"coordination.rules.watch_lists has a list named '{name}'; allowed names: 1 to 64 characters from a-z, 0-9 and '_' (case does not matter)";
+            }
+
+            if (patterns.Any(p => p.Length > 4096))
+            {
+                yield return $"coordination.rules.watch_lists.{name} has a pattern longer than 4096 characters";
+            }
         }
     }
 }

@@ -4,8 +4,14 @@ using YamlDotNet.RepresentationModel;
 
 namespace DaemonEye.Coordination;
 
-/// <summary>One SQL detection rule, as loaded from its file.</summary>
-public sealed record DetectionRule(string Id, string Name, string Severity, string Description, string Sql, string File, int Line);
+/// <summary>
+/// One SQL detection rule, as loaded from its file. <see cref="Key"/>: the columns whose values
+/// identify one finding for de-duplication (empty: the whole row).
+/// </summary>
+public sealed record DetectionRule(string Id, string Name, string Severity, string Description, string Sql, string File, int Line)
+{
+    public IReadOnlyList<string> Key { get; init; } = [];
+}
 
 /// <summary>A rule file that did not load, or a rule that failed when it ran.</summary>
 public sealed record RuleProblem(string File, int Line, string? RuleId, string Message)
@@ -15,14 +21,15 @@ public sealed record RuleProblem(string File, int Line, string? RuleId, string M
 
 /// <summary>
 /// Reads rule files: YAML, one rule per file as a mapping with id, name, severity, description and
-/// sql (or a sequence of such mappings). The SQL is checked by <c>checkSql</c> when given (the
+/// sql, optionally key (comma-separated columns identifying one finding for de-duplication), or a
+/// sequence of such mappings. The SQL is checked by <c>checkSql</c> when given (the
 /// agent's check compiles it against the snapshot schema; without it only the YAML and fields are). Every problem is reported with the file and line and never
 /// stops the other rules: a file with a problem contributes none of its rules.
 /// </summary>
 public static partial class RuleFiles
 {
     public static readonly IReadOnlyList<string> Severities = ["low", "medium", "high", "critical"];
-    private static readonly string[] Keys = ["id", "name", "severity", "description", "sql"];
+    private static readonly string[] Keys = ["id", "name", "severity", "description", "sql", "key"];
 
     /// <summary>Every *.yaml / *.yml file of <paramref name="directory"/>, in name order.</summary>
     public static (List<DetectionRule> Rules, List<RuleProblem> Problems) LoadDirectory(string directory, Func<string, string?>? checkSql = null)
@@ -174,7 +181,10 @@ public static partial class RuleFiles
         }
 
         return (new DetectionRule(id!, values["name"].Value, values["severity"].Value,
-            values.TryGetValue("description", out var d) ? d.Value : string.Empty, values["sql"].Value.Trim(), file, values["sql"].Line), problems);
+            values.TryGetValue("description", out var d) ? d.Value : string.Empty, values["sql"].Value.Trim(), file, values["sql"].Line)
+        {
+            Key = values.TryGetValue("key", out var k) ? [.. k.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)] : [],
+        }, problems);
     }
 
     private static Exception Inner(Exception ex) => ex.InnerException is YamlException inner ? inner : ex;

@@ -97,17 +97,18 @@ internal static class CoordinationCommands
             var r = response.RulesList;
             var o = context.Output;
             o.WriteLine($"rules directory {r.Directory}; run every {(r.IntervalSeconds > 0 ? r.IntervalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s" : "- (on demand only)")}");
-            o.WriteLine($"{"ID",-28} {"SEVERITY",-9} {"NAME",-36} FILE");
+            o.WriteLine($"{"ID",-28} {"SEVERITY",-9} {"STATE",-8} {"TABLES",-36} {"NAME",-36} FILE");
             foreach (var rule in r.Rules)
             {
-                o.WriteLine($"{rule.Id,-28} {rule.Severity,-9} {rule.Name,-36} {rule.File}:{rule.Line}");
+                o.WriteLine($"{rule.Id,-28} {rule.Severity,-9} {rule.State,-8} {string.Join(',', rule.Tables),-36} {rule.Name,-36} {rule.File}:{rule.Line}");
+                o.WriteLine($"{string.Empty,-28} needs {(rule.TaskTypes.Count == 0 ? "-" : string.Join(", ", rule.TaskTypes))}{(rule.WaitingFor.Count > 0 ? $"; waiting for {string.Join(", ", rule.WaitingFor)} (no running collector offers it)" : string.Empty)}");
             }
 
             WriteProblems(context.Error, r.Problems);
             return r.Problems.Count > 0 ? CliApplication.No : CliApplication.Ok;
         }));
         var file = new Argument<FileInfo>("file") { Description = "A rule file (YAML: id, name, severity, description, sql)" };
-        var test = new Command("test", "Run one rule file once against a fresh process snapshot and print the rows (no alerts are published)");
+        var test = new Command("test", "Run one rule file once against fresh snapshots of what it reads (processes, connections, file events...) and print the rows (no alerts are published)");
         test.Arguments.Add(file);
         test.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
@@ -126,9 +127,14 @@ internal static class CoordinationCommands
             }
 
             var r = response.RulesTest;
-            if (r.Snapshot is not null)
+            foreach (var task in r.Tasks)
             {
-                context.Output.WriteLine($"snapshot task {r.Snapshot.TaskId}: {r.Processes} process(es) from {string.Join(", ", r.Snapshot.Results.Select(x => x.CollectorId))}{(r.Snapshot.Partial ? " (partial: " + string.Join("; ", r.Snapshot.Missing.Select(m => m.Reason)) + ")" : string.Empty)}");
+                context.Output.WriteLine($"{task.TaskType} task {task.TaskId}: from {string.Join(", ", task.Results.Select(x => x.CollectorId))}{(task.Partial ? " (partial: " + string.Join("; ", task.Missing.Select(m => m.Reason)) + ")" : string.Empty)}");
+            }
+
+            if (r.TableRows.Count > 0)
+            {
+                context.Output.WriteLine("rows loaded: " + string.Join(", ", r.TableRows.OrderBy(t => t.Key, StringComparer.Ordinal).Select(t => $"{t.Key} {t.Value}")));
             }
 
             if (r.Problems.Count > 0)
@@ -151,7 +157,7 @@ internal static class CoordinationCommands
             }
 
             var r = response.RulesRun;
-            context.Output.WriteLine($"snapshot task {r.Snapshot.TaskId}: {r.Processes} process(es); {r.AlertsPublished} alert(s) published");
+            context.Output.WriteLine($"evaluation {r.EvaluationCorrelationId}: {string.Join(", ", r.Tasks.Select(t => $"{t.TaskType} task {t.TaskId}{(t.Partial ? " (partial)" : string.Empty)}"))}; {r.Processes} process(es); {r.AlertsPublished} alert(s) published ({r.PartialAlerts} with partial data, {r.SuppressedAlerts} suppressed as duplicates)");
             foreach (var outcome in r.Outcomes)
             {
                 context.Output.WriteLine(outcome.Error.Length > 0
@@ -220,7 +226,11 @@ internal static class CoordinationCommands
                 {
                     var time = DateTimeOffset.FromUnixTimeMilliseconds((long)alert.RaisedUnixMs).UtcDateTime.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture);
                     var fields = string.Join(' ', alert.Fields.Select(f => $"{f.Name}={(f.IsNull ? "NULL" : f.Value)}"));
-                    context.Output.WriteLine($"{time} {alert.Severity.ToUpperInvariant(),-8} {alert.RuleId} ({alert.RuleName}): {fields} [task {alert.TaskId}]");
+                    // The chain: evaluation > each task's collector results (or what is missing).
+                    var chain = string.Join(", ", alert.Sources.Select(x => x.Missing
+                        ? $"{x.TaskType} {x.TaskId} {x.CollectorType} MISSING"
+                        : $"{x.TaskType} {x.TaskId} {x.CollectorId}#{x.Sequence}"));
+                    context.Output.WriteLine($"{time} {alert.Severity.ToUpperInvariant(),-8} {alert.RuleId} ({alert.RuleName}): {fields}{(alert.PartialSnapshot ? " PARTIAL" : string.Empty)} [task {alert.TaskId}] [chain {alert.EvaluationCorrelationId} > {chain}]");
                 }
 
                 context.Output.Flush();

@@ -215,6 +215,7 @@ internal sealed partial class ProcessMonitor(
         try
         {
             snapshot = Snapshot(scan, "task");
+            table.FillStdio(snapshot.Processes);
         }
         finally
         {

@@ -456,6 +456,18 @@ internal sealed partial class ProcessTable
         return info;
     }
 
+    /// <summary>Fills in what each process's descriptors 0, 1 and 2 point at, read now (for task answers).</summary>
+    public void FillStdio(IEnumerable<ProcessInfo> processes)
+    {
+        foreach (var process in processes)
+        {
+            var pid = (int)process.Pid;
+            process.Stdin = _reader.ReadStdioLink(pid, 0, _link);
+            process.Stdout = _reader.ReadStdioLink(pid, 1, _link);
+            process.Stderr = _reader.ReadStdioLink(pid, 2, _link);
+        }
+    }
+
     /// <summary>Every known process as of the last scan, by pid.</summary>
     public IEnumerable<ProcessInfo> Snapshot() => _processes.Values.OrderBy(p => p.Pid).Select(Info);
 }

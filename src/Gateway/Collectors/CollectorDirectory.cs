@@ -89,6 +89,7 @@ public sealed partial class CollectorDirectory : IDisposable
             entry.LastSeen = _time.GetUtcNow();
             entry.LastHeartbeat = null;
             entry.Health = CollectorHealthState.Healthy;
+            entry.HealthCheck = null; // A new connection is judged afresh: an earlier process's failed check is not its own.
         }
 
         foreach (var observer in _observers)

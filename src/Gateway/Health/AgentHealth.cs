@@ -23,6 +23,7 @@ namespace DaemonEye.Gateway.Health;
 /// <item>buffers: no subscriber's outbound buffer is health.buffer_degraded_percent full (Degraded) or full (Unhealthy);</item>
 /// <item>error_rate: errors per second over health.error_rate_window_seconds at most health.max_error_rate_per_second
 /// (else Degraded). Errors: protocol errors, unrouted messages, failed RPC calls, denied actions.</item>
+/// <item>whatever other features add (<see cref="IAgentHealthContributor"/>): coordination's "rules".</item>
 /// </list>
 /// The overall status is the worst check's.
 /// </summary>
@@ -41,6 +42,7 @@ internal sealed class AgentHealth : IDisposable
     private readonly TimeProvider _time;
     private readonly ErrorRateWindow _errors;
     private readonly ITimer _sampler;
+    private readonly IAgentHealthContributor[] _contributors;
 
     public AgentHealth(
         BusEndpoint bus,
@@ -52,8 +54,10 @@ internal sealed class AgentHealth : IDisposable
         GatewayStatistics stats,
         BusMetrics busMetrics,
         RpcMetrics rpcMetrics,
-        TimeProvider time)
+        TimeProvider time,
+        IEnumerable<IAgentHealthContributor> contributors)
     {
+        _contributors = [.. contributors];
         _bus = bus;
         _options = options.Value;
         _rpcOptions = rpcOptions.Value;
@@ -83,6 +87,11 @@ internal sealed class AgentHealth : IDisposable
         response.Checks.Add(Heartbeats(collectors));
         response.Checks.Add(Buffers());
         response.Checks.Add(ErrorRate());
+        foreach (var contributor in _contributors)
+        {
+            response.Checks.Add(await contributor.CheckAsync(cancellationToken));
+        }
+
         response.Status = response.Checks.Max(c => c.Status);
         return response;
     }

@@ -137,6 +137,15 @@ internal sealed class ProcReader
         return n >= 0 ? (n < buffer.Length ? ReadOutcome.Ok : ReadOutcome.Malformed) : Classify(-n);
     }
 
+    private static readonly byte[][] FdLeaves = ["fd/0"u8.ToArray(), "fd/1"u8.ToArray(), "fd/2"u8.ToArray()];
+
+    /// <summary>What standard descriptor <paramref name="fd"/> (0, 1 or 2) points at ("socket:[123]", "/dev/pts/0"...); empty when closed or unreadable.</summary>
+    public string ReadStdioLink(int pid, int fd, byte[] buffer)
+    {
+        var n = Native.ReadLink(PathOf(pid, FdLeaves[fd]), buffer);
+        return n > 0 && n < buffer.Length ? Encoding.UTF8.GetString(buffer, 0, n) : string.Empty;
+    }
+
     /// <summary>The identity of the image the process runs (statx through /proc/&lt;pid&gt;/exe).</summary>
     public ReadOutcome StatExe(int pid, out FileKey key)
     {

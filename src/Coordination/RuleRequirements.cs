@@ -1,0 +1,43 @@
+using System.Collections.Concurrent;
+
+namespace DaemonEye.Coordination;
+
+/// <summary>What a rule reads: its tables (SQLite's answer) and the task types that fill them.</summary>
+public sealed record RuleNeeds(IReadOnlyList<string> Tables, IReadOnlyList<string> TaskTypes);
+
+/// <summary>
+/// The needs of a rule's SQL: the tables it reads as SQLite reports them while compiling it
+/// (<see cref="SnapshotDatabase.TablesRead"/>), each mapped to the task type whose answers fill it
+/// (<see cref="SnapshotDatabase.TaskTypeOfTable"/>; <c>watch_lists</c> is the agent's own and needs
+/// none). Cached by SQL text.
+/// </summary>
+public static class RuleRequirements
+{
+    private const int MaxCached = 4096;
+    private static readonly ConcurrentDictionary<string, RuleNeeds> Cache = new(StringComparer.Ordinal);
+
+    public static RuleNeeds Of(string sql)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        if (Cache.TryGetValue(sql, out var needs))
+        {
+            return needs;
+        }
+
+        if (Cache.Count >= MaxCached)
+        {
+            Cache.Clear();
+        }
+
+        var tables = SnapshotDatabase.TablesRead(sql);
+        var types = tables
+            .Select(t => SnapshotDatabase.TaskTypeOfTable.TryGetValue(t, out var type) ? type : null)
+            .OfType<string>()
+            .Distinct(StringComparer.Ordinal)
+            .Order(StringComparer.Ordinal)
+            .ToList();
+        needs = new RuleNeeds(tables, types);
+        Cache[sql] = needs;
+        return needs;
+    }
+}
