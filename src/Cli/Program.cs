@@ -1,3 +1,4 @@
 using DaemonEye.Cli;
+using DaemonEye.Cli.Output;
 
-return await CliApplication.InvokeAsync(args, Console.Out, Console.Error);
+return await CliApplication.InvokeAsync(args, Terminal.ForStdout(), Console.Error);
