@@ -27,7 +27,7 @@ internal static class CollectorCommands
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, () =>
             RunViewAsync(context, parse, output, watch, "status", new IpcRequest { Status = new StatusRequest() }, (response, format) => format == OutputFormat.Json
                 ? Json(w => CollectorViews.WriteStatus(w, response.Status))
-                : CollectorViews.Status(context, response.Status, format), null, cancellationToken)));
+                : CollectorViews.Status(context, response.Status, format), null, null, cancellationToken)));
         return command;
     }
 
@@ -53,7 +53,7 @@ internal static class CollectorCommands
                         w.WriteEndArray();
                     })
                     : all.Count == 0 ? new Text("no collectors configured\n") : CollectorViews.Table(context, all, format);
-            }, null, cancellationToken)));
+            }, null, null, cancellationToken)));
         collectors.Subcommands.Add(list);
         collectors.Subcommands.Add(BuildAction(context, "start", CollectorAction.Start, "Start a stopped or failed collector and wait until it has registered"));
         collectors.Subcommands.Add(BuildAction(context, "stop", CollectorAction.Stop, "Stop a collector: Stop RPC, then SIGTERM, then SIGKILL after the configured times"));
@@ -68,7 +68,7 @@ internal static class CollectorCommands
     /// One IPC request shown as a view: once, or with --watch again every interval. JSON is written
     /// as text (one document per sample); tables and the rest as Spectre renderables.
     /// </summary>
-    internal static async Task<int> RunViewAsync(CliContext context, ParseResult parse, OutputOptions output, WatchOptions watch, string title, IpcRequest request, Func<IpcResponse, OutputFormat, object> render, Func<IpcResponse, int>? exitCode, CancellationToken cancellationToken)
+    internal static async Task<int> RunViewAsync(CliContext context, ParseResult parse, OutputOptions output, WatchOptions watch, string title, IpcRequest request, Func<IpcResponse, OutputFormat, object> render, Func<IpcResponse, int>? exitCode, int? failureExitCode, CancellationToken cancellationToken)
     {
         var format = output.Get(parse);
         if (watch.Validate(parse) is { } invalid)
@@ -83,7 +83,7 @@ internal static class CollectorCommands
             var (response, code) = await RequestAsync(context, parse, request.Clone(), token);
             if (response is null)
             {
-                return Sample.Failed(code);
+                return Sample.Failed(failureExitCode ?? code);
             }
 
             last = exitCode?.Invoke(response) ?? CliApplication.Ok;
@@ -106,7 +106,7 @@ internal static class CollectorCommands
             var sample = await TakeAsync(cancellationToken);
             if (sample.View is not null)
             {
-                context.Console.Write(sample.View);
+                context.Console.Show(sample.View);
             }
 
             return sample.ExitCode;
@@ -212,7 +212,7 @@ internal static class CollectorCommands
 
                 if (result.Collector is not null && action != CollectorAction.Health)
                 {
-                    context.Console.Write(CollectorViews.Table(context, [result.Collector], OutputFormat.Table));
+                    context.Console.Show(CollectorViews.Table(context, [result.Collector], OutputFormat.Table));
                 }
             }
 

@@ -64,6 +64,16 @@ internal static class Styles
         return console.IsTerminal() ? Text($"{symbol} {word}", style) : Text(word);
     }
 
+    /// <summary>An alert severity in its colour: critical and high red, medium yellow, low blue.</summary>
+    public static Markup Severity(string text, string severity) => Text(text, severity.ToLowerInvariant() switch
+    {
+        "critical" => "bold white on red",
+        "high" => "bold red",
+        "medium" => "yellow",
+        "low" => "blue",
+        _ => "grey",
+    });
+
     /// <summary>"3 s ago", "4 min ago" on a terminal; ISO 8601 UTC on a pipe or with -o wide; "-" when never.</summary>
     public static string Time(IAnsiConsole console, DateTimeOffset? time, DateTimeOffset now, bool absolute = false)
     {

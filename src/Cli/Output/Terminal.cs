@@ -1,4 +1,5 @@
 using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace DaemonEye.Cli.Output;
 
@@ -38,6 +39,33 @@ internal static class Terminal
     /// <summary>No colour when <c>NO_COLOR</c> is set to anything non-empty (no-color.org) or the terminal is dumb.</summary>
     public static bool WantsColor(string? noColor, string? term) =>
         string.IsNullOrEmpty(noColor) && !string.Equals(term, "dumb", StringComparison.Ordinal);
+
+    /// <summary>
+    /// Writes <paramref name="view"/>: as it is on a terminal; on a pipe as plain text with no trailing
+    /// spaces (a table pads every cell to its column's width).
+    /// </summary>
+    public static void Show(this IAnsiConsole console, IRenderable view)
+    {
+        if (console.IsTerminal())
+        {
+            console.Write(view);
+            return;
+        }
+
+        using var text = new StringWriter();
+        Create(text, width: console.Profile.Width).Write(view);
+        var writer = console.Profile.Out.Writer;
+        var all = text.ToString().Replace("\r", string.Empty, StringComparison.Ordinal).TrimEnd('\n');
+        if (all.Length == 0)
+        {
+            return;
+        }
+
+        foreach (var line in all.Split('\n'))
+        {
+            writer.WriteLine(line.TrimEnd());
+        }
+    }
 
     /// <summary>Whether the console should get the terminal treatment (borders, relative times, live views).</summary>
     public static bool IsTerminal(this IAnsiConsole console) => console.Profile.Capabilities.Interactive;

@@ -82,7 +82,7 @@ internal sealed class WatchOptions
             var current = first;
             while (true)
             {
-                console.Write(current.View!);
+                console.Show(current.View!);
                 console.Profile.Out.Writer.Flush();
                 if (limit > 0 && ++taken >= limit)
                 {
