@@ -15,14 +15,14 @@ internal static class CliApplication
     public const int Invalid = 2;
     public const int Unavailable = 3;
 
-    public static RootCommand Build(IAnsiConsole console, TextWriter error)
+    public static RootCommand Build(IAnsiConsole console, TextWriter error, Stream? input = null)
     {
         var config = new Option<string?>("--config")
         {
             Description = "The agent's configuration file, to find its bus socket the way the agent does (default: config/daemoneye.yaml if present; DAEMONEYE_BROKER__SOCKET_PATH overrides)",
             Recursive = true,
         };
-        var context = new CliContext(config, console, error);
+        var context = new CliContext(config, console, error) { Input = input ?? Stream.Null };
         var root = new RootCommand("daemoneye-cli: operator commands for the DaemonEye event bus");
         root.Options.Add(config);
         root.Subcommands.Add(TopicCommands.Build(context));
@@ -48,9 +48,13 @@ internal static class CliApplication
         InvokeAsync(args, Terminal.Create(output), error, cancellationToken);
 
     /// <summary>Runs with stdout as <paramref name="console"/>: a terminal or a pipe, as it says.</summary>
-    public static async Task<int> InvokeAsync(string[] args, IAnsiConsole console, TextWriter error, CancellationToken cancellationToken = default)
+    public static async Task<int> InvokeAsync(string[] args, IAnsiConsole console, TextWriter error, CancellationToken cancellationToken = default) =>
+        await InvokeAsync(args, console, error, Stream.Null, cancellationToken);
+
+    /// <summary>Runs with stdout as <paramref name="console"/> and stdin as <paramref name="input"/>.</summary>
+    public static async Task<int> InvokeAsync(string[] args, IAnsiConsole console, TextWriter error, Stream input, CancellationToken cancellationToken = default)
     {
-        var root = Build(console, error);
+        var root = Build(console, error, input);
         var output = console.Profile.Out.Writer;
         var configuration = new InvocationConfiguration { Output = output, Error = error };
         var parse = root.Parse(args);
@@ -70,6 +74,9 @@ internal sealed record CliContext(Option<string?> Config, IAnsiConsole Console, 
 
     /// <summary>Whether stdout is a terminal (colour when allowed, borders, relative times, live views).</summary>
     public bool IsTerminal => Console.IsTerminal();
+
+    /// <summary>Stdin, as bytes (<c>publish TOPIC -</c>).</summary>
+    public Stream Input { get; init; } = Stream.Null;
 
     /// <summary>The clock for relative times.</summary>
     public TimeProvider Clock { get; init; } = TimeProvider.System;
