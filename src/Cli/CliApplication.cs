@@ -39,6 +39,7 @@ internal static class CliApplication
         root.Subcommands.Add(CoordinationCommands.BuildAlerts(context));
         root.Subcommands.Add(PsCommand.Build(context));
         root.Subcommands.Add(RpcCommand.Build(context));
+        root.Subcommands.Add(TopCommand.Build(context));
         // TODO-TOP
         return root;
     }

@@ -282,10 +282,10 @@ internal static class CollectorCommands
         ? $"{(int)t.TotalDays}d{t.Hours:00}h{t.Minutes:00}m"
         : t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m{t.Seconds:00}s" : $"{t.Minutes}m{t.Seconds:00}s";
 
-    internal static string Json(Action<Utf8JsonWriter> write)
+    internal static string Json(Action<Utf8JsonWriter> write, bool indented = true)
     {
         using var buffer = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(buffer, JsonOptions))
+        using (var writer = new Utf8JsonWriter(buffer, indented ? JsonOptions : ProtoJson.Compact))
         {
             write(writer);
         }

@@ -28,7 +28,7 @@ internal static class Styles
         {
             var right = header.EndsWith('>');
             var name = right ? header[..^1] : header;
-            var column = new TableColumn(new Markup($"[bold]{Markup.Escape(name)}[/]")) { NoWrap = !console.IsTerminal(), Padding = new Padding(0, 0, 2, 0) };
+            var column = new TableColumn(new Markup($"[bold]{Markup.Escape(name)}[/]")) { NoWrap = !console.IsTerminal(), Padding = console.IsTerminal() ? new Padding(1, 0, 1, 0) : new Padding(0, 0, 2, 0) };
             if (right)
             {
                 column.RightAligned();

@@ -69,13 +69,14 @@ internal sealed class WatchOptions
     {
         var interval = Interval(parse);
         var limit = Samples(parse);
-        using var timer = new PeriodicTimer(interval);
         var taken = 0;
         var first = await sample(cancellationToken);
         if (first.View is null)
         {
             return first.ExitCode;
         }
+
+        using var timer = new PeriodicTimer(interval);
 
         if (!console.IsTerminal() || !inPlace)
         {
