@@ -40,6 +40,8 @@ internal static class CliApplication
         root.Subcommands.Add(PsCommand.Build(context));
         root.Subcommands.Add(RpcCommand.Build(context));
         root.Subcommands.Add(TopCommand.Build(context));
+        root.Subcommands.Add(TopicsCommand.Build(context));
+        root.Subcommands.Add(CompletionCommand.Build(context));
         // TODO-TOP
         return root;
     }
