@@ -42,7 +42,7 @@ internal static class CliApplication
         root.Subcommands.Add(TopCommand.Build(context));
         root.Subcommands.Add(TopicsCommand.Build(context));
         root.Subcommands.Add(CompletionCommand.Build(context));
-        // TODO-TOP
+        root.Subcommands.Add(LogsCommand.Build(context));
         return root;
     }
 
