@@ -213,11 +213,7 @@ internal static class CoordinationCommands
 
                 if (parse.GetValue(json))
                 {
-                    var node = JsonNode.Parse(ProtoJson.Format(alert))!.AsObject();
-                    node["topic"] = message.Topic;
-                    node["correlation_id"] = message.CorrelationId;
-                    node["parent_correlation_id"] = message.Correlation.ParentCorrelationId;
-                    context.Output.WriteLine(node.ToJsonString(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+                    context.Output.WriteLine(AlertJson(alert, message));
                 }
                 else
                 {
@@ -240,6 +236,16 @@ internal static class CoordinationCommands
         }));
         alerts.Subcommands.Add(tail);
         return alerts;
+    }
+
+    /// <summary>One alert as <c>alerts tail --json</c> prints it: the Alert's fields and its message's topic and correlation.</summary>
+    internal static string AlertJson(Alert alert, DaemonEye.Client.BusMessage message)
+    {
+        var node = JsonNode.Parse(ProtoJson.Format(alert))!.AsObject();
+        node["topic"] = message.Topic;
+        node["correlation_id"] = message.CorrelationId;
+        node["parent_correlation_id"] = message.Correlation.ParentCorrelationId;
+        return node.ToJsonString(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
     }
 
     private static void WriteResult(CliContext context, AggregatedTaskResult result)
