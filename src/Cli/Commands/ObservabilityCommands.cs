@@ -31,6 +31,10 @@ internal static class ObservabilityCommands
         return command;
     }
 
+    /// <summary>
+    /// On a terminal a table (name with tags, value, unit); on a pipe one line per point,
+    /// <c>name{tag=value,...} value unit</c> (histograms: count, mean, p50, p99), for grep and awk.
+    /// </summary>
     private static Rows MetricsView(CliContext context, MetricsResponse metrics)
     {
         var lines = new List<IRenderable>
@@ -43,17 +47,19 @@ internal static class ObservabilityCommands
             if (metric.Points.Count == 0)
             {
                 table.AddRow(Styles.Text(metric.Name), Styles.Text("-"), Styles.Text("(nothing recorded)"));
+                lines.Add(Styles.Text($"{metric.Name} {Unit(metric)}(nothing recorded)"));
             }
 
             foreach (var point in metric.Points)
             {
                 var name = metric.Name + Tags(point);
-                table.AddRow(Styles.Text(name), Styles.Text(metric.Kind == "histogram" ? Histogram(metric, point) : Number(point.Value)), Styles.Text(Unit(metric).Trim()));
+                var value = metric.Kind == "histogram" ? Histogram(metric, point) : Number(point.Value);
+                table.AddRow(Styles.Text(name), Styles.Text(value), Styles.Text(Unit(metric).Trim()));
+                lines.Add(Styles.Text(metric.Kind == "histogram" ? $"{name} {value}" : $"{name} {value} {Unit(metric)}".TrimEnd()));
             }
         }
 
-        lines.Add(table);
-        return new Rows(lines);
+        return context.IsTerminal ? new Rows(lines[0], table) : new Rows(lines);
     }
 
     public static Command BuildHealth(CliContext context)

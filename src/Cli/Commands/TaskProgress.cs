@@ -9,12 +9,14 @@ namespace DaemonEye.Cli.Commands;
 /// <c>task run</c> while it waits: which collectors are expected to answer (those that declared
 /// <c>task:&lt;type&gt;</c>), how many execute_task answers the agent has received since the task
 /// started (its <c>daemoneye.rpc.responses</c> counter), and the time waited. A spinner on a
-/// terminal; a line on stderr at each change on a pipe. The agent answers the task with one IPC
+/// terminal; on a pipe, once the wait has passed a second, a line on stderr then and at each change
+/// (an answer or a refusal that comes at once prints nothing else). The agent answers the task with one IPC
 /// response, so the names of the collectors that answered are known when it returns.
 /// </summary>
 internal static class TaskProgress
 {
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(250);
+    private static readonly TimeSpan QuietFor = TimeSpan.FromSeconds(1);
 
     public static async Task<(IpcResponse? Response, int ExitCode)> RunAsync(CliContext context, ParseResult parse, TaskRunRequest request, CancellationToken cancellationToken)
     {
@@ -32,18 +34,22 @@ internal static class TaskProgress
             {
                 while (!call.IsCompleted)
                 {
-                    await Task.WhenAny(call, Task.Delay(Poll, cancellationToken));
+                    await Task.WhenAny(call, Task.Delay(Poll, context.Clock, cancellationToken));
                     status.Status(Markup.Escape(Describe(await AnsweredAsync(context, parse, cancellationToken) - baseline)));
                 }
             });
         }
         else
         {
-            context.Error.WriteLine(Describe(0));
-            var reported = 0UL;
+            var reported = ulong.MaxValue;
             while (!call.IsCompleted)
             {
-                await Task.WhenAny(call, Task.Delay(Poll, cancellationToken));
+                await Task.WhenAny(call, Task.Delay(Poll, context.Clock, cancellationToken));
+                if (call.IsCompleted || context.Clock.GetElapsedTime(started) < QuietFor)
+                {
+                    continue;
+                }
+
                 var answered = await AnsweredAsync(context, parse, cancellationToken) - baseline;
                 if (answered != reported && !call.IsCompleted)
                 {
