@@ -41,6 +41,4 @@ internal static class EventDecoder
 
     /// <summary>The message as one JSON object with the .proto field names, 64-bit integers as numbers (<see cref="ProtoJson"/>).</summary>
     public static string ToJson(IMessage message) => ProtoJson.Format(message);
-
-    public static string TypeName(IMessage message) => message.Descriptor.Name;
 }

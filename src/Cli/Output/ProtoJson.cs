@@ -148,24 +148,6 @@ internal static class ProtoJson
         }
     }
 
-    /// <summary>Reads the message type named by a task result's payload type, for the types the CLI knows.</summary>
-    public static IMessage? TryParse(MessageDescriptor? descriptor, ByteString payload)
-    {
-        if (descriptor is null)
-        {
-            return null;
-        }
-
-        try
-        {
-            return descriptor.Parser.ParseFrom(payload);
-        }
-        catch (InvalidProtocolBufferException)
-        {
-            return null;
-        }
-    }
-
     /// <summary>A Timestamp as written in JSON and on a pipe: ISO 8601 UTC.</summary>
     public static string Iso(DateTimeOffset time) => time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
 
