@@ -13,6 +13,7 @@ using DaemonEye.Protocol.Wire;
 using Google.Protobuf;
 using Microsoft.Extensions.Time.Testing;
 using Spectre.Console.Testing;
+using Diagnostics = DaemonEye.Protocol.Collector.V1.Diagnostics;
 
 namespace DaemonEye.Client.Tests;
 
@@ -240,6 +241,41 @@ public sealed class CliOutputTests
         SchemaAssert.Valid("alerts", json);
         using var document = JsonDocument.Parse(json);
         Assert.Equal(1_796_456_488_609UL, document.RootElement.GetProperty("raised_unix_ms").GetUInt64());
+    }
+
+    [Fact]
+    public void Collector_diagnostics_json_matches_its_schema()
+    {
+        var diagnostics = new Diagnostics { CollectorId = "procmond", Pid = 42, UptimeMs = 5_000_000_000, Counters = { ["events"] = ulong.MaxValue / 2 }, Settings = { ["capacity"] = "1" } };
+
+        var json = DiagnosticsCommand.ToJson(diagnostics);
+
+        SchemaAssert.Valid("diagnostics", json);
+        using var document = JsonDocument.Parse(json);
+        Assert.Equal(ulong.MaxValue / 2, document.RootElement.GetProperty("counters").GetProperty("events").GetUInt64());
+    }
+
+    [Fact]
+    public async Task Config_show_json_matches_its_schema()
+    {
+        var directory = Directory.CreateTempSubdirectory("de-cli-out-").FullName;
+        try
+        {
+            var rules = Directory.CreateDirectory(Path.Combine(directory, "rules")).FullName;
+            var file = Path.Combine(directory, "daemoneye.yaml");
+            await File.WriteAllTextAsync(file, $"coordination:\n  rules:\n    directory: {rules}\nbroker:\n  max_subscribers: 50\n");
+
+            var (code, output, error) = await RunAsync("config", "show", "--config", file, "--json");
+
+            Assert.True(code == 0, error);
+            SchemaAssert.Valid("config-show", output);
+            using var document = JsonDocument.Parse(output);
+            Assert.Equal(JsonValueKind.Number, document.RootElement.GetProperty("values").GetProperty("broker").GetProperty("max_subscribers").GetProperty("value").ValueKind);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
     }
 
     private static async Task<(int Code, string Out, string Err)> RunAsync(params string[] args)
