@@ -1,5 +1,7 @@
 using System.CommandLine;
 using DaemonEye.Cli.Commands;
+using DaemonEye.Cli.Output;
+using Spectre.Console;
 
 namespace DaemonEye.Cli;
 
@@ -13,14 +15,14 @@ internal static class CliApplication
     public const int Invalid = 2;
     public const int Unavailable = 3;
 
-    public static RootCommand Build(TextWriter output, TextWriter error)
+    public static RootCommand Build(IAnsiConsole console, TextWriter error, Stream? input = null)
     {
         var config = new Option<string?>("--config")
         {
             Description = "The agent's configuration file, to find its bus socket the way the agent does (default: config/daemoneye.yaml if present; DAEMONEYE_BROKER__SOCKET_PATH overrides)",
             Recursive = true,
         };
-        var context = new CliContext(config, output, error);
+        var context = new CliContext(config, console, error) { Input = input ?? Stream.Null };
         var root = new RootCommand("daemoneye-cli: operator commands for the DaemonEye event bus");
         root.Options.Add(config);
         root.Subcommands.Add(TopicCommands.Build(context));
@@ -37,12 +39,26 @@ internal static class CliApplication
         root.Subcommands.Add(CoordinationCommands.BuildAlerts(context));
         root.Subcommands.Add(PsCommand.Build(context));
         root.Subcommands.Add(RpcCommand.Build(context));
+        root.Subcommands.Add(TopCommand.Build(context));
+        root.Subcommands.Add(TopicsCommand.Build(context));
+        root.Subcommands.Add(CompletionCommand.Build(context));
+        root.Subcommands.Add(LogsCommand.Build(context));
         return root;
     }
 
-    public static async Task<int> InvokeAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
+    /// <summary>Runs with stdout as <paramref name="output"/>, treated as a pipe: no colour, plain tables.</summary>
+    public static Task<int> InvokeAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default) =>
+        InvokeAsync(args, Terminal.Create(output), error, cancellationToken);
+
+    /// <summary>Runs with stdout as <paramref name="console"/>: a terminal or a pipe, as it says.</summary>
+    public static async Task<int> InvokeAsync(string[] args, IAnsiConsole console, TextWriter error, CancellationToken cancellationToken = default) =>
+        await InvokeAsync(args, console, error, Stream.Null, cancellationToken);
+
+    /// <summary>Runs with stdout as <paramref name="console"/> and stdin as <paramref name="input"/>.</summary>
+    public static async Task<int> InvokeAsync(string[] args, IAnsiConsole console, TextWriter error, Stream input, CancellationToken cancellationToken = default)
     {
-        var root = Build(output, error);
+        var root = Build(console, error, input);
+        var output = console.Profile.Out.Writer;
         var configuration = new InvocationConfiguration { Output = output, Error = error };
         var parse = root.Parse(args);
         var code = await parse.InvokeAsync(configuration, cancellationToken);
@@ -53,5 +69,18 @@ internal static class CliApplication
     }
 }
 
-/// <summary>What every command needs: the global --config option and where to write.</summary>
-internal sealed record CliContext(Option<string?> Config, TextWriter Output, TextWriter Error);
+/// <summary>What every command needs: the global --config option and where to write (stdout as a console).</summary>
+internal sealed record CliContext(Option<string?> Config, IAnsiConsole Console, TextWriter Error)
+{
+    /// <summary>Stdout as text, for JSON and lines written as they are.</summary>
+    public TextWriter Output => Console.Profile.Out.Writer;
+
+    /// <summary>Whether stdout is a terminal (colour when allowed, borders, relative times, live views).</summary>
+    public bool IsTerminal => Console.IsTerminal();
+
+    /// <summary>Stdin, as bytes (<c>publish TOPIC -</c>).</summary>
+    public Stream Input { get; init; } = Stream.Null;
+
+    /// <summary>The clock for relative times.</summary>
+    public TimeProvider Clock { get; init; } = TimeProvider.System;
+}

@@ -1,3 +1,5 @@
 using DaemonEye.Cli;
+using DaemonEye.Cli.Output;
 
-return await CliApplication.InvokeAsync(args, Console.Out, Console.Error);
+await using var stdin = Console.OpenStandardInput();
+return await CliApplication.InvokeAsync(args, Terminal.ForStdout(), Console.Error, stdin);

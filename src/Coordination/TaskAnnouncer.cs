@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using DaemonEye.Gateway;
 using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Protocol.V1;
+using DaemonEye.Topics;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 
@@ -15,7 +16,7 @@ namespace DaemonEye.Coordination;
 /// </summary>
 internal sealed partial class TaskAnnouncer : IAsyncDisposable
 {
-    public const string Topic = "control.collector.task";
+    public const string Topic = WellKnownTopics.CollectorTask;
     public const string ContentType = "application/x-protobuf; messageType=daemoneye.task.v1.TaskEvent";
     public const int Capacity = 10_000;
 

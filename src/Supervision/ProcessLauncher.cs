@@ -12,7 +12,8 @@ namespace DaemonEye.Supervision;
 /// the agent: children are started under <c>setpriv --pdeathsig KILL</c>, and the kernel delivers
 /// that signal when the thread that forked them exits, so it must never be a pool thread. With
 /// SIGKILL on the agent, the kernel then kills every collector: none survives as an orphan.
-/// Collectors' stdout and stderr go to the agent's log, tagged with the collector id.
+/// Collectors' stdout and stderr go to the agent's log, tagged with the collector id, and to the
+/// ring of recent lines <c>daemoneye-cli logs</c> reads (<see cref="CollectorOutputLog"/>).
 /// </summary>
 internal sealed partial class ProcessLauncher : IDisposable
 {
@@ -23,10 +24,12 @@ internal sealed partial class ProcessLauncher : IDisposable
     private readonly Thread _thread;
     private readonly bool _pdeathsig = File.Exists(SetprivPath);
     private readonly SpawnedCollectors _spawned;
+    private readonly CollectorOutputLog _output;
 
-    public ProcessLauncher(SpawnedCollectors spawned, ILogger<ProcessLauncher> logger)
+    public ProcessLauncher(SpawnedCollectors spawned, CollectorOutputLog output, ILogger<ProcessLauncher> logger)
     {
         _spawned = spawned;
+        _output = output;
         _logger = logger;
         _thread = new Thread(Run) { IsBackground = true, Name = "collector-launcher" };
         _thread.Start();
@@ -116,6 +119,7 @@ internal sealed partial class ProcessLauncher : IDisposable
                     if (e.Data is not null)
                     {
                         LogOutput(_logger, id, "stdout", e.Data);
+                        _output.Add(id, "stdout", e.Data);
                     }
                 };
                 process.ErrorDataReceived += (_, e) =>
@@ -123,6 +127,7 @@ internal sealed partial class ProcessLauncher : IDisposable
                     if (e.Data is not null)
                     {
                         LogOutput(_logger, id, "stderr", e.Data);
+                        _output.Add(id, "stderr", e.Data);
                     }
                 };
                 if (!process.Start())

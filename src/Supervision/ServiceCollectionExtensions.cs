@@ -1,5 +1,6 @@
 using DaemonEye.Configuration;
 using DaemonEye.Gateway;
+using DaemonEye.Gateway.Ipc;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -22,6 +23,8 @@ public static class ServiceCollectionExtensions
         services.AddOptions<List<CollectorDefinition>>()
             .Bind(configuration.GetSection(CollectorDefinition.SectionName));
         services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<CollectorOutputLog>();
+        services.AddSingleton<IIpcRequestHandler, CollectorLogsIpcHandler>();
         services.AddSingleton<ProcessLauncher>();
         services.AddSingleton<CollectorSupervisor>();
         services.AddSingleton<IAgentControl>(sp => sp.GetRequiredService<CollectorSupervisor>());

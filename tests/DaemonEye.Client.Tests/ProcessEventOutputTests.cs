@@ -38,6 +38,7 @@ public sealed class ProcessEventOutputTests
         var message = Message("events.process.lifecycle", Started, "application/x-protobuf; messageType=daemoneye.process.v1.ProcessLifecycle");
         using var buffer = new MemoryStream();
 
+        SchemaAssert.Valid("subscribe", SubscribeCommand.ToJson(message, buffer));
         using var json = JsonDocument.Parse(SubscribeCommand.ToJson(message, buffer));
 
         var root = json.RootElement;
@@ -58,8 +59,10 @@ public sealed class ProcessEventOutputTests
         var line = SubscribeCommand.ToLine(Message("events.process.lifecycle", Started, "application/x-protobuf; messageType=daemoneye.process.v1.ProcessLifecycle"));
 
         Assert.StartsWith("events.process.lifecycle seq=7 cid=c1 ProcessLifecycle {", line, StringComparison.Ordinal);
-        Assert.Contains("\"pid\": 4242", line, StringComparison.Ordinal);
-        Assert.Contains("\"executable\": \"/usr/bin/sleep\"", line, StringComparison.Ordinal);
+        Assert.Contains("\"pid\":4242", line, StringComparison.Ordinal);
+        Assert.Contains("\"executable\":\"/usr/bin/sleep\"", line, StringComparison.Ordinal);
+        // 64-bit integers are JSON numbers, as in every other JSON the CLI prints.
+        Assert.Contains("\"start_time_unix_ms\":1795000000000", line, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -81,12 +84,16 @@ public sealed class ProcessEventOutputTests
     {
         var snapshot = new ProcessSnapshot { Processes = { Started.Process, new ProcessInfo { Pid = 1, Name = "init", Uid = 0, ExeSha256 = new string('a', 64), RssBytes = 5 << 20, CpuPercent = 1.25 } } };
 
-        var table = PsCommand.ToTable(snapshot).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        using var writer = new StringWriter();
+        var console = DaemonEye.Cli.Output.Terminal.Create(writer);
+        DaemonEye.Cli.Output.Terminal.Show(console, PsCommand.Table(new DaemonEye.Cli.CliContext(new System.CommandLine.Option<string?>("--config"), console, TextWriter.Null), snapshot, DaemonEye.Cli.Output.OutputFormat.Table));
+        var table = writer.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
         Assert.Equal(["PID", "PPID", "USER", "NAME", "CPU%", "RSS", "EXE-SHA256"], table[0].Split(' ', StringSplitOptions.RemoveEmptyEntries));
         Assert.Equal(["4242", "1", "alice", "sleep", "0.0", "1.9M", "-"], table[1].Split(' ', StringSplitOptions.RemoveEmptyEntries));
         Assert.Equal(["1", "0", "0", "init", "1.3", "5.0M", "aaaaaaaaaaaa"], table[2].Split(' ', StringSplitOptions.RemoveEmptyEntries));
 
+        SchemaAssert.Valid("ps", PsCommand.ToJson(snapshot));
         using var json = JsonDocument.Parse(PsCommand.ToJson(snapshot));
         var rows = json.RootElement.EnumerateArray().ToList();
         Assert.Equal(2, rows.Count);

@@ -29,7 +29,7 @@ public sealed class RestartPolicyTests : IDisposable
     private const double StartupTimeoutSeconds = 3600;
 
     private readonly FakeTimeProvider _fake = new(new DateTimeOffset(2026, 12, 1, 12, 0, 0, TimeSpan.Zero));
-    private readonly ProcessLauncher _launcher = new(new SpawnedCollectors(), NullLogger<ProcessLauncher>.Instance);
+    private readonly ProcessLauncher _launcher = new(new SpawnedCollectors(), new CollectorOutputLog(TimeProvider.System), NullLogger<ProcessLauncher>.Instance);
     private readonly RecordingPublisher _publisher = new();
     private readonly List<CollectorRunner> _runners = [];
     private readonly CollectorDirectory _directory;

@@ -94,7 +94,8 @@ internal static class BenchRpcCommand
                 }
 
                 await RunAsync(clients, settings, settings.Warmup, null, record: false, cancellationToken);
-                var result = await RunAsync(clients, settings, settings.Requests, settings.Duration, record: true, cancellationToken);
+                var progress = new BenchProgress();
+                var result = await progress.ShowAsync(context, "calls", settings.Duration is null ? settings.Requests : 0, settings.Duration, RunAsync(clients, settings, settings.Requests, settings.Duration, record: true, cancellationToken, progress));
                 if (parse.GetValue(json))
                 {
                     context.Output.WriteLine(result.ToJson(settings));
@@ -123,15 +124,21 @@ internal static class BenchRpcCommand
         return command;
     }
 
-    private static async Task<Result> RunAsync(List<BusClient> clients, Settings settings, long calls, TimeSpan? duration, bool record, CancellationToken cancellationToken)
+    private static async Task<Result> RunAsync(List<BusClient> clients, Settings settings, long calls, TimeSpan? duration, bool record, CancellationToken cancellationToken, BenchProgress? progress = null)
     {
         var remaining = calls;
+        var state = Enumerable.Range(0, settings.Concurrency).Select(_ => new Worker()).ToArray();
+        if (progress is not null)
+        {
+            progress.Done = () => state.Sum(w => w.Calls);
+        }
+
         var started = Stopwatch.GetTimestamp();
         var until = duration is { } d ? started + (long)(d.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
         var workers = Enumerable.Range(0, settings.Concurrency).Select(i => Task.Run(async () =>
         {
             var client = clients[i % clients.Count];
-            var worker = new Worker();
+            var worker = state[i];
             while ((duration is null ? Interlocked.Decrement(ref remaining) >= 0 : Stopwatch.GetTimestamp() < until) && !cancellationToken.IsCancellationRequested)
             {
                 var sent = Stopwatch.GetTimestamp();

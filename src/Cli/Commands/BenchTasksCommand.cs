@@ -88,7 +88,8 @@ internal static class BenchTasksCommand
                 }
 
                 await RunAsync(clients, settings, settings.Warmup, cancellationToken);
-                var result = await RunAsync(clients, settings, settings.Count, cancellationToken);
+                var progress = new BenchProgress();
+                var result = await progress.ShowAsync(context, "tasks", settings.Count, null, RunAsync(clients, settings, settings.Count, cancellationToken, progress));
                 if (parse.GetValue(json))
                 {
                     context.Output.WriteLine(result.ToJson(settings));
@@ -117,13 +118,19 @@ internal static class BenchTasksCommand
         return command;
     }
 
-    private static async Task<Result> RunAsync(List<AgentIpcClient> clients, Settings settings, long tasks, CancellationToken cancellationToken)
+    private static async Task<Result> RunAsync(List<AgentIpcClient> clients, Settings settings, long tasks, CancellationToken cancellationToken, BenchProgress? progress = null)
     {
         var remaining = tasks;
-        var started = Stopwatch.GetTimestamp();
-        var workers = clients.Select(client => Task.Run(async () =>
+        var state = clients.Select(_ => new Worker()).ToArray();
+        if (progress is not null)
         {
-            var worker = new Worker();
+            progress.Done = () => state.Sum(w => w.Tasks);
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        var workers = clients.Select((client, i) => Task.Run(async () =>
+        {
+            var worker = state[i];
             while (Interlocked.Decrement(ref remaining) >= 0 && !cancellationToken.IsCancellationRequested)
             {
                 var sent = Stopwatch.GetTimestamp();

@@ -1,10 +1,12 @@
 using System.CommandLine;
-using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using DaemonEye.Cli.Output;
 using DaemonEye.Client;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.V1;
+using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace DaemonEye.Cli.Commands;
 
@@ -19,84 +21,39 @@ internal static class CollectorCommands
 
     public static Command BuildStatus(CliContext context)
     {
-        var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var command = new Command("status", "The agent's version, uptime, sockets, broker and RPC statistics, and collectors");
-        command.Options.Add(json);
-        command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
-        {
-            var (response, exitCode) = await RequestAsync(context, parse, new IpcRequest { Status = new StatusRequest() }, cancellationToken);
-            if (response is null)
-            {
-                return exitCode;
-            }
-
-            var status = response.Status;
-            if (parse.GetValue(json))
-            {
-                context.Output.WriteLine(Json(w => WriteStatus(w, status)));
-                return CliApplication.Ok;
-            }
-
-            var o = context.Output;
-            o.WriteLine($"daemoneye-agent {status.AgentVersion} (pid {status.Pid}), up {Duration(TimeSpan.FromMilliseconds(status.UptimeMs))}");
-            o.WriteLine($"  bus socket  {status.BusSocket}");
-            o.WriteLine($"  ipc socket  {status.IpcSocket}");
-            var b = status.Broker ?? new BrokerStatistics();
-            o.WriteLine($"broker: {b.ConnectionsOpen} connection(s) open, {b.ConnectionsAccepted} accepted; published {b.Published}, delivered {b.Delivered}, dropped {b.Dropped}, unrouted {b.Unrouted}; subscriptions {b.Subscriptions}/{b.MaxSubscribers}; topics {b.ActiveTopics}; protocol errors {b.ProtocolErrors}");
-            var r = status.Rpc ?? new RpcStatistics();
-            o.WriteLine($"rpc: requests {r.Requests}, responses {r.Responses}, pending {r.Pending}; timeouts {r.Timeouts}, late answers discarded {r.LateResponsesDiscarded}, rejected {r.Rejected}, communication errors {r.CommunicationErrors}");
-            var sec = status.Security ?? new SecurityStatistics();
-            o.WriteLine($"security: peers refused bus {sec.PeersRefusedBus}, ipc {sec.PeersRefusedIpc}; denied {Nonzero(sec.Denied)}; limits reached {Nonzero(sec.Limits)}");
-            o.WriteLine($"collectors: {status.Collectors.Count}");
-            if (status.Collectors.Count > 0)
-            {
-                WriteTable(o, status.Collectors);
-            }
-
-            return CliApplication.Ok;
-        }));
+        var output = OutputOptions.AddTo(command, "one JSON object");
+        var watch = WatchOptions.AddTo(command);
+        command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, () =>
+            RunViewAsync(context, parse, output, watch, "status", new IpcRequest { Status = new StatusRequest() }, (response, format) => format == OutputFormat.Json
+                ? Json(w => CollectorViews.WriteStatus(w, response.Status))
+                : CollectorViews.Status(context, response.Status, format), null, null, cancellationToken)));
         return command;
     }
 
     public static Command BuildCollectors(CliContext context)
     {
         var collectors = new Command("collectors", "List and control the collectors the agent supervises");
-        var json = new Option<bool>("--json") { Description = "Print a JSON array of collectors" };
         var list = new Command("list", "The collectors: state, health, pid, restarts, last heartbeat");
-        list.Options.Add(json);
-        list.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
-        {
-            var (response, exitCode) = await RequestAsync(context, parse, new IpcRequest { ListCollectors = new ListCollectorsRequest() }, cancellationToken);
-            if (response is null)
+        var output = OutputOptions.AddTo(list, "an array of collectors");
+        var watch = WatchOptions.AddTo(list);
+        list.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, () =>
+            RunViewAsync(context, parse, output, watch, "collectors list", new IpcRequest { ListCollectors = new ListCollectorsRequest() }, (response, format) =>
             {
-                return exitCode;
-            }
-
-            var all = response.ListCollectors.Collectors;
-            if (parse.GetValue(json))
-            {
-                context.Output.WriteLine(Json(w =>
-                {
-                    w.WriteStartArray();
-                    foreach (var c in all)
+                var all = response.ListCollectors.Collectors;
+                return format == OutputFormat.Json
+                    ? Json(w =>
                     {
-                        WriteCollector(w, c);
-                    }
+                        w.WriteStartArray();
+                        foreach (var c in all)
+                        {
+                            CollectorViews.WriteCollector(w, c);
+                        }
 
-                    w.WriteEndArray();
-                }));
-            }
-            else if (all.Count == 0)
-            {
-                context.Output.WriteLine("no collectors configured");
-            }
-            else
-            {
-                WriteTable(context.Output, all);
-            }
-
-            return CliApplication.Ok;
-        }));
+                        w.WriteEndArray();
+                    })
+                    : all.Count == 0 ? new Text("no collectors configured\n") : CollectorViews.Table(context, all, format);
+            }, null, null, cancellationToken)));
         collectors.Subcommands.Add(list);
         collectors.Subcommands.Add(BuildAction(context, "start", CollectorAction.Start, "Start a stopped or failed collector and wait until it has registered"));
         collectors.Subcommands.Add(BuildAction(context, "stop", CollectorAction.Stop, "Stop a collector: Stop RPC, then SIGTERM, then SIGKILL after the configured times"));
@@ -105,6 +62,58 @@ internal static class CollectorCommands
         collectors.Subcommands.Add(DiagnosticsCommand.Build(context));
         collectors.Subcommands.Add(RpcCommand.BuildConfig(context));
         return collectors;
+    }
+
+    /// <summary>
+    /// One IPC request shown as a view: once, or with --watch again every interval. JSON is written
+    /// as text (one document per sample); tables and the rest as Spectre renderables.
+    /// </summary>
+    internal static async Task<int> RunViewAsync(CliContext context, ParseResult parse, OutputOptions output, WatchOptions watch, string title, IpcRequest request, Func<IpcResponse, OutputFormat, object> render, Func<IpcResponse, int>? exitCode, int? failureExitCode, CancellationToken cancellationToken)
+    {
+        var format = output.Get(parse);
+        if (watch.Validate(parse) is { } invalid)
+        {
+            context.Error.WriteLine($"error: {invalid}");
+            return CliApplication.Invalid;
+        }
+
+        var last = CliApplication.Ok;
+        async Task<Sample> TakeAsync(CancellationToken token)
+        {
+            var (response, code) = await RequestAsync(context, parse, request.Clone(), token);
+            if (response is null)
+            {
+                return Sample.Failed(failureExitCode ?? code);
+            }
+
+            last = exitCode?.Invoke(response) ?? CliApplication.Ok;
+            switch (render(response, format))
+            {
+                case string json:
+                    // JSON goes out as written, never through the console's wrapping.
+                    context.Output.WriteLine(json);
+                    context.Output.Flush();
+                    return new Sample(Text.Empty, last);
+                case IRenderable view:
+                    return new Sample(view, last);
+                case var other:
+                    throw new InvalidOperationException($"a view is a string or a renderable, not {other.GetType()}");
+            }
+        }
+
+        if (!watch.IsWatching(parse))
+        {
+            var sample = await TakeAsync(cancellationToken);
+            if (sample.View is not null)
+            {
+                context.Console.Show(sample.View);
+            }
+
+            return sample.ExitCode;
+        }
+
+        var watched = await watch.RunAsync(context.Console, parse, title, TakeAsync, cancellationToken, inPlace: format != OutputFormat.Json);
+        return watched != CliApplication.Ok ? watched : last;
     }
 
     private static Command BuildAction(CliContext context, string name, CollectorAction action, string description)
@@ -166,7 +175,7 @@ internal static class CollectorCommands
                     if (result.Collector is not null)
                     {
                         w.WritePropertyName("collector");
-                        WriteCollector(w, result.Collector);
+                        CollectorViews.WriteCollector(w, result.Collector);
                     }
 
                     if (result.Health is { } h)
@@ -203,7 +212,7 @@ internal static class CollectorCommands
 
                 if (result.Collector is not null && action != CollectorAction.Health)
                 {
-                    WriteTable(context.Output, [result.Collector]);
+                    context.Console.Show(CollectorViews.Table(context, [result.Collector], OutputFormat.Table));
                 }
             }
 
@@ -269,167 +278,14 @@ internal static class CollectorCommands
     /// <summary>The product document's name of an error kind: Timeout, NotFound, InvalidOperation...</summary>
     public static string KindName(RpcErrorKind kind) => kind == RpcErrorKind.Unspecified ? "Error" : kind.ToString();
 
-    private static void WriteTable(TextWriter output, IEnumerable<CollectorStatus> collectors)
-    {
-        var rows = collectors.Select(c => new[]
-        {
-            c.Id, StateName(c.State), HealthName(c.Health), c.Pid == 0 ? "-" : c.Pid.ToString(CultureInfo.InvariantCulture),
-            c.Restarts.ToString(CultureInfo.InvariantCulture), LastHeartbeat(c) is { } t ? t.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", CultureInfo.InvariantCulture) : "-", c.Reason,
-        }).ToList();
-        string[] header = ["ID", "STATE", "HEALTH", "PID", "RESTARTS", "LAST HEARTBEAT", "REASON"];
-        var widths = header.Select((h, i) => rows.Select(r => r[i].Length).Append(h.Length).Max()).ToArray();
-        foreach (var row in rows.Prepend(header))
-        {
-            var line = new StringBuilder();
-            for (var i = 0; i < row.Length; i++)
-            {
-                line.Append(i == row.Length - 1 ? row[i] : row[i].PadRight(widths[i] + 2));
-            }
-
-            output.WriteLine(line.ToString().TrimEnd());
-        }
-
-        // Capability negotiation, per collector: what the agent granted and what it refused, and why.
-        foreach (var c in collectors.Where(c => c.Capabilities.Count > 0 || c.RefusedCapabilities.Count > 0))
-        {
-            output.WriteLine($"{c.Id}: granted {(c.Capabilities.Count == 0 ? "nothing" : string.Join(' ', c.Capabilities))}");
-            foreach (var refused in c.RefusedCapabilities)
-            {
-                output.WriteLine($"{c.Id}: refused {refused.Capability}: {refused.Reason}");
-            }
-        }
-    }
-
-    private static string Nonzero(IDictionary<string, ulong> counts)
-    {
-        var hits = counts.Where(p => p.Value > 0).OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key} {p.Value}").ToList();
-        return hits.Count == 0 ? "none" : string.Join(", ", hits);
-    }
-
-    private static void WriteStatus(Utf8JsonWriter w, StatusResponse status)
-    {
-        var b = status.Broker ?? new BrokerStatistics();
-        var r = status.Rpc ?? new RpcStatistics();
-        w.WriteStartObject();
-        w.WriteString("agent_version", status.AgentVersion);
-        w.WriteNumber("pid", status.Pid);
-        w.WriteNumber("uptime_ms", status.UptimeMs);
-        w.WriteString("bus_socket", status.BusSocket);
-        w.WriteString("ipc_socket", status.IpcSocket);
-        w.WriteStartObject("broker");
-        w.WriteNumber("connections_open", b.ConnectionsOpen);
-        w.WriteNumber("connections_accepted", b.ConnectionsAccepted);
-        w.WriteNumber("published", b.Published);
-        w.WriteNumber("delivered", b.Delivered);
-        w.WriteNumber("dropped", b.Dropped);
-        w.WriteNumber("unrouted", b.Unrouted);
-        w.WriteNumber("protocol_errors", b.ProtocolErrors);
-        w.WriteNumber("subscriptions", b.Subscriptions);
-        w.WriteNumber("max_subscribers", b.MaxSubscribers);
-        w.WriteNumber("active_topics", b.ActiveTopics);
-        w.WriteEndObject();
-        w.WriteStartObject("rpc");
-        w.WriteNumber("requests", r.Requests);
-        w.WriteNumber("responses", r.Responses);
-        w.WriteNumber("timeouts", r.Timeouts);
-        w.WriteNumber("late_responses_discarded", r.LateResponsesDiscarded);
-        w.WriteNumber("rejected", r.Rejected);
-        w.WriteNumber("communication_errors", r.CommunicationErrors);
-        w.WriteNumber("pending", r.Pending);
-        w.WriteEndObject();
-        var sec = status.Security ?? new SecurityStatistics();
-        w.WriteStartObject("security");
-        w.WriteNumber("peers_refused_bus", sec.PeersRefusedBus);
-        w.WriteNumber("peers_refused_ipc", sec.PeersRefusedIpc);
-        w.WriteStartObject("denied");
-        foreach (var (rule, count) in sec.Denied.OrderBy(p => p.Key, StringComparer.Ordinal))
-        {
-            w.WriteNumber(rule, count);
-        }
-
-        w.WriteEndObject();
-        w.WriteStartObject("limits");
-        foreach (var (limit, count) in sec.Limits.OrderBy(p => p.Key, StringComparer.Ordinal))
-        {
-            w.WriteNumber(limit, count);
-        }
-
-        w.WriteEndObject();
-        w.WriteEndObject();
-        w.WriteStartArray("collectors");
-        foreach (var c in status.Collectors)
-        {
-            WriteCollector(w, c);
-        }
-
-        w.WriteEndArray();
-        w.WriteEndObject();
-    }
-
-    private static void WriteCollector(Utf8JsonWriter w, CollectorStatus c)
-    {
-        w.WriteStartObject();
-        w.WriteString("id", c.Id);
-        w.WriteString("state", StateName(c.State));
-        w.WriteString("health", HealthName(c.Health));
-        if (c.Pid == 0)
-        {
-            w.WriteNull("pid");
-        }
-        else
-        {
-            w.WriteNumber("pid", c.Pid);
-        }
-
-        w.WriteNumber("restarts", c.Restarts);
-        if (LastHeartbeat(c) is { } t)
-        {
-            w.WriteString("last_heartbeat", t.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", CultureInfo.InvariantCulture));
-        }
-        else
-        {
-            w.WriteNull("last_heartbeat");
-        }
-
-        w.WriteBoolean("enabled", c.Enabled);
-        w.WriteString("executable", c.Executable);
-        w.WriteStartArray("capabilities");
-        foreach (var capability in c.Capabilities)
-        {
-            w.WriteStringValue(capability);
-        }
-
-        w.WriteEndArray();
-        w.WriteStartArray("refused_capabilities");
-        foreach (var refused in c.RefusedCapabilities)
-        {
-            w.WriteStartObject();
-            w.WriteString("capability", refused.Capability);
-            w.WriteString("reason", refused.Reason);
-            w.WriteEndObject();
-        }
-
-        w.WriteEndArray();
-        w.WriteString("reason", c.Reason);
-        w.WriteEndObject();
-    }
-
-    private static DateTimeOffset? LastHeartbeat(CollectorStatus c) => c.LastHeartbeatUnixNanos == 0 ? null : UnixTime.FromNanos(c.LastHeartbeatUnixNanos);
-
-    /// <summary>Registered, Starting, Running, Stopping, Stopped, Failed (the product's names).</summary>
-    private static string StateName(CollectorState state) => state == CollectorState.Unspecified ? "Unknown" : state.ToString();
-
-    /// <summary>Healthy, Degraded, Unhealthy, Unknown.</summary>
-    private static string HealthName(CollectorHealth health) => health == CollectorHealth.Unspecified ? "Unknown" : health.ToString();
-
     internal static string Duration(TimeSpan t) => t.TotalDays >= 1
         ? $"{(int)t.TotalDays}d{t.Hours:00}h{t.Minutes:00}m"
         : t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m{t.Seconds:00}s" : $"{t.Minutes}m{t.Seconds:00}s";
 
-    internal static string Json(Action<Utf8JsonWriter> write)
+    internal static string Json(Action<Utf8JsonWriter> write, bool indented = true)
     {
         using var buffer = new MemoryStream();
-        using (var writer = new Utf8JsonWriter(buffer, JsonOptions))
+        using (var writer = new Utf8JsonWriter(buffer, indented ? JsonOptions : ProtoJson.Compact))
         {
             write(writer);
         }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using DaemonEye.Cli.Output;
 using DaemonEye.Protocol.Alert.V1;
 using DaemonEye.Protocol.Ipc.V1;
 using DaemonEye.Protocol.Process.V1;
@@ -8,6 +9,8 @@ using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Topics;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
+using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace DaemonEye.Cli.Commands;
 
@@ -60,7 +63,7 @@ internal static class CoordinationCommands
                 request.TimeoutMs = (uint)Math.Max(1, seconds * 1000);
             }
 
-            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { TaskRun = request }, cancellationToken);
+            var (response, exitCode) = await TaskProgress.RunAsync(context, parse, request, cancellationToken);
             if (response is null)
             {
                 return exitCode;
@@ -69,11 +72,11 @@ internal static class CoordinationCommands
             var result = response.TaskRun;
             if (parse.GetValue(json))
             {
-                context.Output.WriteLine(ToJson(result).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                context.Output.WriteLine(ToJson(result).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
             }
             else
             {
-                WriteResult(context.Output, result);
+                WriteResult(context, result);
             }
 
             return result.Partial ? CliApplication.No : CliApplication.Ok;
@@ -86,27 +89,20 @@ internal static class CoordinationCommands
     {
         var rules = new Command("rules", "The agent's SQL detection rules");
         var list = new Command("list", "The rules the agent loads now, and the rule files it cannot load (file:line); exit 1 when any");
-        list.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
-        {
-            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { RulesList = new RulesListRequest() }, cancellationToken);
-            if (response is null)
+        var output = OutputOptions.AddTo(list, "one object: directory, interval_seconds, rules, problems");
+        var watch = WatchOptions.AddTo(list);
+        list.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, () =>
+            CollectorCommands.RunViewAsync(context, parse, output, watch, "rules list", new IpcRequest { RulesList = new RulesListRequest() }, (response, format) =>
             {
-                return exitCode;
-            }
+                var r = response.RulesList;
+                if (format == OutputFormat.Json)
+                {
+                    return ProtoJson.Format(r, indented: true);
+                }
 
-            var r = response.RulesList;
-            var o = context.Output;
-            o.WriteLine($"rules directory {r.Directory}; run every {(r.IntervalSeconds > 0 ? r.IntervalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s" : "- (on demand only)")}");
-            o.WriteLine($"{"ID",-28} {"SEVERITY",-9} {"STATE",-8} {"TABLES",-36} {"NAME",-36} FILE");
-            foreach (var rule in r.Rules)
-            {
-                o.WriteLine($"{rule.Id,-28} {rule.Severity,-9} {rule.State,-8} {string.Join(',', rule.Tables),-36} {rule.Name,-36} {rule.File}:{rule.Line}");
-                o.WriteLine($"{string.Empty,-28} needs {(rule.TaskTypes.Count == 0 ? "-" : string.Join(", ", rule.TaskTypes))}{(rule.WaitingFor.Count > 0 ? $"; waiting for {string.Join(", ", rule.WaitingFor)} (no running collector offers it)" : string.Empty)}");
-            }
-
-            WriteProblems(context.Error, r.Problems);
-            return r.Problems.Count > 0 ? CliApplication.No : CliApplication.Ok;
-        }));
+                WriteProblems(context.Error, r.Problems);
+                return RulesView(context, r, format);
+            }, response => response.RulesList.Problems.Count > 0 ? CliApplication.No : CliApplication.Ok, null, cancellationToken)));
         var file = new Argument<FileInfo>("file") { Description = "A rule file (YAML: id, name, severity, description, sql)" };
         var test = new Command("test", "Run one rule file once against fresh snapshots of what it reads (processes, connections, file events...) and print the rows (no alerts are published)");
         test.Arguments.Add(file);
@@ -179,11 +175,18 @@ internal static class CoordinationCommands
         var alerts = new Command("alerts", "Alerts raised by the detection rules");
         var json = new Option<bool>("--json") { Description = "Print one JSON object per alert and line (NDJSON)" };
         var count = new Option<long>("--count") { Description = "Exit after this many alerts (0: run until Ctrl-C)" };
+        var last = Retention.AddLastOption();
         var tail = new Command("tail", "Print alerts (events.alert.#) as they are raised; ready once 'subscribed to ...' is on stderr");
         tail.Options.Add(json);
         tail.Options.Add(count);
+        tail.Options.Add(last);
         tail.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
+            if (Retention.Refuse(context, parse, last, "events.alert.#"))
+            {
+                return CliApplication.Invalid;
+            }
+
             var limit = parse.GetValue(count);
             if (limit < 0)
             {
@@ -216,11 +219,7 @@ internal static class CoordinationCommands
 
                 if (parse.GetValue(json))
                 {
-                    var node = JsonNode.Parse(Formatter.Format(alert))!.AsObject();
-                    node["topic"] = message.Topic;
-                    node["correlation_id"] = message.CorrelationId;
-                    node["parent_correlation_id"] = message.Correlation.ParentCorrelationId;
-                    context.Output.WriteLine(node.ToJsonString());
+                    context.Output.WriteLine(AlertJson(alert, message));
                 }
                 else
                 {
@@ -230,7 +229,10 @@ internal static class CoordinationCommands
                     var chain = string.Join(", ", alert.Sources.Select(x => x.Missing
                         ? $"{x.TaskType} {x.TaskId} {x.CollectorType} MISSING"
                         : $"{x.TaskType} {x.TaskId} {x.CollectorId}#{x.Sequence}"));
-                    context.Output.WriteLine($"{time} {alert.Severity.ToUpperInvariant(),-8} {alert.RuleId} ({alert.RuleName}): {fields}{(alert.PartialSnapshot ? " PARTIAL" : string.Empty)} [task {alert.TaskId}] [chain {alert.EvaluationCorrelationId} > {chain}]");
+                    var severity = $"{alert.Severity.ToUpperInvariant(),-8}";
+                    context.Output.Write(time + " ");
+                    context.Console.Write(context.IsTerminal ? Styles.Severity(severity, alert.Severity) : Styles.Text(severity));
+                    context.Output.WriteLine($" {alert.RuleId} ({alert.RuleName}): {fields}{(alert.PartialSnapshot ? " PARTIAL" : string.Empty)} [task {alert.TaskId}] [chain {alert.EvaluationCorrelationId} > {chain}]");
                 }
 
                 context.Output.Flush();
@@ -246,18 +248,31 @@ internal static class CoordinationCommands
         return alerts;
     }
 
-    private static void WriteResult(TextWriter o, AggregatedTaskResult result)
+    /// <summary>One alert as <c>alerts tail --json</c> prints it: the Alert's fields and its message's topic and correlation.</summary>
+    internal static string AlertJson(Alert alert, DaemonEye.Client.BusMessage message)
     {
+        var node = JsonNode.Parse(ProtoJson.Format(alert))!.AsObject();
+        node["topic"] = message.Topic;
+        node["correlation_id"] = message.CorrelationId;
+        node["parent_correlation_id"] = message.Correlation.ParentCorrelationId;
+        return node.ToJsonString(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+    }
+
+    private static void WriteResult(CliContext context, AggregatedTaskResult result)
+    {
+        var o = context.Output;
         var state = result.Partial ? "PARTIAL" : "complete";
-        o.WriteLine($"task {result.TaskId} ({result.TaskType}): {state} in {result.DurationUs / 1000.0:0.###} ms; {result.Results.Count} result(s); expected collector types: {string.Join(", ", result.ExpectedCollectorTypes)}; duplicates removed {result.DuplicatesRemoved}; redistributed {result.Redistributions}");
+        context.Console.Write(Styles.Text($"task {result.TaskId} ({result.TaskType}): ", context.IsTerminal ? "bold" : null));
+        context.Console.Write(context.IsTerminal ? Styles.Text(state, result.Partial ? "bold red" : "green") : Styles.Text(state));
+        o.WriteLine($" in {result.DurationUs / 1000.0:0.###} ms; {result.Results.Count} result(s); expected collector types: {string.Join(", ", result.ExpectedCollectorTypes)}; duplicates removed {result.DuplicatesRemoved}; redistributed {result.Redistributions}");
         foreach (var r in result.Results)
         {
-            o.WriteLine($"  {r.CollectorId} #{r.Sequence} {r.PayloadType} ({r.Payload.Length} bytes): {Summary(r)}");
+            o.WriteLine($"  {(context.IsTerminal ? "✔ " : string.Empty)}{r.CollectorId} #{r.Sequence} {r.PayloadType} ({r.Payload.Length} bytes): {Summary(r)}");
         }
 
         foreach (var m in result.Missing)
         {
-            o.WriteLine($"  missing {m.CollectorType}{(m.InstanceId.Length > 0 ? $" (instance {m.InstanceId})" : string.Empty)}: {m.Reason}");
+            o.WriteLine($"  {(context.IsTerminal ? "✘ " : string.Empty)}missing {m.CollectorType}{(m.InstanceId.Length > 0 ? $" (instance {m.InstanceId})" : string.Empty)}: {m.Reason}");
         }
     }
 
@@ -282,7 +297,7 @@ internal static class CoordinationCommands
 
     private static JsonObject ToJson(AggregatedTaskResult result)
     {
-        var node = JsonNode.Parse(Formatter.Format(result))!.AsObject();
+        var node = JsonNode.Parse(ProtoJson.Format(result))!.AsObject();
         if (node["results"] is JsonArray array)
         {
             for (var i = 0; i < array.Count && i < result.Results.Count; i++)
@@ -297,12 +312,44 @@ internal static class CoordinationCommands
                 if (decoded is not null && array[i] is JsonObject item)
                 {
                     item.Remove("payload");
-                    item["payload_decoded"] = JsonNode.Parse(Formatter.Format(decoded));
+                    item["payload_decoded"] = JsonNode.Parse(ProtoJson.Format(decoded));
                 }
             }
         }
 
         return node;
+    }
+
+    private static Rows RulesView(CliContext context, RulesListResponse r, OutputFormat format)
+    {
+        var header = Styles.Text($"rules directory {r.Directory}; run every {(r.IntervalSeconds > 0 ? r.IntervalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s" : "- (on demand only)")}");
+        string[] columns = format == OutputFormat.Wide
+            ? ["ID", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE", "DESCRIPTION"]
+            : ["ID", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE"];
+        var table = Styles.Table(context.Console, columns);
+        foreach (var rule in r.Rules)
+        {
+            // "waiting for network.snapshot": no running collector offers that task type (e.g. netmond stopped).
+            var state = rule.WaitingFor.Count > 0 ? $"{rule.State} for {string.Join(',', rule.WaitingFor)}" : rule.State;
+            var cells = new List<IRenderable>
+            {
+                Styles.Text(rule.Id),
+                context.IsTerminal ? Styles.Severity(rule.Severity, rule.Severity) : Styles.Text(rule.Severity),
+                Styles.Text(state.Length == 0 ? "-" : state),
+                Styles.Text(rule.Tables.Count == 0 ? "-" : string.Join(',', rule.Tables)),
+                Styles.Text(rule.TaskTypes.Count == 0 ? "-" : string.Join(',', rule.TaskTypes)),
+                Styles.Text(rule.Name),
+                Styles.Text($"{rule.File}:{rule.Line}"),
+            };
+            if (format == OutputFormat.Wide)
+            {
+                cells.Add(Styles.Text(rule.Description));
+            }
+
+            table.AddRow(cells);
+        }
+
+        return new Rows(header, table);
     }
 
     private static void WriteProblems(TextWriter error, IEnumerable<RuleProblem> problems)

@@ -1,4 +1,6 @@
 using DaemonEye.Client;
+using DaemonEye.Cli.Output;
+using DaemonEye.Protocol.Filesystem.V1;
 using DaemonEye.Protocol.Network.V1;
 using DaemonEye.Protocol.Process.V1;
 using Google.Protobuf;
@@ -9,15 +11,14 @@ namespace DaemonEye.Cli.Commands;
 /// <summary>
 /// Decodes protobuf event payloads the CLI knows (content type
 /// <c>application/x-protobuf; messageType=&lt;full name&gt;</c>) for <c>subscribe</c>: procmond's
-/// events.process.* and netmond's events.network.* messages. Unknown types stay raw.
+/// events.process.*, netmond's events.network.* and fsmond's events.filesystem.* messages. Unknown
+/// types stay raw.
 /// </summary>
 internal static class EventDecoder
 {
     private const string Prefix = "application/x-protobuf; messageType=";
 
-    private static readonly TypeRegistry Registry = TypeRegistry.FromFiles(ProcessReflection.Descriptor, NetworkReflection.Descriptor);
-
-    private static readonly JsonFormatter Formatter = new(JsonFormatter.Settings.Default.WithPreserveProtoFieldNames(true).WithFormatDefaultValues(true).WithTypeRegistry(Registry));
+    private static readonly TypeRegistry Registry = TypeRegistry.FromFiles(ProcessReflection.Descriptor, NetworkReflection.Descriptor, FilesystemReflection.Descriptor);
 
     /// <summary>The decoded message, or null when the content type names no known type or the bytes do not parse.</summary>
     public static IMessage? TryDecode(BusMessage message)
@@ -38,8 +39,6 @@ internal static class EventDecoder
         }
     }
 
-    /// <summary>The message as one JSON object with the .proto field names (proto3 JSON mapping).</summary>
-    public static string ToJson(IMessage message) => Formatter.Format(message);
-
-    public static string TypeName(IMessage message) => message.Descriptor.Name;
+    /// <summary>The message as one JSON object with the .proto field names, 64-bit integers as numbers (<see cref="ProtoJson"/>).</summary>
+    public static string ToJson(IMessage message) => ProtoJson.Format(message);
 }

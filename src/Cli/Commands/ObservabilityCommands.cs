@@ -1,7 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using DaemonEye.Cli.Output;
 using DaemonEye.Protocol.Ipc.V1;
+using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace DaemonEye.Cli.Commands;
 
@@ -18,98 +21,90 @@ internal static class ObservabilityCommands
 
     public static Command BuildMetrics(CliContext context)
     {
-        var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var command = new Command("metrics", "The agent's metrics: bus, RPC and collector counters, gauges and latency histograms");
-        command.Options.Add(json);
-        command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
-        {
-            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { Metrics = new MetricsRequest() }, cancellationToken);
-            if (response is null)
-            {
-                return exitCode;
-            }
-
-            var metrics = response.Metrics;
-            if (parse.GetValue(json))
-            {
-                context.Output.WriteLine(CollectorCommands.Json(w => WriteMetrics(w, metrics)));
-                return CliApplication.Ok;
-            }
-
-            var o = context.Output;
-            o.WriteLine(metrics.PrometheusEnabled
-                ? $"prometheus: {metrics.PrometheusEndpoint}"
-                : "prometheus: not served (broker.enable_metrics: false)");
-            foreach (var metric in metrics.Metrics)
-            {
-                if (metric.Points.Count == 0)
-                {
-                    o.WriteLine($"{metric.Name} {Unit(metric)}(nothing recorded)");
-                }
-
-                foreach (var point in metric.Points)
-                {
-                    var name = metric.Name + Tags(point);
-                    o.WriteLine(metric.Kind == "histogram"
-                        ? $"{name} {Histogram(metric, point)}"
-                        : $"{name} {Number(point.Value)} {Unit(metric)}".TrimEnd());
-                }
-            }
-
-            return CliApplication.Ok;
-        }));
+        var output = OutputOptions.AddTo(command, "one JSON object");
+        var watch = WatchOptions.AddTo(command);
+        command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, () =>
+            CollectorCommands.RunViewAsync(context, parse, output, watch, "metrics", new IpcRequest { Metrics = new MetricsRequest() }, (response, format) => format == OutputFormat.Json
+                ? CollectorCommands.Json(w => WriteMetrics(w, response.Metrics))
+                : MetricsView(context, response.Metrics), null, null, cancellationToken)));
         return command;
+    }
+
+    /// <summary>
+    /// On a terminal a table (name with tags, value, unit); on a pipe one line per point,
+    /// <c>name{tag=value,...} value unit</c> (histograms: count, mean, p50, p99), for grep and awk.
+    /// </summary>
+    private static Rows MetricsView(CliContext context, MetricsResponse metrics)
+    {
+        var lines = new List<IRenderable>
+        {
+            Styles.Text(metrics.PrometheusEnabled ? $"prometheus: {metrics.PrometheusEndpoint}" : "prometheus: not served (broker.enable_metrics: false)"),
+        };
+        var table = Styles.Table(context.Console, "NAME", "VALUE>", "UNIT");
+        foreach (var metric in metrics.Metrics)
+        {
+            if (metric.Points.Count == 0)
+            {
+                table.AddRow(Styles.Text(metric.Name), Styles.Text("-"), Styles.Text("(nothing recorded)"));
+                lines.Add(Styles.Text($"{metric.Name} {Unit(metric)}(nothing recorded)"));
+            }
+
+            foreach (var point in metric.Points)
+            {
+                var name = metric.Name + Tags(point);
+                var value = metric.Kind == "histogram" ? Histogram(metric, point) : Number(point.Value);
+                table.AddRow(Styles.Text(name), Styles.Text(value), Styles.Text(Unit(metric).Trim()));
+                lines.Add(Styles.Text(metric.Kind == "histogram" ? $"{name} {value}" : $"{name} {value} {Unit(metric)}".TrimEnd()));
+            }
+        }
+
+        return context.IsTerminal ? new Rows(lines[0], table) : new Rows(lines);
     }
 
     public static Command BuildHealth(CliContext context)
     {
-        var json = new Option<bool>("--json") { Description = "Print one JSON object" };
         var command = new Command("health", "Check the agent: broker accepting connections, RPC responding, collectors heartbeating, buffers not full, error rate (exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable)");
-        command.Options.Add(json);
-        command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
-        {
-            var (response, exitCode) = await CollectorCommands.RequestAsync(context, parse, new IpcRequest { Health = new HealthRequest() }, cancellationToken);
-            if (response is null)
-            {
-                // Unreachable, or the agent could not evaluate (its error is on stderr): either way not a verdict.
-                return CliApplication.Unavailable;
-            }
-
-            var health = response.Health;
-            if (parse.GetValue(json))
-            {
-                context.Output.WriteLine(CollectorCommands.Json(w =>
-                {
-                    w.WriteStartObject();
-                    w.WriteString("status", StatusName(health.Status));
-                    w.WriteStartArray("checks");
-                    foreach (var check in health.Checks)
-                    {
-                        w.WriteStartObject();
-                        w.WriteString("name", check.Name);
-                        w.WriteString("status", StatusName(check.Status));
-                        w.WriteString("detail", check.Detail);
-                        w.WriteEndObject();
-                    }
-
-                    w.WriteEndArray();
-                    w.WriteEndObject();
-                }));
-            }
-            else
-            {
-                var width = health.Checks.Select(c => c.Name.Length).DefaultIfEmpty(0).Max();
-                foreach (var check in health.Checks)
-                {
-                    context.Output.WriteLine($"{check.Name.PadRight(width)}  {StatusName(check.Status),-9}  {check.Detail}");
-                }
-
-                context.Output.WriteLine($"overall: {StatusName(health.Status)}");
-            }
-
-            return ExitCode(health.Status);
-        }));
+        var output = OutputOptions.AddTo(command, "one JSON object");
+        var watch = WatchOptions.AddTo(command);
+        // Unreachable, or the agent could not evaluate (its error is on stderr): either way not a verdict, 3.
+        command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, () =>
+            CollectorCommands.RunViewAsync(context, parse, output, watch, "health", new IpcRequest { Health = new HealthRequest() }, (response, format) => format == OutputFormat.Json
+                ? CollectorCommands.Json(w => WriteHealth(w, response.Health))
+                : HealthView(context, response.Health), response => ExitCode(response.Health.Status), CliApplication.Unavailable, cancellationToken)));
         return command;
+    }
+
+    private static Rows HealthView(CliContext context, HealthResponse health)
+    {
+        var table = Styles.Table(context.Console, "CHECK", "STATUS", "DETAIL");
+        foreach (var check in health.Checks)
+        {
+            table.AddRow(Styles.Text(check.Name), Styles.Status(context.Console, StatusName(check.Status)), Styles.Text(check.Detail));
+        }
+
+        var overall = context.IsTerminal
+            ? new Columns(Styles.Text("overall:", "bold"), Styles.Status(context.Console, StatusName(health.Status))) { Expand = false }
+            : (IRenderable)Styles.Text($"overall: {StatusName(health.Status)}");
+        return new Rows(table, overall);
+    }
+
+    private static void WriteHealth(Utf8JsonWriter w, HealthResponse health)
+    {
+        w.WriteStartObject();
+        w.WriteString("status", StatusName(health.Status));
+        w.WriteStartArray("checks");
+        foreach (var check in health.Checks)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", check.Name);
+            w.WriteString("status", StatusName(check.Status));
+            w.WriteString("detail", check.Detail);
+            w.WriteEndObject();
+        }
+
+        w.WriteEndArray();
+        w.WriteEndObject();
     }
 
     public static int ExitCode(HealthStatus status) => status switch

@@ -2,10 +2,13 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using DaemonEye.Cli.Output;
+using DaemonEye.Client;
 using DaemonEye.Protocol.Process.V1;
 using DaemonEye.Protocol.Task.V1;
 using DaemonEye.Protocol.V1;
 using Google.Protobuf;
+using Spectre.Console;
 
 namespace DaemonEye.Cli.Commands;
 
@@ -18,14 +21,16 @@ internal static class PsCommand
     public static Command Build(CliContext context)
     {
         var collector = new Option<string>("--collector") { Description = "The process collector to ask", DefaultValueFactory = _ => "procmond" };
-        var json = new Option<bool>("--json") { Description = "Print a JSON array of processes" };
+        var tree = new Option<bool>("--tree") { Description = "Show the processes as a tree by parent (ppid); JSON: each process with a children array" };
         var fresh = new Option<bool>("--fresh") { Description = "Ask for a new scan instead of the last one" };
         var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for the answer", DefaultValueFactory = _ => 10 };
         var command = new Command("ps", "Print the latest process snapshot of procmond: pid, ppid, user, name, cpu, rss, executable hash prefix");
         command.Options.Add(collector);
-        command.Options.Add(json);
+        var output = OutputOptions.AddTo(command, "an array of processes");
+        command.Options.Add(tree);
         command.Options.Add(fresh);
         command.Options.Add(timeout);
+        var watch = WatchOptions.AddTo(command);
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
             var seconds = parse.GetValue(timeout);
@@ -35,69 +40,119 @@ internal static class PsCommand
                 return CliApplication.Invalid;
             }
 
+            if (watch.Validate(parse) is { } invalid)
+            {
+                context.Error.WriteLine($"error: {invalid}");
+                return CliApplication.Invalid;
+            }
+
             await using var client = await AgentConnection.ConnectAsync(context, AgentConnection.Options(context, parse), cancellationToken);
             if (client is null)
             {
                 return CliApplication.Unavailable;
             }
 
-            var task = new TaskRequest { TaskId = Guid.NewGuid().ToString("N"), TaskType = SnapshotTaskType };
-            task.Parameters["publish"] = "false";
-            if (parse.GetValue(fresh))
+            var format = output.Get(parse);
+            var asTree = parse.GetValue(tree);
+            async Task<Sample> TakeAsync(CancellationToken token)
             {
-                task.Parameters["fresh"] = "true";
+                var snapshot = await SnapshotAsync(context, client, parse.GetValue(collector)!, parse.GetValue(fresh), seconds, token);
+                if (snapshot is null)
+                {
+                    return Sample.Failed(CliApplication.No);
+                }
+
+                if (format == OutputFormat.Json)
+                {
+                    context.Output.Write(asTree ? ProcessTree.ToJson(snapshot) : ToJson(snapshot));
+                    context.Output.Flush();
+                    return new Sample(Spectre.Console.Text.Empty, CliApplication.Ok);
+                }
+
+                return new Sample(asTree ? ProcessTree.Render(context.Console, snapshot) : Table(context, snapshot, format), CliApplication.Ok);
             }
 
-            var response = await client.CallAsync(parse.GetValue(collector)!, RpcOperation.ExecuteTask, task.ToByteString(), TimeSpan.FromSeconds(seconds), cancellationToken: cancellationToken);
-            if (response.Status != RpcStatus.Ok)
+            if (watch.IsWatching(parse))
             {
-                context.Error.WriteLine($"{CollectorCommands.KindName(response.Error?.Kind ?? RpcErrorKind.Unspecified)}: {response.Error?.Message}");
-                return CliApplication.No;
+                return await watch.RunAsync(context.Console, parse, "ps", TakeAsync, cancellationToken, inPlace: format != OutputFormat.Json);
             }
 
-            var result = TaskResult.Parser.ParseFrom(response.Payload);
-            if (result.PayloadType != ProcessSnapshot.Descriptor.FullName)
+            var sample = await TakeAsync(cancellationToken);
+            if (sample.View is not null)
             {
-                context.Error.WriteLine($"Error: the task result holds a '{result.PayloadType}', not a {ProcessSnapshot.Descriptor.FullName}");
-                return CliApplication.No;
+                context.Console.Show(sample.View);
             }
 
-            var snapshot = ProcessSnapshot.Parser.ParseFrom(result.Payload);
-            context.Output.Write(parse.GetValue(json) ? ToJson(snapshot) : ToTable(snapshot));
-            return CliApplication.Ok;
+            return sample.ExitCode;
         }));
         return command;
     }
 
-    internal static string ToTable(ProcessSnapshot snapshot)
+    /// <summary>procmond's snapshot over the bus, or null with the reason on stderr.</summary>
+    private static async Task<ProcessSnapshot?> SnapshotAsync(CliContext context, BusClient client, string collector, bool fresh, double seconds, CancellationToken cancellationToken)
     {
-        var rows = new List<string[]> { new[] { "PID", "PPID", "USER", "NAME", "CPU%", "RSS", "EXE-SHA256" } };
-        rows.AddRange(snapshot.Processes.Select(p => new[]
+        var task = new TaskRequest { TaskId = Guid.NewGuid().ToString("N"), TaskType = SnapshotTaskType };
+        task.Parameters["publish"] = "false";
+        if (fresh)
         {
-            p.Pid.ToString(CultureInfo.InvariantCulture),
-            p.Ppid.ToString(CultureInfo.InvariantCulture),
-            p.User.Length > 0 ? p.User : p.Uid.ToString(CultureInfo.InvariantCulture),
-            p.Name,
-            p.CpuPercent.ToString("0.0", CultureInfo.InvariantCulture),
-            Size(p.RssBytes),
-            p.ExeSha256.Length >= 12 ? p.ExeSha256[..12] : "-",
-        }));
-        var widths = Enumerable.Range(0, rows[0].Length).Select(i => rows.Max(r => r[i].Length)).ToArray();
-        var text = new StringBuilder();
-        foreach (var row in rows)
-        {
-            for (var i = 0; i < row.Length; i++)
-            {
-                var right = i is 0 or 1 or 4 or 5;
-                text.Append(right ? row[i].PadLeft(widths[i]) : row[i].PadRight(widths[i]));
-                text.Append(i == row.Length - 1 ? "\n" : "  ");
-            }
+            task.Parameters["fresh"] = "true";
         }
 
-        return text.ToString();
+        var response = await client.CallAsync(collector, RpcOperation.ExecuteTask, task.ToByteString(), TimeSpan.FromSeconds(seconds), cancellationToken: cancellationToken);
+        if (response.Status != RpcStatus.Ok)
+        {
+            context.Error.WriteLine($"{CollectorCommands.KindName(response.Error?.Kind ?? RpcErrorKind.Unspecified)}: {response.Error?.Message}");
+            return null;
+        }
+
+        var result = TaskResult.Parser.ParseFrom(response.Payload);
+        if (result.PayloadType != ProcessSnapshot.Descriptor.FullName)
+        {
+            context.Error.WriteLine($"Error: the task result holds a '{result.PayloadType}', not a {ProcessSnapshot.Descriptor.FullName}");
+            return null;
+        }
+
+        return ProcessSnapshot.Parser.ParseFrom(result.Payload);
     }
 
-    private static string Size(ulong bytes) => bytes switch
+    /// <summary>PID, PPID, USER, NAME, CPU%, RSS, EXE-SHA256 (wide: the whole hash, threads, started, command line).</summary>
+    internal static Spectre.Console.Table Table(CliContext context, ProcessSnapshot snapshot, OutputFormat format)
+    {
+        var wide = format == OutputFormat.Wide;
+        var table = wide
+            ? Styles.Table(context.Console, "PID>", "PPID>", "USER", "NAME", "CPU%>", "RSS>", "THREADS>", "STARTED", "EXE-SHA256", "COMMAND")
+            : Styles.Table(context.Console, "PID>", "PPID>", "USER", "NAME", "CPU%>", "RSS>", "EXE-SHA256");
+        var now = context.Clock.GetUtcNow();
+        foreach (var p in snapshot.Processes)
+        {
+            var cells = new List<Spectre.Console.Rendering.IRenderable>
+            {
+                Styles.Text(p.Pid.ToString(CultureInfo.InvariantCulture)),
+                Styles.Text(p.Ppid.ToString(CultureInfo.InvariantCulture)),
+                Styles.Text(p.User.Length > 0 ? p.User : p.Uid.ToString(CultureInfo.InvariantCulture)),
+                Styles.Text(p.Name, context.IsTerminal && p.ExeDeleted ? "bold red" : null),
+                Styles.Text(p.CpuPercent.ToString("0.0", CultureInfo.InvariantCulture), context.IsTerminal && p.CpuPercent >= 50 ? "yellow" : null),
+                Styles.Text(Size(p.RssBytes)),
+            };
+            if (wide)
+            {
+                cells.Add(Styles.Text(p.Threads.ToString(CultureInfo.InvariantCulture)));
+                cells.Add(Styles.Text(Styles.Time(context.Console, p.StartTimeUnixMs == 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds((long)p.StartTimeUnixMs), now, absolute: true)));
+                cells.Add(Styles.Text(p.ExeSha256.Length > 0 ? p.ExeSha256 : "-"));
+                cells.Add(Styles.Text(string.Join(' ', p.CommandLine)));
+            }
+            else
+            {
+                cells.Add(Styles.Text(p.ExeSha256.Length >= 12 ? p.ExeSha256[..12] : "-"));
+            }
+
+            table.AddRow(cells);
+        }
+
+        return table;
+    }
+
+    internal static string Size(ulong bytes) => bytes switch
     {
         >= 1UL << 30 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1UL << 30):0.0}G"),
         >= 1UL << 20 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1UL << 20):0.0}M"),
@@ -113,26 +168,7 @@ internal static class PsCommand
             foreach (var p in snapshot.Processes)
             {
                 w.WriteStartObject();
-                w.WriteNumber("pid", p.Pid);
-                w.WriteNumber("ppid", p.Ppid);
-                w.WriteNumber("uid", p.Uid);
-                w.WriteString("user", p.User);
-                w.WriteString("name", p.Name);
-                w.WriteString("comm", p.Comm);
-                w.WriteNumber("cpu_percent", p.CpuPercent);
-                w.WriteNumber("rss_bytes", p.RssBytes);
-                w.WriteNumber("threads", p.Threads);
-                w.WriteString("executable", p.Executable);
-                w.WriteBoolean("exe_deleted", p.ExeDeleted);
-                w.WriteString("exe_sha256", p.ExeSha256);
-                w.WriteNumber("start_time_unix_ms", p.StartTimeUnixMs);
-                w.WriteStartArray("command_line");
-                foreach (var arg in p.CommandLine)
-                {
-                    w.WriteStringValue(arg);
-                }
-
-                w.WriteEndArray();
+                WriteProcessFields(w, p);
                 w.WriteEndObject();
             }
 
@@ -140,5 +176,30 @@ internal static class PsCommand
         }
 
         return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length) + "\n";
+    }
+
+    /// <summary>One process's fields, as <c>ps --json</c> writes them.</summary>
+    internal static void WriteProcessFields(Utf8JsonWriter w, ProcessInfo p)
+    {
+        w.WriteNumber("pid", p.Pid);
+        w.WriteNumber("ppid", p.Ppid);
+        w.WriteNumber("uid", p.Uid);
+        w.WriteString("user", p.User);
+        w.WriteString("name", p.Name);
+        w.WriteString("comm", p.Comm);
+        w.WriteNumber("cpu_percent", p.CpuPercent);
+        w.WriteNumber("rss_bytes", p.RssBytes);
+        w.WriteNumber("threads", p.Threads);
+        w.WriteString("executable", p.Executable);
+        w.WriteBoolean("exe_deleted", p.ExeDeleted);
+        w.WriteString("exe_sha256", p.ExeSha256);
+        w.WriteNumber("start_time_unix_ms", p.StartTimeUnixMs);
+        w.WriteStartArray("command_line");
+        foreach (var arg in p.CommandLine)
+        {
+            w.WriteStringValue(arg);
+        }
+
+        w.WriteEndArray();
     }
 }

@@ -11,7 +11,7 @@ internal static class PublishCommand
     public static Command Build(CliContext context)
     {
         var topic = new Argument<string>("topic") { Description = "A concrete topic, e.g. events.process.lifecycle" };
-        var payload = new Argument<string>("payload") { Description = "The payload, sent as UTF-8 text" };
+        var payload = new Argument<string>("payload") { Description = "The payload, sent as UTF-8 text; '-' reads it from stdin (bytes as they are, up to the end)" };
         var count = new Option<int>("--count") { Description = "Publish the payload this many times", DefaultValueFactory = _ => 1 };
         var correlationId = new Option<string?>("--correlation-id")
         {
@@ -57,7 +57,8 @@ internal static class PublishCommand
                     refusals.Add(e);
                 }
             };
-            var bytes = Encoding.UTF8.GetBytes(parse.GetValue(payload)!);
+            var text = parse.GetValue(payload)!;
+            var bytes = text == "-" ? await ReadAllAsync(context.Input, cancellationToken) : Encoding.UTF8.GetBytes(text);
             var type = parse.GetValue(contentType);
             for (var i = 1; i <= n; i++)
             {
@@ -84,5 +85,12 @@ internal static class PublishCommand
             return CliApplication.Ok;
         }));
         return command;
+    }
+
+    private static async Task<byte[]> ReadAllAsync(Stream input, CancellationToken cancellationToken)
+    {
+        using var buffer = new MemoryStream();
+        await input.CopyToAsync(buffer, cancellationToken);
+        return buffer.ToArray();
     }
 }

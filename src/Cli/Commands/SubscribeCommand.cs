@@ -18,10 +18,14 @@ internal static class SubscribeCommand
         var pattern = new Argument<string>("pattern") { Description = "A topic pattern: '+' is one segment, a final '#' any number" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per line (NDJSON)" };
         var count = new Option<long>("--count") { Description = "Exit after this many messages (0: run until Ctrl-C)" };
-        var command = new Command("subscribe", "Print messages published to topics that match a pattern; ready once 'subscribed to ...' is on stderr");
+        var compact = new Option<bool>("--compact") { Description = "One line per message also on a terminal (the default on a pipe)" };
+        var last = Retention.AddLastOption();
+        var command = new Command("subscribe", "Print messages published to topics that match a pattern (several lines each on a terminal, one on a pipe); ready once 'subscribed to ...' is on stderr");
         command.Arguments.Add(pattern);
         command.Options.Add(json);
         command.Options.Add(count);
+        command.Options.Add(compact);
+        command.Options.Add(last);
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
             var p = parse.GetValue(pattern)!;
@@ -38,6 +42,13 @@ internal static class SubscribeCommand
                 context.Error.WriteLine($"--count is {limit}; it must be 0 (no limit) or more");
                 return CliApplication.Invalid;
             }
+
+            if (Retention.Refuse(context, parse, last, p))
+            {
+                return CliApplication.Invalid;
+            }
+
+            var pretty = context.IsTerminal && !asJson && !parse.GetValue(compact);
 
             await using var client = await AgentConnection.ConnectAsync(context, AgentConnection.Options(context, parse), cancellationToken);
             if (client is null)
@@ -56,7 +67,15 @@ internal static class SubscribeCommand
             using var stdout = new MemoryStream();
             await foreach (var message in subscription.ReadAllAsync(cancellationToken))
             {
-                context.Output.WriteLine(asJson ? ToJson(message, stdout) : ToLine(message));
+                if (pretty)
+                {
+                    context.Console.Write(EventView.Render(message, EventDecoder.TryDecode(message), Printable(message.Payload.Span), context.Clock.GetUtcNow()));
+                }
+                else
+                {
+                    context.Output.WriteLine(asJson ? ToJson(message, stdout) : ToLine(message));
+                }
+
                 context.Output.Flush();
                 if (limit > 0 && ++received >= limit)
                 {
@@ -69,17 +88,10 @@ internal static class SubscribeCommand
         return command;
     }
 
-    internal static string ToLine(BusMessage message)
-    {
-        if (EventDecoder.TryDecode(message) is { } decoded)
-        {
-            return $"{message.Topic} seq={message.Sequence} cid={message.CorrelationId} {EventDecoder.TypeName(decoded)} {EventDecoder.ToJson(decoded)}";
-        }
+    internal static string ToLine(BusMessage message) => EventView.Line(message, EventDecoder.TryDecode(message), Printable(message.Payload.Span));
 
-        var text = TryText(message.Payload.Span);
-        var payload = text is not null && !text.Any(c => char.IsControl(c) && c != '\t') ? text : "base64:" + Convert.ToBase64String(message.Payload.Span);
-        return $"{message.Topic} seq={message.Sequence} cid={message.CorrelationId} {payload}";
-    }
+    /// <summary>The payload as text when it is UTF-8 without control characters (tabs allowed), else null.</summary>
+    private static string? Printable(ReadOnlySpan<byte> payload) => TryText(payload) is { } text && !text.Any(c => char.IsControl(c) && c != '\t') ? text : null;
 
     internal static string ToJson(BusMessage message, MemoryStream buffer)
     {

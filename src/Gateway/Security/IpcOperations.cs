@@ -33,7 +33,7 @@ public static class IpcOperations
     public const string ReaderMay = "status, health, metrics, collectors list, collectors health, rules list";
 
     /// <summary>What needs an operator, for the refusal message.</summary>
-    public const string OperatorOnly = "collectors start, stop and restart, task run, rules test, rules run";
+    public const string OperatorOnly = "collectors start, stop and restart, task run, rules test, rules run, logs";
 
     /// <summary>The access <paramref name="request"/> needs; <see cref="IpcAccess.Operate"/> when it is not classified.</summary>
     public static IpcAccess Required(IpcRequest request)
@@ -55,6 +55,8 @@ public static class IpcOperations
         IpcRequest.BodyOneofCase.Metrics => IpcAccess.Read,
         IpcRequest.BodyOneofCase.Health => IpcAccess.Read,
         IpcRequest.BodyOneofCase.RulesList => IpcAccess.Read,
+        // A collector's output may hold what only the agent's user should read (paths, arguments, errors).
+        IpcRequest.BodyOneofCase.CollectorLogs => IpcAccess.Operate,
         IpcRequest.BodyOneofCase.CollectorCommand => action switch
         {
             CollectorAction.Health => IpcAccess.Read,
@@ -93,6 +95,7 @@ public static class IpcOperations
             IpcRequest.BodyOneofCase.TaskRun => "task run",
             IpcRequest.BodyOneofCase.RulesTest => "rules test",
             IpcRequest.BodyOneofCase.RulesRun => "rules run",
+            IpcRequest.BodyOneofCase.CollectorLogs => "logs",
             var other => $"IPC request {(int)other}",
         };
     }

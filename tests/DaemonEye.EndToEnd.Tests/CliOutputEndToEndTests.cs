@@ -1,0 +1,313 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using DaemonEye.Cli;
+using DaemonEye.Cli.Output;
+using DaemonEye.Client;
+using DaemonEye.Client.Tests;
+using DaemonEye.Protocol.Ipc.V1;
+using Spectre.Console;
+using Spectre.Console.Testing;
+
+namespace DaemonEye.EndToEnd.Tests;
+
+/// <summary>One agent supervising the real procmond (scanning every 100 ms, heartbeating every 0.2 s), for the CLI output tests.</summary>
+public sealed class ProcmondAgentFixture : IAsyncLifetime
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    internal AgentProcess Agent { get; private set; } = null!;
+
+    /// <summary>A configuration file naming the agent's socket, for the CLI run in-process (--config).</summary>
+    internal string ConfigPath { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Agent = await AgentProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["DAEMONEYE_COLLECTORS__0__ID"] = "procmond",
+            ["DAEMONEYE_COLLECTORS__0__EXECUTABLE"] = Path.Combine(Path.GetDirectoryName(Paths.AgentDll)!, "collectors", "procmond", "procmond.dll"),
+            ["DAEMONEYE_COLLECTORS__0__ARGUMENTS__0"] = "--scan-interval-ms",
+            ["DAEMONEYE_COLLECTORS__0__ARGUMENTS__1"] = "100",
+            ["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.2",
+        });
+        ConfigPath = Path.Combine(Agent.Directory, "cli.yaml");
+        await File.WriteAllTextAsync(ConfigPath, $"broker:\n  socket_path: {Agent.SocketPath}\n");
+
+        // Running and heartbeating: checked at each control message (heartbeats come every 0.2 s).
+        await using var watcher = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = Agent.SocketPath, ClientId = "cli-output-watcher" });
+        var control = await watcher.SubscribeAsync("control.#");
+        using var timeout = new CancellationTokenSource(Patience);
+        var status = await IpcProbe.CollectorAsync(Agent.IpcSocketPath, "procmond");
+        while (!(status.State == CollectorState.Running && status.LastHeartbeatUnixNanos != 0) && await control.Reader.WaitToReadAsync(timeout.Token))
+        {
+            while (control.Reader.TryRead(out _))
+            {
+            }
+
+            status = await IpcProbe.CollectorAsync(Agent.IpcSocketPath, "procmond");
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (Agent is not null)
+        {
+            await Agent.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>
+/// daemoneye-cli's output against a real agent and procmond: colour on a terminal (Spectre's
+/// TestConsole, and a real pseudo-terminal through script(1)) and none on a pipe; every -o json
+/// output checked against its schema (docs/schemas); ps --tree placing this test's child under
+/// this process; publish from stdin; logs; --watch on a pipe.
+/// </summary>
+public sealed partial class CliOutputEndToEndTests(ProcmondAgentFixture fixture) : IClassFixture<ProcmondAgentFixture>
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    [GeneratedRegex("\u001b\\[[0-9;]*m")]
+    private static partial Regex Sgr();
+
+    private AgentProcess Agent => fixture.Agent;
+
+    /// <summary>The CLI in this process, stdout as <paramref name="console"/>, stdin as <paramref name="input"/>.</summary>
+    private async Task<(int Code, string Err)> RunAsync(IAnsiConsole console, Stream? input, params string[] args)
+    {
+        using var error = new StringWriter();
+        var code = await CliApplication.InvokeAsync([.. args, "--config", fixture.ConfigPath], console, error, input ?? Stream.Null);
+        return (code, error.ToString());
+    }
+
+    /// <summary>The CLI in this process with stdout a pipe.</summary>
+    private async Task<(int Code, string Out, string Err)> PipeAsync(params string[] args)
+    {
+        using var output = new StringWriter();
+        var (code, error) = await RunAsync(Terminal.Create(output), null, args);
+        return (code, output.ToString(), error);
+    }
+
+    [Fact]
+    public async Task A_terminal_gets_colour_and_relative_times_and_a_pipe_gets_neither()
+    {
+        using var terminal = new TestConsole().Interactive().EmitAnsiSequences().Width(200);
+        terminal.Profile.Capabilities.Unicode = true;
+        var (code, error) = await RunAsync(terminal, null, "collectors", "list");
+        Assert.True(code == 0, error);
+        Assert.Matches("\u001b\\[[0-9;]+m✔ Running", terminal.Output);
+        Assert.Matches("(\\d+ s ago|now)", terminal.Output);
+
+        using var health = new TestConsole().Interactive().EmitAnsiSequences().Width(200);
+        (code, error) = await RunAsync(health, null, "health");
+        Assert.True(code is 0 or 1, error);
+        Assert.Matches(Sgr(), health.Output);
+
+        var (pipeCode, pipe, pipeError) = await PipeAsync("collectors", "list");
+        Assert.True(pipeCode == 0, pipeError);
+        Assert.DoesNotContain('\u001b', pipe);
+        Assert.Matches("procmond +Running +Healthy +\\d+ +0 +\\d{4}-\\d\\d-\\d\\dT[0-9:.]+Z", pipe);
+
+        // The real program with its stdout a pipe.
+        var (childCode, lines, childError) = await CliProcess.RunAsync(Agent.SocketPath, Patience, "status");
+        Assert.True(childCode == 0, childError);
+        Assert.DoesNotContain(lines, l => l.Contains('\u001b', StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_real_pseudo_terminal_gets_colour_unless_NO_COLOR_is_set()
+    {
+        async Task<string> InPtyAsync(bool noColor)
+        {
+            // script(1) gives the CLI a pseudo-terminal as stdout and copies what it writes to ours.
+            var start = new ProcessStartInfo("script") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+            foreach (var arg in new[] { "-qec", $"dotnet '{Paths.CliDll}' collectors list", "/dev/null" })
+            {
+                start.ArgumentList.Add(arg);
+            }
+
+            start.Environment["DAEMONEYE_BROKER__SOCKET_PATH"] = Agent.SocketPath;
+            start.Environment["TERM"] = "xterm-256color";
+            start.Environment.Remove("NO_COLOR");
+            if (noColor)
+            {
+                start.Environment["NO_COLOR"] = "1";
+            }
+
+            using var process = Process.Start(start)!;
+            process.StandardInput.Close();
+            var stdout = process.StandardOutput.ReadToEndAsync();
+            using var timeout = new CancellationTokenSource(Patience);
+            await process.WaitForExitAsync(timeout.Token);
+            Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}: {await process.StandardError.ReadToEndAsync()}\n{await stdout}");
+            return await stdout;
+        }
+
+        var color = await InPtyAsync(noColor: false);
+        var plain = await InPtyAsync(noColor: true);
+
+        Assert.Matches("\u001b\\[[0-9;]+m✔ Running", color);
+        Assert.Contains("Running", plain, StringComparison.Ordinal);
+        Assert.DoesNotMatch(Sgr(), plain);
+    }
+
+    [Fact]
+    public async Task Every_json_output_matches_its_schema()
+    {
+        (string Schema, string[] Args, bool Lines)[] commands =
+        [
+            ("status", ["status", "-o", "json"], false),
+            ("collectors-list", ["collectors", "list", "--json"], false),
+            ("collectors-action", ["collectors", "health", "procmond", "--json"], false),
+            ("health", ["health", "-o", "json"], false),
+            ("metrics", ["metrics", "-o", "json"], false),
+            ("topics", ["topics", "-o", "json"], false),
+            ("rules-list", ["rules", "list", "-o", "json"], false),
+            ("ps", ["ps", "-o", "json"], false),
+            ("ps-tree", ["ps", "--tree", "-o", "json"], false),
+            ("task-run", ["task", "run", "process.snapshot", "--json"], false),
+            ("top", ["top", "-o", "json", "--interval", "0.2", "--samples", "2"], true),
+            ("logs", ["logs", "procmond", "-o", "json"], false),
+        ];
+        foreach (var (schema, args, lines) in commands)
+        {
+            var (code, output, error) = await PipeAsync(args);
+            Assert.True(code is 0 or 1 && output.Length > 0, $"{string.Join(' ', args)}: exit {code}: {error}");
+            foreach (var document in lines ? output.Split('\n', StringSplitOptions.RemoveEmptyEntries) : [output])
+            {
+                SchemaAssert.Valid(schema, document);
+            }
+
+            if (lines)
+            {
+                Assert.Equal(2, output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+            }
+        }
+
+        // The same numbers have the same JSON type everywhere: the process ids and times of ps and of task run.
+        var (_, ps, _) = await PipeAsync("ps", "-o", "json");
+        using var psJson = JsonDocument.Parse(ps);
+        Assert.All(psJson.RootElement.EnumerateArray(), p => Assert.Equal(JsonValueKind.Number, p.GetProperty("start_time_unix_ms").ValueKind));
+        var (_, task, _) = await PipeAsync("task", "run", "process.snapshot", "--json");
+        using var taskJson = JsonDocument.Parse(task);
+        var snapshot = Assert.Single(taskJson.RootElement.GetProperty("results").EnumerateArray()).GetProperty("payload_decoded");
+        Assert.Equal(JsonValueKind.Number, snapshot.GetProperty("taken_unix_ms").ValueKind);
+        Assert.All(snapshot.GetProperty("processes").EnumerateArray(), p => Assert.Equal(JsonValueKind.Number, p.GetProperty("start_time_unix_ms").ValueKind));
+        Assert.Equal(JsonValueKind.Number, taskJson.RootElement.GetProperty("duration_us").ValueKind);
+    }
+
+    [Fact]
+    public async Task Publish_dash_reads_the_payload_from_stdin_and_subscribe_json_matches_its_schema()
+    {
+        var payload = "line one\nline two: ünïcode\n";
+        using var subscriber = new CliProcess(Agent.SocketPath, "subscribed to", "subscribe", "events.demo.stdin", "--json", "--count", "1");
+        await subscriber.Marker.WaitAsync(Patience);
+
+        using var stdin = new MemoryStream(Encoding.UTF8.GetBytes(payload));
+        using var output = new StringWriter();
+        var (code, error) = await RunAsync(Terminal.Create(output), stdin, "publish", "events.demo.stdin", "-");
+        Assert.True(code == 0, error);
+        Assert.Equal("published 1 message(s) to events.demo.stdin", output.ToString().Trim());
+
+        Assert.Equal(0, await subscriber.WaitAsync(Patience));
+        var line = Assert.Single(subscriber.Stdout);
+        SchemaAssert.Valid("subscribe", line);
+        using var json = JsonDocument.Parse(line);
+        Assert.Equal(payload, json.RootElement.GetProperty("payload").GetString());
+    }
+
+    [Fact]
+    public async Task Ps_tree_shows_this_tests_child_process_under_this_process()
+    {
+        // A child that lives until its stdin closes: procmond sees it with this process as parent.
+        using var child = Process.Start(new ProcessStartInfo("cat") { RedirectStandardInput = true, UseShellExecute = false })!;
+        try
+        {
+            var parent = Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
+            var pid = child.Id.ToString(CultureInfo.InvariantCulture);
+
+            // Polled with a deadline: each --fresh answer is a new scan.
+            using var deadline = new CancellationTokenSource(Patience);
+            JsonElement? node = null;
+            while (node is null)
+            {
+                deadline.Token.ThrowIfCancellationRequested();
+                var (code, json, error) = await PipeAsync("ps", "--tree", "--fresh", "-o", "json");
+                Assert.True(code == 0, error);
+                SchemaAssert.Valid("ps-tree", json);
+                node = Find(JsonDocument.Parse(json).RootElement, Environment.ProcessId);
+            }
+
+            Assert.Contains(node.Value.GetProperty("children").EnumerateArray(), c => c.GetProperty("pid").GetInt32() == child.Id && c.GetProperty("name").GetString() == "cat");
+
+            // On a pipe: the child's line right under its parent's subtree, two spaces deeper.
+            var (textCode, text, textError) = await PipeAsync("ps", "--tree");
+            Assert.True(textCode == 0, textError);
+            var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            var parentLine = Array.FindIndex(lines, l => l.TrimStart().StartsWith(parent + " ", StringComparison.Ordinal));
+            Assert.True(parentLine >= 0, text);
+            var depth = Indent(lines[parentLine]);
+            var subtree = lines.Skip(parentLine + 1).TakeWhile(l => Indent(l) > depth).ToList();
+            Assert.Contains(subtree, l => Indent(l) == depth + 2 && l.TrimStart().StartsWith(pid + " cat ", StringComparison.Ordinal));
+
+            // On a terminal: a tree with guides.
+            using var terminal = new TestConsole().Interactive().Width(300);
+            var (treeCode, treeError) = await RunAsync(terminal, null, "ps", "--tree");
+            Assert.True(treeCode == 0, treeError);
+            Assert.Contains(terminal.Lines, l => Regex.IsMatch(l, $"(└──|├──) {pid} cat "));
+        }
+        finally
+        {
+            child.StandardInput.Close();
+            await child.WaitForExitAsync();
+        }
+
+        static int Indent(string line) => line.Length - line.TrimStart().Length;
+
+        static JsonElement? Find(JsonElement nodes, int pid)
+        {
+            foreach (var n in nodes.EnumerateArray())
+            {
+                if (n.GetProperty("pid").GetInt32() == pid)
+                {
+                    return n;
+                }
+
+                if (Find(n.GetProperty("children"), pid) is { } found)
+                {
+                    return found;
+                }
+            }
+
+            return null;
+        }
+    }
+
+    [Fact]
+    public async Task Logs_prints_the_collectors_recent_output_and_refuses_an_unknown_id()
+    {
+        // procmond writes its start-up lines before it registers, so they are kept by now.
+        var (code, output, error) = await PipeAsync("logs", "procmond", "-n", "3");
+        Assert.True(code == 0, error);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.InRange(lines.Length, 1, 3);
+        Assert.All(lines, l => Assert.Matches("^\\d{4}-\\d\\d-\\d\\dT[0-9:.]+Z (stdout|stderr) ", l));
+
+        (code, _, error) = await PipeAsync("logs", "nobody");
+        Assert.Equal(1, code);
+        Assert.Contains("NotFound: no collector 'nobody'; known: procmond", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Watch_on_a_pipe_prints_one_sample_after_another()
+    {
+        var (code, output, error) = await PipeAsync("collectors", "list", "--watch", "--interval", "0.2", "--samples", "2");
+
+        Assert.True(code == 0, error);
+        Assert.Equal(2, output.Split('\n').Count(l => l.StartsWith("ID ", StringComparison.Ordinal)));
+        Assert.Equal(2, output.Split('\n').Count(l => l.StartsWith("procmond ", StringComparison.Ordinal)));
+    }
+}
