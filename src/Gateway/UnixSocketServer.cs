@@ -56,8 +56,12 @@ internal sealed partial class UnixSocketServer(
         }
     }
 
-    /// <summary>Starts accepting clients.</summary>
-    public void Start() => _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+    /// <summary>Starts accepting clients (after taking the process's <see cref="DescriptorSpare"/>).</summary>
+    public void Start()
+    {
+        DescriptorSpare.TryHold();
+        _acceptLoop = Task.Run(AcceptLoopAsync, CancellationToken.None);
+    }
 
     /// <summary>Clients being served now.</summary>
     public int Serving => _clients.Count;
@@ -89,10 +93,16 @@ internal sealed partial class UnixSocketServer(
                 // the same error (the connection stays queued and the socket readable) and log each time.
                 stats?.AddLimitRefusal(acceptFailed);
                 var delay = failing.Backoff.Failed(out var first);
+                var reason = first ? Describe(ex) : string.Empty;
+
+                // Out of descriptors, the runtime aborts at its next thread or assembly load: give it the
+                // spare (after Describe's probe). The next accept then works, inside the reserve, and is
+                // refused with its reason below.
+                var released = ex.SocketErrorCode == SocketError.TooManyOpenSockets ? DescriptorSpare.Release() : 0;
                 if (first)
                 {
-                    failing.Reason = Describe(ex);
-                    LogAcceptFailing(logger, what, failing.Reason, _clients.Count, LimitText(),
+                    failing.Reason = reason;
+                    LogAcceptFailing(logger, what, failing.Reason, _clients.Count, LimitText(), released,
                         AcceptBackoff.First.TotalMilliseconds, AcceptBackoff.Max.TotalMilliseconds);
                     failing.Watcher = WatchEndAsync(failing, "accept");
                 }
@@ -117,7 +127,8 @@ internal sealed partial class UnixSocketServer(
             // The kernel gives the lowest free descriptor: when even that one is this close to the limit,
             // fewer than DescriptorReserve are left for the agent itself (its threads, assembly loads, files;
             // the runtime aborts when it cannot create a thread). Refuse rather than take them.
-            if (IsShortOfDescriptors(client, out var fd, out var soft))
+            // After an EMFILE episode gave the runtime the spare, connections are refused until it is taken back.
+            if (IsShortOfDescriptors(client, out var fd, out var soft) || (DescriptorSpare.Released && !DescriptorSpare.TryHold()))
             {
                 stats?.AddLimitRefusal(Limit.DescriptorReserve);
                 low.Backoff.Failed(out var first);
@@ -277,8 +288,8 @@ internal sealed partial class UnixSocketServer(
         _stopping.Dispose();
     }
 
-    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "Accepting {What} connections fails: {Reason}; {Open} {What} connections open, RLIMIT_NOFILE {Limit}; retrying with a backoff from {FirstMs} to {MaxMs} ms until it works (logged again then, with the count)")]
-    private static partial void LogAcceptFailing(ILogger logger, string what, string reason, int open, string limit, double firstMs, double maxMs);
+    [LoggerMessage(EventId = 2101, Level = LogLevel.Warning, Message = "Accepting {What} connections fails: {Reason}; {Open} {What} connections open, RLIMIT_NOFILE {Limit}; {Released} spare descriptors given back to the runtime; retrying with a backoff from {FirstMs} to {MaxMs} ms until it works (logged again then, with the count)")]
+    private static partial void LogAcceptFailing(ILogger logger, string what, string reason, int open, string limit, int released, double firstMs, double maxMs);
 
     [LoggerMessage(EventId = 2105, Level = LogLevel.Warning, Message = "Accepting {What} connections works again: {Failures} failed accepts over {Seconds:0.###} s ({Reason})")]
     private static partial void LogAcceptRecovered(ILogger logger, string what, long failures, double seconds, string reason);

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using DaemonEye.Collectors.Procmond;
 using DaemonEye.Collectors.Procmond.Proc;
+using DaemonEye.Native.Netlink;
 using DaemonEye.Protocol.Process.V1;
 
 namespace DaemonEye.Procmond.Tests;
@@ -126,6 +127,50 @@ public sealed class ProcessTableTests
         var e = Assert.Single(changes.Reparented);
         Assert.Equal((100u, 50u, 1u), (e.Pid, e.PreviousPpid, e.Ppid));
         Assert.Empty(changes.Lifecycle);
+    }
+
+    [Fact]
+    public async Task A_process_being_reaped_reads_ppid_0_which_is_neither_its_parent_nor_a_reparenting()
+    {
+        using var proc = new FakeProc();
+        var exe = proc.Executable("false", "false");
+        proc.Add(50, "sh", 1, startTicks: 4000, exe);
+        await proc.ScanAsync();
+        var changes = new ScanChanges();
+
+        // Forked by 50, then exec'd and exited: by the time the exec is applied its parent has
+        // released it, and /proc/<pid>/stat says state X, ppid 0 (the kernel's reaping race).
+        proc.Add(300, "false", 50, startTicks: 5000, exe);
+        proc.Table.Apply(new ProcEvent(ProcEventKind.Fork, 0, 1_000, 300, 300, 50, 50, 0, 0, null), changes);
+        proc.SetStat(300, "false", 0, startTicks: 5000, state: "X");
+        proc.Table.Apply(new ProcEvent(ProcEventKind.Exec, 0, 2_000, 300, 300, 0, 0, 0, 0, null), changes);
+        proc.Table.Apply(new ProcEvent(ProcEventKind.Exit, 0, 3_000, 300, 300, 50, 50, 1 << 8, 17, null), changes);
+
+        // No fork seen (lost, or before procmond listened): the parent is a named missing field
+        // until the exit event names it.
+        proc.Add(301, "false", 0, startTicks: 5001, exe);
+        proc.SetStat(301, "false", 0, startTicks: 5001, state: "X");
+        proc.Table.Apply(new ProcEvent(ProcEventKind.Exec, 0, 4_000, 301, 301, 0, 0, 0, 0, null), changes);
+        proc.Table.Apply(new ProcEvent(ProcEventKind.Exit, 0, 5_000, 301, 301, 50, 50, 1 << 8, 17, null), changes);
+
+        Assert.Equal(
+            [(ProcessLifecycleKind.Started, 300u, 50u, false), (ProcessLifecycleKind.Exited, 300u, 50u, true),
+             (ProcessLifecycleKind.Started, 301u, 0u, false), (ProcessLifecycleKind.Exited, 301u, 50u, true)],
+            changes.Lifecycle.Select(l => (l.Kind, l.Process.Pid, l.Process.Ppid, l.ExitStatusKnown && l.ExitCode == 1)).ToArray());
+        Assert.DoesNotContain("ppid", changes.Lifecycle[0].Process.MissingFields);
+        Assert.Contains("ppid", changes.Lifecycle[2].Process.MissingFields);
+        Assert.True(changes.Lifecycle[2].Process.Partial);
+        Assert.DoesNotContain("ppid", changes.Lifecycle[3].Process.MissingFields);
+        Assert.Equal(2, proc.Table.Events.PartialExecs);
+
+        // A scan that meets a process being reaped reports no reparenting to 0.
+        proc.Add(302, "child", 50, startTicks: 5002, exe);
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        await proc.ScanAsync();
+        proc.SetStat(302, "child", 0, startTicks: 5002, state: "Z");
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Empty((await proc.ScanAsync()).Reparented);
+        Assert.Equal(50u, proc.Table.Snapshot().Single(p => p.Pid == 302).Ppid);
     }
 
     [Fact]

@@ -133,7 +133,16 @@ internal sealed partial class ProcessTable
         {
             process.StartTicks = stat.StartTicks;
             process.StartUnixMs = StartUnixMs(stat.StartTicks);
-            process.Ppid = stat.Ppid;
+            if (!stat.ParentUnknown)
+            {
+                process.Ppid = stat.Ppid;
+            }
+            else if (process.Ppid == 0)
+            {
+                // Being reaped, and no fork event named the parent: said, not guessed.
+                missing.Add("ppid");
+            }
+
             process.CommRaw = stat.Comm(_stat.AsSpan(0, length)).ToArray();
             process.Comm = Encoding.UTF8.GetString(process.CommRaw);
         }
@@ -141,10 +150,14 @@ internal sealed partial class ProcessTable
         {
             missing.Add("start_time");
             missing.Add("name");
+            if (process.Ppid == 0)
+            {
+                missing.Add("ppid");
+            }
         }
 
         // A zombie's cmdline is empty and its exe link is gone: that is data lost, not an empty command line.
-        var zombie = statOutcome == ReadOutcome.Ok && stat.State == 'Z';
+        var zombie = statOutcome == ReadOutcome.Ok && stat.State is 'Z' or 'X';
         var linkLength = 0;
         var link = zombie ? ReadOutcome.Gone : _reader.ReadExeLink(pid, _link, out linkLength);
         if (link == ReadOutcome.Ok)
@@ -223,6 +236,13 @@ internal sealed partial class ProcessTable
             // Started before procmond, exited before the baseline read it, or already reported gone by a scan.
             Events.UnknownExits++;
             process = new TrackedProcess { Pid = e.Tgid, Ppid = e.ParentTgid, Missing = ["start_time", "name", "executable", "command_line", "uid"], Announced = true };
+        }
+
+        if (process.Ppid == 0 && e.ParentTgid != 0 && process.Missing is { } missing && missing.Contains("ppid"))
+        {
+            // The exit event names the parent that the exec's read of /proc could not.
+            process.Ppid = e.ParentTgid;
+            process.Missing = missing.Length > 1 ? [.. missing.Where(m => m != "ppid")] : null;
         }
 
         if (!process.Announced)

@@ -231,8 +231,8 @@ internal sealed partial class ProcessTable
             _hasher.Request(key, _reader.PathString(pid, "exe"));
         }
 
-        // Parent.
-        if (stat.Ppid != process.Ppid)
+        // Parent (unknown from the stat of a process being reaped: that is no reparenting).
+        if (stat.Ppid != process.Ppid && !stat.ParentUnknown)
         {
             changes.Reparented.Add(new ProcessReparented
             {

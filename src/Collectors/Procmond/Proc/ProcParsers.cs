@@ -23,6 +23,13 @@ internal struct ProcStat
     /// <summary>PF_KTHREAD: a kernel thread (no executable, no command line).</summary>
     public readonly bool IsKernelThread => (Flags & 0x00200000) != 0;
 
+    /// <summary>
+    /// The stat no longer names the parent: a process being reaped (zombie or dead) has released its
+    /// signal state, and the kernel then writes 0 for ppid (pgrp and session too). Not a reparenting
+    /// to 0: the parent is unknown from this read.
+    /// </summary>
+    public readonly bool ParentUnknown => Ppid == 0 && State is 'Z' or 'X';
+
     public readonly ReadOnlySpan<byte> Comm(ReadOnlySpan<byte> data) => data.Slice(CommStart, CommLength);
 }
 
