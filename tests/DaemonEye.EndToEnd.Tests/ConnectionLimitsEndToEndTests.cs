@@ -156,7 +156,9 @@ public sealed class ConnectionLimitsEndToEndTests
         Assert.True(error.Fatal);
         Assert.Contains("is still not complete", error.Message);
         Assert.Contains("broker.frame_timeout_seconds is 1 s", error.Message);
-        Assert.True(sent >= 5, $"only {sent} bytes were trickled before the cut");
+        // Progress does not restart the timeout: bytes kept coming (about ten in the second on a quiet
+        // machine; a loaded one delays the ticks, so only "more than one" is asserted) and it still cut.
+        Assert.True(sent >= 2, $"only {sent} byte(s) were trickled before the cut");
         Assert.True(sent < frame.Length - 1, "the frame was never meant to complete");
         Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(15));
         Assert.Null(await slow.TryReadAsync());
@@ -244,25 +246,23 @@ public sealed class ConnectionLimitsEndToEndTests
     }
 
     [Fact]
-    public async Task The_IPC_socket_has_a_connection_cap_and_an_idle_timeout_both_counted()
+    public async Task The_IPC_socket_has_a_connection_cap_counted()
     {
+        // The idle timeout is long here, so that no scheduling delay of a loaded machine frees a place.
         await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>
         {
             ["DAEMONEYE_IPC__MAX_CONNECTIONS"] = "2",
-            ["DAEMONEYE_IPC__IDLE_TIMEOUT_SECONDS"] = "1",
+            ["DAEMONEYE_IPC__IDLE_TIMEOUT_SECONDS"] = "300",
         });
         using var first = await ConnectRawAsync(agent.IpcSocketPath);
         using var second = await ConnectRawAsync(agent.IpcSocketPath);
 
-        // One request each, answered: both hold their places (until the idle timeout frees them) ...
+        // One request each, answered: both hold their places ...
         foreach (var socket in new[] { first, second })
         {
             await socket.SendAsync(Framing.ToFrame(new IpcRequest { RequestId = 1, Status = new StatusRequest() }), SocketFlags.None);
             Assert.NotNull(IpcResponse.Parser.ParseFrom(await ReadOneFrameAsync(socket)).Status);
         }
-
-        var idleFirst = ReadUntilClosedAsync(first);
-        var idleSecond = ReadUntilClosedAsync(second);
 
         // ... and a third is refused at once.
         using (var third = await ConnectRawAsync(agent.IpcSocketPath))
@@ -272,16 +272,35 @@ public sealed class ConnectionLimitsEndToEndTests
             Assert.Contains("ipc.max_connections (2) IPC connections are open already", refused.Error.Message);
         }
 
-        // Silent after their answer, both are closed by the idle timeout.
-        foreach (var idle in new[] { idleFirst, idleSecond })
+        // The counters, asked on a connection that holds a place.
+        await second.SendAsync(Framing.ToFrame(new IpcRequest { RequestId = 2, Status = new StatusRequest() }), SocketFlags.None);
+        var limits = IpcResponse.Parser.ParseFrom(await ReadOneFrameAsync(second)).Status.Security.Limits;
+        Assert.Equal((1ul, 0ul), (limits["ipc.max_connections"], limits["ipc.idle_timeout_seconds"]));
+    }
+
+    [Fact]
+    public async Task Silent_IPC_connections_are_closed_by_the_idle_timeout_and_counted()
+    {
+        await using var agent = await AgentProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["DAEMONEYE_IPC__IDLE_TIMEOUT_SECONDS"] = "1",
+        });
+
+        // Two connections that never send a complete request: each is closed with the reason, however
+        // late the agent gets to it (the test waits for the close, not for a time).
+        using var first = await ConnectRawAsync(agent.IpcSocketPath);
+        using var second = await ConnectRawAsync(agent.IpcSocketPath);
+        foreach (var idle in new[] { ReadUntilClosedAsync(first), ReadUntilClosedAsync(second) })
         {
             var closed = IpcResponse.Parser.ParseFrom(Assert.Single(await idle.WaitAsync(Patience)));
             Assert.Equal((0u, RpcErrorKind.ResourceExhausted), (closed.RequestId, closed.Error.Kind));
             Assert.Equal("no complete request within ipc.idle_timeout_seconds (1 s) of connecting or of the last answer; closing", closed.Error.Message);
         }
 
+        // StatusAsync itself connects anew; should the agent be slow enough to close it first, it is
+        // counted as well, so the count is at least the two above.
         var limits = (await StatusAsync(agent)).Security.Limits;
-        Assert.Equal((1ul, 2ul), (limits["ipc.max_connections"], limits["ipc.idle_timeout_seconds"]));
+        Assert.True(limits["ipc.idle_timeout_seconds"] >= 2, $"idle closures counted: {limits["ipc.idle_timeout_seconds"]}");
     }
 
     /// <summary>An agent, one IPC connection to it (over which status is served while accepts cannot be), status warmed up.</summary>

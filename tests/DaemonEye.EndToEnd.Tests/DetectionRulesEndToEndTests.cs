@@ -242,13 +242,16 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
             Assert.Equal("task", started.Correlation.WorkflowStage);
             Assert.Equal("issue-22", started.Correlation.Tags["trace"]);
 
-            // The alert: same root, a child of the snapshot task, the root's tags and its rule.
+            // The alert: same root, a child of the evaluation that ran the snapshot task (the task and
+            // procmond's answer are in its sources), the root's tags and its rule.
             var message = await alerts.Reader.ReadAsync(timeout.Token);
             var alert = Alert.Parser.ParseFrom(message.Payload.Span);
             Assert.Equal(pid.ToString(CultureInfo.InvariantCulture), alert.Fields.Single(f => f.Name == "pid").Value);
             Assert.Equal((task.TaskId, task.CorrelationId, root.CorrelationId), (alert.TaskId, alert.TaskCorrelationId, alert.RootCorrelationId));
             Assert.Equal(root.CorrelationId, message.Correlation.RootCorrelationId);
-            Assert.Equal(task.CorrelationId, message.Correlation.ParentCorrelationId);
+            Assert.Equal(alert.EvaluationCorrelationId, message.Correlation.ParentCorrelationId);
+            var source = Assert.Single(alert.Sources);
+            Assert.Equal((task.TaskId, task.CorrelationId, "procmond"), (source.TaskId, source.TaskCorrelationId, source.CollectorId));
             Assert.Equal("issue-22", message.Correlation.Tags["trace"]);
             Assert.Equal("e2e-traced-target", message.Correlation.Tags["rule_id"]);
         }
