@@ -22,6 +22,7 @@ internal static class SubscribeCommand
         command.Arguments.Add(pattern);
         command.Options.Add(json);
         command.Options.Add(count);
+        var (durable, fromSequence) = DurableCommands.SubscribeOptions(command);
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
             var p = parse.GetValue(pattern)!;
@@ -50,7 +51,7 @@ internal static class SubscribeCommand
             client.Reconnected += (_, e) => context.Error.WriteLine($"reconnected (connection {e.ConnectionId}); restored {e.RestoredSubscriptions} subscription(s)");
             client.ErrorReceived += (_, e) => context.Error.WriteLine($"agent error {e.Code}: {e.Message}");
 
-            var subscription = await client.SubscribeAsync(p, cancellationToken);
+            var subscription = await DurableCommands.SubscribeAsync(client, p, parse.GetValue(durable), parse.GetValue(fromSequence), cancellationToken);
             context.Error.WriteLine($"subscribed to {p} (subscription {subscription.Id}, connection {client.ConnectionId})");
             var received = 0L;
             using var stdout = new MemoryStream();
@@ -58,11 +59,14 @@ internal static class SubscribeCommand
             {
                 context.Output.WriteLine(asJson ? ToJson(message, stdout) : ToLine(message));
                 context.Output.Flush();
+                DurableCommands.Printed(subscription, message);
                 if (limit > 0 && ++received >= limit)
                 {
                     break;
                 }
             }
+
+            await DurableCommands.FinishAsync(subscription);
 
             return CliApplication.Ok;
         }));
