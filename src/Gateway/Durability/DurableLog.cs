@@ -232,6 +232,15 @@ public sealed partial class DurableLog : IDisposable
         }
     }
 
+    /// <summary>Caps the database at <paramref name="pages"/> pages (SQLite's max_page_count): a full disk, for tests.</summary>
+    internal void LimitPages(long pages)
+    {
+        lock (_gate)
+        {
+            Execute(_write, $"PRAGMA max_page_count = {pages};");
+        }
+    }
+
     internal static long UnixNanos(DateTimeOffset time) => (time.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100;
 
     private static void Execute(SqliteConnection connection, string sql)
