@@ -63,6 +63,9 @@ public sealed class DurableEndToEndTests
 
                 // kill -9 while the consumer is attached and has more delivered but unacknowledged.
                 await first.KillAgentOnlyAsync();
+
+                // The subscription's local buffer is full of unread messages: close it so the client's reader is not left waiting on it.
+                await subscription.UnsubscribeAsync(token);
             }
 
             second = await AgentProcess.StartAsync(Durable, reuse: first);
