@@ -47,7 +47,11 @@ public sealed class DurableEndToEndTests
         AgentProcess? second = null;
         try
         {
-            await using (var consumer = await BusClient.ConnectAsync(Options(first, "siem-1"), token))
+            // A local buffer for all the agent can send ahead of the acks (40,000 + max_ack_pending): the
+            // client's reader never waits on it, so it sees the kill at once.
+            var consumerOptions = Options(first, "siem-1");
+            consumerOptions.SubscriptionBufferSize = 100_000;
+            await using (var consumer = await BusClient.ConnectAsync(consumerOptions, token))
             {
                 var subscription = await consumer.SubscribeDurableAsync("events.alert.#", "siem", DurableStartPosition.NewOnly, token);
                 await PublishAlertsAsync(first, 0, 100_000, token);
