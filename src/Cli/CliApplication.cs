@@ -28,6 +28,7 @@ internal static class CliApplication
         root.Subcommands.Add(TopicCommands.Build(context));
         root.Subcommands.Add(PublishCommand.Build(context));
         root.Subcommands.Add(SubscribeCommand.Build(context));
+        root.Subcommands.Add(DurableCommands.BuildStreams(context));
         root.Subcommands.Add(CollectorCommands.BuildStatus(context));
         root.Subcommands.Add(CollectorCommands.BuildCollectors(context));
         root.Subcommands.Add(BenchCommand.Build(context));

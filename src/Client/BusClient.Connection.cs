@@ -145,7 +145,7 @@ public sealed partial class BusClient
         foreach (var subscription in subscriptions)
         {
             var (id, pending) = _requests.Register(connection, subscription);
-            Framing.Write(batch, new Envelope { RequestId = id, Subscribe = new Subscribe { Pattern = subscription.Pattern } });
+            Framing.Write(batch, new Envelope { RequestId = id, Subscribe = subscription.ToSubscribe() });
             waits.Add((subscription, pending));
         }
 

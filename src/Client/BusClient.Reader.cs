@@ -185,6 +185,7 @@ public sealed partial class BusClient
 
             case Envelope.BodyOneofCase.UnsubscribeAck:
             case Envelope.BodyOneofCase.Pong:
+            case Envelope.BodyOneofCase.StreamsReply:
                 if (_requests.TryTake(envelope.RequestId, out var reply))
                 {
                     reply.Complete(envelope);

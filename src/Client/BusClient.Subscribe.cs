@@ -36,16 +36,16 @@ public sealed partial class BusClient
         return SubscribeCoreAsync(pattern, handler, cancellationToken);
     }
 
-    private async Task<BusSubscription> SubscribeCoreAsync(string pattern, BusMessageHandler? handler, CancellationToken cancellationToken)
+    private async Task<BusSubscription> SubscribeCoreAsync(string pattern, BusMessageHandler? handler, CancellationToken cancellationToken, DurableConsumerOptions? durable = null)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         TopicRules.EnsurePattern(pattern);
-        var subscription = new BusSubscription(this, pattern, _options.SubscriptionBufferSize, handler);
+        var subscription = new BusSubscription(this, pattern, _options.SubscriptionBufferSize, handler) { Durable = durable };
         while (true)
         {
             var connection = await WaitConnectedAsync(cancellationToken).ConfigureAwait(false);
             var (id, pending) = _requests.Register(connection, subscription);
-            _writer.Write(new Envelope { RequestId = id, Subscribe = new Subscribe { Pattern = pattern } }, SendMode.Auto);
+            _writer.Write(new Envelope { RequestId = id, Subscribe = subscription.ToSubscribe() }, SendMode.Auto);
             try
             {
                 await pending.Reply.WaitAsync(cancellationToken).ConfigureAwait(false);

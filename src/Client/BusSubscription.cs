@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using DaemonEye.Protocol.V1;
 
 namespace DaemonEye.Client;
 
@@ -57,6 +58,73 @@ public sealed class BusSubscription : IAsyncDisposable
     public ValueTask UnsubscribeAsync(CancellationToken cancellationToken = default) => _client.UnsubscribeAsync(this, cancellationToken);
 
     public ValueTask DisposeAsync() => UnsubscribeAsync(CancellationToken.None);
+
+    /// <summary>The durable consumer, for a durable subscription (<see cref="BusClient.SubscribeDurableAsync(string, DurableConsumerOptions, CancellationToken)"/>).</summary>
+    public DurableConsumerOptions? Durable { get; internal init; }
+
+    private readonly Lock _ackGate = new();
+    private ulong _ackHighest;
+    private int _ackUnsent;
+
+    /// <summary>
+    /// Acknowledges every message of this durable subscription up to log sequence <paramref name="sequence"/>
+    /// (cumulative). Sent to the agent once per <see cref="DurableConsumerOptions.AckBatchSize"/> calls, and by
+    /// <see cref="FlushAcksAsync"/>.
+    /// </summary>
+    public void Acknowledge(ulong sequence)
+    {
+        var durable = Durable ?? throw new InvalidOperationException($"subscription to '{Pattern}' is not durable");
+        ulong highest;
+        lock (_ackGate)
+        {
+            _ackHighest = Math.Max(_ackHighest, sequence);
+            if (++_ackUnsent < durable.AckBatchSize)
+            {
+                return;
+            }
+
+            _ackUnsent = 0;
+            highest = _ackHighest;
+        }
+
+        _client.SendDurableAck(Id, highest);
+    }
+
+    /// <summary>Acknowledges <paramref name="message"/> and every earlier message of this durable subscription.</summary>
+    public void Acknowledge(BusMessage message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        Acknowledge(message.Sequence);
+    }
+
+    /// <summary>Sends the acknowledgements not sent yet and returns once the agent has stored them.</summary>
+    public async Task FlushAcksAsync(CancellationToken cancellationToken = default)
+    {
+        ulong highest;
+        lock (_ackGate)
+        {
+            _ackUnsent = 0;
+            highest = _ackHighest;
+        }
+
+        if (highest > 0)
+        {
+            _client.SendDurableAck(Id, highest);
+        }
+
+        await _client.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    internal Subscribe ToSubscribe() => Durable is not { } durable
+        ? new Subscribe { Pattern = Pattern }
+        : new Subscribe
+        {
+            Pattern = Pattern,
+            DurableConsumer = durable.Consumer,
+            Start = durable.Start.Kind,
+            StartSequence = durable.Start.Sequence,
+            StartTimeUnixNanos = durable.Start.Kind == DurableStart.FromTime ? (ulong)((durable.Start.Time.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100) : 0,
+        };
 
     internal void Bind(object connection, uint id)
     {

@@ -71,6 +71,21 @@ internal sealed partial class BusConnection
         TryEnqueueError(requestId, ErrorCode.LimitExceeded, $"publish refused: {reason}");
     }
 
+    /// <summary>Reports the batches the durable log refused in the last flush (STORAGE_UNAVAILABLE, counted); returns their messages.</summary>
+    private int ReportDurableRefusals()
+    {
+        var refused = 0;
+        foreach (var (topic, count, reason) in _publishes.Refused)
+        {
+            refused += count;
+            _stats.AddLimitRefusal(Security.Limit.DurableLogUnavailable);
+            TryEnqueueError(0, ErrorCode.StorageUnavailable, $"publish of {count} messages to '{topic}' refused: {reason}");
+        }
+
+        _publishes.Refused.Clear();
+        return refused;
+    }
+
     private async Task FlushPublishesAsync()
     {
         if (_publishes.IsEmpty)
@@ -84,7 +99,7 @@ internal sealed partial class BusConnection
         try
         {
             await _publishes.FlushAsync(Id);
-            _stats.AddPublished(pending);
+            _stats.AddPublished(pending - ReportDurableRefusals());
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

@@ -154,6 +154,8 @@ internal sealed partial class BusConnection
                 case Envelope.BodyOneofCase.Ping:
                 case Envelope.BodyOneofCase.RpcRequest:
                 case Envelope.BodyOneofCase.RpcResponse:
+                case Envelope.BodyOneofCase.DurableAck:
+                case Envelope.BodyOneofCase.StreamsRequest:
                     return envelope;
                 case Envelope.BodyOneofCase.Pong:
                     return null;
@@ -163,7 +165,7 @@ internal sealed partial class BusConnection
                     return null;
                 default:
                     fatal = true;
-                    Fatal(ErrorCode.UnexpectedMessage, $"a client may not send {envelope.BodyCase}; allowed after the handshake: publish, subscribe, unsubscribe, ping, pong, rpc_request, rpc_response", envelope.RequestId);
+                    Fatal(ErrorCode.UnexpectedMessage, $"a client may not send {envelope.BodyCase}; allowed after the handshake: publish, subscribe, unsubscribe, ping, pong, rpc_request, rpc_response, durable_ack, streams_request", envelope.RequestId);
                     return null;
             }
         }
@@ -188,7 +190,7 @@ internal sealed partial class BusConnection
         switch (envelope.BodyCase)
         {
             case Envelope.BodyOneofCase.Subscribe:
-                await SubscribeAsync(envelope.RequestId, envelope.Subscribe.Pattern);
+                await SubscribeAsync(envelope.RequestId, envelope.Subscribe);
                 break;
             case Envelope.BodyOneofCase.Unsubscribe:
                 await UnsubscribeAsync(envelope.RequestId, envelope.Unsubscribe.SubscriptionId);
@@ -196,6 +198,12 @@ internal sealed partial class BusConnection
             case Envelope.BodyOneofCase.Ping:
                 // Every earlier frame has been routed (publishes were flushed first): a barrier.
                 QueueControl(Framing.ToFrame(new Envelope { RequestId = envelope.RequestId, Pong = new Pong { Nonce = envelope.Ping.Nonce } }));
+                break;
+            case Envelope.BodyOneofCase.DurableAck:
+                AcknowledgeDurable(envelope.RequestId, envelope.DurableAck);
+                break;
+            case Envelope.BodyOneofCase.StreamsRequest:
+                ReplyStreams(envelope.RequestId);
                 break;
         }
     }

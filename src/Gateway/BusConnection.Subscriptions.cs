@@ -10,8 +10,9 @@ namespace DaemonEye.Gateway;
 /// <summary>Subscribe and Unsubscribe through the registry grain; acks activate and deactivate deliveries in order.</summary>
 internal sealed partial class BusConnection
 {
-    private async Task SubscribeAsync(uint requestId, string pattern)
+    private async Task SubscribeAsync(uint requestId, Subscribe subscribe)
     {
+        var pattern = subscribe.Pattern;
         var validation = TopicRules.ValidatePattern(pattern);
         if (!validation.IsValid)
         {
@@ -22,6 +23,12 @@ internal sealed partial class BusConnection
         if (_policy.CheckSubscribe(pattern) is { } rule)
         {
             Deny(rule, requestId, $"subscribe to '{pattern}'");
+            return;
+        }
+
+        if (subscribe.DurableConsumer.Length > 0)
+        {
+            SubscribeDurable(requestId, subscribe);
             return;
         }
 
@@ -60,6 +67,13 @@ internal sealed partial class BusConnection
         {
             var known = _subscriptions.Count == 0 ? "none" : string.Join(", ", _subscriptions.Keys.Order());
             TryEnqueueError(requestId, ErrorCode.UnknownSubscription, $"subscription {id} does not exist on this connection; its subscriptions: {known}");
+            return;
+        }
+
+        if (_durableSubscriptions.ContainsKey(id))
+        {
+            await StopDurableAsync(id);
+            QueueControl(Framing.ToFrame(new Envelope { RequestId = requestId, UnsubscribeAck = new UnsubscribeAck { SubscriptionId = id } }));
             return;
         }
 

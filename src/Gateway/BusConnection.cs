@@ -67,8 +67,9 @@ internal sealed partial class BusConnection : IRpcPeer
     private TopicEntry? _heartbeatEntry;
     private string _clientId = "(before hello)";
 
-    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics, AccessControl access, TopicRoutes routes, ConnectionGuard guard)
+    public BusConnection(long id, Socket socket, BrokerOptions options, IGrainFactory grains, ConnectionDirectory directory, RpcRouter rpc, GatewayStatistics stats, ILogger logger, Metrics.BusMetrics metrics, AccessControl access, TopicRoutes routes, ConnectionGuard guard, Durability.DurableLog? durable = null)
     {
+        _durable = durable;
         _guard = guard;
         _deadlines = new ReadDeadlines(guard.Time, guard.Settings, guard.Time.GetTimestamp());
         _logBudget = guard.NewConnectionBudget();
@@ -90,7 +91,7 @@ internal sealed partial class BusConnection : IRpcPeer
         _maxOutboundBytes = options.MaxOutboundBytes;
         _recentIds = options.CorrelationWindow > 0 ? new RecentCorrelationIds(options.CorrelationWindow) : null;
         _maxFrameSize = options.MaxFrameSize;
-        _publishes = new PublishAccumulator(grains, routes, options.MaxTopicsPerConnection, options.MaxTopics, metrics);
+        _publishes = new PublishAccumulator(grains, routes, options.MaxTopicsPerConnection, options.MaxTopics, metrics, durable);
         System.Diagnostics.Debug.Assert(_outbound.Reader.CanPeek, "the direct send path asks the queue whether it is empty");
         _delivery = metrics.NewDeliveryMeter();
     }
@@ -167,6 +168,7 @@ internal sealed partial class BusConnection : IRpcPeer
         _closed = true;
         _directory.Remove(Id);
         _rpc.PeerClosed(this);
+        await StopAllDurableAsync();
         if (_subscriptions.Count > 0)
         {
             try

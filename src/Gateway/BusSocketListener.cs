@@ -45,7 +45,8 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         TopicRoutes routes,
         SpawnedCollectors spawned,
         TimeProvider time,
-        ILogger<BusSocketListener> logger)
+        ILogger<BusSocketListener> logger,
+        Durability.DurableLog? durable = null)
     {
         _options = options.CurrentValue;
         _logger = logger;
@@ -55,7 +56,7 @@ internal sealed partial class BusSocketListener : IHostedLifecycleService, IAsyn
         _slots = new ConnectionSlots(_options.MaxConnections, _options.ReservedCollectorConnections);
         _guard = new ConnectionGuard(TimeoutSettings.From(_options), time, logger);
         _server = new UnixSocketServer(endpoint.SocketPath, "bus",
-            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, options.CurrentValue, grains, directory, rpc, stats, logger, metrics, access, routes, _guard), stopping),
+            (client, id, stopping) => ServeAsync(client, () => new BusConnection(id, client, options.CurrentValue, grains, directory, rpc, stats, logger, metrics, access, routes, _guard, durable), stopping),
             logger,
             security.Value.ResolveSocketGroupId(),
             time,

@@ -11,7 +11,7 @@ public interface IBusPublisher
 }
 
 /// <summary>Routes an in-process publish exactly like one from a socket: through the topic's route, or its grain when none is open.</summary>
-internal sealed class LocalPublisher(IGrainFactory grains, TopicRoutes routes, TimeProvider time, GatewayStatistics stats) : IBusPublisher
+internal sealed class LocalPublisher(IGrainFactory grains, TopicRoutes routes, TimeProvider time, GatewayStatistics stats, Durability.DurableLog? durable = null) : IBusPublisher
 {
     public async Task PublishAsync(string topic, ByteString payload, string contentType, CorrelationMetadata correlation, CancellationToken cancellationToken = default)
     {
@@ -25,6 +25,19 @@ internal sealed class LocalPublisher(IGrainFactory grains, TopicRoutes routes, T
             TimestampUnixNanos = Rpc.RpcRouter.ToUnixNanos(time.GetUtcNow()),
         }.ToByteArray();
         var batch = new PublishBatch(topic, bytes, [bytes.Length], 1, 0);
+        if (durable is not null && durable.IsDurable(topic))
+        {
+            try
+            {
+                durable.Append(batch);
+            }
+            catch (Durability.DurableLogUnavailableException)
+            {
+                stats.AddLimitRefusal(Security.Limit.DurableLogUnavailable);
+                throw;
+            }
+        }
+
         if (!routes.TryGet(topic, out var route) || !route.TryPublish(batch))
         {
             await grains.GetGrain<ITopicGrain>(topic).Publish(batch).WaitAsync(cancellationToken);

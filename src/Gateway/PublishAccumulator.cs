@@ -5,13 +5,16 @@ using DaemonEye.Topics;
 namespace DaemonEye.Gateway;
 
 /// <summary>A topic this connection has published on: its validated name, grain and pending batch.</summary>
-internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyCounter? published = null)
+internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyCounter? published = null, bool durable = false)
 {
     private byte[] _buffer = new byte[1024];
     private int[] _ends = new int[16];
     private int _length;
 
     public string Topic { get; } = topic;
+
+    /// <summary>Messages on this topic go to the durable log before they are routed (durability.topics).</summary>
+    public bool Durable { get; } = durable;
 
     public ITopicGrain Grain { get; } = grain;
 
@@ -100,7 +103,7 @@ internal sealed class TopicEntry(string topic, ITopicGrain grain, Metrics.TallyC
 /// once; and holds the topic limits: at most <c>broker.max_topics_per_connection</c> topics in use
 /// by one connection, and no new topic once <c>broker.max_topics</c> are live in the agent.
 /// </summary>
-internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes routes, int maxTopicsPerConnection = 1000, int maxTopics = 10_000, Metrics.BusMetrics? metrics = null)
+internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes routes, int maxTopicsPerConnection = 1000, int maxTopics = 10_000, Metrics.BusMetrics? metrics = null, Durability.DurableLog? durable = null)
 {
     private readonly Dictionary<string, TopicEntry> _topics = new(StringComparer.Ordinal);
     private readonly List<TopicEntry> _pending = [];
@@ -108,6 +111,9 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
     public bool IsEmpty => _pending.Count == 0;
 
     public int PendingMessages { get; private set; }
+
+    /// <summary>Batches of the last flush that the durable log refused (neither logged nor routed); the caller reports and clears them.</summary>
+    public List<(string Topic, int Count, string Reason)> Refused { get; } = [];
 
     /// <summary>When the socket read now being parsed returned (Stopwatch timestamp); stamped on the batches.</summary>
     public long ReadTimestamp { get; set; }
@@ -145,7 +151,7 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
             return null;
         }
 
-        var entry = new TopicEntry(topic, grains.GetGrain<ITopicGrain>(topic), metrics?.PublishedCounter(topic));
+        var entry = new TopicEntry(topic, grains.GetGrain<ITopicGrain>(topic), metrics?.PublishedCounter(topic), durable?.IsDurable(topic) ?? false);
         _topics[topic] = entry;
         return entry;
     }
@@ -208,6 +214,20 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
         foreach (var entry in _pending)
         {
             var batch = entry.TakeBatch(connectionId, ReadTimestamp);
+            if (entry.Durable && durable is not null)
+            {
+                try
+                {
+                    // Logged before it is delivered: a subscriber never sees a durable message the log lacks.
+                    durable.Append(batch);
+                }
+                catch (Durability.DurableLogUnavailableException e)
+                {
+                    Refused.Add((entry.Topic, batch.Count, e.Message));
+                    continue;
+                }
+            }
+
             if (!entry.TryRoute(routes, batch))
             {
                 (calls ??= []).Add(entry.Grain.Publish(batch.Stable()));

@@ -40,12 +40,44 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<Rpc.RpcRouter>();
         services.AddSingleton<Rpc.AgentRpcClient>();
         services.AddSingleton<Rpc.IAgentRpc>(sp => sp.GetRequiredService<Rpc.AgentRpcClient>());
+        AddDurability(services, configuration);
         services.AddSingleton<IBusPublisher, LocalPublisher>();
         Metrics.MetricsServiceCollectionExtensions.AddBusMetrics(services, configuration);
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
         services.AddHostedService<Rpc.RpcActivityLogger>();
         return services;
+    }
+
+    /// <summary>
+    /// The <c>durability</c> section (validated at start-up) and, when it is enabled, the durable log
+    /// (opened, and any torn final record reported, before the bus socket accepts) and its retention.
+    /// </summary>
+    private static void AddDurability(IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<DurabilityOptions>()
+            .Bind(configuration.GetSection(DurabilityOptions.SectionName))
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<DurabilityOptions>, DurabilityOptionsValidator>();
+        if (!configuration.GetSection(DurabilityOptions.SectionName).GetValue("enabled", true))
+        {
+            return;
+        }
+
+        services.AddSingleton(sp => new Durability.DurableLog(
+            sp.GetRequiredService<IOptions<DurabilityOptions>>().Value,
+            sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<Durability.DurableLog>>(),
+            sp.GetRequiredService<TimeProvider>()));
+        services.AddHostedService<Durability.DurableLogRetention>();
+    }
+
+    private sealed class DurabilityOptionsValidator : IValidateOptions<DurabilityOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, DurabilityOptions options)
+        {
+            var failures = options.Validate().ToList();
+            return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+        }
     }
 
     /// <summary>

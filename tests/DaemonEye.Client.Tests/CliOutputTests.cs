@@ -295,7 +295,7 @@ public sealed class CliOutputTests
 
         Assert.Equal(CliApplication.Invalid, code);
         Assert.Equal(string.Empty, output);
-        Assert.Contains("--last 5: retention is not configured", error, StringComparison.Ordinal);
+        Assert.Contains("--last 5: not supported: the agent replays retained messages only to a durable consumer", error, StringComparison.Ordinal);
     }
 
     [Fact]

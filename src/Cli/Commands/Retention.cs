@@ -3,15 +3,15 @@ using System.CommandLine;
 namespace DaemonEye.Cli.Commands;
 
 /// <summary>
-/// <c>--last N</c> on <c>subscribe</c> and <c>alerts tail</c>: replaying recent messages needs the
-/// agent to retain them, and it retains none (topics are not durable in this version). The option is
-/// refused with that reason instead of being silently ignored.
+/// <c>--last N</c> on <c>subscribe</c> and <c>alerts tail</c>: the agent replays retained messages
+/// only to a named durable consumer (docs/durability.md), not "the last N" to an anonymous
+/// subscriber. The option is refused with the way that works instead of being silently ignored.
 /// </summary>
 internal static class Retention
 {
     public static Option<int?> AddLastOption() => new("--last")
     {
-        Description = "Print the last N retained messages first (refused: the agent retains no messages yet)",
+        Description = "Refused: replay is for durable consumers (subscribe --durable NAME --from-sequence N)",
     };
 
     /// <summary>True (the reason on stderr) when --last was given.</summary>
@@ -22,7 +22,7 @@ internal static class Retention
             return false;
         }
 
-        context.Error.WriteLine($"error: --last {n}: retention is not configured: the agent keeps no messages for '{pattern}' (topics are not durable in this version), so there is nothing to replay; without --last, messages are printed as they arrive");
+        context.Error.WriteLine($"error: --last {n}: not supported: the agent replays retained messages only to a durable consumer; for '{pattern}' on a durable topic use 'subscribe --durable NAME --from-sequence N' (docs/durability.md); without either, messages are printed as they arrive");
         return true;
     }
 }

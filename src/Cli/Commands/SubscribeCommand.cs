@@ -26,6 +26,7 @@ internal static class SubscribeCommand
         command.Options.Add(count);
         command.Options.Add(compact);
         command.Options.Add(last);
+        var (durable, fromSequence) = DurableCommands.SubscribeOptions(command);
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
             var p = parse.GetValue(pattern)!;
@@ -61,7 +62,7 @@ internal static class SubscribeCommand
             client.Reconnected += (_, e) => context.Error.WriteLine($"reconnected (connection {e.ConnectionId}); restored {e.RestoredSubscriptions} subscription(s)");
             client.ErrorReceived += (_, e) => context.Error.WriteLine($"agent error {e.Code}: {e.Message}");
 
-            var subscription = await client.SubscribeAsync(p, cancellationToken);
+            var subscription = await DurableCommands.SubscribeAsync(client, p, parse.GetValue(durable), parse.GetValue(fromSequence), cancellationToken);
             context.Error.WriteLine($"subscribed to {p} (subscription {subscription.Id}, connection {client.ConnectionId})");
             var received = 0L;
             using var stdout = new MemoryStream();
@@ -77,11 +78,14 @@ internal static class SubscribeCommand
                 }
 
                 context.Output.Flush();
+                DurableCommands.Printed(subscription, message);
                 if (limit > 0 && ++received >= limit)
                 {
                     break;
                 }
             }
+
+            await DurableCommands.FinishAsync(subscription);
 
             return CliApplication.Ok;
         }));

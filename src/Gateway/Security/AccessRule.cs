@@ -122,6 +122,9 @@ public enum Limit
 
     /// <summary><c>broker.correlation_window</c>: a publish repeating a recent correlation id of its connection.</summary>
     CorrelationWindow,
+
+    /// <summary>A publish to a durable topic the durable log could not take (disk full, I/O error).</summary>
+    DurableLogUnavailable,
 }
 
 /// <summary>Names of <see cref="Limit"/>: the configuration key, <c>correlation_id</c>, or <c>accept_failed.bus|ipc</c>.</summary>
@@ -151,6 +154,7 @@ public static class Limits
         Limit.IpcAcceptFailed => "accept_failed.ipc",
         Limit.CorrelationWindow => "broker.correlation_window",
         Limit.DescriptorReserve => "rlimit_nofile",
+        Limit.DurableLogUnavailable => "durability.refused",
         _ => limit.ToString(),
     };
 

@@ -12,6 +12,9 @@ public sealed class ConfigurationValidatorTests
     /// <summary>Key (configuration path), bad value, the message it must produce.</summary>
     public static TheoryData<string, string, string> BadValues => new()
     {
+        { "durability:fsync", "never", "durability.fsync is 'never'; allowed: checkpoint, batch" },
+        { "durability:max_bytes", "1024", "durability.max_bytes is 1024; allowed: 1048576 (1 MiB) to 1099511627776 (1 TiB)" },
+        { "durability:max_ack_pending", "0", "durability.max_ack_pending is 0; allowed: 1 to 1000000" },
         { "broker:startup_timeout_seconds", "0", "broker.startup_timeout_seconds is 0; allowed: 1 to 3600" },
         { "broker:startup_timeout_seconds", "soon", "broker.startup_timeout_seconds is 'soon'; allowed: a whole number" },
         { "broker:max_subscribers", "0", "broker.max_subscribers is 0; allowed: 1 to 1000000" },

@@ -1,0 +1,154 @@
+using BenchmarkDotNet.Attributes;
+using DaemonEye.Configuration;
+using DaemonEye.Gateway.Durability;
+using DaemonEye.Grains;
+using FASTER.core;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace DaemonEye.Benchmarks;
+
+/// <summary>
+/// The durable log's store, chosen by these figures (docs/ARCHITECTURE.md, "The durable log"): the
+/// agent's own SQLite WAL log against FASTER's FasterLog, appending 64-byte records in batches of
+/// 100 (the gateway appends one batch per socket read) and replaying 100,000 of them.
+/// Per-operation times are per record (OperationsPerInvoke). Brief by design (the machine is shared):
+///   dotnet run -c Release --project bench/DaemonEye.Benchmarks -- --filter '*DurableLog*'
+/// </summary>
+[MemoryDiagnoser]
+[SimpleJob(launchCount: 1, warmupCount: 1, iterationCount: 3, invocationCount: 500)]
+public class DurableLogBenchmarks
+{
+    private const int Batch = 100;
+    private const int ReplayCount = 100_000;
+    private readonly byte[] _record = new byte[64];
+    private PublishBatch _batch = null!;
+    private string _directory = null!;
+    private DurableLog _sqlite = null!;
+    private DurableLog _replaySqlite = null!;
+    private IDevice _device = null!;
+    private FasterLog _faster = null!;
+    private IDevice _replayDevice = null!;
+    private FasterLog _replayFaster = null!;
+    private long _batches;
+
+    [Params("checkpoint", "batch")]
+    public string Fsync { get; set; } = "checkpoint";
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _directory = Directory.CreateTempSubdirectory("de-durable-bench-").FullName;
+        var buffer = new byte[Batch * _record.Length];
+        var ends = Enumerable.Range(1, Batch).Select(i => i * _record.Length).ToArray();
+        _batch = new PublishBatch("events.alert.bench", buffer, ends, Batch, 1);
+
+        _sqlite = OpenSqlite("append");
+        (_device, _faster) = OpenFaster("append");
+
+        _replaySqlite = OpenSqlite("replay");
+        (_replayDevice, _replayFaster) = OpenFaster("replay");
+        for (var i = 0; i < ReplayCount / Batch; i++)
+        {
+            _replaySqlite.Append(_batch);
+            for (var j = 0; j < Batch; j++)
+            {
+                _replayFaster.Enqueue(_record);
+            }
+        }
+
+        _replayFaster.Commit(spinWait: true);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _sqlite.Dispose();
+        _replaySqlite.Dispose();
+        _faster.Dispose();
+        _device.Dispose();
+        _replayFaster.Dispose();
+        _replayDevice.Dispose();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private DurableLog OpenSqlite(string name) =>
+        new(new DurabilityOptions { Directory = Path.Combine(_directory, "sqlite-" + name), Fsync = Fsync, MaxBytes = 1L << 40 }, NullLogger<DurableLog>.Instance);
+
+    /// <summary>FasterLog as its documentation sets it up: a local log device, a commit per batch when fsync is "batch".</summary>
+    private (IDevice, FasterLog) OpenFaster(string name)
+    {
+        var device = Devices.CreateLogDevice(Path.Combine(_directory, "faster-" + name, "log"));
+        return (device, new FasterLog(new FasterLogSettings { LogDevice = device, LogCommitDir = Path.Combine(_directory, "faster-" + name, "commits") }));
+    }
+
+    [Benchmark(OperationsPerInvoke = Batch, Description = "SQLite WAL: append 64 B")]
+    public ulong SqliteAppend() => _sqlite.Append(_batch);
+
+    [Benchmark(OperationsPerInvoke = Batch, Description = "FasterLog: append 64 B")]
+    public long FasterAppend()
+    {
+        long address = 0;
+        for (var i = 0; i < Batch; i++)
+        {
+            address = _faster.Enqueue(_record);
+        }
+
+        // "batch": commit (flush and persist the tail) every batch; "checkpoint": every 100th, as SQLite checkpoints now and then.
+        if (Fsync == "batch" || ++_batches % 100 == 0)
+        {
+            _faster.Commit(spinWait: true);
+        }
+
+        return address;
+    }
+    /// <summary>Reads the replay log through (used by <see cref="DurableLogReplayBenchmarks"/>).</summary>
+    public int SqliteReplay()
+    {
+        using var reader = _replaySqlite.OpenReader();
+        var rows = new List<LoggedMessage>(512);
+        ulong after = 0;
+        var total = 0;
+        while (reader.Read(after, 512, rows) is var n and > 0)
+        {
+            total += n;
+            after = rows[^1].Sequence;
+            rows.Clear();
+        }
+
+        return total;
+    }
+
+    /// <summary>Scans the replay FasterLog through.</summary>
+    public int FasterReplay()
+    {
+        using var iterator = _replayFaster.Scan(_replayFaster.BeginAddress, _replayFaster.TailAddress);
+        var total = 0;
+        while (iterator.GetNext(out var entry, out _, out _))
+        {
+            total += entry.Length > 0 ? 1 : 0;
+        }
+
+        return total;
+    }
+}
+
+/// <summary>Replay of 100,000 logged 64-byte records, one replay per iteration (see <see cref="DurableLogBenchmarks"/>).</summary>
+[SimpleJob(BenchmarkDotNet.Engines.RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 3)]
+public class DurableLogReplayBenchmarks
+{
+    private const int ReplayCount = 100_000;
+    private readonly DurableLogBenchmarks _logs = new() { Fsync = "checkpoint" };
+
+    [GlobalSetup]
+    public void Setup() => _logs.Setup();
+
+    [GlobalCleanup]
+    public void Cleanup() => _logs.Cleanup();
+
+    [Benchmark(OperationsPerInvoke = ReplayCount, Description = "SQLite WAL: replay 100k")]
+    public int SqliteReplay() => _logs.SqliteReplay();
+
+    [Benchmark(OperationsPerInvoke = ReplayCount, Description = "FasterLog: replay 100k")]
+    public int FasterReplay() => _logs.FasterReplay();
+}

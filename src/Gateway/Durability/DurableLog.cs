@@ -1,0 +1,279 @@
+using DaemonEye.Configuration;
+using DaemonEye.Topics;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+
+namespace DaemonEye.Gateway.Durability;
+
+/// <summary>
+/// The agent's durable log: messages of the durable topics (durability.topics), appended before
+/// they are delivered, numbered by one log sequence that only grows, and the durable consumers'
+/// acknowledged positions. One SQLite database in WAL mode (docs/ARCHITECTURE.md, "The durable
+/// log", says why SQLite and not FasterLog); SQLite's journal makes every append and ack atomic,
+/// so a crash at any moment leaves the log as it was after some whole batch.
+/// </summary>
+/// <remarks>
+/// Appends and acks share one writer connection under a lock (one transaction per published batch
+/// or ack); every reader (<see cref="DurableLogReader"/>) has its own connection and sees committed
+/// batches only. Thread-safe.
+/// </remarks>
+public sealed partial class DurableLog : IDisposable
+{
+    public const string FileName = "durable.db";
+
+    private readonly Lock _gate = new();
+    private readonly SqliteConnection _write;
+    private readonly SqliteCommand _insert;
+    private readonly SqliteParameter _seq, _time, _topic, _publish;
+    private readonly string[] _patterns;
+    private readonly string _connectionString;
+    private readonly TimeProvider _clock;
+    private readonly ILogger _logger;
+    private TaskCompletionSource _appended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private ulong _last;
+    private ulong _first;
+    private long _messages;
+    private long _bytes;
+    private long _refused;
+    private bool _disposed;
+
+    public DurableLog(DurabilityOptions options, ILogger<DurableLog> logger, TimeProvider? time = null)
+    {
+        Options = options;
+        _logger = logger;
+        _clock = time ?? TimeProvider.System;
+        _patterns = [.. options.EffectiveTopics];
+        Directory = options.ResolvedDirectory();
+        System.IO.Directory.CreateDirectory(Directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Path = System.IO.Path.Combine(Directory, FileName);
+
+        // Before SQLite opens the file: a WAL whose length is not a whole number of frames ends in a torn write.
+        Torn = WalInspection.Inspect(Path + "-wal");
+
+        _connectionString = new SqliteConnectionStringBuilder { DataSource = Path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString();
+        _write = new SqliteConnection(_connectionString);
+        _write.Open();
+        Execute(_write, $"""
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = {(options.SyncEveryBatch ? "FULL" : "NORMAL")};
+            PRAGMA journal_size_limit = 0;
+            CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, topic TEXT NOT NULL, publish BLOB NOT NULL);
+            CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
+            CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY, pattern TEXT NOT NULL, acked INTEGER NOT NULL, created INTEGER NOT NULL);
+            """);
+        if (Torn is { } torn)
+        {
+            // SQLite's recovery ignored the partial frame (and any batch it belonged to); fold the WAL into the database and truncate it.
+            Execute(_write, "PRAGMA wal_checkpoint(TRUNCATE);");
+            TornTails = 1;
+        }
+
+        _last = (ulong)(Scalar(_write, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'") ?? 0L);
+        _first = (ulong)(Scalar(_write, "SELECT min(seq) FROM messages") ?? 0L);
+        _messages = Scalar(_write, "SELECT count(*) FROM messages") ?? 0;
+        _bytes = Scalar(_write, "SELECT coalesce(sum(length(publish)), 0) FROM messages") ?? 0;
+        if (Torn is { } t)
+        {
+            LogTornTail(_logger, Path + "-wal", t.PartialBytes, t.FrameSize, _last);
+        }
+
+        var patterns = string.Join(", ", _patterns);
+        LogOpened(_logger, Path, _messages, _bytes, _first, _last, patterns, options.Fsync);
+
+        _insert = _write.CreateCommand();
+        _insert.CommandText = "INSERT INTO messages (seq, time, topic, publish) VALUES ($seq, $time, $topic, $publish)";
+        _seq = _insert.Parameters.Add("$seq", SqliteType.Integer);
+        _time = _insert.Parameters.Add("$time", SqliteType.Integer);
+        _topic = _insert.Parameters.Add("$topic", SqliteType.Text);
+        _publish = _insert.Parameters.Add("$publish", SqliteType.Blob);
+        _insert.Prepare();
+    }
+
+    public DurabilityOptions Options { get; }
+
+    public string Directory { get; }
+
+    /// <summary>The database file.</summary>
+    public string Path { get; }
+
+    /// <summary>The torn final write found at start-up, if any.</summary>
+    public WalInspection? Torn { get; }
+
+    /// <summary>Torn final writes found and truncated at start-up (0 or 1).</summary>
+    public long TornTails { get; }
+
+    /// <summary>The configured durable topic patterns.</summary>
+    public IReadOnlyList<string> Patterns => _patterns;
+
+    public ulong LastSequence => Volatile.Read(ref _last);
+
+    /// <summary>Publishes refused because the log could not take them, since start-up.</summary>
+    public long Refused => Interlocked.Read(ref _refused);
+
+    /// <summary>True when messages on <paramref name="topic"/> are logged.</summary>
+    public bool IsDurable(string topic)
+    {
+        foreach (var pattern in _patterns)
+        {
+            if (TopicRules.Matches(pattern, topic))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Appends the messages of <paramref name="batch"/> in one transaction and returns the sequence of
+    /// the first. Once it returns they are in the log (on disk per durability.fsync). On failure
+    /// nothing of the batch is in the log and the refusal is counted.
+    /// </summary>
+    /// <exception cref="DurableLogUnavailableException">The log could not take the batch (disk full, I/O error).</exception>
+    public ulong Append(Grains.PublishBatch batch)
+    {
+        var now = UnixNanos(_clock.GetUtcNow());
+        long bytes = 0;
+        ulong first;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            first = _last + 1;
+            try
+            {
+                using var transaction = _write.BeginTransaction();
+                _insert.Transaction = transaction;
+                _topic.Value = batch.Topic;
+                _time.Value = now;
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    var message = batch.Message(i);
+                    _seq.Value = (long)(first + (ulong)i);
+                    _publish.Value = message.ToArray();
+                    _insert.ExecuteNonQuery();
+                    bytes += message.Length;
+                }
+
+                transaction.Commit();
+            }
+            catch (SqliteException e)
+            {
+                Interlocked.Add(ref _refused, batch.Count);
+                LogAppendFailed(_logger, batch.Topic, batch.Count, e.SqliteErrorCode, e.Message);
+                throw new DurableLogUnavailableException(
+                    $"the durable log could not take {batch.Count} messages on '{batch.Topic}' (SQLite error {e.SqliteErrorCode}: {e.Message}); they were neither logged nor delivered", e);
+            }
+
+            _last = first + (ulong)batch.Count - 1;
+            if (_first == 0)
+            {
+                _first = first;
+            }
+
+            _messages += batch.Count;
+            _bytes += bytes;
+            var appended = _appended;
+            _appended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            appended.TrySetResult();
+        }
+
+        return first;
+    }
+
+    /// <summary>Completes once the log's last sequence is past <paramref name="after"/>.</summary>
+    public Task WaitForAppendAsync(ulong after, CancellationToken cancellationToken)
+    {
+        Task appended;
+        lock (_gate)
+        {
+            if (_last > after)
+            {
+                return Task.CompletedTask;
+            }
+
+            appended = _appended.Task;
+        }
+
+        return appended.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>A reader with its own connection (dispose it).</summary>
+    public DurableLogReader OpenReader() => new(_connectionString);
+
+    public DurableLogStats Stats()
+    {
+        lock (_gate)
+        {
+            return new DurableLogStats(_first, _last, _messages, _bytes, Refused, TornTails);
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            try
+            {
+                Execute(_write, "PRAGMA wal_checkpoint(TRUNCATE);");
+            }
+            catch (SqliteException)
+            {
+                // The next start recovers from the WAL.
+            }
+
+            _insert.Dispose();
+            _write.Dispose();
+        }
+    }
+
+    /// <summary>Caps the database at <paramref name="pages"/> pages (SQLite's max_page_count): a full disk, for tests.</summary>
+    internal void LimitPages(long pages)
+    {
+        lock (_gate)
+        {
+            Execute(_write, $"PRAGMA max_page_count = {pages};");
+        }
+    }
+
+    internal static long UnixNanos(DateTimeOffset time) => (time.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100;
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    private static long? Scalar(SqliteConnection connection, string sql, params (string Name, object Value)[] parameters)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        foreach (var (name, value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value);
+        }
+
+        return command.ExecuteScalar() is long result ? result : null;
+    }
+
+    [LoggerMessage(EventId = 7001, Level = LogLevel.Information, Message = "Durable log {Path}: {Messages} messages, {Bytes} bytes, sequences {First}..{Last}; durable topics {Patterns}; fsync {Fsync}")]
+    private static partial void LogOpened(ILogger logger, string path, long messages, long bytes, ulong first, ulong last, string patterns, string fsync);
+
+    [LoggerMessage(EventId = 7002, Level = LogLevel.Warning, Message = "Durable log: torn final record in {Wal}: {PartialBytes} bytes of a partial {FrameSize}-byte frame, truncated; the batch it belonged to is gone, the log ends at sequence {Last}")]
+    private static partial void LogTornTail(ILogger logger, string wal, long partialBytes, long frameSize, ulong last);
+
+    [LoggerMessage(EventId = 7003, Level = LogLevel.Error, Message = "Durable log refused {Count} messages on {Topic}: SQLite error {Code}: {Detail}")]
+    private static partial void LogAppendFailed(ILogger logger, string topic, int count, int code, string detail);
+}
+
+/// <summary>The durable log at one moment.</summary>
+public readonly record struct DurableLogStats(ulong FirstSequence, ulong LastSequence, long Messages, long Bytes, long Refused, long TornTails);
+
+/// <summary>The durable log could not take a batch; nothing of it was logged.</summary>
+public sealed class DurableLogUnavailableException(string message, Exception inner) : Exception(message, inner);
