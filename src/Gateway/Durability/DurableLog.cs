@@ -23,8 +23,7 @@ public sealed partial class DurableLog : IDisposable
 
     private readonly Lock _gate = new();
     private readonly SqliteConnection _write;
-    private readonly SqliteCommand _insert;
-    private readonly SqliteParameter _seq, _time, _topic, _publish;
+    private readonly InsertStatement[] _inserts; // by rows per statement, largest first
     private readonly string[] _patterns;
     private readonly string _connectionString;
     private readonly TimeProvider _clock;
@@ -80,13 +79,7 @@ public sealed partial class DurableLog : IDisposable
         var patterns = string.Join(", ", _patterns);
         LogOpened(_logger, Path, _messages, _bytes, _first, _last, patterns, options.Fsync);
 
-        _insert = _write.CreateCommand();
-        _insert.CommandText = "INSERT INTO messages (seq, time, topic, publish) VALUES ($seq, $time, $topic, $publish)";
-        _seq = _insert.Parameters.Add("$seq", SqliteType.Integer);
-        _time = _insert.Parameters.Add("$time", SqliteType.Integer);
-        _topic = _insert.Parameters.Add("$topic", SqliteType.Text);
-        _publish = _insert.Parameters.Add("$publish", SqliteType.Blob);
-        _insert.Prepare();
+        _inserts = [.. InsertStatement.RowCounts.Select(rows => new InsertStatement(_write, rows))];
     }
 
     public DurabilityOptions Options { get; }
@@ -142,16 +135,14 @@ public sealed partial class DurableLog : IDisposable
             try
             {
                 using var transaction = _write.BeginTransaction();
-                _insert.Transaction = transaction;
-                _topic.Value = batch.Topic;
-                _time.Value = now;
-                for (var i = 0; i < batch.Count; i++)
+                var i = 0;
+                foreach (var insert in _inserts)
                 {
-                    var message = batch.Message(i);
-                    _seq.Value = (long)(first + (ulong)i);
-                    _publish.Value = message.ToArray();
-                    _insert.ExecuteNonQuery();
-                    bytes += message.Length;
+                    while (batch.Count - i >= insert.Rows)
+                    {
+                        bytes += insert.Execute(transaction, batch, i, (long)(first + (ulong)i), now);
+                        i += insert.Rows;
+                    }
                 }
 
                 transaction.Commit();
@@ -227,7 +218,11 @@ public sealed partial class DurableLog : IDisposable
                 // The next start recovers from the WAL.
             }
 
-            _insert.Dispose();
+            foreach (var insert in _inserts)
+            {
+                insert.Dispose();
+            }
+
             _write.Dispose();
         }
     }
