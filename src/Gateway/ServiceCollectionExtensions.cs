@@ -69,6 +69,8 @@ public static class ServiceCollectionExtensions
             sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<Durability.DurableLog>>(),
             sp.GetRequiredService<TimeProvider>()));
         services.AddHostedService<Durability.DurableLogRetention>();
+        services.AddSingleton<Durability.DurableLogObservability>();
+        services.AddSingleton<Health.IAgentHealthContributor>(sp => sp.GetRequiredService<Durability.DurableLogObservability>());
     }
 
     private sealed class DurabilityOptionsValidator : IValidateOptions<DurabilityOptions>

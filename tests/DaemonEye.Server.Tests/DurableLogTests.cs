@@ -2,6 +2,7 @@ using DaemonEye.Configuration;
 using DaemonEye.Gateway.Durability;
 using DaemonEye.Grains;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 
@@ -191,6 +192,54 @@ public sealed class DurableLogTests : IDisposable
         using var integrity = check.CreateCommand();
         integrity.CommandText = "PRAGMA integrity_check";
         Assert.Equal("ok", integrity.ExecuteScalar());
+    }
+
+    [Fact]
+    public async Task A_refusal_degrades_health_for_five_minutes_and_is_counted_in_metrics()
+    {
+        using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        var meters = services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var log = Open();
+        var observability = new DurableLogObservability(log, meters, _time);
+        var observed = new Dictionary<string, long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == DaemonEye.Gateway.Metrics.MetricNames.DurableMeter)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, _, _) => observed[instrument.Name] = value);
+        listener.Start();
+
+        log.Append(Batch("events.alert.a", 0, 10));
+        var healthy = (await observability.CheckAsync(CancellationToken.None));
+        Assert.Equal(DaemonEye.Protocol.Ipc.V1.HealthStatus.Healthy, healthy.Status);
+        Assert.Contains("10 message(s), 80 bytes, sequences 1..10", healthy.Detail, StringComparison.Ordinal);
+
+        log.LimitPages(16);
+        Assert.Throws<DurableLogUnavailableException>(() =>
+        {
+            for (var i = 0; i < 1000; i++)
+            {
+                log.Append(Batch("events.alert.a", 10 + (i * 100), 100));
+            }
+        });
+        _time.Advance(TimeSpan.FromSeconds(30));
+        var degraded = (await observability.CheckAsync(CancellationToken.None));
+        Assert.Equal(DaemonEye.Protocol.Ipc.V1.HealthStatus.Degraded, degraded.Status);
+        Assert.Contains("refused a batch 30 s ago", degraded.Detail, StringComparison.Ordinal);
+        Assert.Contains("100 refused since start", degraded.Detail, StringComparison.Ordinal);
+
+        _time.Advance(DurableLogObservability.RefusalWindow);
+        Assert.Equal(DaemonEye.Protocol.Ipc.V1.HealthStatus.Healthy, (await observability.CheckAsync(CancellationToken.None)).Status);
+
+        listener.RecordObservableInstruments();
+        Assert.Equal(100, observed[DaemonEye.Gateway.Metrics.MetricNames.DurableRefused]);
+        Assert.Equal(0, observed[DaemonEye.Gateway.Metrics.MetricNames.DurableTornTails]);
+        Assert.Equal(log.Stats().Messages, observed[DaemonEye.Gateway.Metrics.MetricNames.DurableMessages]);
+        Assert.Equal(log.Stats().Bytes, observed[DaemonEye.Gateway.Metrics.MetricNames.DurableBytes]);
     }
 
     [Fact]

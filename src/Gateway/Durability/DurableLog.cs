@@ -34,6 +34,7 @@ public sealed partial class DurableLog : IDisposable
     private long _messages;
     private long _bytes;
     private long _refused;
+    private long _lastRefusalTicks; // UTC ticks of the last refused batch, 0 if none
     private bool _disposed;
 
     public DurableLog(DurabilityOptions options, ILogger<DurableLog> logger, TimeProvider? time = null)
@@ -103,6 +104,9 @@ public sealed partial class DurableLog : IDisposable
     /// <summary>Publishes refused because the log could not take them, since start-up.</summary>
     public long Refused => Interlocked.Read(ref _refused);
 
+    /// <summary>When the log last refused a batch, if it ever did since start-up.</summary>
+    public DateTimeOffset? LastRefusal => Volatile.Read(ref _lastRefusalTicks) is var ticks and > 0 ? new DateTimeOffset(ticks, TimeSpan.Zero) : null;
+
     /// <summary>True when messages on <paramref name="topic"/> are logged.</summary>
     public bool IsDurable(string topic)
     {
@@ -150,6 +154,7 @@ public sealed partial class DurableLog : IDisposable
             catch (SqliteException e)
             {
                 Interlocked.Add(ref _refused, batch.Count);
+                Volatile.Write(ref _lastRefusalTicks, _clock.GetUtcNow().UtcTicks);
                 LogAppendFailed(_logger, batch.Topic, batch.Count, e.SqliteErrorCode, e.Message);
                 throw new DurableLogUnavailableException(
                     $"the durable log could not take {batch.Count} messages on '{batch.Topic}' (SQLite error {e.SqliteErrorCode}: {e.Message}); they were neither logged nor delivered", e);

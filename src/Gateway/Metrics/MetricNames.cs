@@ -6,9 +6,10 @@ public static class MetricNames
     public const string BusMeter = "DaemonEye.Bus";
     public const string RpcMeter = "DaemonEye.Rpc";
     public const string CollectorsMeter = "DaemonEye.Collectors";
+    public const string DurableMeter = "DaemonEye.Durable";
 
     /// <summary>Every meter of the agent, for exporters.</summary>
-    public static readonly string[] Meters = [BusMeter, RpcMeter, CollectorsMeter];
+    public static readonly string[] Meters = [BusMeter, RpcMeter, CollectorsMeter, DurableMeter];
 
     public const string Published = "daemoneye.bus.published";
     public const string Delivered = "daemoneye.bus.delivered";
@@ -37,6 +38,11 @@ public static class MetricNames
 
     public const string CollectorsConnected = "daemoneye.collectors.connected";
     public const string CollectorHeartbeats = "daemoneye.collectors.heartbeats";
+
+    public const string DurableMessages = "daemoneye.durable.messages";
+    public const string DurableBytes = "daemoneye.durable.bytes";
+    public const string DurableRefused = "daemoneye.durable.refused";
+    public const string DurableTornTails = "daemoneye.durable.torn_tails";
 
     public const string TopicRootTag = "topic.root";
     public const string OperationTag = "rpc.operation";
