@@ -84,7 +84,7 @@ public sealed class HealthEndToEndTests
         using var json = System.Text.Json.JsonDocument.Parse(string.Join('\n', lines));
         Assert.Equal("degraded", json.RootElement.GetProperty("status").GetString());
         var checks = json.RootElement.GetProperty("checks").EnumerateArray().ToDictionary(c => c.GetProperty("name").GetString()!, c => c);
-        Assert.Equal(["broker", "rpc", "heartbeats", "buffers", "error_rate", "rules"], checks.Keys);
+        Assert.Equal(["broker", "rpc", "heartbeats", "buffers", "error_rate", "durable_log", "rules"], checks.Keys);
         Assert.Equal("degraded", checks["heartbeats"].GetProperty("status").GetString());
         Assert.Contains("tc-silent", checks["heartbeats"].GetProperty("detail").GetString());
         // It still answers RPC: only the heartbeat check is down.
