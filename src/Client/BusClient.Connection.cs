@@ -185,7 +185,7 @@ public sealed partial class BusClient
             }
 
             Log.Disconnected(_logger, SocketPath, reason);
-            Raise(Disconnected, new BusDisconnectedEventArgs(reason, lost));
+            Raise(Disconnected, new BusDisconnectedEventArgs(reason, lost, connection.Abandoned));
             if (!_options.AutoReconnect)
             {
                 FailEverything(new BusConnectionException($"the connection to the agent at {SocketPath} was lost: {reason?.Message ?? "closed"}", reason));
@@ -231,6 +231,11 @@ public sealed partial class BusClient
         _requests.Fail(connection, new BusConnectionException($"the connection to the agent at {SocketPath} was lost"));
         long lost = _writer.DropInFlight();
         Interlocked.Add(ref _lostFrames, lost);
+        if (connection.Abandoned > 0)
+        {
+            Log.DeliveriesAbandoned(_logger, SocketPath, connection.Abandoned);
+        }
+
         connection.Dispose();
         return lost;
     }

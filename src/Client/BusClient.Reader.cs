@@ -79,15 +79,52 @@ public sealed partial class BusClient
                 continue;
             }
 
+            if (connection.Ending)
+            {
+                Offer(connection, subscription, blocked.Message!);
+                continue;
+            }
+
             // Waiting here stops the socket reader: the agent's buffer and drop accounting take over.
+            // The reactor still reports the agent's hang-up, which ends the wait: the connection is over.
             while (!subscription.TryWrite(blocked.Message!))
             {
-                if (!await subscription.WaitToWriteAsync(token).ConfigureAwait(false))
+                var space = subscription.WaitToWriteAsync(token).AsTask();
+                if (!space.IsCompleted && await Task.WhenAny(space, connection.Io.HangUp).ConfigureAwait(false) != space)
+                {
+                    connection.Ending = true;
+                    Abandon(connection, subscription);
+                    break;
+                }
+
+                if (!await space.ConfigureAwait(false))
                 {
                     break; // unsubscribed meanwhile
                 }
             }
         }
+    }
+
+    /// <summary>Once the connection is ending: buffers the message if there is room, else abandons it and the subscription's later ones.</summary>
+    private void Offer(Connection connection, BusSubscription subscription, BusMessage message)
+    {
+        if (connection.Abandoning.Contains(subscription) || !subscription.TryWrite(message))
+        {
+            Abandon(connection, subscription);
+        }
+    }
+
+    private void Abandon(Connection connection, BusSubscription subscription)
+    {
+        if (subscription.IsClosed)
+        {
+            return;
+        }
+
+        connection.Abandoning.Add(subscription);
+        connection.Abandoned++;
+        subscription.CountAbandoned();
+        Interlocked.Increment(ref _abandonedTotal);
     }
 
     /// <summary>
@@ -122,7 +159,11 @@ public sealed partial class BusClient
                 }
 
                 message ??= new BusMessage(topic, sequence, publish.ToArray(), layout);
-                if (!subscription.TryWrite(message) && !subscription.IsClosed)
+                if (connection.Ending)
+                {
+                    Offer(connection, subscription, message);
+                }
+                else if (!subscription.TryWrite(message) && !subscription.IsClosed)
                 {
                     return new BlockedDelivery(message, [.. _deliverIds.Skip(i)]);
                 }

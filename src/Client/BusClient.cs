@@ -42,6 +42,7 @@ public sealed partial class BusClient : IAsyncDisposable
 
     private long _droppedTotal;
     private long _lostFrames;
+    private long _abandonedTotal;
     private Exception? _fault;
 
     private BusClient(BusClientOptions options, string socketPath)
@@ -90,6 +91,15 @@ public sealed partial class BusClient : IAsyncDisposable
 
     /// <summary>Frames that were being written when a connection failed and may not have reached the agent.</summary>
     public long LostFrames => Interlocked.Read(ref _lostFrames);
+
+    /// <summary>
+    /// Deliveries the client dropped, over all its connections: when a connection ends (e.g. the agent
+    /// is killed) while the reader waits on a full subscription buffer, the reader stops waiting, and
+    /// what the agent had sent that full buffers cannot take is abandoned and counted here, per
+    /// subscription (<see cref="BusSubscription.Abandoned"/>) and per connection
+    /// (<see cref="BusDisconnectedEventArgs.AbandonedMessages"/>).
+    /// </summary>
+    public long AbandonedMessages => Interlocked.Read(ref _abandonedTotal);
 
     /// <summary>The sender (for tests: how frames left).</summary>
     internal CommandWriter Writer => _writer;
@@ -208,6 +218,9 @@ public sealed partial class BusClient : IAsyncDisposable
 
         [LoggerMessage(10, LogLevel.Warning, "Could not flush buffered publishes while disposing")]
         public static partial void DisposeFlushFailed(ILogger logger, Exception error);
+
+        [LoggerMessage(12, LogLevel.Warning, "The connection to the agent at {SocketPath} ended while subscription buffers were full: {Count} delivered message(s) abandoned")]
+        public static partial void DeliveriesAbandoned(ILogger logger, string socketPath, long count);
 
         [LoggerMessage(11, LogLevel.Warning, "The handler of the subscription to '{Pattern}' threw; it is called again for the next message")]
         public static partial void SubscriptionHandlerFailed(ILogger logger, string pattern, Exception error);

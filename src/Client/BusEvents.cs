@@ -15,7 +15,9 @@ public sealed record BusErrorEventArgs(ErrorCode Code, string Message, bool Fata
 /// <summary>The connection to the agent was lost.</summary>
 /// <param name="Reason">Why, when known.</param>
 /// <param name="LostFrames">Frames that were being written when the connection failed and may not have reached the agent.</param>
-public sealed record BusDisconnectedEventArgs(Exception? Reason, long LostFrames);
+/// <param name="AbandonedMessages">Deliveries the agent had sent on this connection that a full subscription buffer could not
+/// take when the connection ended, so the client dropped them (see <see cref="BusClient.AbandonedMessages"/>).</param>
+public sealed record BusDisconnectedEventArgs(Exception? Reason, long LostFrames, long AbandonedMessages);
 
 /// <summary>The client reconnected and restored its subscriptions.</summary>
 public sealed record BusReconnectedEventArgs(string ConnectionId, int Attempts, int RestoredSubscriptions);

@@ -16,6 +16,7 @@ public sealed class BusSubscription : IAsyncDisposable
     private readonly BusClient _client;
     private readonly Channel<BusMessage> _channel;
     private int _closed;
+    private long _abandoned;
 
     internal BusSubscription(BusClient client, string pattern, int capacity, BusMessageHandler? handler = null)
     {
@@ -44,6 +45,13 @@ public sealed class BusSubscription : IAsyncDisposable
     public Task Completion => _channel.Reader.Completion;
 
     internal bool IsClosed => Volatile.Read(ref _closed) != 0;
+
+    /// <summary>
+    /// Messages the agent delivered to this subscription that the client abandoned because the
+    /// connection ended while the local buffer was full (see <see cref="BusClient.AbandonedMessages"/>).
+    /// A durable subscription gets them again after a reconnect (they were not acknowledged).
+    /// </summary>
+    public long Abandoned => Interlocked.Read(ref _abandoned);
 
     /// <summary>The handler the reader calls for each message, instead of buffering it; null for a buffered subscription.</summary>
     internal BusMessageHandler? Handler { get; }
@@ -131,6 +139,8 @@ public sealed class BusSubscription : IAsyncDisposable
         Connection = connection;
         Id = id;
     }
+
+    internal void CountAbandoned() => Interlocked.Increment(ref _abandoned);
 
     internal bool TryWrite(BusMessage message) => _channel.Writer.TryWrite(message);
 

@@ -53,6 +53,38 @@ internal sealed partial class TaskAnnouncer : IAsyncDisposable
         Enqueue(e, run);
     }
 
+    /// <summary>An instance's result arrived for its assignment (before the task completes).</summary>
+    public void Answered(Attempt attempt, TaskResult result, TimeSpan elapsed)
+    {
+        var e = OfAttempt(TaskEventKind.Answered, attempt, elapsed);
+        e.Result = new CollectorResultSummary
+        {
+            CollectorId = result.CollectorId,
+            Sequence = result.Sequence,
+            PayloadType = result.PayloadType,
+            PayloadBytes = (ulong)result.Payload.Length,
+        };
+        Enqueue(e, attempt.Assignment.Run);
+    }
+
+    /// <summary>An instance's attempt failed: <paramref name="reason"/> says how, and whether another instance takes it.</summary>
+    public void AttemptFailed(Attempt attempt, string reason, TimeSpan elapsed)
+    {
+        var e = OfAttempt(TaskEventKind.AttemptFailed, attempt, elapsed);
+        e.Failure = reason;
+        Enqueue(e, attempt.Assignment.Run);
+    }
+
+    private static TaskEvent OfAttempt(TaskEventKind kind, Attempt attempt, TimeSpan elapsed)
+    {
+        var e = New(kind, attempt.Assignment.Run);
+        e.InstanceId = attempt.Instance.Id;
+        e.CollectorType = attempt.Instance.Type;
+        e.Attempt = (uint)attempt.Assignment.Attempts;
+        e.ElapsedUs = (ulong)Math.Max(0, elapsed.Ticks / TimeSpan.TicksPerMicrosecond);
+        return e;
+    }
+
     public void Completed(TaskRun run, AggregatedTaskResult result)
     {
         var e = New(TaskEventKind.Completed, run);

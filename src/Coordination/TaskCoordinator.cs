@@ -216,6 +216,7 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
             {
                 _queue.Remove(assignment);
                 run.Answered(assignment, result, instance.Id);
+                _announcer?.Answered(attempt, result, _time.GetElapsedTime(run.Started));
             }
             else if (!assignment.Resolved && ReferenceEquals(assignment.Current, attempt))
             {
@@ -237,6 +238,12 @@ internal sealed partial class TaskCoordinator : ICollectorPresenceObserver, IDis
                         assignment.Failure = $"instance '{instance.Id}' failed: {error.Kind}: {error.Message}";
                         break;
                 }
+
+                _announcer?.AttemptFailed(attempt, error.Kind switch
+                {
+                    RpcErrorKind.CommunicationError or RpcErrorKind.NotFound => $"{error.Kind}: {error.Message}; queued again for another instance of type '{instance.Type}'",
+                    _ => $"{error.Kind}: {error.Message}",
+                }, _time.GetElapsedTime(run.Started));
             }
 
             if (!run.Done && run.AllResolved)

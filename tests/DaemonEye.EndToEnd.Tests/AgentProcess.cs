@@ -365,6 +365,8 @@ internal sealed class CliProcess : IDisposable
         return seen.Task;
     }
 
+    public bool HasExited => _process.HasExited;
+
     /// <summary>Completes when the marker line appears on stderr.</summary>
     public Task Marker => _stderrMarker.Task;
 

@@ -187,6 +187,21 @@ public sealed partial class CliOutputEndToEndTests(ProcmondAgentFixture fixture)
             }
         }
 
+        // The benchmarks, small, as the real program (their socket completion settings are process-wide).
+        (string Schema, string[] Args)[] benches =
+        [
+            ("bench-pubsub", ["bench", "pubsub", "--messages", "2000", "--subscribers", "2", "--json"]),
+            ("bench-pubsub", ["bench", "pubsub", "--messages", "2000", "--rate", "20000", "--warmup", "100", "--receive", "channel", "--completions", "thread-pool", "--json"]),
+            ("bench-rpc", ["bench", "rpc", "--collector", "procmond", "--requests", "200", "--warmup", "20", "--concurrency", "4", "--json"]),
+            ("bench-tasks", ["bench", "tasks", "--type", "process.snapshot", "--count", "3", "--warmup", "1", "--concurrency", "1", "--json"]),
+        ];
+        foreach (var (schema, args) in benches)
+        {
+            var (code, stdout, stderr) = await CliProcess.RunAsync(Agent.SocketPath, Patience, [.. args, "--config", fixture.ConfigPath]);
+            Assert.True(code == 0 && stdout.Count > 0, $"{string.Join(' ', args)}: exit {code}: {stderr}");
+            SchemaAssert.Valid(schema, string.Join('\n', stdout));
+        }
+
         // The same numbers have the same JSON type everywhere: the process ids and times of ps and of task run.
         var (_, ps, _) = await PipeAsync("ps", "-o", "json");
         using var psJson = JsonDocument.Parse(ps);

@@ -268,6 +268,32 @@ public sealed class CoordinationEndToEndTests
     }
 
     [Fact]
+    public async Task Task_run_shows_each_collector_answer_as_it_arrives_while_it_waits_for_the_others()
+    {
+        await using var agent = await AgentProcess.StartAsync(Config(new Collector("tc-quick", "tca"), new Collector("tc-mute", "tcb", "--never-answer")));
+        var (client, events) = await WatchAsync(agent);
+        await using var _ = client;
+        await WaitForAsync(agent, events, s => s.State == CollectorState.Running, "tc-quick", "tc-mute");
+
+        // tc-mute never answers and the task waits 600 s for it: what the CLI prints meanwhile (piped:
+        // stderr lines, from the task's events on control.collector.task) is progress, not the answer.
+        using (var waiting = new CliProcess(agent.SocketPath, "tc-quick (tca) answered after", "task", "run", "test.echo", "--timeout", "600"))
+        {
+            await waiting.Marker.WaitAsync(Patience);
+            Assert.False(waiting.HasExited, "task run ended although tc-mute has not answered");
+            Assert.Contains("assigned to tc-mute (tcb)", waiting.Stderr, StringComparison.Ordinal);
+            Assert.Matches(@"task test\.echo [0-9a-f]+: tc-quick \(tca\) answered after [0-9.]+ ms: google\.protobuf\.Struct, [0-9]+ bytes", waiting.Stderr);
+            Assert.Empty(waiting.Stdout);
+        }
+
+        // At its timeout the partial result comes; the answer it has was shown before it.
+        var (code, stdout, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "task", "run", "test.echo", "--timeout", "2");
+        Assert.True(code == 1, $"exit {code}: {string.Join('\n', stdout)} {stderr}");
+        Assert.Contains("tc-quick (tca) answered after", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("tc-mute (tcb) answered", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Bench_tasks_over_four_instances_and_task_run_json_print_what_the_agent_did()
     {
         await using var agent = await AgentProcess.StartAsync(Config(

@@ -47,12 +47,12 @@ public sealed class DurableEndToEndTests
         AgentProcess? second = null;
         try
         {
-            // A local buffer for all the agent can send ahead of the acks (40,000 + max_ack_pending): the
-            // client's reader never waits on it, so it sees the kill at once.
-            var consumerOptions = Options(first, "siem-1");
-            consumerOptions.SubscriptionBufferSize = 100_000;
-            await using (var consumer = await BusClient.ConnectAsync(consumerOptions, token))
+            // The default local buffer: the agent sends more ahead of the acks than it holds, so at the kill the
+            // client's reader waits on a full buffer, and still notices the end (BlockedReaderEndToEndTests).
+            await using (var consumer = await BusClient.ConnectAsync(Options(first, "siem-1"), token))
             {
+                var disconnected = new TaskCompletionSource<BusDisconnectedEventArgs>(TaskCreationOptions.RunContinuationsAsynchronously);
+                consumer.Disconnected += (_, e) => disconnected.TrySetResult(e);
                 var subscription = await consumer.SubscribeDurableAsync("events.alert.#", "siem", DurableStartPosition.NewOnly, token);
                 await PublishAlertsAsync(first, 0, 100_000, token);
 
@@ -67,9 +67,8 @@ public sealed class DurableEndToEndTests
 
                 // kill -9 while the consumer is attached and has more delivered but unacknowledged.
                 await first.KillAgentOnlyAsync();
-
-                // The subscription's local buffer is full of unread messages: close it so the client's reader is not left waiting on it.
-                await subscription.UnsubscribeAsync(token);
+                var notice = await disconnected.Task.WaitAsync(token);
+                Assert.Equal(notice.AbandonedMessages, subscription.Abandoned);
             }
 
             second = await AgentProcess.StartAsync(Durable, reuse: first);

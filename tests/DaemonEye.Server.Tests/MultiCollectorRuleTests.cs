@@ -115,11 +115,11 @@ public sealed class MultiCollectorRuleTests : IDisposable
         Assert.Equal(["connections", "processes"], alert.Tables);
         Assert.False(alert.PartialSnapshot);
 
-        // Every task was announced, assigned and completed on control.collector.task, with its chain.
+        // Every task was announced, assigned, answered and completed on control.collector.task, with its chain.
         var events = new List<TaskEvent>();
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
         {
-            while (events.Count < 6)
+            while (events.Count < 8)
             {
                 var (e, envelope) = await _taskEvents.Reader.ReadAsync(timeout.Token);
                 Assert.Equal(e.CorrelationId, envelope.ParentCorrelationId);
@@ -130,10 +130,11 @@ public sealed class MultiCollectorRuleTests : IDisposable
         foreach (var task in tasks)
         {
             var mine = events.Where(e => e.TaskId == task.TaskId).ToList();
-            Assert.Equal([TaskEventKind.Announced, TaskEventKind.Assigned, TaskEventKind.Completed], mine.Select(e => e.Kind));
+            Assert.Equal([TaskEventKind.Announced, TaskEventKind.Assigned, TaskEventKind.Answered, TaskEventKind.Completed], mine.Select(e => e.Kind));
             Assert.All(mine, e => Assert.Equal((task.CorrelationId, report.Evaluation.Correlation.CorrelationId, task.RootCorrelationId), (e.CorrelationId, e.ParentCorrelationId, e.RootCorrelationId)));
             Assert.Equal(task.TaskType == "process.snapshot" ? "procmond" : "netmond", mine[1].InstanceId);
-            var summary = mine[2].Summary;
+            Assert.Equal((mine[1].InstanceId, mine[1].InstanceId), (mine[2].InstanceId, mine[2].Result.CollectorId));
+            var summary = mine[3].Summary;
             Assert.Equal(mine[1].InstanceId, Assert.Single(summary.Results).CollectorId);
             Assert.False(summary.Partial);
         }

@@ -42,6 +42,7 @@ public sealed partial class ReactorSocket : IDisposable
 
     // Set by the reactor, read by the receiver without the gate: a hang-up or an error was seen, and no edge follows it.
     private volatile bool _hungUp;
+    private readonly TaskCompletionSource _hangUp = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     // The reader's own state (one receive at a time).
     private bool _mayRead = true;
@@ -83,6 +84,13 @@ public sealed partial class ReactorSocket : IDisposable
 
     /// <summary>The socket, for its address, credentials and shutdown; not for reads or writes.</summary>
     public Socket Socket { get; }
+
+    /// <summary>
+    /// Completes once the reactor has seen the peer hang up (or the socket fail), whether or not anyone
+    /// is receiving: for a reader that has stopped reading (its consumer is full) and must still learn
+    /// that the connection has ended. Bytes the peer sent before the end may still be there to receive.
+    /// </summary>
+    public Task HangUp => _hangUp.Task;
 
     /// <summary>
     /// Receives what is there, waiting for the first byte if nothing is. Returns 0 at the end of the
@@ -245,6 +253,7 @@ public sealed partial class ReactorSocket : IDisposable
         if (hangUp)
         {
             _hungUp = true;
+            _hangUp.TrySetResult();
         }
 
         bool wake;

@@ -159,6 +159,14 @@ internal static partial class BenchCommand
             await stop.CancelAsync();
             await Task.WhenAll(consumers.Select(c => c.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default)));
 
+            // An incomplete run may still get deliveries: a subscriber's reader records into its
+            // histogram, which is not thread-safe. Disposing the subscribers' clients ends their
+            // readers (DisposeAsync returns after the read loop has stopped); then the tallies hold still.
+            foreach (var s in subscribers)
+            {
+                await s.Client.DisposeAsync();
+            }
+
             var histogram = new LatencyHistogram();
             foreach (var s in subscribers)
             {

@@ -243,18 +243,21 @@ internal static class CollectorCommands
         return Failed(context, response) ? (null, CliApplication.No) : (response, CliApplication.Ok);
     }
 
+    /// <summary>A fresh correlation for a request: the root of what the agent does for it.</summary>
+    internal static CorrelationMetadata NewCorrelation()
+    {
+        var id = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        return new CorrelationMetadata { CorrelationId = id, RootCorrelationId = id, SequenceNumber = 1 };
+    }
+
     private static async Task<IpcResponse?> SendAsync(CliContext context, ParseResult parse, IpcRequest request, CancellationToken cancellationToken)
     {
         var path = AgentIpcClient.ResolveSocketPath(parse.GetValue(context.Config));
         try
         {
             await using var client = await AgentIpcClient.ConnectAsync(path, cancellationToken);
-            request.Correlation = new CorrelationMetadata
-            {
-                CorrelationId = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)),
-                SequenceNumber = 1,
-            };
-            request.Correlation.RootCorrelationId = request.Correlation.CorrelationId;
+            // A caller that follows what the agent does for the request (task run) chose the id already.
+            request.Correlation ??= NewCorrelation();
             return await client.SendAsync(request, cancellationToken);
         }
         catch (BusConnectionException e)

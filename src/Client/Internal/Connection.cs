@@ -33,6 +33,19 @@ internal sealed class Connection(ReactorSocket io, FrameReader reader, Welcome w
 
     public Task WriterTask { get; set; } = Task.CompletedTask;
 
+    /// <summary>
+    /// Set by the reader when the agent hung up while a delivery waited on a full subscription: from
+    /// then on nothing waits, and a buffered subscription that is full abandons the rest of this
+    /// connection's deliveries (<see cref="Abandoning"/>), each counted.
+    /// </summary>
+    public bool Ending { get; set; }
+
+    /// <summary>The subscriptions that abandon every further delivery on this connection, so what they get keeps its order (the reader's own).</summary>
+    public HashSet<BusSubscription> Abandoning { get; } = [];
+
+    /// <summary>Deliveries this connection's reader abandoned (the reader writes it; read once the reader has stopped).</summary>
+    public long Abandoned { get; set; }
+
     /// <summary>A fatal Error the agent sent just before closing, if any.</summary>
     public BusException? FatalError { get; set; }
 
