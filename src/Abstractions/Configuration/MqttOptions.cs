@@ -4,7 +4,7 @@ using Microsoft.Extensions.Configuration;
 namespace DaemonEye.Configuration;
 
 /// <summary>
-/// The <c>mqtt</c> section: the MQTT 3.1.1/5.0 listener for standard clients (docs/mqtt.md). On by
+/// The <c>mqtt</c> section: the MQTT 3.1.1/5.0 listener for standard clients (docs/protocol.md, "MQTT"). On by
 /// default on a Unix socket beside the bus socket, which admits exactly the peers the bus socket does;
 /// the 127.0.0.1 TCP listener is opt-in and needs configured users.
 /// </summary>
@@ -54,10 +54,6 @@ public sealed class MqttOptions
     /// <summary>QoS 1 messages of one durable session sent and not yet acknowledged (PUBACK) at once.</summary>
     [ConfigurationKeyName("max_inflight")]
     public int MaxInflight { get; set; } = 1_000;
-
-    /// <summary>Largest MQTT packet accepted, in bytes (the bus's own frame limit still applies to what is published).</summary>
-    [ConfigurationKeyName("max_packet_size")]
-    public int MaxPacketSize { get; set; } = 1 << 20;
 
     /// <summary>The Unix socket path: the configured one, or mqtt.sock beside the bus socket.</summary>
     public string ResolvedSocketPath(string? busSocket) =>
@@ -111,11 +107,6 @@ public sealed class MqttOptions
         if (MaxInflight is < 1 or > 65_000 || MaxInflight >= MaxPendingMessages)
         {
             yield return $"mqtt.max_inflight is {MaxInflight}; allowed: 1 to 65000 and below mqtt.max_pending_messages ({MaxPendingMessages}), so that a durable session's messages always fit its queue";
-        }
-
-        if (MaxPacketSize is < 1024 or > 256 << 20)
-        {
-            yield return $"mqtt.max_packet_size is {MaxPacketSize}; allowed: 1024 to 268435456";
         }
     }
 }

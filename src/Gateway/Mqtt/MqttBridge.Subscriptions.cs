@@ -221,7 +221,8 @@ internal sealed partial class MqttBridge
             return null;
         }
 
-        var session = new MqttDurableSession(log, this, client.ClientId, consumer, pattern, number, position, Math.Min(_options.MaxInflight, log.Options.MaxAckPending));
+        var clientId = client.ClientId;
+        var session = new MqttDurableSession(log, (row, stop) => InjectDurableAsync(clientId, row, stop), consumer, pattern, number, position, Math.Min(_options.MaxInflight, log.Options.MaxAckPending));
         lock (client.Gate)
         {
             client.Durable[filter] = session;

@@ -14,7 +14,7 @@ using MQTTnet.Server.Internal.Adapter;
 namespace DaemonEye.Gateway.Mqtt;
 
 /// <summary>
-/// The MQTT listener (docs/mqtt.md): an MQTTnet server whose connections come from our Unix socket
+/// The MQTT listener (docs/protocol.md, "MQTT"): an MQTTnet server whose connections come from our Unix socket
 /// (<see cref="UnixMqttServerAdapter"/>) and, opt-in, from 127.0.0.1 TCP, bridged onto the bus. MQTTnet
 /// parses MQTT, keeps sessions and fans messages out to MQTT clients; every decision is the bus's:
 /// <list type="bullet">

@@ -6,11 +6,11 @@ namespace DaemonEye.Gateway.Mqtt;
 /// <summary>
 /// One persistent MQTT session's QoS 1 filter over durable topics: a pump that reads the durable log
 /// after the consumer's acknowledged sequence and hands the matching messages to the bridge for this
-/// client only, at most <c>window</c> unacknowledged at once. PUBACKs may come in any order; the
+/// client only (<c>deliver</c>), at most <c>window</c> unacknowledged at once. PUBACKs may come in any order; the
 /// consumer's stored position is the highest sequence below which everything read was acknowledged
 /// (or did not match), so a restart redelivers what was not acknowledged and nothing acknowledged.
 /// </summary>
-internal sealed class MqttDurableSession(DurableLog log, MqttBridge bridge, string clientId, string consumer, string pattern, long holder, ulong acked, int window)
+internal sealed class MqttDurableSession(DurableLog log, Func<LoggedMessage, CancellationToken, Task> deliver, string consumer, string pattern, long holder, ulong acked, int window)
 {
     private const int ReadBatch = 256;
 
@@ -139,7 +139,7 @@ internal sealed class MqttDurableSession(DurableLog log, MqttBridge bridge, stri
 
                     if (match)
                     {
-                        await bridge.InjectDurableAsync(clientId, row, stop);
+                        await deliver(row, stop);
                     }
                 }
             }
