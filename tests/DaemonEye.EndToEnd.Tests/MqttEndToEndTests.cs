@@ -118,6 +118,7 @@ public sealed class MqttEndToEndTests
         {
             // Receives 50 of 200 alerts, acknowledging each (PUBACK), and disconnects.
             var subscribed = Subscribed(first, "siem-mqtt");
+            var gone = first.WaitForLineAsync(l => l.Contains("client siem-mqtt disconnected", StringComparison.Ordinal));
             using (var early = MosquittoProcess.Sub("--unix", MqttSocket(first), "-i", "siem-mqtt", "-c", "-q", "1", "-t", "events/alert/#", "-C", "50"))
             {
                 await subscribed.WaitAsync(token);
@@ -125,6 +126,9 @@ public sealed class MqttEndToEndTests
                 Assert.Equal(0, await early.WaitForExitAsync(token));
                 Assert.Equal(Enumerable.Range(0, 50).Select(Alert), early.Lines);
             }
+
+            // Its PUBACKs are all read (and stored) once the agent has seen it go; then kill -9.
+            await gone.WaitAsync(token);
 
             await first.KillAgentOnlyAsync();
             second = await AgentProcess.StartAsync(Durable, reuse: first);

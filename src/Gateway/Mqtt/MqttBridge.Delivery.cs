@@ -27,6 +27,7 @@ internal sealed partial class MqttBridge : IDeliverySink
     private readonly Channel<PublishBatch> _pending;
     private Task _pump = Task.CompletedTask;
     private long _queued;
+    private int _filtering;
 
     /// <summary>Messages the bridge's own queue holds at most (between the Topic routes and MQTTnet); beyond, dropped and counted.</summary>
     private int QueueCapacity => Math.Max(65_536, _options.MaxPendingMessages);
@@ -60,6 +61,7 @@ internal sealed partial class MqttBridge : IDeliverySink
                     {
                         SenderClientId = LiveSender,
                     });
+                    _metrics.MessageOut();
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
@@ -113,21 +115,28 @@ internal sealed partial class MqttBridge : IDeliverySink
         return Task.CompletedTask;
     }
 
-    private async Task EnqueuedOrDroppedAsync(ApplicationMessageEnqueuedEventArgs e)
+    /// <summary>
+    /// A client's queue held mqtt.max_pending_messages and its oldest message was dropped: counted. When
+    /// that message came from the durable log, the client is cut off instead of left with a gap: it
+    /// resumes from its last acknowledgement when it reconnects.
+    /// </summary>
+    private async Task OverflowedAsync(QueueMessageOverwrittenEventArgs e)
     {
-        if (!e.IsDropped)
-        {
-            _metrics.MessageOut();
-            return;
-        }
-
         _metrics.Dropped(1);
         _stats.AddLimitRefusal(Limit.MqttMaxPendingMessages);
-        if (e.SenderClientId.StartsWith(DurableSenderPrefix, StringComparison.Ordinal))
+        if (e.Packet is MqttPublishPacket { UserProperties: { Count: > 0 } properties } && properties.Exists(p => p.Name == SequenceProperty))
         {
-            // A durable message that did not fit: the client is cut off and resumes from its last ack on reconnect.
             LogDurableOverflow(_logger, e.ReceiverClientId, _options.MaxPendingMessages);
             await _server.DisconnectClientAsync(e.ReceiverClientId, new MqttServerClientDisconnectOptions { ReasonCode = MqttDisconnectReasonCode.QuotaExceeded, ReasonString = "mqtt.max_pending_messages reached; reconnect to resume from the last acknowledged message" });
+        }
+    }
+
+    /// <summary>Filters live messages per receiving client once a durable session exists (until then MQTTnet skips the per-client event).</summary>
+    private void FilterEnqueues()
+    {
+        if (Interlocked.Exchange(ref _filtering, 1) == 0)
+        {
+            _server.InterceptingClientEnqueueAsync += InterceptEnqueueAsync;
         }
     }
 
@@ -165,5 +174,5 @@ internal sealed partial class MqttBridge : IDeliverySink
     private static partial void LogInjectFailed(ILogger logger, string topic, Exception exception);
 
     [LoggerMessage(EventId = 2831, Level = LogLevel.Warning, Message = "MQTT client {ClientId} cut off: a durable message found its queue full (mqtt.max_pending_messages {Max}); it resumes from its last ack when it reconnects")]
-    private static partial void LogDurableOverflow(ILogger logger, string clientId, int max);
+    private static partial void LogDurableOverflow(ILogger logger, Logging.Untrusted clientId, int max);
 }

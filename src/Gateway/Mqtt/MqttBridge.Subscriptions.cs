@@ -221,6 +221,7 @@ internal sealed partial class MqttBridge
             return null;
         }
 
+        FilterEnqueues();
         var clientId = client.ClientId;
         var session = new MqttDurableSession(log, (row, stop) => InjectDurableAsync(clientId, row, stop), consumer, pattern, number, position, Math.Min(_options.MaxInflight, log.Options.MaxAckPending));
         lock (client.Gate)

@@ -55,9 +55,9 @@ internal sealed class MqttMetrics
         meter.CreateObservableCounter(MetricNames.MqttMessagesIn, () => Interlocked.Read(ref _in), "{message}",
             "Messages MQTT clients published that were routed onto the bus");
         meter.CreateObservableCounter(MetricNames.MqttMessagesOut, () => Interlocked.Read(ref _out), "{message}",
-            "Messages queued for MQTT clients (live and durable; one per receiving client)");
+            "Live bus messages handed to the MQTT clients that subscribed to them (once per message, however many clients match)");
         meter.CreateObservableCounter(MetricNames.MqttDropped, () => Interlocked.Read(ref _dropped), "{message}",
-            "Messages dropped for an MQTT client whose queue held mqtt.max_pending_messages, or by the bridge's own queue when full");
+            "Messages dropped: the oldest queued for an MQTT client whose queue held mqtt.max_pending_messages, or new ones when the bridge's own queue was full");
         meter.CreateObservableCounter(MetricNames.MqttDurableDelivered, () => Interlocked.Read(ref _durableOut), "{message}",
             "QoS 1 messages sent from the durable log to persistent MQTT sessions");
         meter.CreateObservableCounter(MetricNames.MqttDurableAcked, () => Interlocked.Read(ref _durableAcked), "{message}",
