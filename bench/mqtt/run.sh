@@ -7,7 +7,8 @@
 # max_queued_messages, the agent's mqtt.max_pending_messages), so a run measures delivering all N;
 # a subscriber that does not get all N within the timeout is reported with what it got.
 #
-# Usage: bench/mqtt/run.sh [messages] [payload-bytes] [runs]     (defaults 200000 64 3)
+# Usage: bench/mqtt/run.sh [messages] [payload-bytes] [runs]     (defaults 200000 64 3; plus one
+# warm-up run per broker, not printed)
 # Needs: a built agent (dotnet build src/Silo -c Release), mosquitto and mosquitto-clients.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,9 +53,9 @@ mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
 mosquitto_pid=$!
 for _ in $(seq 1 50); do [[ -S "$work/mosquitto.sock" ]] && break; sleep 0.1; done
 
-run() { # name socket log
+run() { # name socket log; run 0 warms up (the agent's JIT) and is not printed
   local name=$1 socket=$2 log=$3 topic=events/bench/qos0
-  for run in $(seq 1 "$RUNS"); do
+  for run in $(seq 0 "$RUNS"); do
     local id="bench-sub-$name-$run"
     mosquitto_sub --unix "$socket" -i "$id" -t "$topic" -q 0 -C "$N" -W 120 > "$work/received" 2>/dev/null &
     local sub=$!
@@ -67,6 +68,7 @@ run() { # name socket log
     t1=$(date +%s.%N)
     local got
     got=$(grep -c . "$work/received" || true)
+    [[ $run == 0 ]] && continue
     awk -v n="$name" -v r="$run" -v got="$got" -v N="$N" -v t0="$t0" -v t1="$t1" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" \
       'BEGIN { s = t1 - t0; printf "%-10s run %d: %d/%d messages in %.3f s = %.0f msg/s (load %s)\n", n, r, got, N, s, got / s, load }'
   done

@@ -104,7 +104,7 @@ public sealed class MqttOptions
             yield return $"mqtt.max_pending_messages is {MaxPendingMessages}; allowed: 16 to 10000000";
         }
 
-        if (MaxInflight is < 1 or > 65_000 || MaxInflight >= MaxPendingMessages)
+        if (MaxInflight is < 1 or > 65_000 || (MaxPendingMessages is >= 16 and <= 10_000_000 && MaxInflight >= MaxPendingMessages))
         {
             yield return $"mqtt.max_inflight is {MaxInflight}; allowed: 1 to 65000 and below mqtt.max_pending_messages ({MaxPendingMessages}), so that a durable session's messages always fit its queue";
         }
