@@ -10,14 +10,25 @@ namespace DaemonEye.Gateway;
 internal sealed class ConnectionDirectory : IDeliverySink
 {
     private readonly ConcurrentDictionary<long, BusConnection> _connections = new();
+    private readonly ConcurrentDictionary<long, IDeliverySink> _bridges = new();
 
     public void Add(BusConnection connection) => _connections[connection.Id] = connection;
 
     public void Remove(long id) => _connections.TryRemove(id, out _);
 
+    /// <summary>
+    /// Registers an in-process subscriber that is not a socket connection (the MQTT bridge) under an id
+    /// outside the listeners' ranges: its subscriptions are the registry's like any connection's.
+    /// </summary>
+    public void AddBridge(long id, IDeliverySink sink) => _bridges[id] = sink;
+
+    public void RemoveBridge(long id) => _bridges.TryRemove(id, out _);
+
     /// <summary>The live connections now (for metrics and health; a moment's view).</summary>
     public IEnumerable<BusConnection> Connections => _connections.Values;
 
     public int Deliver(DeliveryTarget target, PublishBatch batch, ulong firstSequence) =>
-        _connections.TryGetValue(target.ConnectionId, out var connection) ? connection.Offer(target, batch, firstSequence) : -1;
+        _connections.TryGetValue(target.ConnectionId, out var connection) ? connection.Offer(target, batch, firstSequence)
+        : _bridges.TryGetValue(target.ConnectionId, out var bridge) ? bridge.Deliver(target, batch, firstSequence)
+        : -1;
 }

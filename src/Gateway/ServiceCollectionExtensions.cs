@@ -45,8 +45,38 @@ public static class ServiceCollectionExtensions
         Metrics.MetricsServiceCollectionExtensions.AddBusMetrics(services, configuration);
         services.AddSingleton<BusSocketListener>();
         services.AddHostedService(sp => sp.GetRequiredService<BusSocketListener>());
+        AddMqtt(services, configuration);
         services.AddHostedService<Rpc.RpcActivityLogger>();
         return services;
+    }
+
+    /// <summary>
+    /// The <c>mqtt</c> section (validated at start-up) and, when it is enabled, the MQTT listener
+    /// (src/Gateway/Mqtt): its Unix socket is bound with the bus socket's, it accepts once the silo is up.
+    /// </summary>
+    private static void AddMqtt(IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<MqttOptions>()
+            .Bind(configuration.GetSection(MqttOptions.SectionName))
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<MqttOptions>, MqttOptionsValidator>();
+        if (!configuration.GetSection(MqttOptions.SectionName).GetValue("enabled", true))
+        {
+            return;
+        }
+
+        services.AddSingleton<Mqtt.MqttMetrics>();
+        services.AddSingleton<Mqtt.MqttBridge>();
+        services.AddHostedService(sp => sp.GetRequiredService<Mqtt.MqttBridge>());
+    }
+
+    private sealed class MqttOptionsValidator : IValidateOptions<MqttOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, MqttOptions options)
+        {
+            var failures = options.Validate().ToList();
+            return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+        }
     }
 
     /// <summary>

@@ -41,7 +41,7 @@ public static partial class ConfigurationValidator
     private static readonly ConditionalWeakTable<FileConfigurationProvider, IReadOnlyDictionary<string, int>> KeyLines = [];
 
     /// <summary>Keys whose children are free-form (a collector's <c>environment</c> and <c>arguments</c>; the security section's lists and token map).</summary>
-    private static readonly HashSet<string> FreeFormKeys = new(StringComparer.OrdinalIgnoreCase) { "environment", "arguments", "allowed_uids", "allowed_gids", "registration_tokens", "collector_callers", "watch_lists", "topics" };
+    private static readonly HashSet<string> FreeFormKeys = new(StringComparer.OrdinalIgnoreCase) { "environment", "arguments", "allowed_uids", "allowed_gids", "registration_tokens", "collector_callers", "watch_lists", "topics", "users" };
 
     /// <summary>Every section the agent reads. A new section is one line here.</summary>
     public static IReadOnlyList<KnownSection> Sections { get; } =
@@ -56,6 +56,7 @@ public static partial class ConfigurationValidator
         new(HealthOptions.SectionName, typeof(HealthOptions), c => Bind<HealthOptions>(c, HealthOptions.SectionName).Validate()),
         new(SecurityOptions.SectionName, typeof(SecurityOptions), c => Bind<SecurityOptions>(c, SecurityOptions.SectionName).Validate()),
         new(DurabilityOptions.SectionName, typeof(DurabilityOptions), c => Bind<DurabilityOptions>(c, DurabilityOptions.SectionName).Validate()),
+        new(MqttOptions.SectionName, typeof(MqttOptions), c => Bind<MqttOptions>(c, MqttOptions.SectionName).Validate()),
         new(Coordination.CoordinationOptions.SectionName, typeof(Coordination.CoordinationOptions), c => Bind<Coordination.CoordinationOptions>(c, Coordination.CoordinationOptions.SectionName).Validate()),
     ];
 

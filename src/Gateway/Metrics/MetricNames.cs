@@ -7,9 +7,10 @@ public static class MetricNames
     public const string RpcMeter = "DaemonEye.Rpc";
     public const string CollectorsMeter = "DaemonEye.Collectors";
     public const string DurableMeter = "DaemonEye.Durable";
+    public const string MqttMeter = "DaemonEye.Mqtt";
 
     /// <summary>Every meter of the agent, for exporters.</summary>
-    public static readonly string[] Meters = [BusMeter, RpcMeter, CollectorsMeter, DurableMeter];
+    public static readonly string[] Meters = [BusMeter, RpcMeter, CollectorsMeter, DurableMeter, MqttMeter];
 
     public const string Published = "daemoneye.bus.published";
     public const string Delivered = "daemoneye.bus.delivered";
@@ -43,6 +44,18 @@ public static class MetricNames
     public const string DurableBytes = "daemoneye.durable.bytes";
     public const string DurableRefused = "daemoneye.durable.refused";
     public const string DurableTornTails = "daemoneye.durable.torn_tails";
+
+    public const string MqttConnections = "daemoneye.mqtt.connections";
+    public const string MqttConnectionsAccepted = "daemoneye.mqtt.connections.accepted";
+    public const string MqttConnectionsRefused = "daemoneye.mqtt.connections.refused";
+    public const string MqttPublishRefused = "daemoneye.mqtt.publish.refused";
+    public const string MqttSubscribeRefused = "daemoneye.mqtt.subscribe.refused";
+    public const string MqttMessagesIn = "daemoneye.mqtt.messages.in";
+    public const string MqttMessagesOut = "daemoneye.mqtt.messages.out";
+    public const string MqttDropped = "daemoneye.mqtt.dropped";
+    public const string MqttDurableDelivered = "daemoneye.mqtt.durable.delivered";
+    public const string MqttDurableAcked = "daemoneye.mqtt.durable.acked";
+    public const string MqttRetainIgnored = "daemoneye.mqtt.retain_ignored";
 
     public const string TopicRootTag = "topic.root";
     public const string OperationTag = "rpc.operation";

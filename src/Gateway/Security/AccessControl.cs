@@ -58,10 +58,12 @@ internal sealed partial class AccessControl
 
     /// <summary>
     /// Decides whether the peer may use the socket at all. Refusals are counted and logged with the
-    /// peer's pid and uid; <paramref name="refusal"/> is the message to send it.
+    /// peer's pid and uid; <paramref name="refusal"/> is the message to send it. The MQTT socket admits
+    /// the same peers as the bus socket (<paramref name="socket"/> names it in the refusal; counted as bus).
     /// </summary>
-    public bool AdmitPeer(PeerCredentials? peer, bool ipc, out string? refusal)
+    public bool AdmitPeer(PeerCredentials? peer, bool ipc, out string? refusal, string? socket = null)
     {
+        socket ??= ipc ? "IPC" : "bus";
         refusal = null;
         if (peer is { } p)
         {
@@ -81,7 +83,7 @@ internal sealed partial class AccessControl
                 }
             }
 
-            refusal = $"uid {p.Uid} (pid {p.Pid}, gid {p.Gid}) may not use the agent's {(ipc ? "IPC" : "bus")} socket; {_allowedSummary}";
+            refusal = $"uid {p.Uid} (pid {p.Pid}, gid {p.Gid}) may not use the agent's {socket} socket; {_allowedSummary}";
         }
         else
         {
@@ -97,7 +99,7 @@ internal sealed partial class AccessControl
                 LogPeerRefusalsSuppressed(_logger, suppressed, _refusalLog.PerWindow, _refusalLog.Window.TotalSeconds);
             }
 
-            LogPeerRefused(_logger, ipc ? "IPC" : "bus", peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue, peer?.Gid ?? uint.MaxValue);
+            LogPeerRefused(_logger, socket, peer?.Pid ?? 0, peer?.Uid ?? uint.MaxValue, peer?.Gid ?? uint.MaxValue);
         }
         return false;
     }

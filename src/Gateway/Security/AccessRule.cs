@@ -125,6 +125,15 @@ public enum Limit
 
     /// <summary>A publish to a durable topic the durable log could not take (disk full, I/O error).</summary>
     DurableLogUnavailable,
+
+    /// <summary>A failed accept on the MQTT socket.</summary>
+    MqttAcceptFailed,
+
+    /// <summary><c>mqtt.max_connections</c>.</summary>
+    MqttMaxConnections,
+
+    /// <summary><c>mqtt.max_pending_messages</c>: a message dropped for an MQTT client whose queue was full.</summary>
+    MqttMaxPendingMessages,
 }
 
 /// <summary>Names of <see cref="Limit"/>: the configuration key, <c>correlation_id</c>, or <c>accept_failed.bus|ipc</c>.</summary>
@@ -155,6 +164,9 @@ public static class Limits
         Limit.CorrelationWindow => "broker.correlation_window",
         Limit.DescriptorReserve => "rlimit_nofile",
         Limit.DurableLogUnavailable => "durability.refused",
+        Limit.MqttAcceptFailed => "accept_failed.mqtt",
+        Limit.MqttMaxConnections => "mqtt.max_connections",
+        Limit.MqttMaxPendingMessages => "mqtt.max_pending_messages",
         _ => limit.ToString(),
     };
 
