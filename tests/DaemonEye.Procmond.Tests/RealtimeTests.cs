@@ -116,13 +116,25 @@ public sealed class RealtimeTests
     [RootFact]
     public async Task A_forced_overflow_is_counted_and_reconciled_by_a_scan_that_publishes_what_was_missed()
     {
-        // The smallest kernel queue, and the reader held: the kernel must overflow it. Once it
-        // has (its drop counter in /proc/net/netlink moved) the socket stays congested until it is
-        // read, so every event after that is lost, among them the start of the process below.
-        await using var run = await MonitorRun.StartAsync(settings: s => s.ConnectorReceiveBufferBytes = 4096);
+        await using var run = await MonitorRun.StartAsync();
         var source = run.Monitor.Connector!;
         var port = source.Connector.Socket.PortId;
+
+        // Hold the reader first, with the shipped 4 MiB queue (no overflow while it parks: its
+        // read in progress ends at the next event), then shrink the queue to the kernel's minimum.
         source.HoldReader();
+        for (var round = 0; !source.ReaderHeld; round++)
+        {
+            Assert.True(round < 100, "the connector's reader never reached its hold");
+            Run("/bin/true");
+        }
+
+        Assert.Equal(0, source.Connector.Socket.Overruns);
+        source.Connector.Socket.SetKernelReceiveBuffer(4096);
+
+        // Now the kernel must overflow it. Once it has (its drop counter in /proc/net/netlink
+        // moved) the socket stays congested until it is read, so every event after that is lost,
+        // among them the start of the process below.
         for (var round = 0; KernelDrops(port) == 0; round++)
         {
             Assert.True(round < 100, $"the kernel never overflowed procmond's queue (port {port}) in {round} bursts");

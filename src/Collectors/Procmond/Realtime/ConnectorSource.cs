@@ -23,6 +23,7 @@ internal sealed partial class ConnectorSource : IDisposable
     private long _queueFull;
     private long _reconciliations;
     private int _reconcile;
+    private int _held;
 
     public ConnectorSource(ProcConnector connector, int capacity, ILogger logger)
     {
@@ -45,6 +46,9 @@ internal sealed partial class ConnectorSource : IDisposable
     /// <summary>Test hook: the reader stops before its next read (one it is waiting in still
     /// completes), so the kernel's queue fills and must overflow.</summary>
     internal void HoldReader() => _reading.Reset();
+
+    /// <summary>Test hook: true while the reader waits in <see cref="HoldReader"/>'s hold.</summary>
+    internal bool ReaderHeld => Volatile.Read(ref _held) == 1;
 
     /// <summary>Test hook: undoes <see cref="HoldReader"/>.</summary>
     internal void ReleaseReader() => _reading.Set();
@@ -70,7 +74,13 @@ internal sealed partial class ConnectorSource : IDisposable
             while (true)
             {
                 batch.Clear();
-                _reading.Wait(_stop.Token);
+                if (!_reading.IsSet)
+                {
+                    Volatile.Write(ref _held, 1);
+                    _reading.Wait(_stop.Token);
+                    Volatile.Write(ref _held, 0);
+                }
+
                 if (_connector.Read(batch, _stop.Token) == NetlinkReceiveStatus.Overrun)
                 {
                     var overruns = _connector.Socket.Overruns;
