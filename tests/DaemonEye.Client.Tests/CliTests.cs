@@ -17,6 +17,11 @@ public sealed class CliTests
     [InlineData("'--nonsense'", "topic", "validate", "events.a", "--nonsense")]
     [InlineData("'inline' not recognized", "bench", "rpc", "--collector", "x", "--completions", "inline")]
     [InlineData("--collector", "bench", "rpc")]
+    [InlineData("--rate is 0; it must be 1 to 1000000", "bench", "procmond", "--rate", "0")]
+    [InlineData("--duration must be positive", "bench", "netmond", "--duration", "0")]
+    [InlineData("--exec /nonexistent/true: no such file", "bench", "procmond", "--exec", "/nonexistent/true")]
+    [InlineData("--dir", "bench", "fsmond")]
+    [InlineData("--dir /nonexistent/dir: no such directory", "bench", "fsmond", "--dir", "/nonexistent/dir")]
     [InlineData("'frobnicate'", "frobnicate")]
     public async Task A_command_line_that_does_not_parse_exits_2_naming_the_problem(string named, params string[] args)
     {

@@ -213,6 +213,52 @@ public sealed class SocketTableTests : IDisposable
     }
 
     [RootFact]
+    public async Task An_accepted_connection_reset_by_its_peer_before_any_data_is_reported_closed_and_a_refused_connect_is_only_counted()
+    {
+        using var destroyed = SockDiagDestroyListener.Open(tcp: true, udp: false, 8 << 20);
+        using var listener = Listen(IPAddress.Loopback, out var port);
+        _table.Scan(CancellationToken.None);
+
+        // A connect scan's way: handshake, then a reset (SO_LINGER 0), no data either way.
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { LingerState = new LingerOption(true, 0) };
+        await client.ConnectAsync(listener.LocalEndPoint!);
+        var clientPort = ((IPEndPoint)client.LocalEndPoint!).Port;
+        using var accepted = await listener.AcceptAsync();
+        client.Close();
+        Assert.Equal(0, await accepted.ReceiveAsync(new byte[1]).ContinueWith(t => t.IsFaulted ? 0 : t.Result, TaskScheduler.Default));
+        accepted.Close();
+        var events = DrainCloses(destroyed, [], e => e.Any(c => c.Connection.Local.Port == port && c.Connection.Remote.Port == clientPort));
+        var closed = Assert.Single(events, e => e.Connection.Local.Port == port && e.Connection.Remote.Port == clientPort);
+        Assert.Equal(Direction.Inbound, closed.Connection.Direction);
+        Assert.Equal(0UL, closed.Connection.BytesSent);
+        Assert.Equal(0UL, closed.Connection.BytesReceived);
+
+        // A connect to a port nobody listens on any more: refused, counted, not reported.
+        listener.Close();
+        var before = _table.Counters.NeverEstablished;
+        using (var refused = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            var e = await Assert.ThrowsAsync<SocketException>(async () => await refused.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port)));
+            Assert.Equal(SocketError.ConnectionRefused, e.SocketErrorCode);
+        }
+
+        using var timeout = new CancellationTokenSource(Patience);
+        var batch = new List<InetSocket>();
+        var refusedEvents = new List<ConnectionEvent>();
+        var seen = false;
+        while (!seen)
+        {
+            batch.Clear();
+            destroyed.Receive(batch, timeout.Token);
+            seen = batch.Any(s => s.RemotePort == port);
+            refusedEvents.AddRange(_table.Destroyed(batch).Connections);
+        }
+
+        Assert.True(_table.Counters.NeverEstablished > before);
+        Assert.DoesNotContain(refusedEvents, e => e.Connection.Remote.Port == port);
+    }
+
+    [RootFact]
     public async Task A_burst_of_2000_short_connections_is_reported_at_least_99_percent_and_the_rest_counted()
     {
         const int Connections = 2000;

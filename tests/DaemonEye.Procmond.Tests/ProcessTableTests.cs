@@ -201,6 +201,39 @@ public sealed class ProcessTableTests
     }
 
     [Fact]
+    public async Task A_scan_that_meets_a_forked_child_already_in_its_new_image_announces_it_started()
+    {
+        using var proc = new FakeProc();
+        var shell = proc.Executable("sh", "shell");
+        var tool = proc.Executable("true", "true");
+        proc.Add(50, "sh", 1, startTicks: 4000, shell);
+        await proc.ScanAsync();
+
+        // The connector's fork is applied; its exec is still queued when the scan reads /proc,
+        // which already shows the new image (found by bench procmond: such processes had only
+        // EXECUTED events, never STARTED).
+        var changes = new ScanChanges();
+        proc.Add(300, "sh", 50, startTicks: 5000, shell);
+        proc.Table.Apply(new ProcEvent(ProcEventKind.Fork, 0, 1_000, 300, 300, 50, 50, 0, 0, null), changes);
+        Assert.Empty(changes.Lifecycle);
+        proc.SetExeLink(300, tool);
+        proc.SetStat(300, "true", 50, startTicks: 5000);
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        var scanned = await proc.ScanAsync();
+
+        var started = Assert.Single(scanned.Lifecycle);
+        Assert.Equal(ProcessLifecycleKind.Started, started.Kind);
+        Assert.Equal(300u, started.Process.Pid);
+        Assert.Equal(tool, started.Process.Executable);
+
+        // An exec of a process already announced stays EXECUTED.
+        proc.SetExeLink(300, shell);
+        proc.SetStat(300, "sh", 50, startTicks: 5000);
+        proc.Time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(ProcessLifecycleKind.Executed, Assert.Single((await proc.ScanAsync()).Lifecycle).Kind);
+    }
+
+    [Fact]
     public async Task An_exec_is_a_lifecycle_event_with_the_new_executable()
     {
         using var proc = new FakeProc();

@@ -116,24 +116,69 @@ public sealed class RealtimeTests
     [RootFact]
     public async Task A_forced_overflow_is_counted_and_reconciled_by_a_scan_that_publishes_what_was_missed()
     {
-        // The smallest kernel queue: a burst of processes overflows it.
-        await using var run = await MonitorRun.StartAsync(settings: s => s.ConnectorReceiveBufferBytes = 4096);
-        using var sleeper = Start("/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/true; done; exec /bin/sleep 600");
+        await using var run = await MonitorRun.StartAsync();
+        var source = run.Monitor.Connector!;
+        var port = source.Connector.Socket.PortId;
+
+        // Hold the reader first, with the shipped 4 MiB queue (no overflow while it parks: its
+        // read in progress ends at the next event), then shrink the queue to the kernel's minimum.
+        source.HoldReader();
+        for (var round = 0; !source.ReaderHeld; round++)
+        {
+            Assert.True(round < 100, "the connector's reader never reached its hold");
+            Run("/bin/true");
+        }
+
+        Assert.Equal(0, source.Connector.Socket.Overruns);
+        source.Connector.Socket.SetKernelReceiveBuffer(4096);
+
+        // Now the kernel must overflow it. Once it has (its drop counter in /proc/net/netlink
+        // moved) the socket stays congested until it is read, so every event after that is lost,
+        // among them the start of the process below.
+        for (var round = 0; KernelDrops(port) == 0; round++)
+        {
+            Assert.True(round < 100, $"the kernel never overflowed procmond's queue (port {port}) in {round} bursts");
+            Run("/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/true; done");
+        }
+
+        using var sleeper = Start("/bin/sleep", "600");
         try
         {
-            // The reconciliation scan publishes the long-lived one, whatever the connector lost.
-            var started = await run.Context.WaitAsync<ProcessLifecycle>(ProcessMonitor.LifecycleTopic, l => l.Process.Pid == sleeper.Id && l.Process.Executable.EndsWith("sleep", StringComparison.Ordinal) && l.Kind != ProcessLifecycleKind.Exited);
-            Assert.NotNull(started);
+            Assert.Equal(0, source.Connector.Socket.Overruns);
+            source.ReleaseReader();
+
+            // The reconciliation scan publishes the process whose events the kernel dropped.
+            var started = await run.Context.WaitAsync<ProcessLifecycle>(ProcessMonitor.LifecycleTopic, l => l.Process.Pid == sleeper.Id && l.Kind == ProcessLifecycleKind.Started);
+            Assert.Equal("scan", started.Source);
+            Assert.EndsWith("/sleep", started.Process.Executable, StringComparison.Ordinal);
+            Assert.True(source.Connector.Socket.Overruns >= 1, "the overflow was not counted");
+            Assert.True(source.Reconciliations >= 1, "no reconciliation followed the overflow");
             var health = await run.Monitor.HealthAsync(null!, CancellationToken.None);
-            if (run.Monitor.Connector!.Connector.Socket.Overruns > 0)
-            {
-                Assert.NotEqual("0", health.Details["reconciliations"]);
-            }
+            Assert.NotEqual("0", health.Details["connector_overruns"]);
+            Assert.NotEqual("0", health.Details["reconciliations"]);
+            Assert.NotEqual("0", health.Details["reconciled_starts"]);
         }
         finally
         {
+            source.ReleaseReader();
             Kill(sleeper);
         }
+    }
+
+    /// <summary>The kernel's drop count of the netlink socket with this port id (/proc/net/netlink:
+    /// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode).</summary>
+    private static long KernelDrops(uint portId)
+    {
+        foreach (var line in File.ReadLines("/proc/net/netlink").Skip(1))
+        {
+            var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f[1] == "11" && uint.Parse(f[2], System.Globalization.CultureInfo.InvariantCulture) == portId)
+            {
+                return long.Parse(f[8], System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+
+        throw new InvalidOperationException($"no NETLINK_CONNECTOR socket with port id {portId} in /proc/net/netlink");
     }
 
     private static int Run(string file, params string[] args)

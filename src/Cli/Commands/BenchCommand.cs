@@ -21,6 +21,11 @@ internal static partial class BenchCommand
         bench.Subcommands.Add(BuildPubSub(context));
         bench.Subcommands.Add(BenchRpcCommand.Build(context));
         bench.Subcommands.Add(BenchTasksCommand.Build(context));
+        foreach (var collector in BenchCollectorCommand.Build(context))
+        {
+            bench.Subcommands.Add(collector);
+        }
+
         return bench;
     }
 

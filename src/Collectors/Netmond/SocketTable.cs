@@ -244,9 +244,12 @@ internal sealed partial class SocketTable(SockDiagSocket diag, SocketOwners owne
                 continue;
             }
 
-            if (s.Protocol == ProtocolType.Tcp && s.Tcp is { BytesAcked: 0, BytesReceived: 0 })
+            // No byte acknowledged or received, not even a SYN: a connect that failed, no connection
+            // to report. Not for an accepted socket: it exists only once the handshake completed, and
+            // its own SYN-ACK is not counted in bytes_acked (a peer that connects and resets reads 0, 0).
+            if (s.Protocol == ProtocolType.Tcp && s.Tcp is { BytesAcked: 0, BytesReceived: 0 } && DirectionOf(s) != Direction.Inbound)
             {
-                Counters.NeverEstablished++; // a connect that failed: no connection to report
+                Counters.NeverEstablished++;
                 continue;
             }
 

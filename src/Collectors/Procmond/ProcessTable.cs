@@ -282,7 +282,9 @@ internal sealed partial class ProcessTable
         {
             if (execed)
             {
-                changes.Lifecycle.Add(Lifecycle(ProcessLifecycleKind.Executed, process, nowUnixMs));
+                // A child the connector saw fork but not yet exec (its exec event still queued, or
+                // lost) has never been announced: this is its start.
+                changes.Lifecycle.Add(Lifecycle(process.Announced ? ProcessLifecycleKind.Executed : ProcessLifecycleKind.Started, process, nowUnixMs));
             }
 
             if (MetadataChanged(process))

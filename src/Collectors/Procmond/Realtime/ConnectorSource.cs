@@ -19,9 +19,11 @@ internal sealed partial class ConnectorSource : IDisposable
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _thread;
+    private readonly ManualResetEventSlim _reading = new(initialState: true);
     private long _queueFull;
     private long _reconciliations;
     private int _reconcile;
+    private int _held;
 
     public ConnectorSource(ProcConnector connector, int capacity, ILogger logger)
     {
@@ -40,6 +42,16 @@ internal sealed partial class ConnectorSource : IDisposable
     public long QueueFull => Interlocked.Read(ref _queueFull);
 
     public long Reconciliations => Interlocked.Read(ref _reconciliations);
+
+    /// <summary>Test hook: the reader stops before its next read (one it is waiting in still
+    /// completes), so the kernel's queue fills and must overflow.</summary>
+    internal void HoldReader() => _reading.Reset();
+
+    /// <summary>Test hook: true while the reader waits in <see cref="HoldReader"/>'s hold.</summary>
+    internal bool ReaderHeld => Volatile.Read(ref _held) == 1;
+
+    /// <summary>Test hook: undoes <see cref="HoldReader"/>.</summary>
+    internal void ReleaseReader() => _reading.Set();
 
     /// <summary>True (once) when events were lost since the last call: the caller reconciles.</summary>
     public bool TakeReconciliation()
@@ -62,6 +74,13 @@ internal sealed partial class ConnectorSource : IDisposable
             while (true)
             {
                 batch.Clear();
+                if (!_reading.IsSet)
+                {
+                    Volatile.Write(ref _held, 1);
+                    _reading.Wait(_stop.Token);
+                    Volatile.Write(ref _held, 0);
+                }
+
                 if (_connector.Read(batch, _stop.Token) == NetlinkReceiveStatus.Overrun)
                 {
                     var overruns = _connector.Socket.Overruns;
@@ -112,6 +131,7 @@ internal sealed partial class ConnectorSource : IDisposable
         _thread.Join();
         _connector.Dispose();
         _stop.Dispose();
+        _reading.Dispose();
     }
 
     [LoggerMessage(EventId = 20, Level = LogLevel.Warning, Message = "The kernel dropped process events: its queue for procmond overflowed (ENOBUFS, {Overruns} times so far; queue {QueueBytes} bytes). Reconciling with a /proc scan; logged again at every power of two.")]
