@@ -8,7 +8,7 @@
 # AGENT_ENV (env): environment for the agent only.
 set -u
 ROOT=$1; HERE=$(cd "$(dirname "$0")" && pwd); D=$(mktemp -d /tmp/cpu.XXXX)
-export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_LOGGING__LEVEL=warning DAEMONEYE_COLLECTORS__0__ENABLED=false DAEMONEYE_COLLECTORS__1__ENABLED=false DAEMONEYE_COLLECTORS__2__ENABLED=false
+export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_DURABILITY__DIRECTORY=$D/durable DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_LOGGING__LEVEL=warning DAEMONEYE_COLLECTORS__0__ENABLED=false DAEMONEYE_COLLECTORS__1__ENABLED=false DAEMONEYE_COLLECTORS__2__ENABLED=false
 cd "$ROOT"
 env ${AGENT_ENV:-} dotnet src/Silo/bin/Release/net10.0/daemoneye-agent.dll > "$D/agent.log" 2>&1 &
 AGENT=$!

@@ -4,7 +4,7 @@
 # over the window (utime+stime from /proc/<pid>/stat), both RSS figures, the process count and the load.
 cd "$(dirname "$0")/../.."
 D=$(mktemp -d /tmp/pm.XXXX)
-export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_LOGGING__LEVEL=warning
+export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_DURABILITY__DIRECTORY=$D/durable DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_LOGGING__LEVEL=warning
 dotnet src/Silo/bin/Release/net10.0/daemoneye-agent.dll > $D/agent.log 2>&1 & AG=$!
 sleep $2
 P=$(pgrep -P $AG | head -1)

@@ -14,7 +14,7 @@ ROOT=$1; LABEL=$2; ROUNDS=${3:-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p /tmp/psb; D=$(mktemp -d /tmp/psb/sock.XXXX)
 gcc -O2 -pthread -o "$D/rawclient" "$HERE/rawclient.c" || exit 1
-export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_LOGGING__LEVEL=warning DAEMONEYE_COLLECTORS__0__ENABLED=false DAEMONEYE_COLLECTORS__1__ENABLED=false DAEMONEYE_COLLECTORS__2__ENABLED=false
+export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_DURABILITY__DIRECTORY=$D/durable DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_LOGGING__LEVEL=warning DAEMONEYE_COLLECTORS__0__ENABLED=false DAEMONEYE_COLLECTORS__1__ENABLED=false DAEMONEYE_COLLECTORS__2__ENABLED=false
 cd "$ROOT"
 CLI=src/Cli/bin/Release/net10.0/daemoneye-cli.dll
 env ${AGENT_ENV:-} dotnet src/Silo/bin/Release/net10.0/daemoneye-agent.dll > "$D/agent.log" 2>&1 &

@@ -8,7 +8,7 @@
 ROOT=$1; LABEL=$2; shift 2
 DUR=${DUR:-10}; WARM=${WARM:-20000}
 mkdir -p /tmp/rpcb; D=$(mktemp -d /tmp/rpcb/sock.XXXX)
-export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock
+export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_DURABILITY__DIRECTORY=$D/durable
 export DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock
 export DAEMONEYE_COLLECTORS__0__ID=example
 export DAEMONEYE_COLLECTORS__0__EXECUTABLE=$ROOT/src/Collectors/Example/bin/Release/net10.0/example-collector.dll

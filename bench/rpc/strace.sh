@@ -2,7 +2,7 @@
 # usage: strace.sh <root> <label> <conc> <n>: syscall counts per round trip in the agent and the collector
 ROOT=$1; LABEL=$2; c=$3; n=$4
 mkdir -p /tmp/rpcb; D=$(mktemp -d /tmp/rpcb/sock.XXXX)
-export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_COLLECTORS__0__ID=example
+export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_DURABILITY__DIRECTORY=$D/durable DAEMONEYE_IPC__SOCKET_PATH=$D/ipc.sock DAEMONEYE_COLLECTORS__0__ID=example
 export DAEMONEYE_COLLECTORS__0__EXECUTABLE=$ROOT/src/Collectors/Example/bin/Release/net10.0/example-collector.dll DAEMONEYE_LOGGING__LEVEL=warning
 cd $ROOT
 dotnet src/Silo/bin/Release/net10.0/daemoneye-agent.dll > $D/agent.log 2>&1 & AGENT=$!

@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-bin/Release/net10.0}   # BIN=bin/Debug/net10.0 to smoke-test a Debug build
 D=$(mktemp -d /tmp/de-bench-tasks.XXXX)
-export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock
+export DAEMONEYE_BROKER__SOCKET_PATH=$D/bus.sock DAEMONEYE_DURABILITY__DIRECTORY=$D/durable
 export DAEMONEYE_LOGGING__LEVEL=warning
 export DAEMONEYE_COORDINATION__RULES__INTERVAL_SECONDS=0
 for i in 0 1 2 3; do

@@ -36,6 +36,9 @@ internal sealed class AgentProcess : IAsyncDisposable
         }
 
         start.Environment["DAEMONEYE_BROKER__SOCKET_PATH"] = socketPath;
+        // Each agent its own state (the durable log): as root the default, /var/lib/daemoneye, is one
+        // directory that agents running in parallel would fight over. A test may still set its own.
+        start.Environment["STATE_DIRECTORY"] = Path.Combine(directory, "state");
         foreach (var (key, value) in environment)
         {
             start.Environment[key] = value;

@@ -453,6 +453,7 @@ public sealed class ConnectionLimitsEndToEndTests
             }
 
             start.Environment["DAEMONEYE_BROKER__SOCKET_PATH"] = Path.Combine(directory, "run", "bus.sock");
+            start.Environment["STATE_DIRECTORY"] = Path.Combine(directory, "state"); // its own durable log (AgentProcess says why)
             using var agent = Process.Start(start)!;
             var output = agent.StandardOutput.ReadToEndAsync();
             var error = agent.StandardError.ReadToEndAsync();

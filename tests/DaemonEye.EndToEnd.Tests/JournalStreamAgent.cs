@@ -64,6 +64,7 @@ internal sealed partial class JournalStreamAgent : IAsyncDisposable
             .ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? string.Empty, StringComparer.Ordinal);
         variables["DAEMONEYE_BROKER__SOCKET_PATH"] = Path.Combine(directory, "run", "bus.sock");
         variables["JOURNAL_STREAM"] = journalStream;
+        variables["STATE_DIRECTORY"] = Path.Combine(directory, "state"); // its own durable log (AgentProcess says why)
         foreach (var (key, value) in environment)
         {
             variables[key] = value;

@@ -97,6 +97,18 @@ public sealed class DurableLogTests : IDisposable
     }
 
     [Fact]
+    public void A_second_log_on_the_same_directory_is_refused_naming_the_directory_until_the_first_is_closed()
+    {
+        var first = Open();
+        var refused = Assert.Throws<InvalidOperationException>(() => Open());
+        Assert.Contains($"the durable log directory {_directory} is in use by another daemoneye-agent", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("durability.directory", refused.Message, StringComparison.Ordinal);
+        first.Dispose();
+        using var second = Open();
+        Assert.Equal(0UL, second.LastSequence);
+    }
+
+    [Fact]
     public void A_consumer_starts_where_asked_once_and_then_resumes_after_its_stored_ack()
     {
         using (var log = Open())

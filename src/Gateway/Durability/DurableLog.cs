@@ -21,7 +21,11 @@ public sealed partial class DurableLog : IDisposable
 {
     public const string FileName = "durable.db";
 
+    /// <summary>The file an agent holds locked (flock) while it owns the log's directory.</summary>
+    public const string LockFileName = "durable.lock";
+
     private readonly Lock _gate = new();
+    private readonly FileStream _ownership;
     private readonly SqliteConnection _write;
     private readonly InsertStatement[] _inserts; // by rows per statement, largest first
     private readonly string[] _patterns;
@@ -46,6 +50,7 @@ public sealed partial class DurableLog : IDisposable
         Directory = options.ResolvedDirectory();
         System.IO.Directory.CreateDirectory(Directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         Path = System.IO.Path.Combine(Directory, FileName);
+        _ownership = TakeOwnership(Directory);
 
         // Before SQLite opens the file: a WAL whose length is not a whole number of frames ends in a torn write.
         Torn = WalInspection.Inspect(Path + "-wal");
@@ -229,6 +234,28 @@ public sealed partial class DurableLog : IDisposable
             }
 
             _write.Dispose();
+            _ownership.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Locks the directory's lock file for this process (an exclusive flock, released by the kernel
+    /// when the process ends, even by kill -9). Two agents appending to one log would each number
+    /// messages from their own last sequence and refuse each other's batches; the second is stopped
+    /// at start-up instead, naming the directory and the key that separates them.
+    /// </summary>
+    private static FileStream TakeOwnership(string directory)
+    {
+        var path = System.IO.Path.Combine(directory, LockFileName);
+        try
+        {
+            // FileShare.None is an exclusive, non-blocking flock on Linux.
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException e)
+        {
+            throw new InvalidOperationException(
+                $"the durable log directory {directory} is in use by another daemoneye-agent ({path} is locked: {e.Message}); give each agent its own durability.directory (or STATE_DIRECTORY), or stop the other agent", e);
         }
     }
 
