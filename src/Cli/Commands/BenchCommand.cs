@@ -21,6 +21,7 @@ internal static partial class BenchCommand
         bench.Subcommands.Add(BuildPubSub(context));
         bench.Subcommands.Add(BenchRpcCommand.Build(context));
         bench.Subcommands.Add(BenchTasksCommand.Build(context));
+        bench.Subcommands.Add(BenchEventRulesCommand.Build(context));
         return bench;
     }
 
