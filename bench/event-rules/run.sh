@@ -4,7 +4,7 @@
 #   dotnet build -c Release src/Silo && dotnet build -c Release src/Cli
 #   bench/event-rules/run.sh [daemoneye-cli bench event-rules options]   # default: --count 200 --json
 # Starts daemoneye-agent in a fresh temp directory D with the real procmond and fsmond (watching
-# D/tmp), the shipped rules (config/rules; scheduled snapshot runs off, so only the event rules
+# D/tmp, bulk suppression off), the shipped rules (config/rules; scheduled snapshot runs off, so only the event rules
 # run) and the watch list volatile_directories set to D/tmp/*, waits until both collectors are
 # Running, runs
 #   daemoneye-cli bench event-rules --dir D/tmp <options>
@@ -33,6 +33,9 @@ export DAEMONEYE_COLLECTORS__1__ARGUMENTS__1="$D/tmp/**"
 export DAEMONEYE_COLLECTORS__1__ARGUMENTS__2=--executable-watch
 export DAEMONEYE_COLLECTORS__1__ARGUMENTS__3="$D/tmp/**"
 export DAEMONEYE_COLLECTORS__1__ARGUMENTS__4=--integrity=
+# The bench writes hundreds of files from one process: fsmond's bulk suppression would fold them
+# into a bulk summary after bulk_threshold files (no per-file events, no alerts).
+export DAEMONEYE_COLLECTORS__1__ARGUMENTS__5=--bulk-suppress=0
 cli() { dotnet "$ROOT/src/Cli/$BIN/daemoneye-cli.dll" "$@"; }
 (cd "$D" && exec dotnet "$AGENT_DIR/daemoneye-agent.dll" > "$D/agent.log" 2>&1) &
 AGENT=$!

@@ -92,6 +92,7 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
                 AlertsSuppressed = (ulong)status.AlertsSuppressed,
                 DebounceMs = status.Debounce.TotalMilliseconds,
                 SuppressionSeconds = status.Suppression.TotalSeconds,
+                RowsRematched = (ulong)status.RowsRematched,
             };
             info.Topics.AddRange(EventRuleService.Topics);
             info.Windows.AddRange(status.Windows.Select(w => new EventWindowInfo

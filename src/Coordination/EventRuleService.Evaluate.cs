@@ -28,6 +28,21 @@ internal sealed partial class EventRuleService
         return _rules;
     }
 
+    /// <summary>Past 10,000 remembered rows of a rule, forgets those not returned for longer than the longest window (their evidence is gone).</summary>
+    private void ForgetStale(Dictionary<string, long> seen)
+    {
+        if (seen.Count < 10_000)
+        {
+            return;
+        }
+
+        var now = _time.GetTimestamp();
+        foreach (var stale in seen.Where(e => _time.GetElapsedTime(e.Value, now) > Suppression).Select(e => e.Key).ToList())
+        {
+            seen.Remove(stale);
+        }
+    }
+
     /// <summary>Runs the event rules that read a table in <paramref name="changed"/>; publishes their alerts.</summary>
     private async Task EvaluateAsync(HashSet<string> changed, CancellationToken cancellationToken)
     {
@@ -55,8 +70,19 @@ internal sealed partial class EventRuleService
                 continue;
             }
 
+            var seen = _matched.TryGetValue(rule.Id, out var rows) ? rows : _matched[rule.Id] = new Dictionary<string, long>(StringComparer.Ordinal);
             foreach (var row in result.Rows)
             {
+                // A rule sees its whole window each round: a row it returned before is the same evidence, not a new finding.
+                var identity = string.Join('\u001f', row.Select(v => v ?? "\u0000"));
+                var now = _time.GetTimestamp();
+                if (seen.TryAdd(identity, now) is false)
+                {
+                    seen[identity] = now;
+                    Interlocked.Increment(ref _rematched);
+                    continue;
+                }
+
                 var key = AlertFactory.KeyOf(rule, result.Columns, row);
                 if (!_suppressor.ShouldPublish(rule.Id, key, out var before))
                 {
@@ -71,6 +97,7 @@ internal sealed partial class EventRuleService
                 Interlocked.Increment(ref _published);
             }
 
+            ForgetStale(seen);
             if (result.TotalRows > result.Rows.Count)
             {
                 LogAlertsCapped(_logger, rule.Id, result.TotalRows - result.Rows.Count, _options.MaxAlertsPerRule);

@@ -25,7 +25,11 @@ public sealed record EventRulesReport(
     long AlertsPublished,
     long AlertsSuppressed,
     TimeSpan Debounce,
-    TimeSpan Suppression);
+    TimeSpan Suppression)
+{
+    /// <summary>Rows a rule returned again in a later round (the same evidence still in the window): neither published nor suppressed.</summary>
+    public long RowsRematched { get; init; }
+}
 
 /// <summary>
 /// Event rules (<c>kind: event</c>): SQL over sliding windows of recent events, evaluated as events
@@ -37,7 +41,8 @@ public sealed record EventRulesReport(
 /// batch, waits coordination.rules.event_debounce_ms for more (a burst is one round), appends them in
 /// one transaction, applies each table's retention, and runs only the event rules that read a table
 /// that received rows in the round. A matching row becomes an alert on events.alert.&lt;severity&gt;
-/// (rule_kind "event"), de-duplicated per rule and key by an <see cref="AlertSuppressor"/> whose
+/// (rule_kind "event") once: a row a rule returned in an earlier round (the same evidence, still in
+/// the window) is counted as rematched and not raised again; a new row is de-duplicated per rule and key by an <see cref="AlertSuppressor"/> whose
 /// window is the longer of coordination.rules.suppression_seconds and the longest event window, so
 /// evidence still in a window does not raise the same alert twice. A timer prunes idle windows each
 /// second. Rule files are re-read at most once a second.
@@ -65,7 +70,8 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
     private long _localConnection;
     private ITimer? _timer;
     private Task? _loop;
-    private long _batches, _messages, _dropped, _undecodable, _rounds, _evaluations, _ruleErrors, _published;
+    private readonly Dictionary<string, Dictionary<string, long>> _matched = new(StringComparer.Ordinal);
+    private long _batches, _messages, _dropped, _undecodable, _rounds, _evaluations, _ruleErrors, _published, _rematched;
 
     public EventRuleService(IOptions<CoordinationOptions> options, LocalSubscriptions subscriptions, IBusPublisher publisher, TimeProvider time, ILogger<EventRuleService> logger)
     {
@@ -156,7 +162,10 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
             Interlocked.Read(ref _published),
             _suppressor.Suppressed,
             _options.EventDebounce,
-            Suppression);
+            Suppression)
+        {
+            RowsRematched = Interlocked.Read(ref _rematched),
+        };
     }
 
     /// <summary>One event rule over the windows as they are now; nothing is published.</summary>

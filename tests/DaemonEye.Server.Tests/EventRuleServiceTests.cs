@@ -89,21 +89,26 @@ public sealed class EventRuleServiceTests(ClusterFixture fixture) : IClassFixtur
             Assert.Equal(("bash-exec", "event", "10"), (alert.RuleId, alert.RuleKind, alert.Fields[0].Value));
             Assert.Equal(["process_events"], alert.Tables);
 
-            // The same bash again (same key, evidence still in the window): suppressed and counted, not published.
+            // The next round returns the same row (its evidence is still in the window): rematched, not raised again.
+            // A new exec of bash with the same key (pid 10): a new row, suppressed as a duplicate and counted.
             directory.Deliver(new DeliveryTarget(mine.ConnectionId, [mine.SubscriptionId]), Batch("events.process.lifecycle", Exec(12, "sleep")), 3);
             var status = await WaitAsync(service, s => s.Rounds >= 2);
-            Assert.Equal(1, status.AlertsPublished);
-            Assert.Equal(1, status.AlertsSuppressed);
+            Assert.Equal((1L, 0L, 1L), (status.AlertsPublished, status.AlertsSuppressed, status.RowsRematched));
+            var again = Exec(10, "bash");
+            again.Process.Executable = "/bin/bash";
+            directory.Deliver(new DeliveryTarget(mine.ConnectionId, [mine.SubscriptionId]), Batch("events.process.lifecycle", again), 4);
+            status = await WaitAsync(service, s => s.Rounds >= 3);
+            Assert.Equal((1L, 1L, 2L), (status.AlertsPublished, status.AlertsSuppressed, status.RowsRematched));
 
             // Only bash-exec reads process_events: any-file never ran; the snapshot rule is not an event rule.
-            Assert.Equal(2, status.Evaluations);
-            Assert.Equal(3, status.Windows.Single(w => w.Table == "process_events").Rows);
-            Assert.Equal((3, 0), (status.MessagesReceived, status.MessagesDropped));
+            Assert.Equal(3, status.Evaluations);
+            Assert.Equal(4, status.Windows.Single(w => w.Table == "process_events").Rows);
+            Assert.Equal((4, 0), (status.MessagesReceived, status.MessagesDropped));
 
             directory.Deliver(new DeliveryTarget(mine.ConnectionId, [3]), Batch("events.filesystem.created", new FileEvent { Kind = FileEventKind.Created, Path = "/tmp/x", CollectorId = "fsmond" }), 1);
             var file = await _alerts.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
             Assert.Equal(("any-file", "/tmp/x"), (file.RuleId, file.Fields[0].Value));
-            Assert.Equal(3, (await WaitAsync(service, s => s.Rounds >= 3)).Evaluations);
+            Assert.Equal(4, (await WaitAsync(service, s => s.Rounds >= 4)).Evaluations);
         }
         finally
         {

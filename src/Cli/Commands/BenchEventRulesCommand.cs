@@ -70,7 +70,7 @@ internal static class BenchEventRulesCommand
             }
 
             var histogram = new LatencyHistogram();
-            var timeouts = 0;
+            int timeouts = 0, unmeasured = 0;
             var started = Stopwatch.GetTimestamp();
             for (var i = 0; i < w + n && !cancellationToken.IsCancellationRequested; i++)
             {
@@ -81,9 +81,13 @@ internal static class BenchEventRulesCommand
                     continue;
                 }
 
-                if (latency is { } nanos)
+                if (latency is { } nanos && nanos >= 0)
                 {
                     histogram.Record(nanos);
+                }
+                else if (latency is not null)
+                {
+                    unmeasured++;
                 }
                 else
                 {
@@ -107,6 +111,7 @@ internal static class BenchEventRulesCommand
                     writer.WriteNumber("iterations", n);
                     writer.WriteNumber("alerts", histogram.Count);
                     writer.WriteNumber("timeouts", timeouts);
+                    writer.WriteNumber("unmeasured", unmeasured);
                     writer.WriteNumber("seconds", Math.Round(seconds, 2));
                     histogram.WriteMicros(writer);
                     writer.WriteEndObject();
@@ -116,7 +121,7 @@ internal static class BenchEventRulesCommand
             }
             else
             {
-                context.Output.WriteLine($"event-rules ({RuleId}): {histogram.Count} alert(s) of {n} iteration(s), {timeouts} timed out, {seconds:0.0} s");
+                context.Output.WriteLine($"event-rules ({RuleId}): {histogram.Count} alert(s) timed of {n} iteration(s), {unmeasured} alert(s) whose events this client missed, {timeouts} timed out, {seconds:0.0} s");
                 context.Output.WriteLine("event arrival → alert: " + histogram.Summary());
             }
 
@@ -131,7 +136,7 @@ internal static class BenchEventRulesCommand
         return command;
     }
 
-    /// <summary>One drop-and-run; the latency in nanoseconds, or null when no alert came in time.</summary>
+    /// <summary>One drop-and-run; the latency in nanoseconds, -1 when this client missed one of the events, or null when no alert came in time.</summary>
     private static async Task<long?> IterationAsync(string path, Arrivals seen, TimeSpan wait, CancellationToken cancellationToken)
     {
         File.Copy("/usr/bin/sleep", path, overwrite: true);
@@ -145,9 +150,14 @@ internal static class BenchEventRulesCommand
                 return null;
             }
 
-            // The match was complete once both the exec and the file's first change had arrived.
-            var trigger = Math.Max(seen.ExecAt(path) ?? at, seen.FirstFileAt(path) ?? at);
-            return (long)((at - trigger) * (1e9 / Stopwatch.Frequency));
+            // The match was complete once both the exec and the file's first change had arrived; an
+            // iteration whose events this client did not receive is counted as unmeasured (-1).
+            if (seen.ExecAt(path) is not { } exec || seen.FirstFileAt(path) is not { } file)
+            {
+                return -1;
+            }
+
+            return (long)((at - Math.Max(exec, file)) * (1e9 / Stopwatch.Frequency));
         }
         finally
         {

@@ -359,7 +359,7 @@ internal static class CoordinationCommands
         var summary = Styles.Text(string.Create(CultureInfo.InvariantCulture,
             $"event windows (fed from {string.Join(", ", events.Topics)}; debounce {events.DebounceMs:0.###} ms; de-duplication {events.SuppressionSeconds:0.###} s): " +
             $"{events.MessagesReceived} event(s) in {events.BatchesReceived} batch(es), {events.MessagesDropped} dropped (queue full), {events.MessagesUndecodable} undecodable; " +
-            $"{events.Rounds} round(s), {events.Evaluations} evaluation(s), {events.RuleErrors} failed; {events.AlertsPublished} alert(s) published, {events.AlertsSuppressed} suppressed"));
+            $"{events.Rounds} round(s), {events.Evaluations} evaluation(s), {events.RuleErrors} failed; {events.AlertsPublished} alert(s) published, {events.AlertsSuppressed} suppressed, {events.RowsRematched} row(s) already raised"));
         var windows = Styles.Table(context.Console, ["TABLE", "ROWS", "MAX AGE", "MAX ROWS", "APPENDED", "AGED OUT", "OVERFLOWED"]);
         foreach (var w in events.Windows)
         {
