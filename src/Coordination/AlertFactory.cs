@@ -28,7 +28,7 @@ internal sealed class AlertFactory(TimeProvider time)
             RaisedUnixMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
             RuleFile = rule.File,
             PartialSnapshot = tasks.Any(t => t.Partial),
-            RuleKind = "snapshot",
+            RuleKind = RuleFiles.SnapshotKind,
             SuppressedBefore = suppressedBefore,
             DedupKey = key,
         };
@@ -71,6 +71,43 @@ internal sealed class AlertFactory(TimeProvider time)
             alert.Fields.Add(new AlertField { Name = columns[i], Value = row[i] ?? string.Empty, IsNull = row[i] is null });
         }
 
+        return alert;
+    }
+
+    /// <summary>
+    /// An event rule's alert: the row's fields, the tables it read (the event windows), and the chain
+    /// event evaluation (root) → alert; rule_kind "event". Which collectors published the events is in
+    /// the row when the rule selects their collector_id columns, and gathered into <c>collectors</c>.
+    /// </summary>
+    public Alert CreateEvent(DetectionRule rule, RuleNeeds needs, IReadOnlyList<string> columns, string?[] row, Protocol.V1.CorrelationMetadata evaluation, string key, uint suppressedBefore)
+    {
+        var alert = new Alert
+        {
+            AlertId = Correlation.NewId(),
+            RuleId = rule.Id,
+            RuleName = rule.Name,
+            Severity = rule.Severity,
+            Description = rule.Description,
+            RootCorrelationId = evaluation.RootCorrelationId,
+            EvaluationCorrelationId = evaluation.CorrelationId,
+            RaisedUnixMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
+            RuleFile = rule.File,
+            RuleKind = RuleFiles.EventKind,
+            SuppressedBefore = suppressedBefore,
+            DedupKey = key,
+        };
+        alert.Tables.AddRange(needs.Tables);
+        var collectors = new SortedSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < columns.Count; i++)
+        {
+            alert.Fields.Add(new AlertField { Name = columns[i], Value = row[i] ?? string.Empty, IsNull = row[i] is null });
+            if (row[i] is { Length: > 0 } value && columns[i].EndsWith("collector_id", StringComparison.OrdinalIgnoreCase))
+            {
+                collectors.Add(value);
+            }
+        }
+
+        alert.Collectors.AddRange(collectors);
         return alert;
     }
 

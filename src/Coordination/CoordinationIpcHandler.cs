@@ -76,6 +76,38 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
         var response = new RulesListResponse { Directory = Path.GetFullPath(rules.Directory), IntervalSeconds = rules.IntervalSeconds };
         response.Rules.AddRange(states.Select(ToInfo));
         response.Problems.AddRange(problems.Select(ToProblem));
+        if (rules.Events is { } events)
+        {
+            var status = events.Status();
+            var info = new EventRulesStatus
+            {
+                BatchesReceived = (ulong)status.BatchesReceived,
+                MessagesReceived = (ulong)status.MessagesReceived,
+                MessagesDropped = (ulong)status.MessagesDropped,
+                MessagesUndecodable = (ulong)status.MessagesUndecodable,
+                Rounds = (ulong)status.Rounds,
+                Evaluations = (ulong)status.Evaluations,
+                RuleErrors = (ulong)status.RuleErrors,
+                AlertsPublished = (ulong)status.AlertsPublished,
+                AlertsSuppressed = (ulong)status.AlertsSuppressed,
+                DebounceMs = status.Debounce.TotalMilliseconds,
+                SuppressionSeconds = status.Suppression.TotalSeconds,
+                RowsRematched = (ulong)status.RowsRematched,
+            };
+            info.Topics.AddRange(EventRuleService.Topics);
+            info.Windows.AddRange(status.Windows.Select(w => new EventWindowInfo
+            {
+                Table = w.Table,
+                Rows = (ulong)w.Rows,
+                MaxAgeSeconds = w.MaxAge.TotalSeconds,
+                MaxRows = (ulong)w.MaxRows,
+                Appended = (ulong)w.Appended,
+                AgedOut = (ulong)w.AgedOut,
+                Overflowed = (ulong)w.Overflowed,
+            }));
+            response.EventRules = info;
+        }
+
         return response;
     }
 
@@ -187,7 +219,7 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
         Sql = rule.Sql,
         File = rule.File,
         Line = (uint)rule.Line,
-        Kind = "snapshot",
+        Kind = rule.Kind,
     };
 
     private static Protocol.Ipc.V1.RuleProblem ToProblem(RuleProblem problem) => new()

@@ -14,7 +14,8 @@ internal sealed partial class DetectionRuleService
         await _oneRunAtATime.WaitAsync(cancellationToken);
         try
         {
-            var (states, problems) = States();
+            var (all, problems) = States();
+            var states = all.Where(s => !s.Rule.IsEvent).ToList();
             var evaluation = await GatherAsync(states.Where(s => !s.Waiting), parent, cancellationToken);
             using var database = SnapshotDatabase.Create(evaluation.Data);
             var outcomes = new List<RuleOutcomeReport>();
@@ -108,6 +109,18 @@ internal sealed partial class DetectionRuleService
 
         var rule = rules[0];
         var state = Readiness.Assess([rule])[0];
+        if (rule.IsEvent)
+        {
+            if (Events is null)
+            {
+                return new RuleTestReport(rule, [new RuleProblem(file, rule.Line, rule.Id, "is an event rule, and this agent runs no event windows")], null, null, 0, state);
+            }
+
+            var (windowResult, windowRows) = Events.Test(rule);
+            var windowProblems = windowResult.Error is null ? new List<RuleProblem>() : [new RuleProblem(file, rule.Line, rule.Id, windowResult.Error)];
+            return new RuleTestReport(rule, windowProblems, windowResult, null, 0, state) { TableRows = windowRows };
+        }
+
         if (state.Waiting)
         {
             return new RuleTestReport(rule, [new RuleProblem(file, rule.Line, rule.Id, $"is waiting: it needs task type(s) {string.Join(", ", state.WaitingFor)}, which no running collector offers")], null, null, 0, state);

@@ -59,7 +59,8 @@ public sealed record RuleTestReport(DetectionRule? Rule, IReadOnlyList<RuleProbl
 /// publishes one Alert per matching row on <c>events.alert.&lt;severity&gt;</c> carrying the chain
 /// evaluation → tasks → collector results → alert (<see cref="AlertFactory"/>), de-duplicated per rule
 /// and key (<see cref="AlertSuppressor"/>). Runs every coordination.rules.interval_seconds and on
-/// demand (IPC rules_run).
+/// demand (IPC rules_run). Event rules (<c>kind: event</c>) are loaded and listed with the others but
+/// run by <see cref="EventRuleService"/> as events arrive, never here.
 /// </summary>
 internal sealed partial class DetectionRuleService : IHostedService, IDisposable
 {
@@ -90,8 +91,10 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
         IBusPublisher publisher,
         TimeProvider time,
         ILogger<DetectionRuleService> logger,
-        ILoggerFactory? loggers = null)
+        ILoggerFactory? loggers = null,
+        EventRuleService? events = null)
     {
+        Events = events;
         _coordination = options.Value;
         _options = options.Value.Rules;
         _coordinator = coordinator;
@@ -109,6 +112,9 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
     public double IntervalSeconds => _options.IntervalSeconds;
 
     public RuleReadiness Readiness { get; }
+
+    /// <summary>The event rules' service (kind: event), when the agent runs one.</summary>
+    public EventRuleService? Events { get; }
 
     /// <summary>Alerts published with partial data, and alerts suppressed as duplicates, since start.</summary>
     public (long Partial, long Suppressed) AlertCounters => (Interlocked.Read(ref _partialAlerts), _suppressor.Suppressed);

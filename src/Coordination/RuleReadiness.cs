@@ -27,7 +27,7 @@ internal sealed partial class RuleReadiness(TaskCoordinator coordinator, ILogger
         var offered = coordinator.OfferedTaskTypes();
         var states = rules.Select(rule =>
         {
-            var needs = RuleRequirements.Of(rule.Sql);
+            var needs = RuleRequirements.Of(rule);
             return new RuleState(rule, needs, [.. needs.TaskTypes.Where(t => !offered.Contains(t))]);
         }).ToList();
 

@@ -7,7 +7,7 @@ public sealed record RuleNeeds(IReadOnlyList<string> Tables, IReadOnlyList<strin
 
 /// <summary>
 /// The needs of a rule's SQL: the tables it reads as SQLite reports them while compiling it
-/// (<see cref="SnapshotDatabase.TablesRead"/>), each mapped to the task type whose answers fill it
+/// (<see cref="SnapshotDatabase.TablesRead(string)"/>), each mapped to the task type whose answers fill it
 /// (<see cref="SnapshotDatabase.TaskTypeOfTable"/>; <c>watch_lists</c> is the agent's own and needs
 /// none). Cached by SQL text.
 /// </summary>
@@ -15,6 +15,33 @@ public static class RuleRequirements
 {
     private const int MaxCached = 4096;
     private static readonly ConcurrentDictionary<string, RuleNeeds> Cache = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, RuleNeeds> EventCache = new(StringComparer.Ordinal);
+
+    /// <summary>What <paramref name="rule"/> reads: snapshot tables and their task types, or event windows (no tasks).</summary>
+    public static RuleNeeds Of(DetectionRule rule)
+    {
+        ArgumentNullException.ThrowIfNull(rule);
+        return rule.IsEvent ? OfEvent(rule.Sql) : Of(rule.Sql);
+    }
+
+    /// <summary>The tables an event rule's SQL reads (event windows and watch lists); no task type fills them.</summary>
+    public static RuleNeeds OfEvent(string sql)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        if (EventCache.TryGetValue(sql, out var needs))
+        {
+            return needs;
+        }
+
+        if (EventCache.Count >= MaxCached)
+        {
+            EventCache.Clear();
+        }
+
+        needs = new RuleNeeds(EventWindowDatabase.TablesRead(sql), []);
+        EventCache[sql] = needs;
+        return needs;
+    }
 
     public static RuleNeeds Of(string sql)
     {

@@ -21,6 +21,8 @@ public static class ServiceCollectionExtensions
             .ValidateOnStart();
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<TaskCoordinator>();
+        services.AddSingleton<EventRuleService>();
+        services.AddHostedService(sp => sp.GetRequiredService<EventRuleService>());
         services.AddSingleton<DetectionRuleService>();
         services.AddSingleton<Gateway.Health.IAgentHealthContributor, RulesHealth>();
         services.AddHostedService(sp =>

@@ -141,12 +141,12 @@ public sealed partial class SnapshotDatabase
     }
 
     /// <summary>The inode of "socket:[N]", else null.</summary>
-    private static long? SocketInode(string link) =>
+    internal static long? SocketInode(string link) =>
         link.StartsWith("socket:[", StringComparison.Ordinal) && link.EndsWith(']')
         && long.TryParse(link.AsSpan(8, link.Length - 9), NumberStyles.None, CultureInfo.InvariantCulture, out var inode) ? inode : null;
 
     /// <summary>A protobuf enum value as the tables spell it: the value's name after the type prefix, lower case with underscores.</summary>
-    private static string Name<T>(T value)
+    internal static string Name<T>(T value)
         where T : struct, Enum
     {
         var text = value.ToString();

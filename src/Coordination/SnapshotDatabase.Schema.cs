@@ -116,6 +116,7 @@ public sealed partial class SnapshotDatabase
           collector_id TEXT NOT NULL
         );
         CREATE INDEX file_events_path ON file_events(path);
+        CREATE INDEX file_events_new_path ON file_events(new_path);
         CREATE TABLE file_hashes (
           path TEXT NOT NULL,
           sha256 TEXT NOT NULL,

@@ -16,7 +16,7 @@ public sealed record RuleEvaluation(IReadOnlyList<string> Columns, IReadOnlyList
 /// reports as read-only (checked at load), the connection is <c>PRAGMA query_only</c>, and an
 /// authorizer allows nothing but reading (SELECT, READ, FUNCTION, RECURSIVE) while rules run. Each
 /// rule has a time limit enforced by a progress handler that interrupts it. Which tables a rule reads
-/// is SQLite's own answer (<see cref="TablesRead"/>).
+/// is SQLite's own answer (<see cref="TablesRead(string)"/>).
 /// </summary>
 /// <remarks>
 /// Processes reported by several collectors (same pid and start time) appear once; <c>snapshots</c>
@@ -89,10 +89,13 @@ public sealed partial class SnapshotDatabase : IDisposable
     /// of its indexes, e.g. for <c>count(*)</c>, which reads no column), named through
     /// <c>sqlite_schema</c>. Sorted; empty when the SQL does not compile.
     /// </summary>
-    public static IReadOnlyList<string> TablesRead(string sql)
+    public static IReadOnlyList<string> TablesRead(string sql) => TablesRead(sql, Schema);
+
+    /// <summary><see cref="TablesRead(string)"/> against another schema (the event windows').</summary>
+    internal static IReadOnlyList<string> TablesRead(string sql, string schema)
     {
         ArgumentNullException.ThrowIfNull(sql);
-        using var connection = Open();
+        using var connection = Open(schema);
         var tables = new SortedSet<string>(StringComparer.Ordinal);
         raw.sqlite3_set_authorizer(connection.Handle, (_, action, table, _, database, _) =>
         {
@@ -112,10 +115,10 @@ public sealed partial class SnapshotDatabase : IDisposable
 
         raw.sqlite3_set_authorizer(connection.Handle, (delegate_authorizer?)null, null);
         var byRootPage = new Dictionary<long, string>();
-        using (var schema = connection.CreateCommand())
+        using (var pages = connection.CreateCommand())
         {
-            schema.CommandText = "SELECT rootpage, tbl_name FROM sqlite_schema WHERE rootpage > 0";
-            using var reader = schema.ExecuteReader();
+            pages.CommandText = "SELECT rootpage, tbl_name FROM sqlite_schema WHERE rootpage > 0";
+            using var reader = pages.ExecuteReader();
             while (reader.Read())
             {
                 byRootPage[reader.GetInt64(0)] = reader.GetString(1).ToLowerInvariant();
@@ -144,10 +147,13 @@ public sealed partial class SnapshotDatabase : IDisposable
     /// Why <paramref name="sql"/> cannot be a rule (syntax, unknown table or column, more than one
     /// statement, not read-only), or null when it can.
     /// </summary>
-    public static string? Check(string sql)
+    public static string? Check(string sql) => Check(sql, Schema);
+
+    /// <summary><see cref="Check(string)"/> against another schema (the event windows').</summary>
+    internal static string? Check(string sql, string schema)
     {
         ArgumentNullException.ThrowIfNull(sql);
-        using var connection = Open();
+        using var connection = Open(schema);
         var rc = raw.sqlite3_prepare_v2(connection.Handle, sql, out var statement, out var tail);
         using (statement)
         {
@@ -193,7 +199,11 @@ public sealed partial class SnapshotDatabase : IDisposable
     }
 
     /// <summary>Runs one rule's SQL; an error (SQL, not authorized, over the time limit) comes back in the result.</summary>
-    public RuleEvaluation Evaluate(string sql, TimeSpan timeLimit, TimeProvider time, int maxRows = int.MaxValue)
+    public RuleEvaluation Evaluate(string sql, TimeSpan timeLimit, TimeProvider time, int maxRows = int.MaxValue) =>
+        Evaluate(_connection, sql, timeLimit, time, maxRows);
+
+    /// <summary><see cref="Evaluate(string, TimeSpan, TimeProvider, int)"/> on any rule connection (the event windows' too).</summary>
+    internal static RuleEvaluation Evaluate(SqliteConnection connection, string sql, TimeSpan timeLimit, TimeProvider time, int maxRows)
     {
         ArgumentNullException.ThrowIfNull(sql);
         ArgumentNullException.ThrowIfNull(time);
@@ -202,7 +212,7 @@ public sealed partial class SnapshotDatabase : IDisposable
         var rows = new List<string?[]>();
         long total = 0;
         var interrupted = false;
-        raw.sqlite3_progress_handler(_connection.Handle, 1000, _ =>
+        raw.sqlite3_progress_handler(connection.Handle, 1000, _ =>
         {
             if (time.GetElapsedTime(started) > timeLimit)
             {
@@ -214,7 +224,7 @@ public sealed partial class SnapshotDatabase : IDisposable
         }, null);
         try
         {
-            using var command = _connection.CreateCommand();
+            using var command = connection.CreateCommand();
             command.CommandText = sql;
             using var reader = command.ExecuteReader();
             for (var i = 0; i < reader.FieldCount; i++)
@@ -252,27 +262,29 @@ public sealed partial class SnapshotDatabase : IDisposable
         }
         finally
         {
-            raw.sqlite3_progress_handler(_connection.Handle, 0, null, null);
+            raw.sqlite3_progress_handler(connection.Handle, 0, null, null);
         }
     }
 
     public void Dispose() => _connection.Dispose();
 
-    private static SqliteConnection Open()
+    private static SqliteConnection Open() => Open(Schema);
+
+    internal static SqliteConnection Open(string schema)
     {
         var connection = new SqliteConnection("Data Source=:memory:");
         connection.Open();
-        Execute(connection, Schema);
+        Execute(connection, schema);
         return connection;
     }
 
-    private static void Execute(SqliteConnection connection, string sql)
+    internal static void Execute(SqliteConnection connection, string sql)
     {
         using var command = connection.CreateCommand();
         command.CommandText = sql;
         command.ExecuteNonQuery();
     }
 
-    private static int ReadOnlyAuthorizer(object userData, int actionCode, utf8z param0, utf8z param1, utf8z dbName, utf8z trigger) =>
+    internal static int ReadOnlyAuthorizer(object userData, int actionCode, utf8z param0, utf8z param1, utf8z dbName, utf8z trigger) =>
         actionCode is SqliteRead or SqliteSelect or SqliteFunction or SqliteRecursive ? SqliteOk : SqliteDeny;
 }

@@ -5,9 +5,10 @@ namespace DaemonEye.Gateway;
 
 /// <summary>
 /// The live connections of this process, by id: the in-process delivery path from Topic grains
-/// to sockets (the gateway's <see cref="IDeliverySink"/>).
+/// to sockets (the gateway's <see cref="IDeliverySink"/>), and to the agent's own subscribers
+/// (<see cref="LocalSubscriptions"/>, negative ids).
 /// </summary>
-internal sealed class ConnectionDirectory : IDeliverySink
+internal sealed class ConnectionDirectory(LocalSubscriptions? local = null) : IDeliverySink
 {
     private readonly ConcurrentDictionary<long, BusConnection> _connections = new();
     private readonly ConcurrentDictionary<long, IDeliverySink> _bridges = new();
@@ -27,8 +28,19 @@ internal sealed class ConnectionDirectory : IDeliverySink
     /// <summary>The live connections now (for metrics and health; a moment's view).</summary>
     public IEnumerable<BusConnection> Connections => _connections.Values;
 
-    public int Deliver(DeliveryTarget target, PublishBatch batch, ulong firstSequence) =>
-        _connections.TryGetValue(target.ConnectionId, out var connection) ? connection.Offer(target, batch, firstSequence)
-        : _bridges.TryGetValue(target.ConnectionId, out var bridge) ? bridge.Deliver(target, batch, firstSequence)
-        : -1;
+    public int Deliver(DeliveryTarget target, PublishBatch batch, ulong firstSequence)
+    {
+        if (_connections.TryGetValue(target.ConnectionId, out var connection))
+        {
+            return connection.Offer(target, batch, firstSequence);
+        }
+
+        if (_bridges.TryGetValue(target.ConnectionId, out var bridge))
+        {
+            return bridge.Deliver(target, batch, firstSequence); // the MQTT listener (MqttBridge.BridgeId)
+        }
+
+        // Negative ids are the agent's own subscribers (LocalSubscriptions).
+        return target.ConnectionId < 0 && local is not null && local.TryGet(target.ConnectionId, out var subscriber) ? subscriber.Deliver(batch, firstSequence) : -1;
+    }
 }

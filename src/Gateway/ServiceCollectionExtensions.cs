@@ -28,6 +28,7 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<Security.SpawnedCollectors>();
         services.AddSingleton<Security.AccessControl>();
         services.AddSingleton<GatewayStatistics>();
+        services.AddSingleton<LocalSubscriptions>();
         services.AddSingleton<ConnectionDirectory>();
         services.AddSingleton<IDeliverySink>(sp => sp.GetRequiredService<ConnectionDirectory>());
         services.TryAddSingleton<TopicRoutes>();

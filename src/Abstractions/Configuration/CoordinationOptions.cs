@@ -88,6 +88,24 @@ public sealed class RulesOptions
     public double SuppressionSeconds { get; set; } = 3600;
 
     /// <summary>
+    /// The sliding windows event rules read (<c>kind: event</c>): one per event table, each with its
+    /// retention (age and row cap). What ages out or overflows is counted (rules list, metrics).
+    /// </summary>
+    [ConfigurationKeyName("event_windows")]
+    public EventWindowsOptions EventWindows { get; set; } = new();
+
+    /// <summary>
+    /// After an event batch arrives, event rules wait at most this long for more batches before they
+    /// run (a burst is evaluated once); 0: they run as soon as the queued batches are applied.
+    /// </summary>
+    [ConfigurationKeyName("event_debounce_ms")]
+    public int EventDebounceMs { get; set; } = 5;
+
+    /// <summary>Event batches queued between the bus and the event windows; past it a batch is dropped and counted.</summary>
+    [ConfigurationKeyName("event_queue_batches")]
+    public int EventQueueBatches { get; set; } = 4096;
+
+    /// <summary>
     /// Named lists of SQLite GLOB patterns rules read from the <c>watch_lists(list, pattern)</c> table.
     /// A list configured here replaces the default list of that name; the others keep their default
     /// (<see cref="DefaultWatchLists"/>).
@@ -126,6 +144,8 @@ public sealed class RulesOptions
     public const string SnapshotTaskType = "process.snapshot";
 
     public TimeSpan EventRetention => TimeSpan.FromSeconds(EventRetentionSeconds);
+
+    public TimeSpan EventDebounce => TimeSpan.FromMilliseconds(EventDebounceMs);
 
     public TimeSpan Suppression => TimeSpan.FromSeconds(SuppressionSeconds);
 
@@ -167,6 +187,24 @@ public sealed class RulesOptions
             yield return string.Create(CultureInfo.InvariantCulture, $"coordination.rules.suppression_seconds is {SuppressionSeconds}; allowed: 0 (off) to 604800 seconds");
         }
 
+        if (EventDebounceMs is < 0 or > 1000)
+        {
+            yield return $"coordination.rules.event_debounce_ms is {EventDebounceMs}; allowed: 0 to 1000";
+        }
+
+        if (EventQueueBatches is < 16 or > 1_000_000)
+        {
+            yield return $"coordination.rules.event_queue_batches is {EventQueueBatches}; allowed: 16 to 1000000";
+        }
+
+        foreach (var (table, window) in EventWindows.All)
+        {
+            foreach (var error in window.Validate("coordination.rules.event_windows." + table))
+            {
+                yield return error;
+            }
+        }
+
         foreach (var (name, patterns) in WatchLists)
         {
             if (name.Length is 0 or > 64 || !name.All(c => char.IsAsciiLetter(c) || char.IsAsciiDigit(c) || c == '_'))
@@ -178,6 +216,51 @@ public sealed class RulesOptions
             {
                 yield return $"coordination.rules.watch_lists.{name} has a pattern longer than 4096 characters";
             }
+        }
+    }
+}
+
+/// <summary>The <c>coordination.rules.event_windows</c> section: one window per event table.</summary>
+public sealed class EventWindowsOptions
+{
+    /// <summary>procmond's events.process.lifecycle (started, executed, exited).</summary>
+    [ConfigurationKeyName("process_events")]
+    public EventWindowOptions ProcessEvents { get; set; } = new();
+
+    /// <summary>netmond's events.network.connection (opened, closed).</summary>
+    [ConfigurationKeyName("connection_events")]
+    public EventWindowOptions ConnectionEvents { get; set; } = new();
+
+    /// <summary>fsmond's events.filesystem.{created,modified,deleted,moved,attributes}.</summary>
+    [ConfigurationKeyName("filesystem_events")]
+    public EventWindowOptions FilesystemEvents { get; set; } = new() { MaxRows = 200_000 };
+
+    /// <summary>Table name → its window.</summary>
+    public IEnumerable<(string Table, EventWindowOptions Window)> All =>
+        [("process_events", ProcessEvents), ("connection_events", ConnectionEvents), ("filesystem_events", FilesystemEvents)];
+}
+
+/// <summary>One event table's retention: rows older than <see cref="MaxAgeSeconds"/> go; past <see cref="MaxRows"/> the oldest go.</summary>
+public sealed class EventWindowOptions
+{
+    [ConfigurationKeyName("max_age_seconds")]
+    public double MaxAgeSeconds { get; set; } = 300;
+
+    [ConfigurationKeyName("max_rows")]
+    public int MaxRows { get; set; } = 100_000;
+
+    public TimeSpan MaxAge => TimeSpan.FromSeconds(MaxAgeSeconds);
+
+    public IEnumerable<string> Validate(string path)
+    {
+        if (double.IsNaN(MaxAgeSeconds) || MaxAgeSeconds is < 1 or > 86400)
+        {
+            yield return string.Create(CultureInfo.InvariantCulture, $"{path}.max_age_seconds is {MaxAgeSeconds}; allowed: 1 to 86400 seconds");
+        }
+
+        if (MaxRows is < 1 or > 10_000_000)
+        {
+            yield return $"{path}.max_rows is {MaxRows}; allowed: 1 to 10000000";
         }
     }
 }

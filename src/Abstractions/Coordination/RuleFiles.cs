@@ -11,6 +11,14 @@ namespace DaemonEye.Coordination;
 public sealed record DetectionRule(string Id, string Name, string Severity, string Description, string Sql, string File, int Line)
 {
     public IReadOnlyList<string> Key { get; init; } = [];
+
+    /// <summary>
+    /// <see cref="RuleFiles.SnapshotKind"/> (the default: SQL over collector snapshots, run on the rules
+    /// interval) or <see cref="RuleFiles.EventKind"/> (SQL over the sliding event windows, run as events arrive).
+    /// </summary>
+    public string Kind { get; init; } = RuleFiles.SnapshotKind;
+
+    public bool IsEvent => Kind == RuleFiles.EventKind;
 }
 
 /// <summary>A rule file that did not load, or a rule that failed when it ran.</summary>
@@ -21,18 +29,23 @@ public sealed record RuleProblem(string File, int Line, string? RuleId, string M
 
 /// <summary>
 /// Reads rule files: YAML, one rule per file as a mapping with id, name, severity, description and
-/// sql, optionally key (comma-separated columns identifying one finding for de-duplication), or a
-/// sequence of such mappings. The SQL is checked by <c>checkSql</c> when given (the
-/// agent's check compiles it against the snapshot schema; without it only the YAML and fields are). Every problem is reported with the file and line and never
-/// stops the other rules: a file with a problem contributes none of its rules.
+/// sql, optionally key (comma-separated columns identifying one finding for de-duplication) and kind
+/// (<c>snapshot</c>, the default, or <c>event</c>), or a sequence of such mappings. The SQL is checked
+/// by <c>checkSql</c> (snapshot rules) or <c>checkEventSql</c> (event rules) when given (the agent's
+/// checks compile it against the snapshot schema or the event window schema; without them only the
+/// YAML and fields are). Every problem is reported with the file and line and never stops the other
+/// rules: a file with a problem contributes none of its rules.
 /// </summary>
 public static partial class RuleFiles
 {
     public static readonly IReadOnlyList<string> Severities = ["low", "medium", "high", "critical"];
-    private static readonly string[] Keys = ["id", "name", "severity", "description", "sql", "key"];
+    public const string SnapshotKind = "snapshot";
+    public const string EventKind = "event";
+    public static readonly IReadOnlyList<string> Kinds = [SnapshotKind, EventKind];
+    private static readonly string[] Keys = ["id", "name", "severity", "description", "sql", "key", "kind"];
 
     /// <summary>Every *.yaml / *.yml file of <paramref name="directory"/>, in name order.</summary>
-    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) LoadDirectory(string directory, Func<string, string?>? checkSql = null)
+    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) LoadDirectory(string directory, Func<string, string?>? checkSql = null, Func<string, string?>? checkEventSql = null)
     {
         var rules = new List<DetectionRule>();
         var problems = new List<RuleProblem>();
@@ -58,7 +71,7 @@ public static partial class RuleFiles
                 continue;
             }
 
-            var (fileRules, fileProblems) = Parse(file, content, checkSql);
+            var (fileRules, fileProblems) = Parse(file, content, checkSql, checkEventSql);
             problems.AddRange(fileProblems);
             foreach (var rule in fileRules)
             {
@@ -77,7 +90,7 @@ public static partial class RuleFiles
     }
 
     /// <summary>The rules of one file's text; its problems instead when it has any.</summary>
-    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) Parse(string file, string content, Func<string, string?>? checkSql = null)
+    public static (List<DetectionRule> Rules, List<RuleProblem> Problems) Parse(string file, string content, Func<string, string?>? checkSql = null, Func<string, string?>? checkEventSql = null)
     {
         var rules = new List<DetectionRule>();
         var problems = new List<RuleProblem>();
@@ -106,7 +119,7 @@ public static partial class RuleFiles
         };
         foreach (var entry in entries)
         {
-            var (rule, entryProblems) = ParseRule(file, entry, checkSql);
+            var (rule, entryProblems) = ParseRule(file, entry, checkSql, checkEventSql);
             problems.AddRange(entryProblems);
             if (rule is not null)
             {
@@ -122,7 +135,7 @@ public static partial class RuleFiles
         return (rules, problems);
     }
 
-    private static (DetectionRule? Rule, List<RuleProblem> Problems) ParseRule(string file, YamlNode node, Func<string, string?>? checkSql)
+    private static (DetectionRule? Rule, List<RuleProblem> Problems) ParseRule(string file, YamlNode node, Func<string, string?>? checkSql, Func<string, string?>? checkEventSql)
     {
         var problems = new List<RuleProblem>();
         var line = (int)node.Start.Line;
@@ -170,7 +183,15 @@ public static partial class RuleFiles
             problems.Add(new RuleProblem(file, severity.Line, id, $"severity '{severity.Value}' is invalid; allowed: {string.Join(", ", Severities)}"));
         }
 
-        if (values.TryGetValue("sql", out var sql) && sql.Value.Trim().Length > 0 && checkSql?.Invoke(sql.Value) is { } sqlError)
+        var kind = values.TryGetValue("kind", out var kindValue) ? kindValue.Value : SnapshotKind;
+        if (!Kinds.Contains(kind, StringComparer.Ordinal))
+        {
+            problems.Add(new RuleProblem(file, kindValue.Line, id, $"kind '{kind}' is invalid; allowed: {string.Join(", ", Kinds)} (snapshot: over collector snapshots on the rules interval; event: over the sliding event windows as events arrive)"));
+            kind = SnapshotKind;
+        }
+
+        var check = kind == EventKind ? checkEventSql : checkSql;
+        if (values.TryGetValue("sql", out var sql) && sql.Value.Trim().Length > 0 && check?.Invoke(sql.Value) is { } sqlError)
         {
             problems.Add(new RuleProblem(file, sql.Line, id, $"sql: {sqlError}"));
         }
@@ -184,6 +205,7 @@ public static partial class RuleFiles
             values.TryGetValue("description", out var d) ? d.Value : string.Empty, values["sql"].Value.Trim(), file, values["sql"].Line)
         {
             Key = values.TryGetValue("key", out var k) ? [.. k.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)] : [],
+            Kind = kind,
         }, problems);
     }
 

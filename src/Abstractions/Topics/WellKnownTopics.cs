@@ -70,6 +70,10 @@ public static class WellKnownTopics
     /// <summary>Every filesystem event.</summary>
     public const string AllFilesystem = "events.filesystem.#";
 
+    /// <summary>fsmond's change events (one FileEvent each): created, modified, deleted, moved, attributes.</summary>
+    public static readonly IReadOnlyList<string> FilesystemChanges =
+        [FilesystemPrefix + "created", FilesystemPrefix + "modified", FilesystemPrefix + "deleted", FilesystemPrefix + "moved", FilesystemPrefix + "attributes"];
+
     /// <summary><c>events.alert.&lt;severity or rule&gt;</c>: alerts raised by detection.</summary>
     public const string AlertPrefix = "events.alert.";
 

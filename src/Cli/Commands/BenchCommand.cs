@@ -26,6 +26,7 @@ internal static partial class BenchCommand
             bench.Subcommands.Add(collector);
         }
 
+        bench.Subcommands.Add(BenchEventRulesCommand.Build(context));
         return bench;
     }
 

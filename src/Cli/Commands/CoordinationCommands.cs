@@ -324,8 +324,8 @@ internal static class CoordinationCommands
     {
         var header = Styles.Text($"rules directory {r.Directory}; run every {(r.IntervalSeconds > 0 ? r.IntervalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s" : "- (on demand only)")}");
         string[] columns = format == OutputFormat.Wide
-            ? ["ID", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE", "DESCRIPTION"]
-            : ["ID", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE"];
+            ? ["ID", "KIND", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE", "DESCRIPTION"]
+            : ["ID", "KIND", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE"];
         var table = Styles.Table(context.Console, columns);
         foreach (var rule in r.Rules)
         {
@@ -334,6 +334,7 @@ internal static class CoordinationCommands
             var cells = new List<IRenderable>
             {
                 Styles.Text(rule.Id),
+                Styles.Text(rule.Kind.Length == 0 ? "snapshot" : rule.Kind),
                 context.IsTerminal ? Styles.Severity(rule.Severity, rule.Severity) : Styles.Text(rule.Severity),
                 Styles.Text(state.Length == 0 ? "-" : state),
                 Styles.Text(rule.Tables.Count == 0 ? "-" : string.Join(',', rule.Tables)),
@@ -349,7 +350,30 @@ internal static class CoordinationCommands
             table.AddRow(cells);
         }
 
-        return new Rows(header, table);
+        if (r.EventRules is not { } events)
+        {
+            return new Rows(header, table);
+        }
+
+        // Event rules run as events arrive, over these windows.
+        var summary = Styles.Text(string.Create(CultureInfo.InvariantCulture,
+            $"event windows (fed from {string.Join(", ", events.Topics)}; debounce {events.DebounceMs:0.###} ms; de-duplication {events.SuppressionSeconds:0.###} s): " +
+            $"{events.MessagesReceived} event(s) in {events.BatchesReceived} batch(es), {events.MessagesDropped} dropped (queue full), {events.MessagesUndecodable} undecodable; " +
+            $"{events.Rounds} round(s), {events.Evaluations} evaluation(s), {events.RuleErrors} failed; {events.AlertsPublished} alert(s) published, {events.AlertsSuppressed} suppressed, {events.RowsRematched} row(s) already raised"));
+        var windows = Styles.Table(context.Console, ["TABLE", "ROWS", "MAX AGE", "MAX ROWS", "APPENDED", "AGED OUT", "OVERFLOWED"]);
+        foreach (var w in events.Windows)
+        {
+            windows.AddRow(
+                Styles.Text(w.Table),
+                Styles.Text(w.Rows.ToString(CultureInfo.InvariantCulture)),
+                Styles.Text(w.MaxAgeSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s"),
+                Styles.Text(w.MaxRows.ToString(CultureInfo.InvariantCulture)),
+                Styles.Text(w.Appended.ToString(CultureInfo.InvariantCulture)),
+                Styles.Text(w.AgedOut.ToString(CultureInfo.InvariantCulture)),
+                Styles.Text(w.Overflowed.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        return new Rows(header, table, summary, windows);
     }
 
     private static void WriteProblems(TextWriter error, IEnumerable<RuleProblem> problems)

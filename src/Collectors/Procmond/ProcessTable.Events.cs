@@ -211,7 +211,9 @@ internal sealed partial class ProcessTable
 
         var kind = process.Announced ? ProcessLifecycleKind.Executed : ProcessLifecycleKind.Started;
         process.Announced = true;
-        changes.Lifecycle.Add(new ProcessLifecycle { Kind = kind, Process = Info(process), ObservedUnixMs = nowUnixMs, CollectorId = _collectorId, Source = "connector" });
+        var info = Info(process);
+        FillStdio([info]); // descriptors 0-2 as the exec left them: a shell on a socket is visible in the event itself
+        changes.Lifecycle.Add(new ProcessLifecycle { Kind = kind, Process = info, ObservedUnixMs = nowUnixMs, CollectorId = _collectorId, Source = "connector" });
         if (process.Executable.StartsWith("/memfd:", StringComparison.Ordinal))
         {
             changes.Integrity.Add((new ProcessIntegrity

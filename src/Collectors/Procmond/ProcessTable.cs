@@ -418,10 +418,17 @@ internal sealed partial class ProcessTable
         }
 
         process.Announced = true;
+        var info = Info(process);
+        if (kind != ProcessLifecycleKind.Exited)
+        {
+            // What descriptors 0-2 are at the start or exec (a socket: "socket:[inode]"), for event rules.
+            FillStdio([info]);
+        }
+
         return new()
         {
             Kind = kind,
-            Process = Info(process),
+            Process = info,
             ObservedUnixMs = nowUnixMs,
             CollectorId = _collectorId,
             Source = "scan",
