@@ -231,8 +231,29 @@ internal sealed partial class MqttBridge
 
         Interlocked.Increment(ref _durableSessions);
         LogDurableAttached(_logger, number, client.ClientId, filter, consumer, position);
-        session.Start();
+
+        // Not started here: this runs while MQTTnet intercepts the SUBSCRIBE, before the filter is in the
+        // client's session, and a backlog injected now would match no subscription and be lost in flight
+        // (never acknowledged, the pump's window never freed). SubscribedAsync starts it once MQTTnet has
+        // added the filter.
         return session;
+    }
+
+    /// <summary>MQTTnet has added <c>e.TopicFilter</c> to the client's session: start the durable session it holds, if any.</summary>
+    private Task SubscribedAsync(ClientSubscribedTopicEventArgs e)
+    {
+        if (_clients.TryGetValue(e.ClientId, out var client))
+        {
+            MqttDurableSession? session;
+            lock (client.Gate)
+            {
+                client.Durable.TryGetValue(e.TopicFilter.Topic, out session);
+            }
+
+            session?.Start();
+        }
+
+        return Task.CompletedTask;
     }
 
     [LoggerMessage(EventId = 2820, Level = LogLevel.Information, Message = "MQTT connection {Number} ({ClientId}) subscribed to {Filter} (bus {Pattern}): {Mode}")]

@@ -119,6 +119,7 @@ internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDispos
         _server.SessionDeletedAsync += SessionDeletedAsync;
         _server.InterceptingPublishAsync += InterceptPublishAsync;
         _server.InterceptingSubscriptionAsync += InterceptSubscriptionAsync;
+        _server.ClientSubscribedTopicAsync += SubscribedAsync;
         _server.InterceptingUnsubscriptionAsync += InterceptUnsubscriptionAsync;
         _server.QueuedApplicationMessageOverwrittenAsync += OverflowedAsync;
         _server.ClientAcknowledgedPublishPacketAsync += AcknowledgedAsync;

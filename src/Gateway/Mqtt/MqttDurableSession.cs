@@ -22,6 +22,7 @@ internal sealed class MqttDurableSession(DurableLog log, Func<LoggedMessage, Can
     private ulong _read; // every sequence up to here was handed over (in flight) or skipped
     private ulong _stored;
     private Task _pump = Task.CompletedTask;
+    private int _started;
 
     public string Consumer { get; } = consumer;
 
@@ -30,8 +31,14 @@ internal sealed class MqttDurableSession(DurableLog log, Func<LoggedMessage, Can
     /// <summary>The connection number that holds the consumer in the log.</summary>
     public long Holder { get; } = holder;
 
+    /// <summary>Starts the pump (once; later calls, e.g. the same filter subscribed again, do nothing).</summary>
     public void Start()
     {
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            return;
+        }
+
         _read = _stored = _start;
         _pump = Task.Run(() => PumpAsync(_stop.Token));
     }
