@@ -95,6 +95,9 @@ public sealed class ProcConnectorTests
             child.WaitForExit();
         }
 
+        // Room from now on, before draining: a drop between the drain and a later resize would report
+        // a second overrun to the reads below. The overruns already pending are reported by the drain.
+        connector.Socket.SetKernelReceiveBuffer(4 << 20);
         var events = new List<ProcEvent>();
         var overruns = 0;
         while (connector.TryRead(events) is var status && status != NetlinkReceiveStatus.Empty)
@@ -108,7 +111,6 @@ public sealed class ProcConnectorTests
         // The next event on a CPU whose events were dropped shows how far its numbering jumped. Which
         // CPU an event is numbered on is the scheduler's choice, so spawn until one lands on such a CPU
         // (bounded: the count must move within 200 children).
-        connector.Socket.SetKernelReceiveBuffer(4 << 20);
         var spawned = 0;
         while (connector.Lost == 0 && spawned < 200)
         {
