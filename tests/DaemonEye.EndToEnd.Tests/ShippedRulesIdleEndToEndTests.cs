@@ -36,7 +36,23 @@ public sealed partial class ShippedRulesIdleEndToEndTests
         // events arrive), and no event alert at all.
         var firedByEvents = shipped.Alerts.Where(a => a.RuleKind == "event").ToList();
         Assert.True(firedByEvents.Count == 0, "idle, yet: " + string.Join("; ", firedByEvents.Select(ShippedRulesAgent.Describe)));
+        // Fed: an idle host may exec nothing in the window, so this test execs /bin/true (after the idle
+        // evaluations) and waits for the windows to count what procmond publishes of it.
+        using (var exec = System.Diagnostics.Process.Start("/bin/true"))
+        {
+            await exec.WaitForExitAsync();
+        }
+
         var listed = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { RulesList = new RulesListRequest() })).RulesList;
+        using (var fed = new CancellationTokenSource(ShippedRulesAgent.Patience))
+        {
+            while (listed.EventRules.MessagesReceived == 0 && !fed.IsCancellationRequested)
+            {
+                await Task.Delay(100, CancellationToken.None);
+                listed = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { RulesList = new RulesListRequest() })).RulesList;
+            }
+        }
+
         Assert.Equal(["shell-stdin-tcp", "volatile-file-executed"], listed.Rules.Where(r => r.Kind == "event").Select(r => r.Id).Order(StringComparer.Ordinal));
         Assert.Equal(["connection_events", "process_events", "watch_lists"], listed.Rules.Single(r => r.Id == "shell-stdin-tcp").Tables);
         Assert.Equal("ready", listed.Rules.Single(r => r.Id == "shell-stdin-tcp").State);
