@@ -114,7 +114,7 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
 
         try
         {
-            await _subscriptions.UnsubscribeAsync(_localConnection);
+            await _subscriptions.CloseAsync(_localConnection);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -128,6 +128,9 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
             await _loop.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
+
+    /// <summary>Every topic feeds the windows the same way: which of the subscriptions matched does not matter.</summary>
+    int ILocalSubscriber.Deliver(DeliveryTarget target, PublishBatch batch, ulong firstSequence) => Deliver(batch, firstSequence);
 
     /// <summary>On the publishing thread: queue the batch (a copy when it is borrowed), or count its messages as dropped.</summary>
     public int Deliver(PublishBatch batch, ulong firstSequence)

@@ -220,6 +220,11 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
         return calls.Count == 0 ? Task.CompletedTask : Task.WhenAll(calls);
     }
 
+    /// <summary>
+    /// The targets of <paramref name="topic"/>, one per connection, in connection id order: the agent's own
+    /// subscribers (negative ids: the event rules, the MQTT bridge) are offered each batch before any socket
+    /// connection (positive ids) is.
+    /// </summary>
     private TopicSubscribers Compute(string topic)
     {
         var keys = _matcher.Match(topic);
@@ -230,6 +235,7 @@ internal sealed partial class SubscriptionRegistryGrain(IOptions<BrokerOptions> 
 
         var targets = keys
             .GroupBy(k => k.ConnectionId)
+            .OrderBy(g => g.Key)
             .Select(g => new DeliveryTarget(g.Key, [.. g.Select(k => k.SubscriptionId).Order()]))
             .ToArray();
         return new TopicSubscribers(_generation, targets);

@@ -22,6 +22,9 @@ public sealed class RecordingSink : IDeliverySink
 
     public IReadOnlyList<Delivered> For(long connectionId) => [.. _offers.Where(o => o.ConnectionId == connectionId)];
 
+    /// <summary>Every offer of <paramref name="topic"/>, in the order they were made.</summary>
+    public IReadOnlyList<Delivered> OnTopic(string topic) => [.. _offers.Where(o => o.Topic == topic)];
+
     public void SetCapacity(long connectionId, int messages) => _capacity[connectionId] = messages;
 
     public void Close(long connectionId) => _closed[connectionId] = true;

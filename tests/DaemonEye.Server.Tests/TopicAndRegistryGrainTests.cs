@@ -50,6 +50,23 @@ public sealed class TopicAndRegistryGrainTests(ClusterFixture fixture) : IClassF
     }
 
     [Fact]
+    public async Task Targets_are_offered_in_connection_id_order_so_local_subscribers_come_before_sockets()
+    {
+        var early = fixture.NewConnectionId();
+        var late = fixture.NewConnectionId();
+        var local = -fixture.NewConnectionId(); // the agent's own subscribers (LocalSubscriptions) have negative ids
+        var topic = UniqueTopic("order");
+        foreach (var connection in new[] { late, local, early })
+        {
+            Assert.True((await Registry.Subscribe(new SubscriptionKey(connection, 1), topic)).Accepted);
+        }
+
+        await Topic(topic).Publish(Batch(topic, 1));
+
+        Assert.Equal([local, early, late], fixture.Sink.OnTopic(topic).Select(o => o.ConnectionId));
+    }
+
+    [Fact]
     public async Task Overlapping_patterns_of_one_connection_yield_one_offer_listing_both()
     {
         var conn = fixture.NewConnectionId();

@@ -14,12 +14,13 @@ using MQTTnet.Server;
 namespace DaemonEye.Gateway.Mqtt;
 
 /// <summary>
-/// Bus → MQTT. Live: the Topic routes hand the bridge each message once (whatever number of MQTT clients
-/// want it); the bridge queues it and a single pump injects it into MQTTnet at QoS 0, which copies it to
-/// every MQTT session whose filter matches. Durable: each <see cref="MqttDurableSession"/> injects its
+/// Bus → MQTT. Live: the Topic routes hand the bridge, one of the agent's own subscribers
+/// (<see cref="LocalSubscriptions"/>), each message once, whatever number of MQTT clients want it, and
+/// before any socket connection; the bridge queues it and a single pump injects it into MQTTnet at QoS 0,
+/// which copies it to every MQTT session whose filter matches. Durable: each <see cref="MqttDurableSession"/> injects its
 /// messages at QoS 1 addressed to its own client only; their PUBACKs advance its consumer.
 /// </summary>
-internal sealed partial class MqttBridge : IDeliverySink
+internal sealed partial class MqttBridge : ILocalSubscriber
 {
     /// <summary>The user property that carries the durable log's sequence on a durable message (seen by MQTT 5 clients).</summary>
     internal const string SequenceProperty = "daemoneye-sequence";

@@ -1,6 +1,5 @@
 using DaemonEye.Gateway.Durability;
 using DaemonEye.Gateway.Security;
-using DaemonEye.Grains;
 using DaemonEye.Logging;
 using Microsoft.Extensions.Logging;
 using MQTTnet.Protocol;
@@ -19,8 +18,6 @@ internal sealed partial class MqttBridge
     private readonly Dictionary<string, (uint Id, int Users)> _live = new(StringComparer.Ordinal);
     private uint _lastSubscriptionId;
     private int _durableSessions;
-
-    private ISubscriptionRegistryGrain Registry => _grains.GetGrain<ISubscriptionRegistryGrain>(RegistryGrain.Key);
 
     private async Task InterceptSubscriptionAsync(InterceptingSubscriptionEventArgs e)
     {
@@ -150,7 +147,7 @@ internal sealed partial class MqttBridge
             }
 
             var id = ++_lastSubscriptionId;
-            var result = await Registry.Subscribe(new SubscriptionKey(BridgeId, id), pattern);
+            var result = await _local.SubscribeAsync(_localId, id, pattern);
             if (!result.Accepted)
             {
                 if (Limits.FromKey(result.Limit) is { } limit)
@@ -187,7 +184,7 @@ internal sealed partial class MqttBridge
             }
 
             _live.Remove(pattern);
-            await Registry.Unsubscribe(new SubscriptionKey(BridgeId, live.Id));
+            await _local.UnsubscribeAsync(_localId, live.Id);
         }
         finally
         {
@@ -223,7 +220,8 @@ internal sealed partial class MqttBridge
 
         FilterEnqueues();
         var clientId = client.ClientId;
-        var session = new MqttDurableSession(log, (row, stop) => InjectDurableAsync(clientId, row, stop), consumer, pattern, number, position, Math.Min(_options.MaxInflight, log.Options.MaxAckPending));
+        var session = new MqttDurableSession(log, (row, stop) => InjectDurableAsync(clientId, row, stop), consumer, pattern, number, position, Math.Min(_options.MaxInflight, log.Options.MaxAckPending),
+            fault => LogDurableFailed(_logger, number, clientId, filter, consumer, fault));
         lock (client.Gate)
         {
             client.Durable[filter] = session;
@@ -264,4 +262,7 @@ internal sealed partial class MqttBridge
 
     [LoggerMessage(EventId = 2822, Level = LogLevel.Information, Message = "MQTT connection {Number} ({ClientId}): filter {Filter} holds durable consumer {Consumer}, resuming after sequence {Acked}")]
     private static partial void LogDurableAttached(ILogger logger, long number, Untrusted clientId, Untrusted filter, string consumer, ulong acked);
+
+    [LoggerMessage(EventId = 2823, Level = LogLevel.Error, Message = "MQTT connection {Number} ({ClientId}): the durable session of filter {Filter} (consumer {Consumer}) stopped; it resumes from its last ack when the client reconnects")]
+    private static partial void LogDurableFailed(ILogger logger, long number, Untrusted clientId, Untrusted filter, string consumer, Exception exception);
 }

@@ -23,17 +23,15 @@ namespace DaemonEye.Gateway.Mqtt;
 /// <item>PUBLISH: the topic mapped (<see cref="MqttTopics"/>), checked by the connection's
 /// <see cref="AccessPolicy"/> and routed by a <see cref="PublishAccumulator"/> as a bus connection's
 /// publish is (topic limits, durable log first); MQTTnet does not route it itself.</item>
-/// <item>SUBSCRIBE: the filter checked by the policy; the bridge holds one bus subscription per distinct
-/// pattern (registry grain, connection id <see cref="BridgeId"/>) and injects each delivered message once
-/// into MQTTnet, which hands it to every MQTT client whose filter matches. A persistent session's QoS 1
-/// filter over durable topics also gets a durable consumer (<see cref="MqttDurableSession"/>).</item>
+/// <item>SUBSCRIBE: the filter checked by the policy; the bridge is one of the agent's own subscribers
+/// (<see cref="LocalSubscriptions"/>: one local connection, one bus subscription per distinct pattern) and
+/// injects each delivered message once into MQTTnet, which hands it to every MQTT client whose filter
+/// matches. A persistent session's QoS 1 filter over durable topics also gets a durable consumer
+/// (<see cref="MqttDurableSession"/>).</item>
 /// </list>
 /// </summary>
 internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDisposable
 {
-    /// <summary>The bridge's connection id for the registry and the delivery sink: outside the listeners' ranges (they count up from 1).</summary>
-    public const long BridgeId = long.MaxValue - 1;
-
     /// <summary>Sender id of live bus messages injected into MQTTnet. MQTT clients may not use ids starting with '$'.</summary>
     internal const string LiveSender = "$daemoneye/bus";
 
@@ -45,7 +43,7 @@ internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDispos
     private readonly AccessControl _access;
     private readonly IGrainFactory _grains;
     private readonly TopicRoutes _routes;
-    private readonly ConnectionDirectory _directory;
+    private readonly LocalSubscriptions _local;
     private readonly GatewayStatistics _stats;
     private readonly Metrics.BusMetrics _busMetrics;
     private readonly MqttMetrics _metrics;
@@ -59,6 +57,7 @@ internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDispos
     private readonly ConcurrentDictionary<string, MqttClient> _clients = new(StringComparer.Ordinal);
     private readonly Dictionary<string, byte[]> _users;
     private long _lastConnection;
+    private long _localId; // the bridge's local connection (LocalSubscriptions): its bus subscriptions are held under it
     private int _connected;
 
     public MqttBridge(
@@ -69,7 +68,7 @@ internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDispos
         AccessControl access,
         IGrainFactory grains,
         TopicRoutes routes,
-        ConnectionDirectory directory,
+        LocalSubscriptions local,
         GatewayStatistics stats,
         Metrics.BusMetrics busMetrics,
         MqttMetrics metrics,
@@ -82,7 +81,7 @@ internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDispos
         _access = access;
         _grains = grains;
         _routes = routes;
-        _directory = directory;
+        _local = local;
         _stats = stats;
         _busMetrics = busMetrics;
         _metrics = metrics;
@@ -140,7 +139,7 @@ internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDispos
     /// <summary>Starts accepting once the silo (registered earlier) is up.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        _directory.AddBridge(BridgeId, this);
+        _localId = _local.Open(this);
         _pump = Task.Run(PumpAsync, CancellationToken.None);
         await _server.StartAsync();
         LogListening(_logger, SocketPath, TcpPort is { } port ? $"127.0.0.1:{port} ({_users.Count} users, role {_options.TcpRole})" : "off (mqtt.tcp_enabled)",
@@ -164,7 +163,15 @@ internal sealed partial class MqttBridge : IHostedLifecycleService, IAsyncDispos
             await client.StopDurableAsync(_durable);
         }
 
-        _directory.RemoveBridge(BridgeId);
+        try
+        {
+            await _local.CloseAsync(_localId);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The silo may already be stopping; the bridge's subscriptions go with it.
+        }
+
         _pending.Writer.TryComplete();
         await _pump;
     }
