@@ -11,7 +11,8 @@ namespace DaemonEye.Coordination;
 /// whenever <c>x GLOB w.pattern</c> is true, so is <c>x &gt;= w.prefix AND x &lt; w.prefix_end</c>,
 /// and a rule that adds that range (the pattern still decides) keeps its meaning while SQLite reads
 /// only the matching part of the index on <c>x</c> (SQLite applies this itself only to a pattern
-/// written in the SQL, never to one read from a table).
+/// written in the SQL, never to one read from a table). The index on the list covers every column, so
+/// a rule that tests each of its rows against a list reads the list from the index alone.
 /// </summary>
 /// <remarks>
 /// <c>prefix_end</c> is the prefix as stored (UTF-8) followed by the byte 0xF5, made by SQLite itself
@@ -30,7 +31,7 @@ internal static class WatchListTable
           prefix TEXT NOT NULL,
           prefix_end TEXT NOT NULL
         );
-        CREATE INDEX watch_lists_list ON watch_lists(list);
+        CREATE INDEX watch_lists_list ON watch_lists(list, prefix, prefix_end, pattern);
         """;
 
     /// <summary>Fills <c>watch_lists</c> (inside the caller's transaction, if any).</summary>
