@@ -59,7 +59,9 @@ internal sealed partial class EventRuleService
             RuleEvaluation result;
             lock (_windowsGate)
             {
-                result = _windows.Evaluate(rule.Sql, _options.TimeLimit, _options.MaxAlertsPerRule);
+                // Every row, not the first max_alerts_per_rule: the rule sees its whole window, so rows it
+                // raised in earlier rounds come first and would crowd the new ones out of a capped read.
+                result = _windows.Evaluate(rule.Sql, _options.TimeLimit, int.MaxValue);
             }
 
             Interlocked.Increment(ref _evaluations);
@@ -71,6 +73,7 @@ internal sealed partial class EventRuleService
             }
 
             var seen = _matched.TryGetValue(rule.Id, out var rows) ? rows : _matched[rule.Id] = new Dictionary<string, long>(StringComparer.Ordinal);
+            long fresh = 0;
             foreach (var row in result.Rows)
             {
                 // A rule sees its whole window each round: a row it returned before is the same evidence, not a new finding.
@@ -80,6 +83,12 @@ internal sealed partial class EventRuleService
                 {
                     seen[identity] = now;
                     Interlocked.Increment(ref _rematched);
+                    continue;
+                }
+
+                // New rows past max_alerts_per_rule in one round are counted and logged, not published (as for snapshot rules).
+                if (++fresh > _options.MaxAlertsPerRule)
+                {
                     continue;
                 }
 
@@ -98,9 +107,9 @@ internal sealed partial class EventRuleService
             }
 
             ForgetStale(seen);
-            if (result.TotalRows > result.Rows.Count)
+            if (fresh > _options.MaxAlertsPerRule)
             {
-                LogAlertsCapped(_logger, rule.Id, result.TotalRows - result.Rows.Count, _options.MaxAlertsPerRule);
+                LogAlertsCapped(_logger, rule.Id, fresh - _options.MaxAlertsPerRule, _options.MaxAlertsPerRule);
             }
         }
     }

@@ -293,6 +293,6 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
     [LoggerMessage(EventId = 5123, Level = LogLevel.Warning, Message = "Event rule {RuleId} ({File}:{Line}) {Error}")]
     private static partial void LogRuleFailed(ILogger logger, string ruleId, string file, int line, string error);
 
-    [LoggerMessage(EventId = 5124, Level = LogLevel.Warning, Message = "Event rule {RuleId}: {Count} more matching row(s) not published (coordination.rules.max_alerts_per_rule is {Max})")]
+    [LoggerMessage(EventId = 5124, Level = LogLevel.Warning, Message = "Event rule {RuleId}: {Count} more new matching row(s) in one round not published (coordination.rules.max_alerts_per_rule is {Max})")]
     private static partial void LogAlertsCapped(ILogger logger, string ruleId, long count, int max);
 }

@@ -14,11 +14,12 @@ public sealed partial class EventWindowDatabase
         var p = e.Process ?? new ProcessInfo();
         var (seq, arrived) = Arrive(ProcessEvents);
         var exited = e.Kind == ProcessLifecycleKind.Exited && e.ExitStatusKnown;
-        Run(_insertProcess,
-            seq, SnapshotDatabase.Name(e.Kind), (long)p.Pid, (long)p.Ppid, p.Name, p.Comm, p.Executable, string.Join(' ', p.CommandLine), (long)p.Uid, (long)p.Euid, p.User,
-            (long)p.StartTimeUnixMs, p.ExeSha256, p.ExeDeleted ? 1 : 0, p.Stdin, p.Stdout, p.Stderr,
-            SnapshotDatabase.SocketInode(p.Stdin), SnapshotDatabase.SocketInode(p.Stdout), SnapshotDatabase.SocketInode(p.Stderr),
-            exited ? e.ExitCode : null, exited ? e.ExitSignal : null, (long)e.ObservedUnixMs, arrived, e.CollectorId);
+        _insertProcess
+            .Integer(seq).Text(SnapshotDatabase.Name(e.Kind)).Integer(p.Pid).Integer(p.Ppid).Text(p.Name).Text(p.Comm).Text(p.Executable).Text(string.Join(' ', p.CommandLine))
+            .Integer(p.Uid).Integer(p.Euid).Text(p.User).Integer((long)p.StartTimeUnixMs).Text(p.ExeSha256).Flag(p.ExeDeleted).Text(p.Stdin).Text(p.Stdout).Text(p.Stderr)
+            .Integer(SnapshotDatabase.SocketInode(p.Stdin)).Integer(SnapshotDatabase.SocketInode(p.Stdout)).Integer(SnapshotDatabase.SocketInode(p.Stderr))
+            .Integer(exited ? e.ExitCode : null).Integer(exited ? e.ExitSignal : null).Integer((long)e.ObservedUnixMs).Integer(arrived).Text(e.CollectorId)
+            .Insert();
     }
 
     /// <summary>netmond's opened / closed (events.network.connection) into connection_events.</summary>
@@ -28,11 +29,12 @@ public sealed partial class EventWindowDatabase
         var x = e.Connection ?? new Connection();
         var o = x.Owner ?? new SocketOwner();
         var (seq, arrived) = Arrive(ConnectionEvents);
-        Run(_insertConnection,
-            seq, SnapshotDatabase.Name(e.Kind), SnapshotDatabase.Name(x.Transport), SnapshotDatabase.Name(x.Family),
-            x.Local?.Address ?? string.Empty, (long)(x.Local?.Port ?? 0), x.Remote?.Address ?? string.Empty, (long)(x.Remote?.Port ?? 0),
-            SnapshotDatabase.Name(x.Direction), x.State, (long)x.Inode, o.Attributed ? (long)o.Pid : null, o.Name, o.Executable, (long)o.Uid, o.User,
-            (long)x.BytesSent, (long)x.BytesReceived, (long)e.ObservedUnixMs, arrived, e.CollectorId);
+        _insertConnection
+            .Integer(seq).Text(SnapshotDatabase.Name(e.Kind)).Text(SnapshotDatabase.Name(x.Transport)).Text(SnapshotDatabase.Name(x.Family))
+            .Text(x.Local?.Address ?? string.Empty).Integer(x.Local?.Port ?? 0).Text(x.Remote?.Address ?? string.Empty).Integer(x.Remote?.Port ?? 0)
+            .Text(SnapshotDatabase.Name(x.Direction)).Text(x.State).Integer((long)x.Inode).Integer(o.Attributed ? o.Pid : null).Text(o.Name).Text(o.Executable).Integer(o.Uid).Text(o.User)
+            .Integer((long)x.BytesSent).Integer((long)x.BytesReceived).Integer((long)e.ObservedUnixMs).Integer(arrived).Text(e.CollectorId)
+            .Insert();
     }
 
     /// <summary>fsmond's created / modified / deleted / moved / attributes (events.filesystem.*) into filesystem_events.</summary>
@@ -41,8 +43,10 @@ public sealed partial class EventWindowDatabase
         ArgumentNullException.ThrowIfNull(e);
         var a = e.Actor ?? new Actor();
         var (seq, arrived) = Arrive(FilesystemEvents);
-        Run(_insertFile,
-            seq, SnapshotDatabase.Name(e.Kind), e.Path, e.NewPath, e.IsDirectory ? 1 : 0, a.Pid == 0 ? null : (long)a.Pid, a.Executable, a.Comm, (long)a.Uid, a.User,
-            SnapshotDatabase.Name(a.Attribution), (long)e.Mode, (long)e.Size, e.Executable ? 1 : 0, (long)(e.TimeUnixNanos / 1_000_000), arrived, e.CollectorId);
+        _insertFile
+            .Integer(seq).Text(SnapshotDatabase.Name(e.Kind)).Text(e.Path).Text(e.NewPath).Flag(e.IsDirectory).Integer(a.Pid == 0 ? null : a.Pid).Text(a.Executable).Text(a.Comm)
+            .Integer(a.Uid).Text(a.User).Text(SnapshotDatabase.Name(a.Attribution)).Integer(e.Mode).Integer((long)e.Size).Flag(e.Executable)
+            .Integer((long)(e.TimeUnixNanos / 1_000_000)).Integer(arrived).Text(e.CollectorId)
+            .Insert();
     }
 }

@@ -15,7 +15,9 @@ public sealed partial class EventWindowDatabase
     /// the tables), <c>time_unix_ms</c> the collector's time of the event, <c>arrived_unix_ms</c> the
     /// agent's when it took it in (retention by age reads this one).
     /// </summary>
-    public const string Schema = """
+    public const string Schema = EventTables + WatchListTable.Schema;
+
+    private const string EventTables = """
         CREATE TABLE process_events (
           seq INTEGER PRIMARY KEY,
           kind TEXT NOT NULL,
@@ -92,10 +94,5 @@ public sealed partial class EventWindowDatabase
         );
         CREATE INDEX filesystem_events_path ON filesystem_events(path);
         CREATE INDEX filesystem_events_new_path ON filesystem_events(new_path);
-        CREATE TABLE watch_lists (
-          list TEXT NOT NULL,
-          pattern TEXT NOT NULL
-        );
-        CREATE INDEX watch_lists_list ON watch_lists(list);
         """;
 }

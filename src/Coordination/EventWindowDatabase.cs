@@ -22,9 +22,9 @@ public sealed partial class EventWindowDatabase : IDisposable
     private readonly SqliteConnection _connection;
     private readonly TimeProvider _time;
     private readonly Dictionary<string, Window> _windows = new(StringComparer.Ordinal);
-    private readonly SqliteCommand _insertProcess;
-    private readonly SqliteCommand _insertConnection;
-    private readonly SqliteCommand _insertFile;
+    private readonly RowInserter _insertProcess;
+    private readonly RowInserter _insertConnection;
+    private readonly RowInserter _insertFile;
     private long _seq;
     private bool _inRound;
 
@@ -41,20 +41,11 @@ public sealed partial class EventWindowDatabase : IDisposable
                 _windows[table] = new Window(table, window.MaxAge, window.MaxRows, Prepare(_connection, $"DELETE FROM {table} WHERE seq <= $1", 1));
             }
 
-            using (var list = Prepare(_connection, "INSERT INTO watch_lists VALUES ($1,$2)", 2))
-            {
-                foreach (var (name, patterns) in watchLists)
-                {
-                    foreach (var pattern in patterns)
-                    {
-                        Run(list, name, pattern);
-                    }
-                }
-            }
+            WatchListTable.Load(_connection, watchLists);
 
-            _insertProcess = Prepare(_connection, Insert(ProcessEvents, 25), 25);
-            _insertConnection = Prepare(_connection, Insert(ConnectionEvents, 21), 21);
-            _insertFile = Prepare(_connection, Insert(FilesystemEvents, 17), 17);
+            _insertProcess = new RowInserter(_connection, Insert(ProcessEvents, 25));
+            _insertConnection = new RowInserter(_connection, Insert(ConnectionEvents, 21));
+            _insertFile = new RowInserter(_connection, Insert(FilesystemEvents, 17));
         }
         catch
         {
@@ -168,8 +159,7 @@ public sealed partial class EventWindowDatabase : IDisposable
         return arrival;
     }
 
-    private static string Insert(string table, int count) =>
-        $"INSERT INTO {table} VALUES ({string.Join(',', Enumerable.Range(1, count).Select(i => "$" + i.ToString(CultureInfo.InvariantCulture)))})";
+    private static string Insert(string table, int count) => $"INSERT INTO {table} VALUES ({string.Join(',', Enumerable.Repeat("?", count))})";
 
     private static SqliteCommand Prepare(SqliteConnection connection, string sql, int count)
     {

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Globalization;
 using DaemonEye.Protocol.Filesystem.V1;
 using DaemonEye.Protocol.Network.V1;
@@ -25,42 +26,39 @@ public sealed class EvaluationData
 /// <summary>Loading collector answers into the tables.</summary>
 public sealed partial class SnapshotDatabase
 {
+    /// <summary>Every row in one transaction through prepared statements, then the indexes over the loaded rows.</summary>
     private static void Load(SqliteConnection connection, EvaluationData data, Dictionary<string, int> rows, out int duplicates)
     {
         using var transaction = connection.BeginTransaction();
-        duplicates = LoadProcesses(connection, transaction, data.Processes, rows);
-        LoadNetworks(connection, transaction, data.Networks, rows);
-        LoadFiles(connection, transaction, data.Files, data.EventsSinceUnixMs, rows);
-        using (var list = new Inserter(connection, transaction, "INSERT INTO watch_lists VALUES ($1,$2)", 2))
-        {
-            foreach (var (name, patterns) in data.WatchLists)
-            {
-                foreach (var pattern in patterns)
-                {
-                    list.Run(name, pattern);
-                }
-            }
-        }
-
+        duplicates = LoadProcesses(connection, data.Processes, rows);
+        LoadNetworks(connection, data.Networks, rows);
+        LoadFiles(connection, data.Files, data.EventsSinceUnixMs, rows);
+        WatchListTable.Load(connection, data.WatchLists);
         transaction.Commit();
+        Execute(connection, Indexes);
     }
 
-    private static int LoadProcesses(SqliteConnection connection, SqliteTransaction transaction, List<ProcessSnapshot> snapshots, Dictionary<string, int> rows)
+    private static string Values(int count) => "VALUES (" + string.Join(',', Enumerable.Repeat("?", count)) + ")";
+
+    private static int LoadProcesses(SqliteConnection connection, List<ProcessSnapshot> snapshots, Dictionary<string, int> rows)
     {
-        using var process = new Inserter(connection, transaction, "INSERT OR IGNORE INTO processes VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)", 22);
-        using var snapshot = new Inserter(connection, transaction, "INSERT INTO snapshots VALUES ($1,$2,$3,$4,$5)", 5);
+        // The primary key (pid, start time) keeps a process reported by several collectors once.
+        using var process = new RowInserter(connection, "INSERT OR IGNORE INTO processes " + Values(22));
+        using var snapshot = new RowInserter(connection, "INSERT INTO snapshots " + Values(5));
         var inserted = 0;
         var duplicates = 0;
         foreach (var snap in snapshots)
         {
-            snapshot.Run(snap.CollectorId, (long)snap.TakenUnixMs, snap.Reason, snap.Processes.Count, (long)snap.ScanDurationUs);
+            snapshot.Text(snap.CollectorId).Integer((long)snap.TakenUnixMs).Text(snap.Reason).Integer(snap.Processes.Count).Integer((long)snap.ScanDurationUs).Insert();
             foreach (var info in snap.Processes)
             {
-                var added = process.Run(
-                    (long)info.Pid, (long)info.Ppid, info.Name, info.Comm, info.Executable, string.Join(' ', info.CommandLine), (long)info.Uid, info.User,
-                    (long)info.StartTimeUnixMs, info.CpuPercent, (long)info.RssBytes, (long)info.Threads, info.ExeSha256, info.ExeDeleted ? 1 : 0, snap.CollectorId,
-                    (long)info.Euid, info.Stdin, info.Stdout, info.Stderr, SocketInode(info.Stdin), SocketInode(info.Stdout), SocketInode(info.Stderr));
-                if (added == 1)
+                var added = process
+                    .Integer(info.Pid).Integer(info.Ppid).Text(info.Name).Text(info.Comm).Text(info.Executable).Text(string.Join(' ', info.CommandLine))
+                    .Integer(info.Uid).Text(info.User).Integer((long)info.StartTimeUnixMs).Real(info.CpuPercent).Integer((long)info.RssBytes).Integer(info.Threads)
+                    .Text(info.ExeSha256).Flag(info.ExeDeleted).Text(snap.CollectorId).Integer(info.Euid).Text(info.Stdin).Text(info.Stdout).Text(info.Stderr)
+                    .Integer(SocketInode(info.Stdin)).Integer(SocketInode(info.Stdout)).Integer(SocketInode(info.Stderr))
+                    .Insert();
+                if (added)
                 {
                     inserted++;
                 }
@@ -76,29 +74,33 @@ public sealed partial class SnapshotDatabase
         return duplicates;
     }
 
-    private static void LoadNetworks(SqliteConnection connection, SqliteTransaction transaction, List<NetworkSnapshot> snapshots, Dictionary<string, int> rows)
+    private static void LoadNetworks(SqliteConnection connection, List<NetworkSnapshot> snapshots, Dictionary<string, int> rows)
     {
-        using var connections = new Inserter(connection, transaction, "INSERT INTO connections VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)", 18);
-        using var listeners = new Inserter(connection, transaction, "INSERT INTO listening_ports VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)", 14);
+        using var connections = new RowInserter(connection, "INSERT INTO connections " + Values(18));
+        using var listeners = new RowInserter(connection, "INSERT INTO listening_ports " + Values(14));
         int c = 0, l = 0;
         foreach (var snap in snapshots)
         {
             foreach (var x in snap.Connections)
             {
                 var o = x.Owner ?? new SocketOwner();
-                connections.Run(
-                    Name(x.Transport), Name(x.Family), x.Local?.Address ?? string.Empty, (long)(x.Local?.Port ?? 0), x.Remote?.Address ?? string.Empty, (long)(x.Remote?.Port ?? 0),
-                    Name(x.Direction), x.State, (long)x.Inode, o.Attributed ? (long)o.Pid : null, o.Name, o.Executable, (long)o.Uid, o.User,
-                    (long)x.FirstSeenUnixMs, (long)x.BytesSent, (long)x.BytesReceived, snap.CollectorId);
+                connections
+                    .Text(Name(x.Transport)).Text(Name(x.Family)).Text(x.Local?.Address ?? string.Empty).Integer(x.Local?.Port ?? 0)
+                    .Text(x.Remote?.Address ?? string.Empty).Integer(x.Remote?.Port ?? 0).Text(Name(x.Direction)).Text(x.State).Integer((long)x.Inode)
+                    .Integer(o.Attributed ? o.Pid : null).Text(o.Name).Text(o.Executable).Integer(o.Uid).Text(o.User)
+                    .Integer((long)x.FirstSeenUnixMs).Integer((long)x.BytesSent).Integer((long)x.BytesReceived).Text(snap.CollectorId)
+                    .Insert();
                 c++;
             }
 
             foreach (var x in snap.Listeners)
             {
                 var o = x.Owner ?? new SocketOwner();
-                listeners.Run(
-                    Name(x.Transport), Name(x.Family), x.Local?.Address ?? string.Empty, (long)(x.Local?.Port ?? 0), Name(x.Scope), x.Exposed ? 1 : 0, (long)x.Inode,
-                    o.Attributed ? (long)o.Pid : null, o.Name, o.Executable, (long)o.Uid, o.User, (long)x.FirstSeenUnixMs, snap.CollectorId);
+                listeners
+                    .Text(Name(x.Transport)).Text(Name(x.Family)).Text(x.Local?.Address ?? string.Empty).Integer(x.Local?.Port ?? 0).Text(Name(x.Scope))
+                    .Flag(x.Exposed).Integer((long)x.Inode).Integer(o.Attributed ? o.Pid : null).Text(o.Name).Text(o.Executable).Integer(o.Uid).Text(o.User)
+                    .Integer((long)x.FirstSeenUnixMs).Text(snap.CollectorId)
+                    .Insert();
                 l++;
             }
         }
@@ -107,10 +109,10 @@ public sealed partial class SnapshotDatabase
         rows["listening_ports"] = l;
     }
 
-    private static void LoadFiles(SqliteConnection connection, SqliteTransaction transaction, List<FileSnapshot> snapshots, long sinceUnixMs, Dictionary<string, int> rows)
+    private static void LoadFiles(SqliteConnection connection, List<FileSnapshot> snapshots, long sinceUnixMs, Dictionary<string, int> rows)
     {
-        using var events = new Inserter(connection, transaction, "INSERT INTO file_events VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)", 17);
-        using var hashes = new Inserter(connection, transaction, "INSERT INTO file_hashes VALUES ($1,$2,$3,$4,$5,$6,$7)", 7);
+        using var events = new RowInserter(connection, "INSERT INTO file_events " + Values(17));
+        using var hashes = new RowInserter(connection, "INSERT INTO file_hashes " + Values(7));
         int e = 0, h = 0;
         foreach (var snap in snapshots)
         {
@@ -123,15 +125,20 @@ public sealed partial class SnapshotDatabase
                 }
 
                 var a = x.Actor ?? new Actor();
-                events.Run(
-                    Name(x.Kind), x.Path, x.NewPath, x.IsDirectory ? 1 : 0, a.Pid == 0 ? null : (long)a.Pid, a.Executable, a.Comm, (long)a.Uid, a.User, Name(a.Attribution),
-                    at, (long)x.Mode, (long)x.Size, x.Executable ? 1 : 0, x.Source, (long)x.Sequence, x.CollectorId.Length > 0 ? x.CollectorId : snap.CollectorId);
+                events
+                    .Text(Name(x.Kind)).Text(x.Path).Text(x.NewPath).Flag(x.IsDirectory).Integer(a.Pid == 0 ? null : a.Pid).Text(a.Executable).Text(a.Comm)
+                    .Integer(a.Uid).Text(a.User).Text(Name(a.Attribution)).Integer(at).Integer(x.Mode).Integer((long)x.Size).Flag(x.Executable).Text(x.Source)
+                    .Integer((long)x.Sequence).Text(x.CollectorId.Length > 0 ? x.CollectorId : snap.CollectorId)
+                    .Insert();
                 e++;
             }
 
             foreach (var x in snap.Hashes)
             {
-                hashes.Run(x.Path, x.Sha256, (long)x.Size, (long)(x.MtimeUnixNanos / 1_000_000), (long)x.HashedUnixMs, x.Problem, snap.CollectorId);
+                hashes
+                    .Text(x.Path).Text(x.Sha256).Integer((long)x.Size).Integer((long)(x.MtimeUnixNanos / 1_000_000)).Integer((long)x.HashedUnixMs).Text(x.Problem)
+                    .Text(snap.CollectorId)
+                    .Insert();
                 h++;
             }
         }
@@ -147,53 +154,31 @@ public sealed partial class SnapshotDatabase
 
     /// <summary>A protobuf enum value as the tables spell it: the value's name after the type prefix, lower case with underscores.</summary>
     internal static string Name<T>(T value)
+        where T : struct, Enum => EnumNames<T>.Of(value);
+
+    /// <summary>The spelling of every declared value of <typeparamref name="T"/>, made once (a value not declared is spelled each time).</summary>
+    private static class EnumNames<T>
         where T : struct, Enum
     {
-        var text = value.ToString();
-        var builder = new System.Text.StringBuilder(text.Length + 4);
-        for (var i = 0; i < text.Length; i++)
+        private static readonly FrozenDictionary<T, string> Declared = Enum.GetValues<T>().Distinct().ToFrozenDictionary(v => v, Spell);
+
+        public static string Of(T value) => Declared.TryGetValue(value, out var name) ? name : Spell(value);
+
+        private static string Spell(T value)
         {
-            if (char.IsUpper(text[i]) && i > 0 && !char.IsUpper(text[i - 1]))
+            var text = value.ToString();
+            var builder = new System.Text.StringBuilder(text.Length + 4);
+            for (var i = 0; i < text.Length; i++)
             {
-                builder.Append('_');
+                if (char.IsUpper(text[i]) && i > 0 && !char.IsUpper(text[i - 1]))
+                {
+                    builder.Append('_');
+                }
+
+                builder.Append(char.ToLowerInvariant(text[i]));
             }
 
-            builder.Append(char.ToLowerInvariant(text[i]));
+            return builder.ToString();
         }
-
-        return builder.ToString();
-    }
-
-    /// <summary>One prepared INSERT with positional parameters $1..$n.</summary>
-    private sealed class Inserter : IDisposable
-    {
-        private readonly SqliteCommand _command;
-        private readonly SqliteParameter[] _parameters;
-
-        public Inserter(SqliteConnection connection, SqliteTransaction transaction, string sql, int count)
-        {
-            _command = connection.CreateCommand();
-            _command.Transaction = transaction;
-            _command.CommandText = sql;
-            _parameters = new SqliteParameter[count];
-            for (var i = 0; i < count; i++)
-            {
-                _parameters[i] = _command.Parameters.Add(new SqliteParameter { ParameterName = "$" + (i + 1).ToString(CultureInfo.InvariantCulture) });
-            }
-
-            _command.Prepare();
-        }
-
-        public int Run(params object?[] values)
-        {
-            for (var i = 0; i < values.Length; i++)
-            {
-                _parameters[i].Value = values[i] ?? DBNull.Value;
-            }
-
-            return _command.ExecuteNonQuery();
-        }
-
-        public void Dispose() => _command.Dispose();
     }
 }

@@ -21,7 +21,14 @@ public sealed partial class SnapshotDatabase
     /// <summary>Tables of events (the others hold state): loaded over the retention window only.</summary>
     public static readonly IReadOnlySet<string> EventTables = new HashSet<string>(StringComparer.OrdinalIgnoreCase) { "file_events" };
 
-    public const string Schema = """
+    /// <summary>
+    /// Every table and index rules may read: the tables below, <c>watch_lists</c>
+    /// (<see cref="WatchListTable"/>), then the indexes.
+    /// </summary>
+    public const string Schema = Tables + WatchListTable.Schema + Indexes;
+
+    /// <summary>The collectors' tables, without their indexes: those are built once the rows are in (one sort per index instead of an index insert per row).</summary>
+    internal const string Tables = """
         CREATE TABLE processes (
           pid INTEGER NOT NULL,
           ppid INTEGER NOT NULL,
@@ -47,9 +54,6 @@ public sealed partial class SnapshotDatabase
           stderr_socket INTEGER,
           PRIMARY KEY (pid, start_time_unix_ms)
         );
-        CREATE INDEX processes_name ON processes(name);
-        CREATE INDEX processes_ppid ON processes(ppid);
-        CREATE INDEX processes_executable ON processes(executable);
         CREATE TABLE snapshots (
           collector_id TEXT NOT NULL,
           taken_unix_ms INTEGER NOT NULL,
@@ -77,8 +81,6 @@ public sealed partial class SnapshotDatabase
           bytes_received INTEGER NOT NULL,
           collector_id TEXT NOT NULL
         );
-        CREATE INDEX connections_inode ON connections(inode);
-        CREATE INDEX connections_pid ON connections(pid);
         CREATE TABLE listening_ports (
           transport TEXT NOT NULL,
           family TEXT NOT NULL,
@@ -95,7 +97,6 @@ public sealed partial class SnapshotDatabase
           first_seen_unix_ms INTEGER NOT NULL,
           collector_id TEXT NOT NULL
         );
-        CREATE INDEX listening_ports_pid ON listening_ports(pid);
         CREATE TABLE file_events (
           kind TEXT NOT NULL,
           path TEXT NOT NULL,
@@ -115,8 +116,6 @@ public sealed partial class SnapshotDatabase
           sequence INTEGER NOT NULL,
           collector_id TEXT NOT NULL
         );
-        CREATE INDEX file_events_path ON file_events(path);
-        CREATE INDEX file_events_new_path ON file_events(new_path);
         CREATE TABLE file_hashes (
           path TEXT NOT NULL,
           sha256 TEXT NOT NULL,
@@ -126,10 +125,18 @@ public sealed partial class SnapshotDatabase
           problem TEXT NOT NULL,
           collector_id TEXT NOT NULL
         );
-        CREATE TABLE watch_lists (
-          list TEXT NOT NULL,
-          pattern TEXT NOT NULL
-        );
-        CREATE INDEX watch_lists_list ON watch_lists(list);
+        """;
+
+    /// <summary>The indexes of <see cref="Tables"/>: the columns rules join and look up by.</summary>
+    internal const string Indexes = """
+
+        CREATE INDEX processes_name ON processes(name);
+        CREATE INDEX processes_ppid ON processes(ppid);
+        CREATE INDEX processes_executable ON processes(executable);
+        CREATE INDEX connections_inode ON connections(inode);
+        CREATE INDEX connections_pid ON connections(pid);
+        CREATE INDEX listening_ports_pid ON listening_ports(pid);
+        CREATE INDEX file_events_path ON file_events(path);
+        CREATE INDEX file_events_new_path ON file_events(new_path);
         """;
 }

@@ -65,7 +65,8 @@ public sealed partial class SnapshotDatabase : IDisposable
     public static SnapshotDatabase Create(EvaluationData data)
     {
         ArgumentNullException.ThrowIfNull(data);
-        var connection = Open();
+        // The indexes come after the rows (Load).
+        var connection = Open(Tables + WatchListTable.Schema);
         try
         {
             var rows = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -267,8 +268,6 @@ public sealed partial class SnapshotDatabase : IDisposable
     }
 
     public void Dispose() => _connection.Dispose();
-
-    private static SqliteConnection Open() => Open(Schema);
 
     internal static SqliteConnection Open(string schema)
     {

@@ -39,9 +39,9 @@ public sealed class EventRuleServiceTests(ClusterFixture fixture) : IClassFixtur
         return dir;
     }
 
-    private EventRuleService Service(LocalSubscriptions local, int queue = 4096)
+    private EventRuleService Service(LocalSubscriptions local, int queue = 4096, int maxAlerts = 100)
     {
-        var options = new CoordinationOptions { Rules = new RulesOptions { Directory = _rules.FullName, EventDebounceMs = 0, EventQueueBatches = queue, SuppressionSeconds = 0 } };
+        var options = new CoordinationOptions { Rules = new RulesOptions { Directory = _rules.FullName, EventDebounceMs = 0, EventQueueBatches = queue, SuppressionSeconds = 0, MaxAlertsPerRule = maxAlerts } };
         return new EventRuleService(Options.Create(options), local, new Publisher(_alerts.Writer), _time, NullLogger<EventRuleService>.Instance);
     }
 
@@ -117,6 +117,40 @@ public sealed class EventRuleServiceTests(ClusterFixture fixture) : IClassFixtur
         }
 
         Assert.Empty(await fixture.Grains.GetGrain<ISubscriptionRegistryGrain>(0).Resolve("events.network.connection"));
+    }
+
+    [Fact]
+    public async Task Rows_raised_before_do_not_crowd_a_new_match_out_of_max_alerts_per_rule()
+    {
+        // The window holds more earlier matches than max_alerts_per_rule, and the rule returns them
+        // first: the new row must still be raised, and only new rows count against the cap.
+        var local = new LocalSubscriptions(fixture.Grains);
+        var directory = new ConnectionDirectory(local);
+        var service = Service(local, maxAlerts: 2);
+        await service.StartAsync(CancellationToken.None);
+        try
+        {
+            var mine = Assert.Single(await fixture.Grains.GetGrain<ISubscriptionRegistryGrain>(0).Resolve("events.process.lifecycle"), k => k.ConnectionId < 0);
+            var target = new DeliveryTarget(mine.ConnectionId, [mine.SubscriptionId]);
+            for (uint pid = 1; pid <= 4; pid++)
+            {
+                directory.Deliver(target, Batch("events.process.lifecycle", Exec(pid, "bash")), pid);
+                var alert = await _alerts.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.Equal(pid.ToString(System.Globalization.CultureInfo.InvariantCulture), alert.Fields[0].Value);
+            }
+
+            // Three new rows in one round: two raised, the third counted (logged) and not published.
+            directory.Deliver(target, Batch("events.process.lifecycle", Exec(5, "bash"), Exec(6, "bash"), Exec(7, "bash")), 5);
+            var status = await WaitAsync(service, s => s.Rounds >= 5);
+            Assert.Equal(6, status.AlertsPublished);
+            Assert.Equal(["5", "6"], [(await _alerts.Reader.ReadAsync()).Fields[0].Value, (await _alerts.Reader.ReadAsync()).Fields[0].Value]);
+            Assert.False(_alerts.Reader.TryRead(out _));
+        }
+        finally
+        {
+            await service.StopAsync(CancellationToken.None);
+            service.Dispose();
+        }
     }
 
     [Fact]

@@ -18,7 +18,8 @@ namespace DaemonEye.Cli.Commands;
 /// naming that file. The CLI subscribes to the events themselves too: the latency is from the arrival
 /// (at this client, through the same bus) of the event that completed the match — the later of the
 /// exec event and the file's first change event — to the arrival of the alert. Iterations run one
-/// after another; the process started is killed and the file removed after each.
+/// after another; the process started is killed and the file removed after each. Where each
+/// iteration's time goes is reported too: each step from the start of the copy (<c>from_drop</c>).
 /// </summary>
 internal static class BenchEventRulesCommand
 {
@@ -70,22 +71,24 @@ internal static class BenchEventRulesCommand
             }
 
             var histogram = new LatencyHistogram();
+            var phases = new Phases();
             int timeouts = 0, unmeasured = 0;
             var started = Stopwatch.GetTimestamp();
             for (var i = 0; i < w + n && !cancellationToken.IsCancellationRequested; i++)
             {
                 var path = Path.Combine(directory, $"de-bench-event-{Environment.ProcessId}-{i}");
-                var latency = await IterationAsync(path, seen, wait, cancellationToken);
+                var iteration = await IterationAsync(path, seen, wait, cancellationToken);
                 if (i < w)
                 {
                     continue;
                 }
 
-                if (latency is { } nanos && nanos >= 0)
+                phases.Record(iteration);
+                if (iteration.Latency is { } nanos && nanos >= 0)
                 {
                     histogram.Record(nanos);
                 }
-                else if (latency is not null)
+                else if (iteration.Latency is not null)
                 {
                     unmeasured++;
                 }
@@ -114,6 +117,7 @@ internal static class BenchEventRulesCommand
                     writer.WriteNumber("unmeasured", unmeasured);
                     writer.WriteNumber("seconds", Math.Round(seconds, 2));
                     histogram.WriteMicros(writer);
+                    phases.Write(writer);
                     writer.WriteEndObject();
                 }
 
@@ -123,6 +127,7 @@ internal static class BenchEventRulesCommand
             {
                 context.Output.WriteLine($"event-rules ({RuleId}): {histogram.Count} alert(s) timed of {n} iteration(s), {unmeasured} alert(s) whose events this client missed, {timeouts} timed out, {seconds:0.0} s");
                 context.Output.WriteLine("event arrival → alert: " + histogram.Summary());
+                phases.Print(context.Output);
             }
 
             if (timeouts > 0)
@@ -136,34 +141,86 @@ internal static class BenchEventRulesCommand
         return command;
     }
 
-    /// <summary>One drop-and-run; the latency in nanoseconds, -1 when this client missed one of the events, or null when no alert came in time.</summary>
-    private static async Task<long?> IterationAsync(string path, Arrivals seen, TimeSpan wait, CancellationToken cancellationToken)
+    /// <summary>
+    /// One drop-and-run. <see cref="Iteration.Latency"/>: nanoseconds from the arrival of the event that
+    /// completed the match to the alert's, -1 when this client missed one of the events, null when no
+    /// alert came in time; the other members are Stopwatch timestamps of its steps.
+    /// </summary>
+    private static async Task<Iteration> IterationAsync(string path, Arrivals seen, TimeSpan wait, CancellationToken cancellationToken)
     {
+        var dropped = Stopwatch.GetTimestamp();
         File.Copy("/usr/bin/sleep", path, overwrite: true);
         File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         using var process = Process.Start(new ProcessStartInfo(path, ["60"]) { UseShellExecute = false })!;
+        var running = Stopwatch.GetTimestamp();
+        long? alertAt = null;
         try
         {
-            var alertAt = await seen.AlertAsync(path, wait, cancellationToken);
-            if (alertAt is not { } at)
-            {
-                return null;
-            }
-
-            // The match was complete once both the exec and the file's first change had arrived; an
-            // iteration whose events this client did not receive is counted as unmeasured (-1).
-            if (seen.ExecAt(path) is not { } exec || seen.FirstFileAt(path) is not { } file)
-            {
-                return -1;
-            }
-
-            return (long)((at - Math.Max(exec, file)) * (1e9 / Stopwatch.Frequency));
+            alertAt = await seen.AlertAsync(path, wait, cancellationToken);
         }
         finally
         {
             process.Kill();
             await process.WaitForExitAsync(CancellationToken.None);
             File.Delete(path);
+        }
+
+        var done = Stopwatch.GetTimestamp();
+        var (exec, file) = (seen.ExecAt(path), seen.FirstFileAt(path));
+        long? latency = alertAt is not { } at ? null
+            // The match was complete once both the exec and the file's first change had arrived; an
+            // iteration whose events this client did not receive is counted as unmeasured (-1).
+            : exec is not { } e || file is not { } f ? -1
+            : (long)((at - Math.Max(e, f)) * (1e9 / Stopwatch.Frequency));
+        return new Iteration(latency, dropped, running, exec, file, alertAt, done);
+    }
+
+    private readonly record struct Iteration(long? Latency, long Dropped, long Running, long? Exec, long? File, long? Alert, long Done);
+
+    /// <summary>
+    /// Where an iteration's time goes, each step from the start of the drop (the copy): the process
+    /// running (Process.Start returned), the file's first event and the exec event at this client, the
+    /// alert, and the iteration's end (the process killed and reaped, the file deleted).
+    /// </summary>
+    private sealed class Phases
+    {
+        private readonly (string Name, LatencyHistogram Histogram)[] _steps =
+            [("running", new()), ("file_event", new()), ("exec_event", new()), ("alert", new()), ("iteration", new())];
+
+        public void Record(Iteration it)
+        {
+            Add(0, it.Running);
+            Add(1, it.File);
+            Add(2, it.Exec);
+            Add(3, it.Alert);
+            Add(4, it.Done);
+
+            void Add(int step, long? at)
+            {
+                if (at is { } t)
+                {
+                    _steps[step].Histogram.Record((long)((t - it.Dropped) * (1e9 / Stopwatch.Frequency)));
+                }
+            }
+        }
+
+        public void Write(Utf8JsonWriter writer)
+        {
+            writer.WriteStartObject("from_drop");
+            foreach (var (name, histogram) in _steps)
+            {
+                histogram.WriteMicros(writer, name + "_us");
+            }
+
+            writer.WriteEndObject();
+        }
+
+        public void Print(TextWriter output)
+        {
+            foreach (var (name, histogram) in _steps)
+            {
+                output.WriteLine($"drop → {name.Replace('_', ' ')}: {histogram.Summary()}");
+            }
         }
     }
 

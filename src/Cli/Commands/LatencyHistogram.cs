@@ -54,9 +54,13 @@ internal sealed class LatencyHistogram
         $"p50 {Micros(ValueAt(50))} µs  p99 {Micros(ValueAt(99))} µs  p99.9 {Micros(ValueAt(99.9))} µs  max {Micros(Max)} µs";
 
     /// <summary>The benches' <c>latency_us</c> JSON object (p50, p99, p999, max, mean) of nanosecond latencies.</summary>
-    public void WriteMicros(Utf8JsonWriter writer)
+    public void WriteMicros(Utf8JsonWriter writer) => WriteMicros(writer, "latency_us");
+
+    /// <summary>The same object under another name.</summary>
+    public void WriteMicros(Utf8JsonWriter writer, string name)
     {
-        writer.WriteStartObject("latency_us");
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.WriteStartObject(name);
         writer.WriteNumber("p50", Micros(ValueAt(50)));
         writer.WriteNumber("p99", Micros(ValueAt(99)));
         writer.WriteNumber("p999", Micros(ValueAt(99.9)));
