@@ -87,8 +87,15 @@ public sealed partial class BusClient
 
             // Waiting here stops the socket reader: the agent's buffer and drop accounting take over.
             // The reactor still reports the agent's hang-up, which ends the wait: the connection is over.
+            var stalled = false;
             while (!subscription.TryWrite(blocked.Message!))
             {
+                if (!stalled)
+                {
+                    stalled = true;
+                    Raise(SlowConsumer, new BusSlowConsumerEventArgs(subscription.Pattern, subscription.Id, subscription.Capacity, subscription.CountStall()));
+                }
+
                 var space = subscription.WaitToWriteAsync(token).AsTask();
                 if (!space.IsCompleted && await Task.WhenAny(space, connection.Io.HangUp).ConfigureAwait(false) != space)
                 {

@@ -60,6 +60,13 @@ public sealed partial class BusClient : IAsyncDisposable
     /// <summary>The agent reported an error no request was waiting for (e.g. INVALID_TOPIC for a publish).</summary>
     public event EventHandler<BusErrorEventArgs>? ErrorReceived;
 
+    /// <summary>
+    /// A buffered subscription is full and the reader waits for the application to take a message
+    /// (the slow consumer, once per stall). Raised on the reader; keep handlers short and do not read
+    /// the subscription from the handler.
+    /// </summary>
+    public event EventHandler<BusSlowConsumerEventArgs>? SlowConsumer;
+
     public event EventHandler<BusDisconnectedEventArgs>? Disconnected;
 
     public event EventHandler<BusReconnectedEventArgs>? Reconnected;

@@ -12,6 +12,17 @@ public sealed record BusDroppedEventArgs(ulong Count, ulong ConnectionTotal, lon
 /// <summary>The agent reported an error that no pending request was waiting for (e.g. INVALID_TOPIC for a publish).</summary>
 public sealed record BusErrorEventArgs(ErrorCode Code, string Message, bool Fatal, uint RequestId);
 
+/// <summary>
+/// A buffered subscription's local buffer is full, so the client's reader stops reading the socket
+/// until the application takes a message; meanwhile the agent buffers for this connection and, past
+/// its limit, drops and counts (<see cref="BusClient.Dropped"/>). Raised once per stall.
+/// </summary>
+/// <param name="Pattern">The subscription's pattern.</param>
+/// <param name="SubscriptionId">The agent's id for the subscription on the current connection.</param>
+/// <param name="Capacity">The local buffer's size in messages (<see cref="BusClientOptions.SubscriptionBufferSize"/>).</param>
+/// <param name="Stalls">The subscription's stalls so far, this one included (<see cref="BusSubscription.Stalls"/>).</param>
+public sealed record BusSlowConsumerEventArgs(string Pattern, uint SubscriptionId, int Capacity, long Stalls);
+
 /// <summary>The connection to the agent was lost.</summary>
 /// <param name="Reason">Why, when known.</param>
 /// <param name="LostFrames">Frames that were being written when the connection failed and may not have reached the agent.</param>

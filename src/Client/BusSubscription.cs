@@ -17,12 +17,14 @@ public sealed class BusSubscription : IAsyncDisposable
     private readonly Channel<BusMessage> _channel;
     private int _closed;
     private long _abandoned;
+    private long _stalls;
 
     internal BusSubscription(BusClient client, string pattern, int capacity, BusMessageHandler? handler = null)
     {
         _client = client;
         Pattern = pattern;
         Handler = handler;
+        Capacity = handler is null ? capacity : 0;
         _channel = Channel.CreateBounded<BusMessage>(new BoundedChannelOptions(handler is null ? capacity : 1)
         {
             SingleWriter = true,
@@ -52,6 +54,15 @@ public sealed class BusSubscription : IAsyncDisposable
     /// A durable subscription gets them again after a reconnect (they were not acknowledged).
     /// </summary>
     public long Abandoned => Interlocked.Read(ref _abandoned);
+
+    /// <summary>
+    /// Times the local buffer was full when a delivery arrived, so the client's reader stopped reading
+    /// the socket until the application took a message (see <see cref="BusClient.SlowConsumer"/>).
+    /// </summary>
+    public long Stalls => Interlocked.Read(ref _stalls);
+
+    /// <summary>The local buffer's size in messages; 0 for a handler subscription.</summary>
+    public int Capacity { get; }
 
     /// <summary>The handler the reader calls for each message, instead of buffering it; null for a buffered subscription.</summary>
     internal BusMessageHandler? Handler { get; }
@@ -141,6 +152,8 @@ public sealed class BusSubscription : IAsyncDisposable
     }
 
     internal void CountAbandoned() => Interlocked.Increment(ref _abandoned);
+
+    internal long CountStall() => Interlocked.Increment(ref _stalls);
 
     internal bool TryWrite(BusMessage message) => _channel.Writer.TryWrite(message);
 

@@ -47,13 +47,20 @@ public sealed class BlockedReaderEndToEndTests
         await publisher.FlushAsync(cancellationToken);
     }
 
-    /// <summary>Waits until the subscription's local buffer is full: the reader then waits on it (or is about to).</summary>
-    private static async Task WaitFullAsync(BusSubscription subscription, CancellationToken cancellationToken)
+    /// <summary>Completes when the client's reader finds a subscription full and starts waiting on it (the SDK's slow-consumer signal).</summary>
+    private static Task<BusSlowConsumerEventArgs> Stalled(BusClient client)
     {
-        while (subscription.Reader.Count < Capacity)
-        {
-            await Task.Delay(10, cancellationToken);
-        }
+        var seen = new TaskCompletionSource<BusSlowConsumerEventArgs>(TaskCreationOptions.RunContinuationsAsynchronously);
+        client.SlowConsumer += (_, e) => seen.TrySetResult(e);
+        return seen.Task;
+    }
+
+    /// <summary>Waits for the stall and checks what it reports: this subscription, its full buffer, the first stall.</summary>
+    private static async Task WaitFullAsync(Task<BusSlowConsumerEventArgs> stalled, BusSubscription subscription, CancellationToken cancellationToken)
+    {
+        var stall = await stalled.WaitAsync(cancellationToken);
+        Assert.Equal((subscription.Pattern, subscription.Id, Capacity, 1L), (stall.Pattern, stall.SubscriptionId, stall.Capacity, stall.Stalls));
+        Assert.Equal((Capacity, 1L), (subscription.Reader.Count, subscription.Stalls));
     }
 
     /// <summary>Kills the agent and checks what the blocked client must do: notice, count, keep what it buffered, dispose.</summary>
@@ -95,6 +102,7 @@ public sealed class BlockedReaderEndToEndTests
         await using var agent = await AgentProcess.StartAsync();
         var consumer = await BusClient.ConnectAsync(Options(agent, "blocked-consumer"), token);
         var disconnected = Disconnected(consumer);
+        var stalled = Stalled(consumer);
         var subscription = await consumer.SubscribeAsync("events.blocked.#", token);
 
         // A second client with only a handler subscription: its reader never waits, and it notices too.
@@ -104,7 +112,7 @@ public sealed class BlockedReaderEndToEndTests
         await using var handler = await watcher.SubscribeAsync("events.blocked.#", (in BusDelivery _) => Interlocked.Increment(ref handled), token);
 
         await PublishAsync(agent, "events.blocked.test", token);
-        await WaitFullAsync(subscription, token);
+        await WaitFullAsync(stalled, subscription, token);
         await KillAndCheckAsync(agent, consumer, subscription, disconnected, token);
 
         var watcherNotice = await watcherDisconnected.WaitAsync(token);
@@ -120,6 +128,7 @@ public sealed class BlockedReaderEndToEndTests
         await using var agent = await AgentProcess.StartAsync();
         var consumer = await BusClient.ConnectAsync(Options(agent, "blocked-mixed"), token);
         var disconnected = Disconnected(consumer);
+        var stalled = Stalled(consumer);
         var subscription = await consumer.SubscribeAsync("events.blocked.#", token);
         var handled = new List<int>();
         await using var handler = await consumer.SubscribeAsync("events.blocked.#", (in BusDelivery delivery) =>
@@ -131,7 +140,7 @@ public sealed class BlockedReaderEndToEndTests
         }, token);
 
         await PublishAsync(agent, "events.blocked.mixed", token);
-        await WaitFullAsync(subscription, token);
+        await WaitFullAsync(stalled, subscription, token);
         await KillAndCheckAsync(agent, consumer, subscription, disconnected, token);
 
         // The handler saw, in order, every message the agent wrote before it died: at least those the
@@ -154,9 +163,10 @@ public sealed class BlockedReaderEndToEndTests
         {
             var consumer = await BusClient.ConnectAsync(Options(first, "blocked-durable"), token);
             var disconnected = Disconnected(consumer);
+            var stalled = Stalled(consumer);
             var subscription = await consumer.SubscribeDurableAsync("events.alert.#", "blocked", DurableStartPosition.NewOnly, token);
             await PublishAsync(first, "events.alert.blocked", token);
-            await WaitFullAsync(subscription, token);
+            await WaitFullAsync(stalled, subscription, token);
             await KillAndCheckAsync(first, consumer, subscription, disconnected, token);
 
             // Nothing was acknowledged: the consumer resumes at the first message, abandoned ones included.
