@@ -73,6 +73,9 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
     private readonly Dictionary<string, Dictionary<string, long>> _matched = new(StringComparer.Ordinal);
     private long _batches, _messages, _dropped, _undecodable, _rounds, _evaluations, _ruleErrors, _published, _rematched;
 
+    /// <summary>Completed (and replaced) when a round's evaluation ends; see <see cref="WaitForRoundsAsync"/>.</summary>
+    private TaskCompletionSource _roundEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     public EventRuleService(IOptions<CoordinationOptions> options, LocalSubscriptions subscriptions, IBusPublisher publisher, TimeProvider time, ILogger<EventRuleService> logger)
     {
         _options = options.Value.Rules;
@@ -137,6 +140,8 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
     {
         if (_queue.Writer.TryWrite(batch.Stable()))
         {
+            Interlocked.Increment(ref _batches);
+            Interlocked.Add(ref _messages, batch.Count);
             return batch.Count;
         }
 
@@ -212,8 +217,9 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
 
                 if (changed.Count > 0)
                 {
-                    Interlocked.Increment(ref _rounds);
                     await EvaluateAsync(changed, cancellationToken);
+                    Interlocked.Increment(ref _rounds);
+                    Interlocked.Exchange(ref _roundEnded, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                 }
             }
         }
@@ -223,6 +229,30 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
         catch (Exception ex)
         {
             LogLoopFailed(_logger, ex);
+        }
+        finally
+        {
+            _roundEnded.TrySetCanceled(CancellationToken.None);
+        }
+    }
+
+    /// <summary>
+    /// Waits until at least <paramref name="rounds"/> rounds have been evaluated (Rounds counts rounds whose
+    /// evaluation has ended), then returns the status; for callers that must see a round's outcome.
+    /// Faults with <see cref="OperationCanceledException"/> once the loop has ended.
+    /// </summary>
+    public async Task<EventRulesReport> WaitForRoundsAsync(long rounds, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var ended = Volatile.Read(ref _roundEnded).Task;
+            var status = Status();
+            if (status.Rounds >= rounds)
+            {
+                return status;
+            }
+
+            await ended.WaitAsync(cancellationToken);
         }
     }
 
@@ -236,8 +266,6 @@ internal sealed partial class EventRuleService : IHostedService, ILocalSubscribe
                 continue;
             }
 
-            Interlocked.Increment(ref _batches);
-            Interlocked.Add(ref _messages, batch.Count);
             for (var i = 0; i < batch.Count; i++)
             {
                 try

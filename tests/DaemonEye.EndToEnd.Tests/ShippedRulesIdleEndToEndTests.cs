@@ -1,5 +1,8 @@
 using System.Text.RegularExpressions;
+using DaemonEye.Client;
 using DaemonEye.Protocol.Ipc.V1;
+using DaemonEye.Protocol.Process.V1;
+using DaemonEye.Topics;
 
 namespace DaemonEye.EndToEnd.Tests;
 
@@ -37,22 +40,28 @@ public sealed partial class ShippedRulesIdleEndToEndTests
         var firedByEvents = shipped.Alerts.Where(a => a.RuleKind == "event").ToList();
         Assert.True(firedByEvents.Count == 0, "idle, yet: " + string.Join("; ", firedByEvents.Select(ShippedRulesAgent.Describe)));
         // Fed: an idle host may exec nothing in the window, so this test execs /bin/true (after the idle
-        // evaluations) and waits for the windows to count what procmond publishes of it.
-        using (var exec = System.Diagnostics.Process.Start("/bin/true"))
+        // evaluations) and waits until procmond's exec event for it reaches a bus subscriber of its own
+        // (Started: a child forked and exec'd is announced at its exec).
+        // The registry orders each topic's targets by connection id, so the agent's own subscriber
+        // (a negative id) has taken that batch before any socket got it.
+        using var patience = new CancellationTokenSource(ShippedRulesAgent.Patience);
+        await using (var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "idle-exec-watch", AutoReconnect = false }, patience.Token))
         {
-            await exec.WaitForExitAsync();
-        }
-
-        var listed = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { RulesList = new RulesListRequest() })).RulesList;
-        using (var fed = new CancellationTokenSource(ShippedRulesAgent.Patience))
-        {
-            while (listed.EventRules.MessagesReceived == 0 && !fed.IsCancellationRequested)
+            await using var lifecycle = await client.SubscribeAsync(WellKnownTopics.ProcessLifecycle, patience.Token);
+            using var exec = System.Diagnostics.Process.Start("/bin/true")!;
+            var pid = (uint)exec.Id;
+            await exec.WaitForExitAsync(patience.Token);
+            await foreach (var message in lifecycle.ReadAllAsync(patience.Token))
             {
-                await Task.Delay(100, CancellationToken.None);
-                listed = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { RulesList = new RulesListRequest() })).RulesList;
+                var seen = ProcessLifecycle.Parser.ParseFrom(message.Payload.Span);
+                if (seen.Kind is ProcessLifecycleKind.Started or ProcessLifecycleKind.Executed && seen.Process.Pid == pid)
+                {
+                    break;
+                }
             }
         }
 
+        var listed = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { RulesList = new RulesListRequest() })).RulesList;
         Assert.Equal(["shell-stdin-tcp", "volatile-file-executed"], listed.Rules.Where(r => r.Kind == "event").Select(r => r.Id).Order(StringComparer.Ordinal));
         Assert.Equal(["connection_events", "process_events", "watch_lists"], listed.Rules.Single(r => r.Id == "shell-stdin-tcp").Tables);
         Assert.Equal("ready", listed.Rules.Single(r => r.Id == "shell-stdin-tcp").State);

@@ -92,12 +92,12 @@ public sealed class EventRuleServiceTests(ClusterFixture fixture) : IClassFixtur
             // The next round returns the same row (its evidence is still in the window): rematched, not raised again.
             // A new exec of bash with the same key (pid 10): a new row, suppressed as a duplicate and counted.
             directory.Deliver(new DeliveryTarget(mine.ConnectionId, [mine.SubscriptionId]), Batch("events.process.lifecycle", Exec(12, "sleep")), 3);
-            var status = await WaitAsync(service, s => s.Rounds >= 2);
+            var status = await WaitAsync(service, 2);
             Assert.Equal((1L, 0L, 1L), (status.AlertsPublished, status.AlertsSuppressed, status.RowsRematched));
             var again = Exec(10, "bash");
             again.Process.Executable = "/bin/bash";
             directory.Deliver(new DeliveryTarget(mine.ConnectionId, [mine.SubscriptionId]), Batch("events.process.lifecycle", again), 4);
-            status = await WaitAsync(service, s => s.Rounds >= 3);
+            status = await WaitAsync(service, 3);
             Assert.Equal((1L, 1L, 2L), (status.AlertsPublished, status.AlertsSuppressed, status.RowsRematched));
 
             // Only bash-exec reads process_events: any-file never ran; the snapshot rule is not an event rule.
@@ -108,7 +108,7 @@ public sealed class EventRuleServiceTests(ClusterFixture fixture) : IClassFixtur
             directory.Deliver(new DeliveryTarget(mine.ConnectionId, [3]), Batch("events.filesystem.created", new FileEvent { Kind = FileEventKind.Created, Path = "/tmp/x", CollectorId = "fsmond" }), 1);
             var file = await _alerts.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
             Assert.Equal(("any-file", "/tmp/x"), (file.RuleId, file.Fields[0].Value));
-            Assert.Equal(4, (await WaitAsync(service, s => s.Rounds >= 4)).Evaluations);
+            Assert.Equal(4, (await WaitAsync(service, 4)).Evaluations);
         }
         finally
         {
@@ -141,7 +141,7 @@ public sealed class EventRuleServiceTests(ClusterFixture fixture) : IClassFixtur
 
             // Three new rows in one round: two raised, the third counted (logged) and not published.
             directory.Deliver(target, Batch("events.process.lifecycle", Exec(5, "bash"), Exec(6, "bash"), Exec(7, "bash")), 5);
-            var status = await WaitAsync(service, s => s.Rounds >= 5);
+            var status = await WaitAsync(service, 5);
             Assert.Equal(6, status.AlertsPublished);
             Assert.Equal(["5", "6"], [(await _alerts.Reader.ReadAsync()).Fields[0].Value, (await _alerts.Reader.ReadAsync()).Fields[0].Value]);
             Assert.False(_alerts.Reader.TryRead(out _));
@@ -165,21 +165,10 @@ public sealed class EventRuleServiceTests(ClusterFixture fixture) : IClassFixtur
         Assert.Equal(8, service.Status().MessagesDropped);
     }
 
-    private static async Task<EventRulesReport> WaitAsync(EventRuleService service, Func<EventRulesReport, bool> condition)
+    private static async Task<EventRulesReport> WaitAsync(EventRuleService service, long rounds)
     {
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        while (true)
-        {
-            var status = service.Status();
-            if (condition(status))
-            {
-                return status;
-            }
-
-            // The loop is another thread; its counters are the condition (no timed assertion).
-            await Task.Delay(5, deadline.Token);
-            deadline.Token.ThrowIfCancellationRequested();
-        }
+        return await service.WaitForRoundsAsync(rounds, deadline.Token);
     }
 
     private sealed class Publisher(ChannelWriter<Alert> alerts) : IBusPublisher
