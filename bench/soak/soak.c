@@ -5,6 +5,10 @@
 // interval prints messages sent and received, losses (gaps in Deliver.sequence, Dropped notices),
 // latency percentiles, and the agent's RSS and CPU (from /proc/<pid>).
 //
+// With SOAK_PROTOCOL=resp in the environment it speaks Redis's RESP instead (PUBLISH; SUBSCRIBE and
+// its pushes), so the same client measures Redis in the same minutes: losses are then counted from
+// the totals (RESP pushes carry no sequence) and "agent pid" is the redis-server's.
+//
 //   cc -O2 -pthread -o soak bench/soak/soak.c
 //   ./soak <bus.sock> <rate msg/s> <seconds> <subscribers> <agent pid> [interval s=60] [payload B=64]
 #include <errno.h>
@@ -35,7 +39,47 @@ static size_t frame(uint8_t *out, const uint8_t *env, size_t len) { out[0] = len
 static void send_all(int fd, const uint8_t *p, size_t n) { while (n) { ssize_t w = send(fd, p, n, MSG_NOSIGNAL); if (w < 0) { if (errno == EINTR) continue; perror("send"); exit(1); } p += w; n -= (size_t)w; } }
 static void read_frame(int fd, uint8_t *buf) { uint8_t h[4]; if (recv(fd, h, 4, MSG_WAITALL) != 4) { fprintf(stderr, "agent closed\n"); exit(1); } size_t l = ((size_t)h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]; if (recv(fd, buf, l, MSG_WAITALL) != (ssize_t)l) exit(1); }
 
+static int resp; // SOAK_PROTOCOL=resp
+
+static int connect_unix(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0); struct sockaddr_un a = {.sun_family = AF_UNIX};
+  strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); exit(1); }
+  return fd;
+}
+
+// RESP: a command as an array of bulk strings.
+static size_t resp_command(uint8_t *out, int argc, const char **argv, const size_t *lens) {
+  size_t n = (size_t)sprintf((char *)out, "*%d\r\n", argc);
+  for (int i = 0; i < argc; i++) { n += (size_t)sprintf((char *)out + n, "$%zu\r\n", lens[i]); memcpy(out + n, argv[i], lens[i]); n += lens[i]; out[n++] = '\r'; out[n++] = '\n'; }
+  return n;
+}
+
+// RESP: one element's length from p ("*3\r\n" or "$64\r\n"): the number, and the bytes of its header line; 0 when incomplete.
+static size_t resp_header(const uint8_t *p, const uint8_t *end, long *value) {
+  const uint8_t *q = p + 1; long v = 0; int neg = 0;
+  if (q < end && *q == '-') { neg = 1; q++; }
+  while (q < end && *q != '\r') v = v * 10 + (*q++ - '0');
+  if (q + 1 >= end) return 0;
+  *value = neg ? -v : v; return (size_t)(q + 2 - p);
+}
+
+// RESP: parses one complete push at p; returns its length (0 when incomplete) and its last bulk string (the payload).
+static size_t resp_push(const uint8_t *p, const uint8_t *end, const uint8_t **last, long *last_len) {
+  long count; size_t h = resp_header(p, end, &count); if (!h) return 0;
+  if (*p != '*') { const uint8_t *q = memchr(p, '\n', (size_t)(end - p)); return q ? (size_t)(q + 1 - p) : 0; } // a simple reply
+  const uint8_t *q = p + h;
+  for (long i = 0; i < count; i++) {
+    long len; size_t hh = resp_header(q, end, &len); if (!hh) return 0;
+    if (*q == ':') { q += hh; continue; } // an integer (the SUBSCRIBE reply's count)
+    if (q + hh + len + 2 > end) return 0;
+    *last = q + hh; *last_len = len; q += hh + len + 2;
+  }
+  return (size_t)(q - p);
+}
+
 static int connect_hello(const char *path, const char *id) {
+  if (resp) return connect_unix(path);
   int fd = socket(AF_UNIX, SOCK_STREAM, 0); struct sockaddr_un a = {.sun_family = AF_UNIX};
   strncpy(a.sun_path, path, sizeof a.sun_path - 1);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); exit(1); }
@@ -87,13 +131,32 @@ static void on_envelope(sub_t *s, const uint8_t *p, const uint8_t *end) {
   }
 }
 
+// A RESP push: the payload's first 8 bytes are its due time.
+static void on_resp(sub_t *s, const uint8_t *payload, long len) {
+  int64_t due = -1, t = now_ns(); if (len >= 8) memcpy(&due, payload, 8);
+  pthread_mutex_lock(&s->iv.mu); s->iv.received++; if (due > 0) record(&s->iv, t - due); pthread_mutex_unlock(&s->iv.mu);
+}
+
+// RESP: the publisher's replies (":<receivers>") are read and discarded, so Redis need not buffer them.
+static void *discard(void *arg) {
+  int fd = *(int *)arg; uint8_t buf[65536];
+  while (!done) { ssize_t r = recv(fd, buf, sizeof buf, 0); if (r <= 0 && !(r < 0 && errno == EINTR)) break; }
+  return NULL;
+}
+
 static void *reader(void *arg) {
   sub_t *s = arg; size_t cap = 1 << 20, have = 0; uint8_t *buf = malloc(cap);
   while (!done) {
     ssize_t r = recv(s->fd, buf + have, cap - have, 0);
     if (r <= 0) { if (r < 0 && errno == EINTR) continue; break; }
     have += (size_t)r; size_t off = 0;
-    while (have - off >= 4) {
+    while (resp && have > off) {
+      const uint8_t *payload = NULL; long len = 0; size_t n = resp_push(buf + off, buf + have, &payload, &len);
+      if (!n) break;
+      if (payload && len >= 16) on_resp(s, payload, len);
+      off += n;
+    }
+    while (!resp && have - off >= 4) {
       size_t l = ((size_t)buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3];
       if (have - off < 4 + l) break;
       on_envelope(s, buf + off + 4, buf + off + 4 + l); off += 4 + l;
@@ -137,16 +200,25 @@ int main(int argc, char **argv) {
   if (argc < 6) { fprintf(stderr, "usage: %s <bus.sock> <rate> <seconds> <subscribers> <agent pid> [interval s] [payload B]\n", argv[0]); return 2; }
   const char *path = argv[1]; double rate = atof(argv[2]); int secs = atoi(argv[3]); nsubs = atoi(argv[4]); int pid = atoi(argv[5]);
   int interval = argc > 6 ? atoi(argv[6]) : 60, size = argc > 7 ? atoi(argv[7]) : 64;
+  resp = getenv("SOAK_PROTOCOL") && !strcmp(getenv("SOAK_PROTOCOL"), "resp");
   if (nsubs < 1 || nsubs > MAXSUB || size < 16 || rate <= 0) { fprintf(stderr, "subscribers 1-%d, payload >= 16, rate > 0\n", MAXSUB); return 2; }
   uint8_t env[512], out[600], buf[4096]; pthread_t th[MAXSUB];
   for (int i = 0; i < nsubs; i++) {
     char id[32]; snprintf(id, sizeof id, "soak-sub%d", i); subs[i].fd = connect_hello(path, id); pthread_mutex_init(&subs[i].iv.mu, NULL);
+    if (resp) { // SUBSCRIBE; its reply is read here, before the reader starts
+      const char *argv_[] = {"SUBSCRIBE", TOPIC}; size_t lens[] = {9, strlen(TOPIC)};
+      send_all(subs[i].fd, out, resp_command(out, 2, argv_, lens));
+      size_t have = 0; const uint8_t *last; long ll; // wait for the reply before publishing starts
+      while (!(have && resp_push(buf, buf + have, &last, &ll))) { ssize_t r = recv(subs[i].fd, buf + have, sizeof buf - have, 0); if (r <= 0) { fprintf(stderr, "redis closed\n"); exit(1); } have += (size_t)r; }
+    } else {
     uint8_t sub[64]; size_t sl = put_bytes(sub, 1, TOPIC, strlen(TOPIC)), e = 0;
     e += put_uint(env + e, 1, 2); e += put_bytes(env + e, 6, sub, sl);
     send_all(subs[i].fd, out, frame(out, env, e)); read_frame(subs[i].fd, buf); // SubscribeAck
+    }
     pthread_create(&th[i], NULL, reader, &subs[i]);
   }
   int pub = connect_hello(path, "soak-pub");
+  pthread_t discarder; if (resp) pthread_create(&discarder, NULL, discard, &pub);
   uint8_t payload[4096] = {0}, publish[4200]; size_t plen;
   int64_t period = (int64_t)(1e9 / rate);
   rep.pid = pid; rep.interval = interval; rep.secs = secs; rep.start = now_ns(); rep.rss0 = agent_rss_kb(pid);
@@ -160,9 +232,14 @@ int main(int argc, char **argv) {
     if (due - rep.start >= (int64_t)secs * 1000000000LL) break;
     for (int64_t t = now_ns(); due > t; t = now_ns()) { struct timespec ts = {0, due - t}; nanosleep(&ts, NULL); } // sleep, not spin: the client must not take a core from the agent
     memcpy(payload, &due, 8); memcpy(payload + 8, &sent, 8);
-    plen = put_bytes(publish, 1, TOPIC, strlen(TOPIC)); plen += put_bytes(publish + plen, 2, payload, (size_t)size);
-    size_t e = put_bytes(env, 2, publish, plen);
-    send_all(pub, out, frame(out, env, e));
+    if (resp) {
+      const char *argv_[] = {"PUBLISH", TOPIC, (const char *)payload}; size_t lens[] = {7, strlen(TOPIC), (size_t)size};
+      send_all(pub, publish, resp_command(publish, 3, argv_, lens));
+    } else {
+      plen = put_bytes(publish, 1, TOPIC, strlen(TOPIC)); plen += put_bytes(publish + plen, 2, payload, (size_t)size);
+      size_t e = put_bytes(env, 2, publish, plen);
+      send_all(pub, out, frame(out, env, e));
+    }
     __atomic_store_n(&rep.sent, sent + 1, __ATOMIC_RELEASE);
   }
   pthread_join(reporter, NULL);
