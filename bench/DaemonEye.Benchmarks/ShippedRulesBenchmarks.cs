@@ -11,7 +11,10 @@ namespace DaemonEye.Benchmarks;
 /// and running the rules over them. The shipped event rules (kind: event) over windows holding the
 /// same data as events (10,000 exec events, 10,000 connection events, 100,000 file events): one run of
 /// every event rule (what a round costs when every table changed), and one round of 100 arriving
-/// events (append, retention, the rules of the changed table). Not a CI gate.
+/// events (append, retention, the rules of the changed table). The resident tables the agent keeps
+/// between evaluations (<see cref="SnapshotDatabase.CreateResident"/>): cold (the first update, a full
+/// load), steady (1 % of processes and connections changed and 1,000 new file events since the last
+/// evaluation) and with nothing changed, each with every shipped rule. Not a CI gate.
 /// Run: dotnet run -c Release --project bench/DaemonEye.Benchmarks -- --filter '*ShippedRules*'
 /// </summary>
 [MemoryDiagnoser]
@@ -23,6 +26,10 @@ public class ShippedRulesBenchmarks
     private SnapshotDatabase _database = null!;
     private EventWindowDatabase _windows = null!;
     private ProcessLifecycle[] _arrivals = null!;
+    private SnapshotDatabase _resident = null!;
+    private EvaluationData[] _changed = null!;
+    private EvaluationData[] _unchanged = null!;
+    private int _turn;
 
     [GlobalSetup]
     public void Setup()
@@ -38,12 +45,27 @@ public class ShippedRulesBenchmarks
         _data = ShippedRulesData.Build();
         _database = SnapshotDatabase.Create(_data);
         _windows = ShippedRulesData.BuildWindows(_data);
+        // Each resident update alternates between two fresh copies: the data and the data one evaluation
+        // later (1 % changed each way), or two equal copies (nothing changed); never the objects the
+        // tables hold, so every row is compared in full, as with a new collector answer.
+        _changed = [ShippedRulesData.Copy(_data), ShippedRulesData.Changed(_data)];
+        _unchanged = [ShippedRulesData.Copy(_data), ShippedRulesData.Copy(_data)];
+        _resident = SnapshotDatabase.CreateResident();
+        _resident.Update(ShippedRulesData.Copy(_data));
+        var delta = _resident.Update(_changed[1]);
+        if (delta.FullLoad || delta.Inserted != 1000 + 66 || delta.Deleted != 1000 + 66 || delta.Updated != 2 * 34)
+        {
+            throw new InvalidOperationException($"unexpected delta: {delta.Summary}");
+        }
+
+        _resident.Update(_changed[0]);
         _arrivals = [.. _data.Processes[0].Processes.Take(100).Select(p => new ProcessLifecycle { Kind = ProcessLifecycleKind.Executed, Process = p, ObservedUnixMs = ShippedRulesData.EventBaseUnixMs + 1000, CollectorId = "procmond" })];
     }
 
     [GlobalCleanup]
     public void Cleanup()
     {
+        _resident.Dispose();
         _database.Dispose();
         _windows.Dispose();
     }
@@ -88,6 +110,27 @@ public class ShippedRulesBenchmarks
         return RunRules(database);
     }
 
+    [Benchmark(Description = "resident tables, cold: the first update (full load, identities kept) and every shipped rule")]
+    public long ResidentColdEvaluation()
+    {
+        using var database = SnapshotDatabase.CreateResident();
+        database.Update(_data);
+        return RunRules(database);
+    }
+
+    [Benchmark(Description = "resident tables, steady: apply 1 % of processes and connections changed + 1,000 new file events, and every shipped rule")]
+    public long ResidentChangedEvaluation() => ResidentEvaluation(_changed);
+
+    [Benchmark(Description = "resident tables, nothing changed: compare every row, apply nothing, and every shipped rule")]
+    public long ResidentUnchangedEvaluation() => ResidentEvaluation(_unchanged);
+
+    [Benchmark(Description = "resident tables, steady: apply 1 % changed + 1,000 new file events only (no rules)")]
+    public int ResidentChangedUpdate()
+    {
+        var next = _changed[_turn++ % 2];
+        return _resident.Update(next).Inserted;
+    }
+
     [Benchmark(Description = "load the tables only")]
     public int Load()
     {
@@ -97,6 +140,12 @@ public class ShippedRulesBenchmarks
 
     [Benchmark(Description = "every shipped rule over the loaded tables")]
     public long Rules() => RunRules(_database);
+
+    private long ResidentEvaluation(EvaluationData[] turns)
+    {
+        _resident.Update(turns[_turn++ % 2]);
+        return RunRules(_resident);
+    }
 
     private long RunRules(SnapshotDatabase database)
     {

@@ -115,6 +115,83 @@ internal static class ShippedRulesData
         return data;
     }
 
+    /// <summary>
+    /// <paramref name="data"/> one evaluation later, as a fresh copy (a parsed collector answer): 1 % of
+    /// the processes and of the connections changed (a third exited or closed, a third new, a third with
+    /// new counters), and 1,000 new file events, the 1,000 oldest gone (fsmond's ring of recent events).
+    /// </summary>
+    public static EvaluationData Changed(EvaluationData data)
+    {
+        var next = Copy(data);
+        var processes = next.Processes[0].Processes;
+        var changed = Processes / 100;
+        for (var i = 0; i < changed / 3; i++)
+        {
+            processes.RemoveAt(processes.Count - 1 - (i * 97));
+        }
+
+        for (var i = 0; i < changed / 3; i++)
+        {
+            var p = processes[i * 89].Clone();
+            p.Pid = (uint)(Processes + 10 + i);
+            p.StartTimeUnixMs += 1_000_000;
+            processes.Add(p);
+        }
+
+        for (var i = 0; i < changed - (2 * (changed / 3)); i++)
+        {
+            processes[(i * 101) + 5].CpuPercent += 1.5;
+            processes[(i * 101) + 5].RssBytes += 4096;
+        }
+
+        var connections = next.Networks[0].Connections;
+        changed = Connections / 100;
+        for (var i = 0; i < changed / 3; i++)
+        {
+            connections.RemoveAt(connections.Count - 1 - (i * 97));
+        }
+
+        for (var i = 0; i < changed / 3; i++)
+        {
+            var c = connections[i * 89].Clone();
+            c.Inode += 5_000_000;
+            c.Local.Port = (uint)(60000 + i);
+            connections.Add(c);
+        }
+
+        for (var i = 0; i < changed - (2 * (changed / 3)); i++)
+        {
+            connections[(i * 101) + 5].BytesSent += 1500;
+        }
+
+        var events = next.Files[0].Events;
+        var newest = events[^1].Sequence;
+        for (var i = 0; i < 1000; i++)
+        {
+            var e = events[i].Clone();
+            e.Sequence = newest + 1 + (ulong)i;
+            e.TimeUnixNanos += 1_000_000_000;
+            events.Add(e);
+        }
+
+        for (var i = 0; i < 1000; i++)
+        {
+            events.RemoveAt(0);
+        }
+
+        return next;
+    }
+
+    /// <summary>A fresh copy of <paramref name="data"/>: the same content in new objects, as the next parse of the same answers.</summary>
+    public static EvaluationData Copy(EvaluationData data)
+    {
+        var copy = new EvaluationData { WatchLists = data.WatchLists, EventsSinceUnixMs = data.EventsSinceUnixMs };
+        copy.Processes.AddRange(data.Processes.Select(p => p.Clone()));
+        copy.Networks.AddRange(data.Networks.Select(n => n.Clone()));
+        copy.Files.AddRange(data.Files.Select(f => f.Clone()));
+        return copy;
+    }
+
     /// <summary>The windows holding the snapshot data as events: each process exec'd 1 s after the file events, every connection opened.</summary>
     public static EventWindowDatabase BuildWindows(EvaluationData data)
     {

@@ -161,7 +161,18 @@ internal sealed class CoordinationIpcHandler(TaskCoordinator coordinator, Detect
             PartialAlerts = (uint)report.PartialAlerts,
             SuppressedAlerts = (uint)report.SuppressedAlerts,
             EvaluationCorrelationId = report.Evaluation?.Correlation.CorrelationId ?? string.Empty,
+            FullLoad = report.TableChanges.FullLoad,
         };
+        foreach (var (table, count) in report.TableRows)
+        {
+            response.TableRows[table] = (uint)count;
+        }
+
+        foreach (var (table, change) in report.TableChanges.Tables)
+        {
+            response.TableChanges[table] = new TableChange { Inserted = (uint)change.Inserted, Updated = (uint)change.Updated, Deleted = (uint)change.Deleted };
+        }
+
         if (report.Snapshot is { } snapshot)
         {
             response.Snapshot = WithoutPayloads(snapshot);

@@ -7,7 +7,10 @@ namespace DaemonEye.Coordination;
 /// <summary>Runs: one evaluation of every rule (alerts published), and one rule on trial (nothing published).</summary>
 internal sealed partial class DetectionRuleService
 {
-    /// <summary>One run of every ready rule over one fresh evaluation, alerts published.</summary>
+    /// <summary>
+    /// One run of every ready rule over one fresh evaluation, alerts published. The tables stay from
+    /// one run to the next; each run applies what changed since the previous one (the first: all).
+    /// </summary>
     /// <exception cref="TaskFailedException">Rules needed data and no collector returned any.</exception>
     public async Task<RuleRunReport> RunAsync(CorrelationMetadata? parent, CancellationToken cancellationToken)
     {
@@ -17,7 +20,8 @@ internal sealed partial class DetectionRuleService
             var (all, problems) = States();
             var states = all.Where(s => !s.Rule.IsEvent).ToList();
             var evaluation = await GatherAsync(states.Where(s => !s.Waiting), parent, cancellationToken);
-            using var database = SnapshotDatabase.Create(evaluation.Data);
+            var database = _tables ??= SnapshotDatabase.CreateResident();
+            var changes = database.Update(evaluation.Data);
             var outcomes = new List<RuleOutcomeReport>();
             int published = 0, partialAlerts = 0, suppressed = 0;
             foreach (var state in states)
@@ -83,6 +87,7 @@ internal sealed partial class DetectionRuleService
             return new RuleRunReport(evaluation, database.Processes, outcomes, problems, published)
             {
                 TableRows = database.TableRows,
+                TableChanges = changes,
                 PartialAlerts = partialAlerts,
                 SuppressedAlerts = suppressed,
             };

@@ -39,6 +39,9 @@ public sealed record RuleRunReport(
 
     public IReadOnlyDictionary<string, int> TableRows { get; init; } = new Dictionary<string, int>();
 
+    /// <summary>What the run changed in the resident tables (rows inserted, updated, deleted per table; or a full load).</summary>
+    public TableChanges TableChanges { get; init; } = TableChanges.None;
+
     public int PartialAlerts { get; init; }
 
     public int SuppressedAlerts { get; init; }
@@ -81,6 +84,7 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
     private readonly Lock _problemsGate = new();
     private readonly CancellationTokenSource _stopping = new();
     private ITimer? _timer;
+    private SnapshotDatabase? _tables;
     private string _lastProblems = string.Empty;
     private long _partialAlerts;
     private volatile bool _evaluatedOnce;
@@ -203,7 +207,7 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
             var waiting = report.Outcomes.Count(o => o.WaitingFor.Count > 0);
             var evaluated = report.Outcomes.Count - waiting;
             var evaluationId = report.Evaluation?.Correlation.CorrelationId ?? "-";
-            LogRun(_logger, evaluated, waiting, report.Processes, report.AlertsPublished, evaluationId);
+            LogRun(_logger, evaluated, waiting, report.Processes, report.AlertsPublished, evaluationId, report.TableChanges.Summary);
         }
         catch (TaskFailedException ex)
         {
@@ -221,6 +225,7 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
     public void Dispose()
     {
         _timer?.Dispose();
+        _tables?.Dispose();
         _stopping.Dispose();
         _oneRunAtATime.Dispose();
     }
@@ -234,8 +239,8 @@ internal sealed partial class DetectionRuleService : IHostedService, IDisposable
     [LoggerMessage(EventId = 5102, Level = LogLevel.Warning, Message = "Detection rule {RuleId} ({File}:{Line}) {Error}")]
     private static partial void LogRuleFailed(ILogger logger, string ruleId, string file, int line, string error);
 
-    [LoggerMessage(EventId = 5103, Level = LogLevel.Information, Message = "Detection rules ran: {Rules} rule(s) evaluated, {Waiting} waiting, over {Processes} process(es), {Alerts} alert(s) published (evaluation {EvaluationId})")]
-    private static partial void LogRun(ILogger logger, int rules, int waiting, int processes, int alerts, string evaluationId);
+    [LoggerMessage(EventId = 5103, Level = LogLevel.Information, Message = "Detection rules ran: {Rules} rule(s) evaluated, {Waiting} waiting, over {Processes} process(es), {Alerts} alert(s) published (evaluation {EvaluationId}); tables: {TableChanges}")]
+    private static partial void LogRun(ILogger logger, int rules, int waiting, int processes, int alerts, string evaluationId, string tableChanges);
 
     [LoggerMessage(EventId = 5104, Level = LogLevel.Warning, Message = "Detection rules did not run: no collector returned data: {Reason}")]
     private static partial void LogSnapshotFailed(ILogger logger, string reason);

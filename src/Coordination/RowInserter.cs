@@ -4,7 +4,8 @@ using SQLitePCL;
 namespace DaemonEye.Coordination;
 
 /// <summary>
-/// One prepared INSERT, bound and stepped through SQLite's own API: values are bound in column
+/// One prepared statement that writes a row (an INSERT; also the UPDATE and DELETE of the resident
+/// tables, <see cref="ResidentTable{TKey, TRow}"/>), bound and stepped through SQLite's own API: values are bound in column
 /// order (<c>Text(..).Integer(..)...Insert()</c>) with no parameter objects and no boxing, and strings
 /// go in as UTF-16 for SQLite to convert (no managed UTF-8 copy). Loading 100,000 file events is the
 /// bulk of an evaluation; through <see cref="SqliteCommand"/> each row cost a parameter object per
@@ -56,6 +57,12 @@ internal sealed class RowInserter : IDisposable
         Check(raw.sqlite3_bind_null(_statement, ++_bound));
         return this;
     }
+
+    /// <summary>The rowid of the connection's most recent successful INSERT.</summary>
+    public long LastInsertRowId => raw.sqlite3_last_insert_rowid(_database);
+
+    /// <summary>Runs the bound UPDATE or DELETE; false when it changed no row.</summary>
+    public bool Execute() => Insert();
 
     /// <summary>Runs the bound row; false when no row was inserted (an <c>INSERT OR IGNORE</c> that ignored it).</summary>
     public bool Insert()

@@ -23,6 +23,16 @@ public sealed class EvaluationData
     public long EventsSinceUnixMs { get; init; }
 }
 
+/// <summary>One collector's item and the id of the collector that reported it: what one table row is made of.</summary>
+internal readonly record struct Collected<T>(T Value, string CollectorId);
+
+/// <summary>The <c>snapshots</c> row of one process snapshot (its header, without the processes).</summary>
+internal readonly record struct SnapshotRow(string CollectorId, ulong TakenUnixMs, string Reason, int ProcessCount, ulong ScanDurationUs)
+{
+    public static SnapshotRow Of(ProcessSnapshot snapshot) =>
+        new(snapshot.CollectorId, snapshot.TakenUnixMs, snapshot.Reason, snapshot.Processes.Count, snapshot.ScanDurationUs);
+}
+
 /// <summary>Loading collector answers into the tables.</summary>
 public sealed partial class SnapshotDatabase
 {
@@ -38,27 +48,21 @@ public sealed partial class SnapshotDatabase
         Execute(connection, Indexes);
     }
 
-    private static string Values(int count) => "VALUES (" + string.Join(',', Enumerable.Repeat("?", count)) + ")";
+    internal static string Values(int count) => "VALUES (" + string.Join(',', Enumerable.Repeat("?", count)) + ")";
 
     private static int LoadProcesses(SqliteConnection connection, List<ProcessSnapshot> snapshots, Dictionary<string, int> rows)
     {
         // The primary key (pid, start time) keeps a process reported by several collectors once.
-        using var process = new RowInserter(connection, "INSERT OR IGNORE INTO processes " + Values(22));
-        using var snapshot = new RowInserter(connection, "INSERT INTO snapshots " + Values(5));
+        using var process = new RowInserter(connection, "INSERT OR IGNORE INTO processes " + Values(ProcessColumns));
+        using var snapshot = new RowInserter(connection, "INSERT INTO snapshots " + Values(SnapshotColumns));
         var inserted = 0;
         var duplicates = 0;
         foreach (var snap in snapshots)
         {
-            snapshot.Text(snap.CollectorId).Integer((long)snap.TakenUnixMs).Text(snap.Reason).Integer(snap.Processes.Count).Integer((long)snap.ScanDurationUs).Insert();
+            Bind(snapshot, SnapshotRow.Of(snap)).Insert();
             foreach (var info in snap.Processes)
             {
-                var added = process
-                    .Integer(info.Pid).Integer(info.Ppid).Text(info.Name).Text(info.Comm).Text(info.Executable).Text(string.Join(' ', info.CommandLine))
-                    .Integer(info.Uid).Text(info.User).Integer((long)info.StartTimeUnixMs).Real(info.CpuPercent).Integer((long)info.RssBytes).Integer(info.Threads)
-                    .Text(info.ExeSha256).Flag(info.ExeDeleted).Text(snap.CollectorId).Integer(info.Euid).Text(info.Stdin).Text(info.Stdout).Text(info.Stderr)
-                    .Integer(SocketInode(info.Stdin)).Integer(SocketInode(info.Stdout)).Integer(SocketInode(info.Stderr))
-                    .Insert();
-                if (added)
+                if (Bind(process, new Collected<ProcessInfo>(info, snap.CollectorId)).Insert())
                 {
                     inserted++;
                 }
@@ -76,31 +80,20 @@ public sealed partial class SnapshotDatabase
 
     private static void LoadNetworks(SqliteConnection connection, List<NetworkSnapshot> snapshots, Dictionary<string, int> rows)
     {
-        using var connections = new RowInserter(connection, "INSERT INTO connections " + Values(18));
-        using var listeners = new RowInserter(connection, "INSERT INTO listening_ports " + Values(14));
+        using var connections = new RowInserter(connection, "INSERT INTO connections " + Values(ConnectionColumns));
+        using var listeners = new RowInserter(connection, "INSERT INTO listening_ports " + Values(ListenerColumns));
         int c = 0, l = 0;
         foreach (var snap in snapshots)
         {
             foreach (var x in snap.Connections)
             {
-                var o = x.Owner ?? new SocketOwner();
-                connections
-                    .Text(Name(x.Transport)).Text(Name(x.Family)).Text(x.Local?.Address ?? string.Empty).Integer(x.Local?.Port ?? 0)
-                    .Text(x.Remote?.Address ?? string.Empty).Integer(x.Remote?.Port ?? 0).Text(Name(x.Direction)).Text(x.State).Integer((long)x.Inode)
-                    .Integer(o.Attributed ? o.Pid : null).Text(o.Name).Text(o.Executable).Integer(o.Uid).Text(o.User)
-                    .Integer((long)x.FirstSeenUnixMs).Integer((long)x.BytesSent).Integer((long)x.BytesReceived).Text(snap.CollectorId)
-                    .Insert();
+                Bind(connections, new Collected<Connection>(x, snap.CollectorId)).Insert();
                 c++;
             }
 
             foreach (var x in snap.Listeners)
             {
-                var o = x.Owner ?? new SocketOwner();
-                listeners
-                    .Text(Name(x.Transport)).Text(Name(x.Family)).Text(x.Local?.Address ?? string.Empty).Integer(x.Local?.Port ?? 0).Text(Name(x.Scope))
-                    .Flag(x.Exposed).Integer((long)x.Inode).Integer(o.Attributed ? o.Pid : null).Text(o.Name).Text(o.Executable).Integer(o.Uid).Text(o.User)
-                    .Integer((long)x.FirstSeenUnixMs).Text(snap.CollectorId)
-                    .Insert();
+                Bind(listeners, new Collected<Listener>(x, snap.CollectorId)).Insert();
                 l++;
             }
         }
@@ -111,34 +104,25 @@ public sealed partial class SnapshotDatabase
 
     private static void LoadFiles(SqliteConnection connection, List<FileSnapshot> snapshots, long sinceUnixMs, Dictionary<string, int> rows)
     {
-        using var events = new RowInserter(connection, "INSERT INTO file_events " + Values(17));
-        using var hashes = new RowInserter(connection, "INSERT INTO file_hashes " + Values(7));
+        using var events = new RowInserter(connection, "INSERT INTO file_events " + Values(FileEventColumns));
+        using var hashes = new RowInserter(connection, "INSERT INTO file_hashes " + Values(FileHashColumns));
         int e = 0, h = 0;
         foreach (var snap in snapshots)
         {
             foreach (var x in snap.Events)
             {
-                var at = (long)(x.TimeUnixNanos / 1_000_000);
-                if (at < sinceUnixMs)
+                if (TimeUnixMs(x) < sinceUnixMs)
                 {
                     continue;
                 }
 
-                var a = x.Actor ?? new Actor();
-                events
-                    .Text(Name(x.Kind)).Text(x.Path).Text(x.NewPath).Flag(x.IsDirectory).Integer(a.Pid == 0 ? null : a.Pid).Text(a.Executable).Text(a.Comm)
-                    .Integer(a.Uid).Text(a.User).Text(Name(a.Attribution)).Integer(at).Integer(x.Mode).Integer((long)x.Size).Flag(x.Executable).Text(x.Source)
-                    .Integer((long)x.Sequence).Text(x.CollectorId.Length > 0 ? x.CollectorId : snap.CollectorId)
-                    .Insert();
+                Bind(events, new Collected<FileEvent>(x, EventCollectorId(x, snap))).Insert();
                 e++;
             }
 
             foreach (var x in snap.Hashes)
             {
-                hashes
-                    .Text(x.Path).Text(x.Sha256).Integer((long)x.Size).Integer((long)(x.MtimeUnixNanos / 1_000_000)).Integer((long)x.HashedUnixMs).Text(x.Problem)
-                    .Text(snap.CollectorId)
-                    .Insert();
+                Bind(hashes, new Collected<FileHash>(x, snap.CollectorId)).Insert();
                 h++;
             }
         }
@@ -146,6 +130,73 @@ public sealed partial class SnapshotDatabase
         rows["file_events"] = e;
         rows["file_hashes"] = h;
     }
+
+    // Each table's row, bound in column order (Tables) by both the full load and the resident tables'
+    // INSERT and UPDATE (SnapshotTables), so both write the same values.
+    internal const int ProcessColumns = 22;
+    internal const int SnapshotColumns = 5;
+    internal const int ConnectionColumns = 18;
+    internal const int ListenerColumns = 14;
+    internal const int FileEventColumns = 17;
+    internal const int FileHashColumns = 7;
+
+    internal static RowInserter Bind(RowInserter row, Collected<ProcessInfo> process)
+    {
+        var info = process.Value;
+        return row
+            .Integer(info.Pid).Integer(info.Ppid).Text(info.Name).Text(info.Comm).Text(info.Executable).Text(string.Join(' ', info.CommandLine))
+            .Integer(info.Uid).Text(info.User).Integer((long)info.StartTimeUnixMs).Real(info.CpuPercent).Integer((long)info.RssBytes).Integer(info.Threads)
+            .Text(info.ExeSha256).Flag(info.ExeDeleted).Text(process.CollectorId).Integer(info.Euid).Text(info.Stdin).Text(info.Stdout).Text(info.Stderr)
+            .Integer(SocketInode(info.Stdin)).Integer(SocketInode(info.Stdout)).Integer(SocketInode(info.Stderr));
+    }
+
+    internal static RowInserter Bind(RowInserter row, SnapshotRow snapshot) =>
+        row.Text(snapshot.CollectorId).Integer((long)snapshot.TakenUnixMs).Text(snapshot.Reason).Integer(snapshot.ProcessCount).Integer((long)snapshot.ScanDurationUs);
+
+    internal static RowInserter Bind(RowInserter row, Collected<Connection> connection)
+    {
+        var x = connection.Value;
+        var o = x.Owner ?? new SocketOwner();
+        return row
+            .Text(Name(x.Transport)).Text(Name(x.Family)).Text(x.Local?.Address ?? string.Empty).Integer(x.Local?.Port ?? 0)
+            .Text(x.Remote?.Address ?? string.Empty).Integer(x.Remote?.Port ?? 0).Text(Name(x.Direction)).Text(x.State).Integer((long)x.Inode)
+            .Integer(o.Attributed ? o.Pid : null).Text(o.Name).Text(o.Executable).Integer(o.Uid).Text(o.User)
+            .Integer((long)x.FirstSeenUnixMs).Integer((long)x.BytesSent).Integer((long)x.BytesReceived).Text(connection.CollectorId);
+    }
+
+    internal static RowInserter Bind(RowInserter row, Collected<Listener> listener)
+    {
+        var x = listener.Value;
+        var o = x.Owner ?? new SocketOwner();
+        return row
+            .Text(Name(x.Transport)).Text(Name(x.Family)).Text(x.Local?.Address ?? string.Empty).Integer(x.Local?.Port ?? 0).Text(Name(x.Scope))
+            .Flag(x.Exposed).Integer((long)x.Inode).Integer(o.Attributed ? o.Pid : null).Text(o.Name).Text(o.Executable).Integer(o.Uid).Text(o.User)
+            .Integer((long)x.FirstSeenUnixMs).Text(listener.CollectorId);
+    }
+
+    internal static RowInserter Bind(RowInserter row, Collected<FileEvent> fileEvent)
+    {
+        var x = fileEvent.Value;
+        var a = x.Actor ?? new Actor();
+        return row
+            .Text(Name(x.Kind)).Text(x.Path).Text(x.NewPath).Flag(x.IsDirectory).Integer(a.Pid == 0 ? null : a.Pid).Text(a.Executable).Text(a.Comm)
+            .Integer(a.Uid).Text(a.User).Text(Name(a.Attribution)).Integer(TimeUnixMs(x)).Integer(x.Mode).Integer((long)x.Size).Flag(x.Executable).Text(x.Source)
+            .Integer((long)x.Sequence).Text(fileEvent.CollectorId);
+    }
+
+    internal static RowInserter Bind(RowInserter row, Collected<FileHash> hash)
+    {
+        var x = hash.Value;
+        return row
+            .Text(x.Path).Text(x.Sha256).Integer((long)x.Size).Integer((long)(x.MtimeUnixNanos / 1_000_000)).Integer((long)x.HashedUnixMs).Text(x.Problem)
+            .Text(hash.CollectorId);
+    }
+
+    /// <summary>A file event's time in the table (Unix ms): what the retention window is compared with.</summary>
+    internal static long TimeUnixMs(FileEvent x) => (long)(x.TimeUnixNanos / 1_000_000);
+
+    /// <summary>The collector a file event names, else the one whose snapshot carried it.</summary>
+    internal static string EventCollectorId(FileEvent x, FileSnapshot snapshot) => x.CollectorId.Length > 0 ? x.CollectorId : snapshot.CollectorId;
 
     /// <summary>The inode of "socket:[N]", else null.</summary>
     internal static long? SocketInode(string link) =>

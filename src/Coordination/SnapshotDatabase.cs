@@ -34,7 +34,7 @@ public sealed partial class SnapshotDatabase : IDisposable
     private const int SqliteFunction = 31;
     private const int SqliteRecursive = 33;
 
-    private readonly SqliteConnection _connection;
+    private SqliteConnection _connection;
 
     private SnapshotDatabase(SqliteConnection connection, IReadOnlyDictionary<string, int> rows, int duplicates)
     {
@@ -47,10 +47,10 @@ public sealed partial class SnapshotDatabase : IDisposable
     public int Processes => TableRows.TryGetValue("processes", out var n) ? n : 0;
 
     /// <summary>Rows loaded per table.</summary>
-    public IReadOnlyDictionary<string, int> TableRows { get; }
+    public IReadOnlyDictionary<string, int> TableRows { get; private set; }
 
     /// <summary>Processes reported by more than one collector (kept once).</summary>
-    public int DuplicateProcesses { get; }
+    public int DuplicateProcesses { get; private set; }
 
     /// <summary>Loads process snapshots only; the tables are read-only from then on.</summary>
     public static SnapshotDatabase Create(IEnumerable<ProcessSnapshot> snapshots)
@@ -267,7 +267,11 @@ public sealed partial class SnapshotDatabase : IDisposable
         }
     }
 
-    public void Dispose() => _connection.Dispose();
+    public void Dispose()
+    {
+        _resident?.Dispose();
+        _connection.Dispose();
+    }
 
     internal static SqliteConnection Open(string schema)
     {

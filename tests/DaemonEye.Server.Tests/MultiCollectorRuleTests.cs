@@ -114,6 +114,7 @@ public sealed class MultiCollectorRuleTests : IDisposable
         Assert.Equal(alert.RootCorrelationId, correlation.RootCorrelationId);
         Assert.Equal(["connections", "processes"], alert.Tables);
         Assert.False(alert.PartialSnapshot);
+        Assert.True(report.TableChanges.FullLoad);
 
         // Every task was announced, assigned, answered and completed on control.collector.task, with its chain.
         var events = new List<TaskEvent>();
@@ -146,6 +147,11 @@ public sealed class MultiCollectorRuleTests : IDisposable
         report = await run;
         Assert.Equal(1, report.SuppressedAlerts);
         Assert.Single(_published);
+
+        // The tables stayed from the first run: the same answers again changed no row.
+        Assert.False(report.TableChanges.FullLoad);
+        Assert.Equal((0, 0, 0), (report.TableChanges.Inserted, report.TableChanges.Updated, report.TableChanges.Deleted));
+        Assert.Equal(Processes().Processes.Count, report.TableRows["processes"]);
     }
 
     [Fact]

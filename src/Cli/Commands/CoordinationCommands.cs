@@ -154,6 +154,14 @@ internal static class CoordinationCommands
 
             var r = response.RulesRun;
             context.Output.WriteLine($"evaluation {r.EvaluationCorrelationId}: {string.Join(", ", r.Tasks.Select(t => $"{t.TaskType} task {t.TaskId}{(t.Partial ? " (partial)" : string.Empty)}"))}; {r.Processes} process(es); {r.AlertsPublished} alert(s) published ({r.PartialAlerts} with partial data, {r.SuppressedAlerts} suppressed as duplicates)");
+            if (r.TableChanges.Count > 0)
+            {
+                var changed = r.TableChanges.Where(t => t.Value.Inserted + t.Value.Updated + t.Value.Deleted > 0).OrderBy(t => t.Key, StringComparer.Ordinal)
+                    .Select(t => $"{t.Key} +{t.Value.Inserted} ~{t.Value.Updated} -{t.Value.Deleted}");
+                context.Output.WriteLine((r.FullLoad ? "tables loaded in full: " : "tables changed (+inserted ~updated -deleted): ")
+                    + (r.FullLoad ? string.Join(", ", r.TableRows.OrderBy(t => t.Key, StringComparer.Ordinal).Select(t => $"{t.Key} {t.Value}")) : string.Join(", ", changed.DefaultIfEmpty("none"))));
+            }
+
             foreach (var outcome in r.Outcomes)
             {
                 context.Output.WriteLine(outcome.Error.Length > 0
