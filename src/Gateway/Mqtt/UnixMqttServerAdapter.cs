@@ -99,6 +99,12 @@ internal sealed partial class UnixMqttServerAdapter : IMqttServerAdapter
                     await handler(new ClientIdAssigningChannel(adapter));
                 }
             }
+
+            // Writes are sent by the stream's sender: what MQTTnet wrote last (a CONNACK refusal, a
+            // DISCONNECT) goes out before the socket closes, unless the peer stops reading.
+            using var drain = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+            drain.CancelAfter(_options.DefaultCommunicationTimeout);
+            await stream.DrainAsync(drain.Token);
         }
     }
 
