@@ -53,27 +53,35 @@ mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
 mosquitto_pid=$!
 for _ in $(seq 1 50); do [[ -S "$work/mosquitto.sock" ]] && break; sleep 0.1; done
 
-run() { # name socket log; run 0 warms up (the agent's JIT) and is not printed
-  local name=$1 socket=$2 log=$3 topic=events/bench/qos0
+# The broker's CPU time so far (user + system, in clock ticks): from /proc, so the figure per message
+# does not depend on what else the machine runs, as the wall-clock rate does.
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+run() { # name socket log pid; run 0 warms up (the agent's JIT) and is not printed
+  local name=$1 socket=$2 log=$3 pid=$4 topic=events/bench/qos0
   for run in $(seq 0 "$RUNS"); do
     local id="bench-sub-$name-$run"
     mosquitto_sub --unix "$socket" -i "$id" -t "$topic" -q 0 -C "$N" -W 120 > "$work/received" 2>/dev/null &
     local sub=$!
     # The subscription is in place once the broker logs it (the agent: "(<id>) subscribed to"; Mosquitto: "<id> 0 <topic>").
     for _ in $(seq 1 200); do grep -q -- "$id" "$log" && break; sleep 0.05; done
-    local t0 t1
+    local t0 t1 c0 c1
+    c0=$(cpu_ticks "$pid")
     t0=$(date +%s.%N)
     mosquitto_pub --unix "$socket" -t "$topic" -q 0 -l < "$work/payload"
     wait "$sub" || true
     t1=$(date +%s.%N)
+    c1=$(cpu_ticks "$pid")
     local got
     got=$(grep -c . "$work/received" || true)
     [[ $run == 0 ]] && continue
     awk -v n="$name" -v r="$run" -v got="$got" -v N="$N" -v t0="$t0" -v t1="$t1" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" \
-      'BEGIN { s = t1 - t0; printf "%-10s run %d: %d/%d messages in %.3f s = %.0f msg/s (load %s)\n", n, r, got, N, s, got / s, load }'
+      -v cpu="$(( c1 - c0 ))" -v hz="$hz" \
+      'BEGIN { s = t1 - t0; c = cpu / hz; printf "%-10s run %d: %d/%d messages in %.3f s = %.0f msg/s; broker CPU %.2f s = %.1f us/msg (load %s)\n", n, r, got, N, s, got / s, c, c * 1e6 / N, load }'
   done
 }
 
 echo "MQTT QoS 0, 1 publisher -> 1 subscriber, $N messages of $SIZE bytes, $(nproc) CPUs"
-run agent "$agent_socket" "$work/agent.log"
-run mosquitto "$work/mosquitto.sock" "$work/mosquitto.log"
+run agent "$agent_socket" "$work/agent.log" "$agent_pid"
+run mosquitto "$work/mosquitto.sock" "$work/mosquitto.log" "$mosquitto_pid"

@@ -52,7 +52,7 @@ internal sealed partial class MqttBridge : ILocalSubscriber
     {
         await foreach (var batch in _pending.Reader.ReadAllAsync())
         {
-            var topic = MqttTopics.ToMqtt(batch.Topic);
+            var topic = MqttTopicOf(batch.Topic);
             for (var i = 0; i < batch.Count; i++)
             {
                 try
@@ -73,6 +73,24 @@ internal sealed partial class MqttBridge : ILocalSubscriber
 
             Interlocked.Add(ref _queued, -batch.Count);
         }
+    }
+
+    // Bus topic to MQTT topic name, read and written by the pump only.
+    private readonly Dictionary<string, string> _mqttTopics = new(StringComparer.Ordinal);
+
+    private string MqttTopicOf(string busTopic)
+    {
+        if (!_mqttTopics.TryGetValue(busTopic, out var mqtt))
+        {
+            if (_mqttTopics.Count >= MqttClient.MaxCachedTopics)
+            {
+                _mqttTopics.Clear();
+            }
+
+            _mqttTopics[busTopic] = mqtt = MqttTopics.ToMqtt(busTopic);
+        }
+
+        return mqtt;
     }
 
     private static MqttApplicationMessage ToMqttMessage(string topic, Publish publish, MqttQualityOfServiceLevel qos) => new()

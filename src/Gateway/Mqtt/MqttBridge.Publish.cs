@@ -30,14 +30,16 @@ internal sealed partial class MqttBridge
         }
 
         var message = e.ApplicationMessage;
-        var topic = MqttTopics.ToBusTopic(message.Topic, out var error);
+        var topic = client.BusTopic(message.Topic, out var error);
         if (topic is null)
         {
             RefusePublish(e, client, MqttPubAckReasonCode.TopicNameInvalid, MqttMetrics.RefusedTopic, error!);
             return;
         }
 
-        var entry = publishes.Resolve(Encoding.ASCII.GetBytes(topic), out error, out var limit);
+        // A valid bus topic is ASCII of at most TopicRules.MaxBytes bytes.
+        Span<byte> utf8 = stackalloc byte[Topics.TopicRules.MaxBytes];
+        var entry = publishes.Resolve(utf8[..Encoding.ASCII.GetBytes(topic, utf8)], out error, out var limit);
         if (entry is null)
         {
             if (limit is { } refusedBy)

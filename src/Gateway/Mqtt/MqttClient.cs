@@ -43,6 +43,35 @@ internal sealed class MqttClient(string clientId, string identity)
 
     public PublishAccumulator? Publishes { get; set; }
 
+    // MQTT topic name to bus topic, for topics this client has published on: mapped and validated once.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _busTopics = new(StringComparer.Ordinal);
+
+    /// <summary>Topics a client's mapping cache holds at most; past it the cache starts over.</summary>
+    internal const int MaxCachedTopics = 1024;
+
+    /// <summary>The bus topic for MQTT topic name <paramref name="mqtt"/> (<see cref="MqttTopics.ToBusTopic"/>), cached per client.</summary>
+    public string? BusTopic(string? mqtt, out string? error)
+    {
+        if (mqtt is not null && _busTopics.TryGetValue(mqtt, out var known))
+        {
+            error = null;
+            return known;
+        }
+
+        var bus = MqttTopics.ToBusTopic(mqtt, out error);
+        if (bus is not null)
+        {
+            if (_busTopics.Count >= MaxCachedTopics)
+            {
+                _busTopics.Clear();
+            }
+
+            _busTopics[mqtt!] = bus;
+        }
+
+        return bus;
+    }
+
     /// <summary>True when a live message on <paramref name="busTopic"/> must not go to this client: a durable session delivers it.</summary>
     public bool CoversDurably(string busTopic)
     {

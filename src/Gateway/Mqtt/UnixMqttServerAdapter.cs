@@ -90,13 +90,21 @@ internal sealed partial class UnixMqttServerAdapter : IMqttServerAdapter
             {
                 var channel = new MqttTcpChannel(stream, client.LocalEndPoint, new UnixPeerEndPoint(SocketPath, peer), null);
                 var formatter = new MqttPacketFormatterAdapter(new MqttBufferWriter(_options.WriterBufferSize, _options.WriterBufferSizeMax));
-                using var adapter = new MqttChannelAdapter(channel, formatter, _mqttLogger);
+                // One write per packet: with fragmentation (MQTTnet's default) the header and the payload are
+                // two sends, twice the syscalls per message for a packet copy saved.
+                using var adapter = new MqttChannelAdapter(channel, formatter, _mqttLogger) { AllowPacketFragmentation = false };
                 _metrics.Accepted(MqttMetrics.TransportUnix);
                 using (stopping.Register(static s => Shutdown((Socket)s!), client))
                 {
                     await handler(new ClientIdAssigningChannel(adapter));
                 }
             }
+
+            // Writes are sent by the stream's sender: what MQTTnet wrote last (a CONNACK refusal, a
+            // DISCONNECT) goes out before the socket closes, unless the peer stops reading.
+            using var drain = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+            drain.CancelAfter(_options.DefaultCommunicationTimeout);
+            await stream.DrainAsync(drain.Token);
         }
     }
 
