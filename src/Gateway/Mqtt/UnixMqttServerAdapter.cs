@@ -85,7 +85,7 @@ internal sealed partial class UnixMqttServerAdapter : IMqttServerAdapter
                 return;
             }
 
-            var stream = new ReadAheadStream(new NetworkStream(client, ownsSocket: false));
+            var stream = new BufferedSocketStream(new NetworkStream(client, ownsSocket: false));
             await using (stream)
             {
                 var channel = new MqttTcpChannel(stream, client.LocalEndPoint, new UnixPeerEndPoint(SocketPath, peer), null);

@@ -12,7 +12,7 @@ namespace DaemonEye.Gateway.Mqtt;
 /// Disposal leaves the socket stream open until the sender has sent what was written
 /// (<see cref="DrainAsync"/> waits for that), so a CONNACK refusal or a DISCONNECT still goes out.
 /// </summary>
-internal sealed class ReadAheadStream(Stream inner, int size = 64 * 1024) : Stream
+internal sealed class BufferedSocketStream(Stream inner, int size = 64 * 1024) : Stream
 {
     /// <summary>Bytes written and not yet sent beyond which a write waits for the sender.</summary>
     internal const int MaxPendingWrite = 1024 * 1024;
