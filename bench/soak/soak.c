@@ -3,7 +3,8 @@
 // scheduled send time, so latency counts from when it was due (no coordinated omission; the
 // publisher sleeps until each message is due, so its own wake-up is part of the figure). Each
 // interval prints messages sent and received, losses (gaps in Deliver.sequence, Dropped notices),
-// latency percentiles, and the agent's RSS and CPU (from /proc/<pid>).
+// latency percentiles, and the agent's memory (VmRSS and its RssAnon/RssFile/RssShmem split) and
+// CPU, from /proc/<pid>.
 //
 // With SOAK_PROTOCOL=resp in the environment it speaks Redis's RESP instead (PUBLISH; SUBSCRIBE and
 // its pushes), so the same client measures Redis in the same minutes: losses are then counted from
@@ -167,7 +168,9 @@ static void *reader(void *arg) {
 }
 
 static int cmp64(const void *a, const void *b) { int64_t x = *(const int64_t *)a, y = *(const int64_t *)b; return x < y ? -1 : x > y; }
-static long agent_rss_kb(int pid) { char p[64], line[256]; long kb = -1; snprintf(p, sizeof p, "/proc/%d/status", pid); FILE *f = fopen(p, "r"); if (!f) return -1; while (fgets(line, sizeof line, f)) if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6); fclose(f); return kb; }
+/* One "Name:  N kB" field of /proc/<pid>/status (VmRSS, RssAnon, RssFile, RssShmem), or -1. */
+static long status_kb(int pid, const char *field) { char p[64], line[256]; long kb = -1; size_t n = strlen(field); snprintf(p, sizeof p, "/proc/%d/status", pid); FILE *f = fopen(p, "r"); if (!f) return -1; while (fgets(line, sizeof line, f)) if (!strncmp(line, field, n) && line[n] == ':') kb = atol(line + n + 1); fclose(f); return kb; }
+static long agent_rss_kb(int pid) { return status_kb(pid, "VmRSS"); }
 static long agent_ticks(int pid) { char p[64]; long v[17] = {0}; snprintf(p, sizeof p, "/proc/%d/stat", pid); FILE *f = fopen(p, "r"); if (!f) return -1; char comm[256]; int x; if (fscanf(f, "%d %255s %*c", &x, comm) != 2) { fclose(f); return -1; } for (int i = 3; i <= 15; i++) if (fscanf(f, "%ld", &v[i]) != 1) break; fclose(f); return v[14] + v[15]; }
 
 // The report runs on its own thread: sorting an interval's latencies takes a while, and the
@@ -189,8 +192,8 @@ static void *report_loop(void *arg) {
     qsort(all, j, sizeof(int64_t), cmp64);
     long t1 = agent_ticks(rep.pid), rss = agent_rss_kb(rep.pid); uint64_t sent = rep.sent;
     int64_t p999 = j ? all[j * 999 / 1000] : 0; if (p999 > rep.worst999) rep.worst999 = p999;
-    printf("%d %llu %llu %llu %llu %.1f %.1f %.1f %.1f %ld %.1f\n", last ? rep.secs : k * rep.interval, (unsigned long long)(sent - sent0), (unsigned long long)recv_iv, (unsigned long long)lost, (unsigned long long)dropped,
-           j ? all[j / 2] / 1e3 : 0, j ? all[j * 99 / 100] / 1e3 : 0, p999 / 1e3, j ? all[j - 1] / 1e3 : 0, rss, 100.0 * (t1 - t0) / hz / rep.interval);
+    printf("%d %llu %llu %llu %llu %.1f %.1f %.1f %.1f %ld %ld %ld %ld %.1f\n", last ? rep.secs : k * rep.interval, (unsigned long long)(sent - sent0), (unsigned long long)recv_iv, (unsigned long long)lost, (unsigned long long)dropped,
+           j ? all[j / 2] / 1e3 : 0, j ? all[j * 99 / 100] / 1e3 : 0, p999 / 1e3, j ? all[j - 1] / 1e3 : 0, rss, status_kb(rep.pid, "RssAnon"), status_kb(rep.pid, "RssFile"), status_kb(rep.pid, "RssShmem"), 100.0 * (t1 - t0) / hz / rep.interval);
     fflush(stdout); free(all); t0 = t1; sent0 = sent; rep.recv += recv_iv; rep.lost += lost; rep.dropped += dropped;
     if (last) return NULL;
   }
@@ -223,7 +226,7 @@ int main(int argc, char **argv) {
   int64_t period = (int64_t)(1e9 / rate);
   rep.pid = pid; rep.interval = interval; rep.secs = secs; rep.start = now_ns(); rep.rss0 = agent_rss_kb(pid);
   printf("# soak: rate %.0f/s, %d s, %d subscribers, %d B payload; agent pid %d, RSS at start %ld kB\n", rate, secs, nsubs, size, pid, rep.rss0);
-  printf("# t_s sent received lost dropped p50_us p99_us p999_us max_us rss_kb agent_cpu_pct\n");
+  printf("# t_s sent received lost dropped p50_us p99_us p999_us max_us rss_kb anon_kb file_kb shmem_kb agent_cpu_pct\n");
   fflush(stdout);
   pthread_t reporter; pthread_create(&reporter, NULL, report_loop, NULL);
   prctl(PR_SET_TIMERSLACK, 1000UL); // wake within ~1 us of the due time, not the default 50 us
