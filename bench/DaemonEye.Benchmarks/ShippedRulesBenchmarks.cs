@@ -14,7 +14,8 @@ namespace DaemonEye.Benchmarks;
 /// events (append, retention, the rules of the changed table). The resident tables the agent keeps
 /// between evaluations (<see cref="SnapshotDatabase.CreateResident"/>): cold (the first update, a full
 /// load), steady (1 % of processes and connections changed and 1,000 new file events since the last
-/// evaluation) and with nothing changed, each with every shipped rule. Not a CI gate.
+/// evaluation) and with nothing changed, each with every shipped rule; steady also with file events
+/// from a collector that gives no run (each held event compared, not trusted by its name). Not a CI gate.
 /// Run: dotnet run -c Release --project bench/DaemonEye.Benchmarks -- --filter '*ShippedRules*'
 /// </summary>
 [MemoryDiagnoser]
@@ -29,7 +30,10 @@ public class ShippedRulesBenchmarks
     private SnapshotDatabase _resident = null!;
     private EvaluationData[] _changed = null!;
     private EvaluationData[] _unchanged = null!;
+    private SnapshotDatabase _residentNoRun = null!;
+    private EvaluationData[] _changedNoRun = null!;
     private int _turn;
+    private int _turnNoRun;
 
     [GlobalSetup]
     public void Setup()
@@ -59,6 +63,11 @@ public class ShippedRulesBenchmarks
         }
 
         _resident.Update(_changed[0]);
+        _changedNoRun = [ShippedRulesData.WithoutRun(ShippedRulesData.Copy(_data)), ShippedRulesData.WithoutRun(ShippedRulesData.Changed(_data))];
+        _residentNoRun = SnapshotDatabase.CreateResident();
+        _residentNoRun.Update(ShippedRulesData.WithoutRun(ShippedRulesData.Copy(_data)));
+        _residentNoRun.Update(_changedNoRun[1]);
+        _residentNoRun.Update(_changedNoRun[0]);
         _arrivals = [.. _data.Processes[0].Processes.Take(100).Select(p => new ProcessLifecycle { Kind = ProcessLifecycleKind.Executed, Process = p, ObservedUnixMs = ShippedRulesData.EventBaseUnixMs + 1000, CollectorId = "procmond" })];
     }
 
@@ -66,6 +75,7 @@ public class ShippedRulesBenchmarks
     public void Cleanup()
     {
         _resident.Dispose();
+        _residentNoRun.Dispose();
         _database.Dispose();
         _windows.Dispose();
     }
@@ -120,6 +130,13 @@ public class ShippedRulesBenchmarks
 
     [Benchmark(Description = "resident tables, steady: apply 1 % of processes and connections changed + 1,000 new file events, and every shipped rule")]
     public long ResidentChangedEvaluation() => ResidentEvaluation(_changed);
+
+    [Benchmark(Description = "resident tables, steady, file events without a run (each compared): apply 1 % changed + 1,000 new file events, and every shipped rule")]
+    public long ResidentChangedNoRunEvaluation()
+    {
+        _residentNoRun.Update(_changedNoRun[_turnNoRun++ % 2]);
+        return RunRules(_residentNoRun);
+    }
 
     [Benchmark(Description = "resident tables, nothing changed: compare every row, apply nothing, and every shipped rule")]
     public long ResidentUnchangedEvaluation() => ResidentEvaluation(_unchanged);

@@ -13,23 +13,38 @@ public readonly record struct RowChanges(int Inserted, int Updated, int Deleted)
 /// One SQLite table kept between evaluations (<see cref="SnapshotTables"/>): the rows the table holds
 /// by their identity (key → rowid and the value the row was made from), with a prepared INSERT, an
 /// UPDATE of every column by rowid and a DELETE by rowid. An update offers each row of the new data
-/// once (<see cref="Offer"/>): a new key is inserted, a known key whose value differs is updated, an
-/// equal one is left alone; <see cref="Sweep"/> then deletes the rows not offered. The table ends
-/// holding exactly the rows a full load of the same data would, whatever the earlier data was.
+/// once (<see cref="Offer"/>): a new key is inserted, a known key whose columns differ is updated, one
+/// whose columns are the same is left alone; <see cref="Sweep"/> then deletes the rows not offered. The
+/// table ends holding exactly the rows a full load of the same data would, whatever the earlier data was.
 /// </summary>
 /// <remarks>
-/// Values are compared with <typeparamref name="TRow"/>'s equality (for protobuf messages: every
-/// field, unknown fields included), a superset of what the row holds: an item may be updated with
-/// the same column values, never left stale. Which rowid a row has (and so the order a rule without
-/// ORDER BY reads rows in) is not that of a full load.
+/// <para>
+/// A known key's row is compared with the offered one by the table's <c>sameColumns</c>: true only when
+/// every column the two would bind is equal (it may say false for equal columns, which costs an update
+/// that writes the same values, never a stale row). Fields of the message that no column holds (a
+/// connection's round-trip time, a process's missing-field list) do not make an update.
+/// </para>
+/// <para>
+/// A table may also be given <c>fixedValue</c>: the keys that name a value which never changes once made,
+/// such as a file event named by (collector, run, sequence), which its collector numbers once and never
+/// alters. A held key for which it is true is not compared at all: the row it holds is kept. That is the
+/// table's one assumption about its data, and it is only as good as the source's promise; keys for which
+/// it is false (an event from a collector that gives no run) are compared as above.
+/// </para>
+/// <para>
+/// When a known key's row is unchanged the held value is kept and the offered one dropped, so the new
+/// answer's messages die young. Which rowid a row has (and so the order a rule without ORDER BY reads
+/// rows in) is not that of a full load.
+/// </para>
 /// </remarks>
 internal sealed class ResidentTable<TKey, TRow> : IDisposable
     where TKey : notnull, IEquatable<TKey>
-    where TRow : IEquatable<TRow>
 {
     private readonly Dictionary<TKey, Entry> _rows = [];
     private readonly List<TKey> _gone = [];
     private readonly Func<RowInserter, TRow, RowInserter> _bind;
+    private readonly Func<TRow, TRow, bool> _sameColumns;
+    private readonly Func<TKey, bool>? _fixedValue;
     private readonly RowInserter _insert;
     private readonly RowInserter _update;
     private readonly RowInserter _delete;
@@ -38,10 +53,13 @@ internal sealed class ResidentTable<TKey, TRow> : IDisposable
     private int _updated;
     private int _deleted;
 
-    public ResidentTable(SqliteConnection connection, string table, int columns, Func<RowInserter, TRow, RowInserter> bind)
+    public ResidentTable(
+        SqliteConnection connection, string table, int columns, Func<RowInserter, TRow, RowInserter> bind, Func<TRow, TRow, bool> sameColumns, Func<TKey, bool>? fixedValue = null)
     {
         Name = table;
         _bind = bind;
+        _sameColumns = sameColumns;
+        _fixedValue = fixedValue;
         var names = ColumnNames(connection, table);
         if (names.Count != columns)
         {
@@ -85,14 +103,13 @@ internal sealed class ResidentTable<TKey, TRow> : IDisposable
             }
 
             entry.Generation = _generation;
-            if (!entry.Row.Equals(row))
+            if ((_fixedValue is null || !_fixedValue(key)) && !_sameColumns(entry.Row, row))
             {
                 _bind(_update, row).Integer(entry.RowId).Execute();
+                entry.Row = row;
                 _updated++;
             }
 
-            // The new value is kept (equal or not): the next update compares with what the table now holds.
-            entry.Row = row;
             return true;
         }
 

@@ -192,6 +192,79 @@ public sealed partial class SnapshotDatabase
             .Text(hash.CollectorId);
     }
 
+    // Whether two rows bind the same columns, for the resident tables (ResidentTable): each compares
+    // exactly what the Bind above it writes, field by field, so a message field no column holds (a
+    // connection's rtt, a process's missing fields) makes no update. ResidentSnapshotTableTests change
+    // every field of every row message in turn and hold each to "updated exactly when a column changed".
+    internal static bool SameColumns(Collected<ProcessInfo> a, Collected<ProcessInfo> b)
+    {
+        var x = a.Value;
+        var y = b.Value;
+        return x.Pid == y.Pid && x.Ppid == y.Ppid && x.StartTimeUnixMs == y.StartTimeUnixMs && x.Uid == y.Uid && x.Euid == y.Euid
+            && x.RssBytes == y.RssBytes && x.Threads == y.Threads && x.ExeDeleted == y.ExeDeleted
+            && BitConverter.DoubleToInt64Bits(x.CpuPercent) == BitConverter.DoubleToInt64Bits(y.CpuPercent)
+            && Same(x.Name, y.Name) && Same(x.Comm, y.Comm) && Same(x.Executable, y.Executable) && Same(x.User, y.User) && Same(x.ExeSha256, y.ExeSha256)
+            && Same(x.Stdin, y.Stdin) && Same(x.Stdout, y.Stdout) && Same(x.Stderr, y.Stderr) && Same(a.CollectorId, b.CollectorId)
+            && x.CommandLine.Equals(y.CommandLine);
+    }
+
+    internal static bool SameColumns(Collected<Connection> a, Collected<Connection> b)
+    {
+        var x = a.Value;
+        var y = b.Value;
+        return x.Inode == y.Inode && x.FirstSeenUnixMs == y.FirstSeenUnixMs && x.BytesSent == y.BytesSent && x.BytesReceived == y.BytesReceived
+            && x.Transport == y.Transport && x.Family == y.Family && x.Direction == y.Direction && Same(x.State, y.State)
+            && SameEndpoint(x.Local, y.Local) && SameEndpoint(x.Remote, y.Remote) && SameOwner(x.Owner, y.Owner) && Same(a.CollectorId, b.CollectorId);
+    }
+
+    internal static bool SameColumns(Collected<Listener> a, Collected<Listener> b)
+    {
+        var x = a.Value;
+        var y = b.Value;
+        return x.Inode == y.Inode && x.FirstSeenUnixMs == y.FirstSeenUnixMs && x.Exposed == y.Exposed
+            && x.Transport == y.Transport && x.Family == y.Family && x.Scope == y.Scope
+            && SameEndpoint(x.Local, y.Local) && SameOwner(x.Owner, y.Owner) && Same(a.CollectorId, b.CollectorId);
+    }
+
+    internal static bool SameColumns(Collected<FileEvent> a, Collected<FileEvent> b)
+    {
+        var x = a.Value;
+        var y = b.Value;
+        var p = x.Actor ?? NoActor;
+        var q = y.Actor ?? NoActor;
+        return x.Sequence == y.Sequence && TimeUnixMs(x) == TimeUnixMs(y) && x.Kind == y.Kind && x.IsDirectory == y.IsDirectory
+            && x.Mode == y.Mode && x.Size == y.Size && x.Executable == y.Executable
+            && Same(x.Path, y.Path) && Same(x.NewPath, y.NewPath) && Same(x.Source, y.Source) && Same(a.CollectorId, b.CollectorId)
+            && p.Pid == q.Pid && p.Uid == q.Uid && p.Attribution == q.Attribution
+            && Same(p.Executable, q.Executable) && Same(p.Comm, q.Comm) && Same(p.User, q.User);
+    }
+
+    internal static bool SameColumns(Collected<FileHash> a, Collected<FileHash> b)
+    {
+        var x = a.Value;
+        var y = b.Value;
+        return x.Size == y.Size && x.MtimeUnixNanos / 1_000_000 == y.MtimeUnixNanos / 1_000_000 && x.HashedUnixMs == y.HashedUnixMs
+            && Same(x.Path, y.Path) && Same(x.Sha256, y.Sha256) && Same(x.Problem, y.Problem) && Same(a.CollectorId, b.CollectorId);
+    }
+
+    private static readonly SocketOwner NoOwner = new();
+    private static readonly Actor NoActor = new();
+
+    private static bool Same(string x, string y) => string.Equals(x, y, StringComparison.Ordinal);
+
+    // As bound: an absent endpoint is ("", 0).
+    private static bool SameEndpoint(Endpoint? x, Endpoint? y) =>
+        Same(x?.Address ?? string.Empty, y?.Address ?? string.Empty) && (x?.Port ?? 0) == (y?.Port ?? 0);
+
+    // As bound: an absent owner is an empty one, and the pid is a column only when attributed.
+    private static bool SameOwner(SocketOwner? x, SocketOwner? y)
+    {
+        var p = x ?? NoOwner;
+        var q = y ?? NoOwner;
+        return p.Attributed == q.Attributed && (!p.Attributed || p.Pid == q.Pid) && p.Uid == q.Uid
+            && Same(p.Name, q.Name) && Same(p.Executable, q.Executable) && Same(p.User, q.User);
+    }
+
     /// <summary>A file event's time in the table (Unix ms): what the retention window is compared with.</summary>
     internal static long TimeUnixMs(FileEvent x) => (long)(x.TimeUnixNanos / 1_000_000);
 

@@ -26,10 +26,16 @@ public sealed record TableChanges(bool FullLoad, IReadOnlyDictionary<string, Row
 /// previous one. Identities: a process by (pid, start time), the table's primary key (the first
 /// collector to report it wins, as in the full load); a connection by (collector, transport, family,
 /// local and remote address and port, inode); a listener by (collector, transport, family, address,
-/// port, inode); a file event by (collector, sequence); a file hash by (collector, path); a
+/// port, inode); a file event by (collector, run, sequence); a file hash by (collector, path); a
 /// <c>snapshots</c> row by its position. Where an identity may repeat within one snapshot (two sockets
 /// with inode 0 on one 5-tuple), the n-th repeat is its own identity, so the table holds as many rows
-/// as the data. The watch lists are replaced whole when the configuration changed.
+/// as the data. A held row is compared with the new one column by column
+/// (<c>SnapshotDatabase.SameColumns</c>, one per row type beside its <c>Bind</c>), except a file event
+/// whose snapshot gives its run (<c>FileSnapshot.run</c>): fsmond numbers each event once per run and
+/// never changes it, so a held (collector, run, sequence) is already the row
+/// (<see cref="ResidentTable{TKey, TRow}"/>, <c>fixedValue</c>). An event that names another collector
+/// than the snapshot's, or comes without a run, has run 0 in its key and is compared.
+/// The watch lists are replaced whole when the configuration changed.
 /// </summary>
 internal sealed class SnapshotTables : IDisposable
 {
@@ -38,19 +44,20 @@ internal sealed class SnapshotTables : IDisposable
     private readonly ResidentTable<int, SnapshotRow> _snapshots;
     private readonly ResidentTable<ConnectionKey, Collected<Connection>> _connections;
     private readonly ResidentTable<ListenerKey, Collected<Listener>> _listeners;
-    private readonly ResidentTable<(string CollectorId, ulong Sequence, int Repeat), Collected<FileEvent>> _fileEvents;
+    private readonly ResidentTable<FileEventKey, Collected<FileEvent>> _fileEvents;
     private readonly ResidentTable<(string CollectorId, string Path, int Repeat), Collected<FileHash>> _fileHashes;
     private List<(string List, string[] Patterns)>? _watchLists;
 
     public SnapshotTables(SqliteConnection connection)
     {
         _connection = connection;
-        _processes = new(connection, "processes", SnapshotDatabase.ProcessColumns, SnapshotDatabase.Bind);
-        _snapshots = new(connection, "snapshots", SnapshotDatabase.SnapshotColumns, SnapshotDatabase.Bind);
-        _connections = new(connection, "connections", SnapshotDatabase.ConnectionColumns, SnapshotDatabase.Bind);
-        _listeners = new(connection, "listening_ports", SnapshotDatabase.ListenerColumns, SnapshotDatabase.Bind);
-        _fileEvents = new(connection, "file_events", SnapshotDatabase.FileEventColumns, SnapshotDatabase.Bind);
-        _fileHashes = new(connection, "file_hashes", SnapshotDatabase.FileHashColumns, SnapshotDatabase.Bind);
+        _processes = new(connection, "processes", SnapshotDatabase.ProcessColumns, SnapshotDatabase.Bind, SnapshotDatabase.SameColumns);
+        _snapshots = new(connection, "snapshots", SnapshotDatabase.SnapshotColumns, SnapshotDatabase.Bind, static (a, b) => a.Equals(b));
+        _connections = new(connection, "connections", SnapshotDatabase.ConnectionColumns, SnapshotDatabase.Bind, SnapshotDatabase.SameColumns);
+        _listeners = new(connection, "listening_ports", SnapshotDatabase.ListenerColumns, SnapshotDatabase.Bind, SnapshotDatabase.SameColumns);
+        _fileEvents = new(
+            connection, "file_events", SnapshotDatabase.FileEventColumns, SnapshotDatabase.Bind, SnapshotDatabase.SameColumns, static key => key.Run != 0);
+        _fileHashes = new(connection, "file_hashes", SnapshotDatabase.FileHashColumns, SnapshotDatabase.Bind, SnapshotDatabase.SameColumns);
     }
 
     /// <summary>Processes in the new data already given by an earlier snapshot (kept once), in the last update.</summary>
@@ -163,8 +170,10 @@ internal sealed class SnapshotTables : IDisposable
 
                 var collector = SnapshotDatabase.EventCollectorId(x, snap);
                 var row = new Collected<FileEvent>(x, collector);
-                for (var repeat = 0; !_fileEvents.Offer((collector, x.Sequence, repeat), row); repeat++)
+                var key = new FileEventKey(collector, string.Equals(collector, snap.CollectorId, StringComparison.Ordinal) ? snap.Run : 0, x.Sequence, 0);
+                while (!_fileEvents.Offer(key, row))
                 {
+                    key = key with { Repeat = key.Repeat + 1 };
                 }
             }
 
@@ -199,6 +208,9 @@ internal sealed class SnapshotTables : IDisposable
 
     private readonly record struct ConnectionKey(
         string CollectorId, Transport Transport, IpFamily Family, string? LocalAddress, uint LocalPort, string? RemoteAddress, uint RemotePort, ulong Inode, int Repeat);
+
+    /// <summary>A file event's name: its run is 0 when the snapshot gave none for its collector (then its value is compared).</summary>
+    private readonly record struct FileEventKey(string CollectorId, ulong Run, ulong Sequence, int Repeat);
 
     private readonly record struct ListenerKey(string CollectorId, Transport Transport, IpFamily Family, string? Address, uint Port, ulong Inode, int Repeat);
 }

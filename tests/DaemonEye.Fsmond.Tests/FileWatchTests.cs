@@ -109,6 +109,11 @@ public sealed class FileWatchTests : IDisposable
         Assert.Equal((FileEventKind.Deleted, b, (uint)_writer.Pid), (deleted.Kind, deleted.Path, deleted.Actor.Pid));
 
         Assert.True(watch.Pipeline.Counters.Coalesced >= 2); // the create's own close, the write before its close
+
+        // The window file.snapshot answers with: each event numbered once, in order, within the pipeline's run.
+        var sequences = watch.Pipeline.Recent().Events.Select(e => e.Sequence).ToList();
+        Assert.Equal(sequences.Order().Distinct(), sequences);
+        Assert.Contains(deleted.Sequence, sequences);
     }
 
     [RootFact]

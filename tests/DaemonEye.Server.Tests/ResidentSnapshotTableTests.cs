@@ -3,6 +3,8 @@ using DaemonEye.Coordination;
 using DaemonEye.Protocol.Filesystem.V1;
 using DaemonEye.Protocol.Network.V1;
 using DaemonEye.Protocol.Process.V1;
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
 
 namespace DaemonEye.Server.Tests;
 
@@ -11,8 +13,10 @@ namespace DaemonEye.Server.Tests;
 /// between evaluations, hold exactly what a fresh full load of the same data holds: after each of a
 /// sequence of snapshots with processes, connections, listeners, file events and hashes added,
 /// changed and removed (duplicate processes from a second procmond, repeated socket identities, a
-/// collector missing for one evaluation, the retention window moving, the watch lists changing), every
-/// table and every shipped snapshot rule reads the same rows from both. Real SQLite, the shipped rules.
+/// collector missing for one evaluation, the retention window moving, the watch lists changing, fsmond
+/// restarting and numbering its events from 1 again, with and without a run), every table and every
+/// shipped snapshot rule reads the same rows from both. Every field of every row message, changed
+/// alone, updates its row exactly when a column holds it. Real SQLite, the shipped rules.
 /// </summary>
 public sealed class ResidentSnapshotTableTests
 {
@@ -88,6 +92,91 @@ public sealed class ResidentSnapshotTableTests
     }
 
     [Fact]
+    public void A_file_event_is_compared_unless_its_snapshot_names_the_run_its_sequence_is_from()
+    {
+        using var resident = SnapshotDatabase.CreateResident();
+
+        // No run: fsmond restarted and numbers from 1 again, so sequence 1 now names another event. It is compared, and updated.
+        resident.Update(Files(0, Event(1, "/tmp/a")));
+        var restarted = resident.Update(Files(0, Event(1, "/usr/bin/b")));
+        Assert.Equal(new RowChanges(0, 1, 0), restarted.Tables["file_events"]);
+        AssertHoldsWhatAFullLoadHolds(resident, Files(0, Event(1, "/usr/bin/b")));
+
+        // With runs: the restart is another run, so the same sequence is another event.
+        resident.Update(Files(5, Event(1, "/tmp/a")));
+        var newRun = resident.Update(Files(6, Event(1, "/usr/bin/b")));
+        Assert.Equal(new RowChanges(1, 0, 1), newRun.Tables["file_events"]);
+        AssertHoldsWhatAFullLoadHolds(resident, Files(6, Event(1, "/usr/bin/b")));
+
+        // Within one run an event held by its name is not compared: fsmond never changes an event it
+        // numbered (FileEventRunTests, FileWatchTests), and the table keeps what it holds.
+        var sameName = resident.Update(Files(6, Event(1, "/etc/passwd")));
+        Assert.Equal(default, sameName.Tables["file_events"]);
+        Assert.Equal("/usr/bin/b", Assert.Single(resident.Evaluate("SELECT path FROM file_events", Limit, TimeProvider.System).Rows)[0]);
+
+        // An event naming another collector than the snapshot's is not of the snapshot's run: compared.
+        var relayed = Event(1, "/tmp/c");
+        relayed.CollectorId = "fsmond-2";
+        resident.Update(Files(6, relayed));
+        var relayedChanged = Event(1, "/tmp/d");
+        relayedChanged.CollectorId = "fsmond-2";
+        Assert.Equal(new RowChanges(0, 1, 0), resident.Update(Files(6, relayedChanged)).Tables["file_events"]);
+    }
+
+    [Fact]
+    public void A_changed_field_updates_its_row_exactly_when_a_column_holds_it()
+    {
+        var unbound = new List<string>();
+        EachFieldAlone(
+            "processes",
+            new ProcessInfo
+            {
+                Pid = 10, Ppid = 1, Name = "bash", Comm = "bash", Executable = "/usr/bin/bash", CommandLine = { "bash", "-i" }, Uid = 1000, User = "u",
+                StartTimeUnixMs = 5, CpuPercent = 1.5, RssBytes = 4096, Threads = 1, ExeSha256 = "ab", Euid = 1000, Stdin = "socket:[7]", Stdout = "/dev/pts/0", Stderr = "pipe:[1]",
+            },
+            p => new EvaluationData { Processes = { new ProcessSnapshot { CollectorId = "procmond", Processes = { p } } } },
+            unbound);
+        var owner = new SocketOwner { Attributed = true, Pid = 10, Name = "bash", Executable = "/usr/bin/bash", Uid = 1000, User = "u", UidKnown = true, Cgroup = "/user.slice", CgroupId = 3 };
+        EachFieldAlone(
+            "connections",
+            new Connection
+            {
+                Transport = Transport.Tcp, Family = IpFamily.Ipv4, Local = new Endpoint { Address = "10.0.0.1", Port = 40000 }, Remote = new Endpoint { Address = "10.0.0.2", Port = 443 },
+                Direction = Direction.Outbound, State = "ESTABLISHED", Cookie = 9, Inode = 7, Owner = owner, FirstSeenUnixMs = 5, BytesSent = 10, BytesReceived = 20, Retransmits = 1, RttUs = 300,
+            },
+            c => new EvaluationData { Networks = { new NetworkSnapshot { CollectorId = "netmond", Connections = { c } } } },
+            unbound);
+        EachFieldAlone(
+            "listening_ports",
+            new Listener
+            {
+                Transport = Transport.Tcp, Family = IpFamily.Ipv4, Local = new Endpoint { Address = "0.0.0.0", Port = 22 }, Scope = BindScope.Wildcard, Exposed = true, Inode = 8,
+                Owner = owner.Clone(), FirstSeenUnixMs = 5,
+            },
+            l => new EvaluationData { Networks = { new NetworkSnapshot { CollectorId = "netmond", Listeners = { l } } } },
+            unbound);
+        var e = Event(3, "/usr/bin/ls");
+        e.NewPath = "/usr/bin/ls2";
+        e.Mode = 0x81ED;
+        e.Size = 100;
+        e.Executable = true;
+        e.CollectorId = "fsmond";
+        e.Actor.Comm = "cp";
+        e.Actor.User = "root";
+        EachFieldAlone("file_events", e, x => Files(0, x), unbound);
+        EachFieldAlone(
+            "file_hashes",
+            new FileHash { Path = "/usr/bin/ls", Sha256 = "ab", Size = 100, MtimeUnixNanos = 5_000_000, HashedUnixMs = 6, Problem = "none" },
+            h => new EvaluationData { Files = { new FileSnapshot { CollectorId = "fsmond", Hashes = { h } } } },
+            unbound);
+
+        // What no column holds makes no update: a connection's round-trip time changes every scan.
+        Assert.Contains("connections: rtt_us", unbound);
+        Assert.Contains("connections: owner.cgroup", unbound);
+        Assert.Contains("processes: missing_fields", unbound);
+    }
+
+    [Fact]
     public void After_a_reset_the_next_update_loads_in_full_and_holds_the_same_rows()
     {
         var world = new World(seed: 3);
@@ -123,6 +212,120 @@ public sealed class ResidentSnapshotTableTests
         Assert.NotNull(delete.Error);
         Assert.NotNull(pragma.Error);
         Assert.Equal(world.Processes.Count, Rows(resident, "SELECT * FROM processes").Count);
+    }
+
+    private static EvaluationData Files(ulong run, FileEvent e) =>
+        new() { Files = { new FileSnapshot { CollectorId = "fsmond", Run = run, Events = { e } } } };
+
+    private static FileEvent Event(ulong sequence, string path) => new()
+    {
+        Kind = FileEventKind.Modified,
+        Path = path,
+        Actor = new Actor { Pid = 50, Executable = "/usr/bin/cp", Uid = 0, Attribution = Attribution.Known },
+        TimeUnixNanos = 7_000_000_000,
+        Sequence = sequence,
+        Source = "fanotify",
+    };
+
+    private static void AssertHoldsWhatAFullLoadHolds(SnapshotDatabase resident, EvaluationData data)
+    {
+        using var full = SnapshotDatabase.Create(data);
+        foreach (var table in Tables)
+        {
+            Assert.Equal(Rows(full, $"SELECT * FROM {table}"), Rows(resident, $"SELECT * FROM {table}"));
+        }
+    }
+
+    /// <summary>
+    /// For each field of <paramref name="item"/> (those of its messages too), that field changed alone:
+    /// the resident table, updated from <paramref name="item"/>, holds what a full load holds, and it
+    /// changed a row exactly when the full loads before and after differ. The fields that changed no
+    /// column are added to <paramref name="unbound"/> as "table: field".
+    /// </summary>
+    private static void EachFieldAlone<T>(string table, T item, Func<T, EvaluationData> data, List<string> unbound)
+        where T : IMessage<T>
+    {
+        var sql = $"SELECT * FROM {table}";
+        foreach (var path in Leaves(item.Descriptor, []))
+        {
+            var changed = item.Clone();
+            Change(changed, path);
+            var name = string.Join('.', path.Select(f => f.Name));
+            using var resident = SnapshotDatabase.CreateResident();
+            resident.Update(data(item.Clone()));
+            var changes = resident.Update(data(changed.Clone())).Tables[table];
+            using var before = SnapshotDatabase.Create(data(item.Clone()));
+            using var after = SnapshotDatabase.Create(data(changed.Clone()));
+
+            var columnsChanged = !Rows(before, sql).SequenceEqual(Rows(after, sql));
+            Assert.Equal(Rows(after, sql), Rows(resident, sql));
+            Assert.True(columnsChanged == (changes.Total > 0), $"{table}: {name} changed: columns {(columnsChanged ? "changed" : "the same")}, rows changed {changes}");
+            if (!columnsChanged)
+            {
+                unbound.Add($"{table}: {name}");
+            }
+        }
+    }
+
+    private static IEnumerable<FieldDescriptor[]> Leaves(MessageDescriptor message, FieldDescriptor[] prefix)
+    {
+        foreach (var field in message.Fields.InDeclarationOrder())
+        {
+            FieldDescriptor[] path = [.. prefix, field];
+            if (field.FieldType == FieldType.Message && !field.IsRepeated && !field.IsMap)
+            {
+                foreach (var leaf in Leaves(field.MessageType, path))
+                {
+                    yield return leaf;
+                }
+            }
+            else
+            {
+                yield return path;
+            }
+        }
+    }
+
+    private static void Change(IMessage message, FieldDescriptor[] path)
+    {
+        var target = message;
+        foreach (var field in path[..^1])
+        {
+            if (field.Accessor.GetValue(target) is not IMessage inner)
+            {
+                inner = field.MessageType.Parser.ParseFrom(ByteString.Empty);
+                field.Accessor.SetValue(target, inner);
+            }
+
+            target = inner;
+        }
+
+        var leaf = path[^1];
+        if (leaf.IsMap || (leaf.IsRepeated && leaf.FieldType != FieldType.String))
+        {
+            throw new InvalidOperationException($"{leaf.FullName}: no change defined for this kind of field");
+        }
+
+        if (leaf.IsRepeated)
+        {
+            ((System.Collections.IList)leaf.Accessor.GetValue(target)).Add("added");
+            return;
+        }
+
+        var value = leaf.Accessor.GetValue(target);
+        leaf.Accessor.SetValue(target, leaf.FieldType switch
+        {
+            FieldType.String => (string)value + "~",
+            FieldType.Bool => !(bool)value,
+            FieldType.UInt32 or FieldType.Fixed32 => (uint)value + 1,
+            FieldType.UInt64 or FieldType.Fixed64 => (ulong)value + 1,
+            FieldType.Int32 or FieldType.SInt32 or FieldType.SFixed32 => (int)value + 1,
+            FieldType.Int64 or FieldType.SInt64 or FieldType.SFixed64 => (long)value + 1,
+            FieldType.Double => (double)value + 1.5,
+            FieldType.Float => (float)value + 1.5f,
+            FieldType.Enum => Enum.ToObject(value.GetType(), Convert.ToInt32(value, CultureInfo.InvariantCulture) + 1),
+            _ => throw new InvalidOperationException($"{leaf.FullName}: no change defined for {leaf.FieldType}"),
+        });
     }
 
     /// <summary>Every row of <paramref name="sql"/>, sorted (a resident row's rowid, and so the order a rule without ORDER BY reads it in, is not a full load's).</summary>
@@ -166,6 +369,7 @@ public sealed class ResidentSnapshotTableTests
         private uint _nextPid = 100;
         private ulong _nextInode = 5000;
         private ulong _nextSequence = 1;
+        private ulong _run = 1;
         private ulong _now = 1_000_000;
 
         public List<ProcessInfo> Processes { get; } = [];
@@ -211,7 +415,8 @@ public sealed class ResidentSnapshotTableTests
                 data.Networks.Add(netmond);
             }
 
-            var fsmond = new FileSnapshot { CollectorId = "fsmond", TakenUnixMs = _now };
+            // Steps 10 and 11: an fsmond that gives no run (its events are compared, not trusted by name).
+            var fsmond = new FileSnapshot { CollectorId = "fsmond", TakenUnixMs = _now, Run = step is 10 or 11 ? 0 : _run };
             fsmond.Events.AddRange(Events.Select(e => e.Clone()));
             fsmond.Hashes.AddRange(Hashes.Select(h => h.Clone()));
             data.Files.Add(fsmond);
@@ -272,6 +477,15 @@ public sealed class ResidentSnapshotTableTests
 
             Listen();
             Events.RemoveRange(0, Math.Min(15, Events.Count));
+            if (step is 7 or 11)
+            {
+                // fsmond restarted: its window is empty and it numbers events from 1 again, so new events
+                // come under sequences the tables hold with other values (a new run at 7; no run at 11).
+                Events.Clear();
+                _nextSequence = 1;
+                _run++;
+            }
+
             for (var i = 0; i < 20; i++)
             {
                 Events.Add(NewEvent(RandomPath(), (FileEventKind)(1 + _random.Next(5))));

@@ -70,6 +70,13 @@ internal sealed partial class FileEventPipeline
 
     public FsmondCounters Counters { get; } = new();
 
+    /// <summary>
+    /// The numbering this pipeline gives events (<c>FileSnapshot.run</c>): random, never 0, drawn once.
+    /// Sequences start from 1 in each pipeline, so (collector, run, sequence) names one event; an event
+    /// is not changed once numbered (it is remembered and published as it is then).
+    /// </summary>
+    public ulong Run { get; } = (ulong)Random.Shared.NextInt64() + 1;
+
     public IntegrityHasher Hasher { get; }
 
     public PathFilter Filter => Volatile.Read(ref _filter);

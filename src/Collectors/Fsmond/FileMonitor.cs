@@ -87,6 +87,7 @@ internal sealed partial class FileMonitor(
             TakenUnixMs = (ulong)time.GetUtcNow().ToUnixTimeMilliseconds(),
             Source = watch.Source.Name,
             Truncated = truncated || events.Count > limit,
+            Run = watch.Pipeline.Run,
         };
         snapshot.Events.Add(events.Skip(Math.Max(0, events.Count - limit)));
         snapshot.Hashes.Add(watch.Pipeline.Hasher.Hashes());
