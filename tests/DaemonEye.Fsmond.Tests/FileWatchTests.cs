@@ -167,8 +167,12 @@ public sealed class FileWatchTests : IDisposable
         await UntilBarrierAsync();
 
         // The reader is held while more changes are made than the kernel's queue holds; the last one
-        // (the integrity file) is surely among the lost.
+        // (the integrity file) is surely among the lost. A change after the reset wakes the reader, which
+        // reads it and comes round to the gate: only once it is held there is the queue left to fill (a
+        // reader still waiting on the descriptor would take a whole buffer of the burst first).
         watch.Source.Gate.Reset();
+        new FileStream(_fs.PathOf("wake"), FileMode.CreateNew).Dispose();
+        Assert.True(await Task.Run(() => watch.Source.Held.Wait(Patience)), "the reader did not come round to the gate");
         var dir = _fs.PathOf("flood");
         Directory.CreateDirectory(dir);
         await _writer.DoAsync($"burst {dir} {limit + 100}");

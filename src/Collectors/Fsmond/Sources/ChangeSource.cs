@@ -32,6 +32,9 @@ internal abstract class ChangeSource : IDisposable
     /// <summary>Reads are held while this is reset (tests only).</summary>
     public ManualResetEventSlim Gate { get; } = new(true);
 
+    /// <summary>Set while the reader waits at a reset <see cref="Gate"/>, so a test knows nothing more is read (tests only).</summary>
+    public ManualResetEventSlim Held { get; } = new(false);
+
     /// <summary>Records read from the kernel.</summary>
     public long KernelEvents { get; protected set; }
 
@@ -53,7 +56,13 @@ internal abstract class ChangeSource : IDisposable
             {
                 while (true)
                 {
-                    Gate.Wait();
+                    if (!Gate.IsSet)
+                    {
+                        Held.Set();
+                        Gate.Wait();
+                        Held.Reset();
+                    }
+
                     if (!_wait.Wait(Descriptor))
                     {
                         return;
@@ -102,6 +111,7 @@ internal abstract class ChangeSource : IDisposable
             _thread?.Join();
             _wait.Dispose();
             Gate.Dispose();
+            Held.Dispose();
         }
     }
 
