@@ -63,7 +63,19 @@ public sealed class DurableEndToEndTests
                     subscription.Acknowledge(message);
                 }
 
-                await subscription.FlushAcksAsync(token);
+                // The flush's Pong comes behind the deliveries the agent sent ahead (up to max_ack_pending,
+                // more than the local buffer holds): take them off the buffer unacknowledged meanwhile, or
+                // the reader waits on a full buffer and never reads the Pong. They come again after the restart.
+                var flushed = subscription.FlushAcksAsync(token);
+                while (!flushed.IsCompleted)
+                {
+                    await Task.WhenAny(flushed, subscription.Reader.WaitToReadAsync(token).AsTask());
+                    while (subscription.Reader.TryRead(out _))
+                    {
+                    }
+                }
+
+                await flushed;
 
                 // kill -9 while the consumer is attached and has more delivered but unacknowledged.
                 await first.KillAgentOnlyAsync();

@@ -118,7 +118,14 @@ public sealed partial class DurableLog
         {
             var consumers = new List<ConsumerState>();
             using var list = _write.CreateCommand();
-            list.CommandText = "SELECT name, pattern, acked, (SELECT count(*) FROM messages WHERE seq > c.acked) FROM consumers c ORDER BY name";
+
+            // Whole rows after the position, plus the rest of the row the position falls in.
+            list.CommandText = """
+                SELECT name, pattern, acked,
+                    (SELECT coalesce(sum(count), 0) FROM batches WHERE seq > c.acked)
+                    + coalesce((SELECT max(0, seq + count - 1 - c.acked) FROM batches WHERE seq <= c.acked ORDER BY seq DESC LIMIT 1), 0)
+                FROM consumers c ORDER BY name
+                """;
             using var rows = list.ExecuteReader();
             while (rows.Read())
             {
@@ -133,7 +140,7 @@ public sealed partial class DurableLog
     private ulong? FirstAtOrAfter(DateTimeOffset time)
     {
         using var find = _write.CreateCommand();
-        find.CommandText = "SELECT min(seq) FROM messages WHERE time >= $time";
+        find.CommandText = "SELECT min(seq) FROM batches WHERE time >= $time"; // a row's messages share its time
         find.Parameters.AddWithValue("$time", UnixNanos(time));
         return find.ExecuteScalar() is long seq ? (ulong)seq : null;
     }

@@ -1,58 +1,74 @@
+using System.Runtime.InteropServices;
 using Microsoft.Data.Sqlite;
+using SQLitePCL;
 
 namespace DaemonEye.Gateway.Durability;
 
 public sealed partial class DurableLog
 {
     /// <summary>
-    /// One prepared INSERT of a fixed number of rows. A batch is written with as few statements as
-    /// the row counts allow (100 messages: 64 + 16 + 16 + 4): each execution of a command costs
-    /// Microsoft.Data.Sqlite a data reader and a round of parameter binding, which one row per
-    /// statement paid per message (docs/benchmarks.md, "Durable log").
+    /// The prepared INSERT of one packed row (DurableLog.Schema.cs), bound and stepped through
+    /// SQLite's own API: the batch's Publish frames go in as one blob straight from the publisher's
+    /// buffer and their end offsets as another, with no managed copy and no parameter objects. A row
+    /// per message cost a B-tree cell, a time-index entry and a bound blob per message
+    /// (docs/ARCHITECTURE.md, "The durable log"); this is one of each per batch.
     /// </summary>
-    private sealed class InsertStatement : IDisposable
+    /// <remarks>
+    /// Run outside an explicit transaction the one statement is its own transaction: atomic, and on
+    /// failure (<c>SQLITE_FULL</c>, an I/O error) rolled back by SQLite whole.
+    /// </remarks>
+    private sealed class BatchInsert : IDisposable
     {
-        /// <summary>The statements' sizes, largest first; the last is 1 so that every count is covered.</summary>
-        public static readonly int[] RowCounts = [64, 16, 4, 1];
+        private const int SqliteOk = 0;
+        private const int SqliteDone = 101;
 
-        private readonly SqliteCommand _command;
-        private readonly SqliteParameter _first, _time, _topic;
-        private readonly SqliteParameter[] _publish;
+        private readonly sqlite3 _database;
+        private readonly sqlite3_stmt _statement;
 
-        public InsertStatement(SqliteConnection connection, int rows)
+        public BatchInsert(SqliteConnection connection)
         {
-            Rows = rows;
-            _command = connection.CreateCommand();
-            var values = Enumerable.Range(0, rows).Select(i => $"($first + {i}, $time, $topic, $p{i})");
-            _command.CommandText = $"INSERT INTO messages (seq, time, topic, publish) VALUES {string.Join(", ", values)}";
-            _first = _command.Parameters.Add("$first", SqliteType.Integer);
-            _time = _command.Parameters.Add("$time", SqliteType.Integer);
-            _topic = _command.Parameters.Add("$topic", SqliteType.Text);
-            _publish = [.. Enumerable.Range(0, rows).Select(i => _command.Parameters.Add($"$p{i}", SqliteType.Blob))];
-            _command.Prepare();
+            _database = connection.Handle ?? throw new InvalidOperationException("the connection is not open");
+            Check(raw.sqlite3_prepare_v2(_database, "INSERT INTO batches (seq, count, time, topic, ends, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", out _statement));
         }
 
-        public int Rows { get; }
-
-        /// <summary>Inserts messages <paramref name="from"/> .. + <see cref="Rows"/> of the batch as sequences <paramref name="firstSequence"/> on; returns their bytes.</summary>
-        public long Execute(SqliteTransaction transaction, Grains.PublishBatch batch, int from, long firstSequence, long time)
+        /// <summary>Inserts one row: messages <paramref name="first"/> .. + ends.Length, <paramref name="data"/> holding their frames back to back.</summary>
+        /// <exception cref="SqliteException">SQLite refused the row; nothing of it was written.</exception>
+        public void Execute(long first, string topic, long time, ReadOnlySpan<int> ends, ReadOnlySpan<byte> data)
         {
-            long bytes = 0;
-            _command.Transaction = transaction;
-            _first.Value = firstSequence;
-            _time.Value = time;
-            _topic.Value = batch.Topic;
-            for (var i = 0; i < Rows; i++)
+            try
             {
-                var message = batch.Message(from + i);
-                _publish[i].Value = message.ToArray();
-                bytes += message.Length;
+                Check(raw.sqlite3_bind_int64(_statement, 1, first));
+                Check(raw.sqlite3_bind_int(_statement, 2, ends.Length));
+                Check(raw.sqlite3_bind_int64(_statement, 3, time));
+                Check(raw.sqlite3_bind_text16(_statement, 4, topic.AsSpan()));
+                Check(BindBlob(5, MemoryMarshal.AsBytes(ends)));
+                Check(BindBlob(6, data));
+                var rc = raw.sqlite3_step(_statement);
+                if (rc != SqliteDone)
+                {
+                    throw Error(rc);
+                }
             }
-
-            _command.ExecuteNonQuery();
-            return bytes;
+            finally
+            {
+                raw.sqlite3_reset(_statement);
+            }
         }
 
-        public void Dispose() => _command.Dispose();
+        public void Dispose() => _statement.Dispose();
+
+        /// <summary>An empty span reaches SQLite as a null pointer, which binds NULL: bind an empty blob as such.</summary>
+        private int BindBlob(int index, ReadOnlySpan<byte> blob) =>
+            blob.IsEmpty ? raw.sqlite3_bind_zeroblob(_statement, index, 0) : raw.sqlite3_bind_blob(_statement, index, blob);
+
+        private void Check(int rc)
+        {
+            if (rc != SqliteOk)
+            {
+                throw Error(rc);
+            }
+        }
+
+        private SqliteException Error(int rc) => new(raw.sqlite3_errmsg(_database).utf8_to_string(), rc);
     }
 }

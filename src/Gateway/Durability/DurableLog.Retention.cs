@@ -3,10 +3,14 @@ using Microsoft.Extensions.Logging;
 
 namespace DaemonEye.Gateway.Durability;
 
-/// <summary>Retention: the oldest messages go once they pass durability.max_age_seconds or the log passes durability.max_bytes.</summary>
+/// <summary>
+/// Retention: the oldest messages go once they pass durability.max_age_seconds or the log passes
+/// durability.max_bytes. They go by whole rows (appended batches): by age all of a row's messages
+/// share its time; by size the last row removed may take up to one batch more than the excess.
+/// </summary>
 public sealed partial class DurableLog
 {
-    private const int RetentionChunk = 10_000;
+    private const int RetentionChunk = 10_000; // rows
 
     /// <summary>Removes what retention no longer keeps; returns how many messages went.</summary>
     public long EnforceRetention()
@@ -22,7 +26,7 @@ public sealed partial class DurableLog
                 }
 
                 using var find = _write.CreateCommand();
-                find.CommandText = "SELECT max(seq) FROM messages WHERE time < $cutoff";
+                find.CommandText = "SELECT max(seq + count - 1) FROM batches WHERE time < $cutoff";
                 find.Parameters.AddWithValue("$cutoff", UnixNanos(_clock.GetUtcNow() - age));
                 if (find.ExecuteScalar() is long through)
                 {
@@ -42,7 +46,7 @@ public sealed partial class DurableLog
 
                 // The oldest chunk whose removal brings the log under max_bytes (or as far as one chunk goes).
                 using var oldest = _write.CreateCommand();
-                oldest.CommandText = "SELECT seq, length(publish) FROM messages ORDER BY seq LIMIT $n";
+                oldest.CommandText = "SELECT seq + count - 1, length(data) FROM batches ORDER BY seq LIMIT $n";
                 oldest.Parameters.AddWithValue("$n", RetentionChunk);
                 var excess = _bytes - Options.MaxBytes;
                 ulong through = 0;
@@ -55,12 +59,13 @@ public sealed partial class DurableLog
                     }
                 }
 
-                if (through == 0)
+                var went = through == 0 ? 0 : RemoveThrough(through);
+                if (went == 0)
                 {
-                    break;
+                    break; // nothing to remove, or SQLite refused (logged): the next round tries again
                 }
 
-                removed += RemoveThrough(through);
+                removed += went;
             }
         }
 
@@ -72,7 +77,10 @@ public sealed partial class DurableLog
         return removed;
     }
 
-    /// <summary>Under the gate: removes every message up to <paramref name="through"/> in one transaction.</summary>
+    /// <summary>
+    /// Under the gate: removes, in one transaction, every row up to the one ending at <paramref name="through"/>
+    /// (the last sequence of a row), and raises the sequence floor to it so that numbering never goes back.
+    /// </summary>
     private long RemoveThrough(ulong through)
     {
         try
@@ -80,7 +88,7 @@ public sealed partial class DurableLog
             using var transaction = _write.BeginTransaction();
             using var measure = _write.CreateCommand();
             measure.Transaction = transaction;
-            measure.CommandText = "SELECT count(*), coalesce(sum(length(publish)), 0) FROM messages WHERE seq <= $through";
+            measure.CommandText = "SELECT coalesce(sum(count), 0), coalesce(sum(length(data)), 0) FROM batches WHERE seq <= $through";
             measure.Parameters.AddWithValue("$through", (long)through);
             long count, bytes;
             using (var row = measure.ExecuteReader())
@@ -92,13 +100,17 @@ public sealed partial class DurableLog
 
             using var delete = _write.CreateCommand();
             delete.Transaction = transaction;
-            delete.CommandText = "DELETE FROM messages WHERE seq <= $through";
+            delete.CommandText = """
+                DELETE FROM batches WHERE seq <= $through;
+                INSERT INTO state (name, value) VALUES ('sequence_floor', $through) ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);
+                SELECT coalesce(min(seq), 0) FROM batches;
+                """;
             delete.Parameters.AddWithValue("$through", (long)through);
-            delete.ExecuteNonQuery();
+            var first = (ulong)(long)delete.ExecuteScalar()!;
             transaction.Commit();
             _messages -= count;
             _bytes -= bytes;
-            _first = _messages == 0 ? 0 : through + 1;
+            _first = first;
             return count;
         }
         catch (SqliteException e)

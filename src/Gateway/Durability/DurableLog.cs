@@ -9,8 +9,9 @@ namespace DaemonEye.Gateway.Durability;
 /// The agent's durable log: messages of the durable topics (durability.topics), appended before
 /// they are delivered, numbered by one log sequence that only grows, and the durable consumers'
 /// acknowledged positions. One SQLite database in WAL mode (docs/ARCHITECTURE.md, "The durable
-/// log", says why SQLite and not FasterLog); SQLite's journal makes every append and ack atomic,
-/// so a crash at any moment leaves the log as it was after some whole batch.
+/// log", says why SQLite and not FasterLog) with one row per appended batch (DurableLog.Schema.cs);
+/// SQLite's journal makes every append and ack atomic, so a crash at any moment leaves the log as
+/// it was after some whole batch.
 /// </summary>
 /// <remarks>
 /// Appends and acks share one writer connection under a lock (one transaction per published batch
@@ -27,7 +28,7 @@ public sealed partial class DurableLog : IDisposable
     private readonly Lock _gate = new();
     private readonly FileStream _ownership;
     private readonly SqliteConnection _write;
-    private readonly InsertStatement[] _inserts; // by rows per statement, largest first
+    private readonly BatchInsert _insert;
     private readonly string[] _patterns;
     private readonly string _connectionString;
     private readonly TimeProvider _clock;
@@ -43,6 +44,12 @@ public sealed partial class DurableLog : IDisposable
 
     public DurableLog(DurabilityOptions options, ILogger<DurableLog> logger, TimeProvider? time = null)
     {
+        if (!BitConverter.IsLittleEndian)
+        {
+            // A row's end offsets are stored as the host's 32-bit integers (DurableLog.Schema.cs).
+            throw new PlatformNotSupportedException("the durable log's format is little-endian");
+        }
+
         Options = options;
         _logger = logger;
         _clock = time ?? TimeProvider.System;
@@ -57,26 +64,33 @@ public sealed partial class DurableLog : IDisposable
 
         _connectionString = new SqliteConnectionStringBuilder { DataSource = Path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString();
         _write = new SqliteConnection(_connectionString);
-        _write.Open();
-        Execute(_write, $"""
-            PRAGMA journal_mode = WAL;
-            PRAGMA synchronous = {(options.SyncEveryBatch ? "FULL" : "NORMAL")};
-            PRAGMA journal_size_limit = 0;
-            CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, topic TEXT NOT NULL, publish BLOB NOT NULL);
-            CREATE INDEX IF NOT EXISTS messages_time ON messages (time);
-            CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY, pattern TEXT NOT NULL, acked INTEGER NOT NULL, created INTEGER NOT NULL);
-            """);
-        if (Torn is { } torn)
+        try
         {
-            // SQLite's recovery ignored the partial frame (and any batch it belonged to); fold the WAL into the database and truncate it.
-            Execute(_write, "PRAGMA wal_checkpoint(TRUNCATE);");
-            TornTails = 1;
+            _write.Open();
+            Execute(_write, null, $"""
+                PRAGMA journal_mode = WAL;
+                PRAGMA synchronous = {(options.SyncEveryBatch ? "FULL" : "NORMAL")};
+                PRAGMA journal_size_limit = 0;
+                """);
+            if (Torn is not null)
+            {
+                // SQLite's recovery ignored the partial frame (and any batch it belonged to); fold the WAL into the database and truncate it.
+                Execute(_write, null, "PRAGMA wal_checkpoint(TRUNCATE);");
+                TornTails = 1;
+            }
+
+            CreateOrMigrate();
+            ReadTotals();
+            _insert = new BatchInsert(_write);
+        }
+        catch
+        {
+            // A log this agent cannot open (a newer format, an unreadable file) is left to the next agent, unlocked.
+            _write.Dispose();
+            _ownership.Dispose();
+            throw;
         }
 
-        _last = (ulong)(Scalar(_write, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'") ?? 0L);
-        _first = (ulong)(Scalar(_write, "SELECT min(seq) FROM messages") ?? 0L);
-        _messages = Scalar(_write, "SELECT count(*) FROM messages") ?? 0;
-        _bytes = Scalar(_write, "SELECT coalesce(sum(length(publish)), 0) FROM messages") ?? 0;
         if (Torn is { } t)
         {
             LogTornTail(_logger, Path + "-wal", t.PartialBytes, t.FrameSize, _last);
@@ -84,8 +98,6 @@ public sealed partial class DurableLog : IDisposable
 
         var patterns = string.Join(", ", _patterns);
         LogOpened(_logger, Path, _messages, _bytes, _first, _last, patterns, options.Fsync);
-
-        _inserts = [.. InsertStatement.RowCounts.Select(rows => new InsertStatement(_write, rows))];
     }
 
     public DurabilityOptions Options { get; }
@@ -135,43 +147,39 @@ public sealed partial class DurableLog : IDisposable
     public ulong Append(Grains.PublishBatch batch)
     {
         var now = UnixNanos(_clock.GetUtcNow());
-        long bytes = 0;
+        var count = batch.Count;
+        var ends = batch.Ends.AsSpan(0, count);
+        var bytes = count == 0 ? 0 : ends[^1];
         ulong first;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             first = _last + 1;
+            if (count == 0)
+            {
+                return first;
+            }
+
             try
             {
-                using var transaction = _write.BeginTransaction();
-                var i = 0;
-                foreach (var insert in _inserts)
-                {
-                    while (batch.Count - i >= insert.Rows)
-                    {
-                        bytes += insert.Execute(transaction, batch, i, (long)(first + (ulong)i), now);
-                        i += insert.Rows;
-                    }
-                }
-
-                transaction.Commit();
+                _insert.Execute((long)first, batch.Topic, now, ends, batch.Buffer.AsSpan(0, bytes));
             }
             catch (SqliteException e)
             {
-                Interlocked.Add(ref _refused, batch.Count);
+                Interlocked.Add(ref _refused, count);
                 Volatile.Write(ref _lastRefusalTicks, _clock.GetUtcNow().UtcTicks);
-                LogAppendFailed(_logger, batch.Topic, batch.Count, e.SqliteErrorCode, e.Message);
+                LogAppendFailed(_logger, batch.Topic, count, e.SqliteErrorCode, e.Message);
                 throw new DurableLogUnavailableException(
-                    $"the durable log could not take {batch.Count} messages on '{batch.Topic}' (SQLite error {e.SqliteErrorCode}: {e.Message}); they were neither logged nor delivered", e);
+                    $"the durable log could not take {count} messages on '{batch.Topic}' (SQLite error {e.SqliteErrorCode}: {e.Message}); they were neither logged nor delivered", e);
             }
 
-            _last = first + (ulong)batch.Count - 1;
+            _last = first + (ulong)count - 1;
             if (_first == 0)
             {
                 _first = first;
             }
 
-            _messages += batch.Count;
+            _messages += count;
             _bytes += bytes;
             var appended = _appended;
             _appended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -221,17 +229,14 @@ public sealed partial class DurableLog : IDisposable
             _disposed = true;
             try
             {
-                Execute(_write, "PRAGMA wal_checkpoint(TRUNCATE);");
+                Execute(_write, null, "PRAGMA wal_checkpoint(TRUNCATE);");
             }
             catch (SqliteException)
             {
                 // The next start recovers from the WAL.
             }
 
-            foreach (var insert in _inserts)
-            {
-                insert.Dispose();
-            }
+            _insert.Dispose();
 
             _write.Dispose();
             _ownership.Dispose();
@@ -264,28 +269,40 @@ public sealed partial class DurableLog : IDisposable
     {
         lock (_gate)
         {
-            Execute(_write, $"PRAGMA max_page_count = {pages};");
+            Execute(_write, null, $"PRAGMA max_page_count = {pages};");
         }
     }
 
     internal static long UnixNanos(DateTimeOffset time) => (time.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100;
 
-    private static void Execute(SqliteConnection connection, string sql)
+    /// <summary>The log's extent and size as stored (at start-up).</summary>
+    private void ReadTotals()
+    {
+        using var totals = _write.CreateCommand();
+        totals.CommandText = "SELECT coalesce(sum(count), 0), coalesce(sum(length(data)), 0), coalesce(min(seq), 0), coalesce(max(seq + count - 1), 0) FROM batches";
+        using (var row = totals.ExecuteReader())
+        {
+            row.Read();
+            (_messages, _bytes, _first, _last) = (row.GetInt64(0), row.GetInt64(1), (ulong)row.GetInt64(2), (ulong)row.GetInt64(3));
+        }
+
+        // Numbering continues above every sequence ever given, also when retention has emptied the log.
+        _last = Math.Max(_last, (ulong)(Scalar(_write, null, "SELECT value FROM state WHERE name = 'sequence_floor'") ?? 0L));
+    }
+
+    private static void Execute(SqliteConnection connection, SqliteTransaction? transaction, string sql)
     {
         using var command = connection.CreateCommand();
+        command.Transaction = transaction;
         command.CommandText = sql;
         command.ExecuteNonQuery();
     }
 
-    private static long? Scalar(SqliteConnection connection, string sql, params (string Name, object Value)[] parameters)
+    private static long? Scalar(SqliteConnection connection, SqliteTransaction? transaction, string sql)
     {
         using var command = connection.CreateCommand();
+        command.Transaction = transaction;
         command.CommandText = sql;
-        foreach (var (name, value) in parameters)
-        {
-            command.Parameters.AddWithValue(name, value);
-        }
-
         return command.ExecuteScalar() is long result ? result : null;
     }
 

@@ -25,7 +25,7 @@ internal sealed class DurableSubscription(DurableLog log, string consumer, strin
     protected override int Stage(LoggedMessage row)
     {
         var before = _frames.WrittenCount;
-        DeliverFrame.Write(_frames, _ids, row.Sequence, row.Publish);
+        DeliverFrame.Write(_frames, _ids, row.Sequence, row.Publish.Span);
         return _frames.WrittenCount - before;
     }
 

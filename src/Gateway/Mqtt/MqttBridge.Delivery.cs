@@ -104,7 +104,7 @@ internal sealed partial class MqttBridge : ILocalSubscriber
     /// <summary>Injects one durable message for <paramref name="clientId"/> only, at QoS 1, carrying its log sequence.</summary>
     internal async Task InjectDurableAsync(string clientId, LoggedMessage row, CancellationToken cancellationToken)
     {
-        var message = ToMqttMessage(MqttTopics.ToMqtt(row.Topic), Publish.Parser.ParseFrom(row.Publish), MqttQualityOfServiceLevel.AtLeastOnce);
+        var message = ToMqttMessage(MqttTopics.ToMqtt(row.Topic), Publish.Parser.ParseFrom(row.Publish.Span), MqttQualityOfServiceLevel.AtLeastOnce);
         message.UserProperties = [new MqttUserProperty(SequenceProperty, System.Text.Encoding.ASCII.GetBytes(row.Sequence.ToString(CultureInfo.InvariantCulture)).AsMemory())];
         await _server.InjectApplicationMessage(new InjectedMqttApplicationMessage(message) { SenderClientId = DurableSenderPrefix + clientId }, cancellationToken);
         _metrics.DurableDelivered();
