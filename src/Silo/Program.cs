@@ -12,6 +12,9 @@ using Microsoft.Extensions.Hosting;
 //   daemoneye-agent [--config PATH] [--dashboard]
 // Exit codes: 0 stopped cleanly, 1 failed to start or run, 2 bad command line or configuration.
 
+// Before the runtime's threads allocate much: resident memory stays flat while the JIT recompiles.
+MallocArenas.Limit();
+
 if (!AgentCommandLine.TryParse(args, out var commandLine, out var usageError))
 {
     Console.Error.WriteLine($"daemoneye-agent: {usageError}");
