@@ -144,6 +144,13 @@ public sealed partial class BusClient
         var waits = new List<(BusSubscription Subscription, PendingRequest Pending)>(subscriptions.Count);
         foreach (var subscription in subscriptions)
         {
+            // The old connection's reader has ended, and the new one delivers nothing to this subscription before its ack.
+            if (subscription.Durable is not null && subscription.DiscardBuffered() is > 0 and var discarded)
+            {
+                Interlocked.Add(ref _abandonedTotal, discarded);
+                Log.BufferedDurableDiscarded(_logger, subscription.Pattern, subscription.Durable.Consumer, discarded);
+            }
+
             var (id, pending) = _requests.Register(connection, subscription);
             Framing.Write(batch, new Envelope { RequestId = id, Subscribe = subscription.ToSubscribe() });
             waits.Add((subscription, pending));

@@ -12,7 +12,10 @@ public sealed partial class BusClient
     /// is new), then new ones, in log order. <see cref="BusMessage.Sequence"/> is the log sequence; acknowledge with
     /// <see cref="BusSubscription.Acknowledge(ulong)"/> (batched) and <see cref="BusSubscription.FlushAcksAsync"/>.
     /// After a reconnect the subscription resumes after the last ack the agent stored: messages not acknowledged
-    /// by then are delivered again.
+    /// by then are delivered again (those still unread in the buffer are discarded first, see
+    /// <see cref="BusSubscription.Abandoned"/>). The agent sends at most <see cref="BusClientOptions.SubscriptionBufferSize"/>
+    /// unacknowledged messages, so the buffer never fills: a consumer that reads a batch, acknowledges it and
+    /// awaits <see cref="BusSubscription.FlushAcksAsync"/> before it reads on cannot stall its own reader.
     /// </summary>
     /// <exception cref="BusException">The agent refused (no durable topic matches, consumer held elsewhere...).</exception>
     public Task<BusSubscription> SubscribeDurableAsync(string pattern, string consumer, DurableStartPosition start, CancellationToken cancellationToken = default) =>

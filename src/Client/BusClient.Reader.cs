@@ -216,7 +216,7 @@ public sealed partial class BusClient
                 {
                     // Bind before completing: deliveries for the new id may be next on this reader.
                     connection.Subscriptions[ack.SubscriptionId] = subscription;
-                    subscription.Bind(connection, ack.SubscriptionId);
+                    subscription.Bind(connection, ack.SubscriptionId, ack.MaxInFlight);
                     _subscriptions.Add(subscription);
 
                     pending.Complete(envelope);

@@ -104,7 +104,9 @@ public sealed partial class BusClient : IAsyncDisposable
     /// is killed) while the reader waits on a full subscription buffer, the reader stops waiting, and
     /// what the agent had sent that full buffers cannot take is abandoned and counted here, per
     /// subscription (<see cref="BusSubscription.Abandoned"/>) and per connection
-    /// (<see cref="BusDisconnectedEventArgs.AbandonedMessages"/>).
+    /// (<see cref="BusDisconnectedEventArgs.AbandonedMessages"/>). Also the unread messages a durable
+    /// subscription's buffer still holds when a reconnect restores it (counted per subscription, not per
+    /// connection), which the agent delivers again.
     /// </summary>
     public long AbandonedMessages => Interlocked.Read(ref _abandonedTotal);
 
@@ -228,6 +230,9 @@ public sealed partial class BusClient : IAsyncDisposable
 
         [LoggerMessage(12, LogLevel.Warning, "The connection to the agent at {SocketPath} ended while subscription buffers were full: {Count} delivered message(s) abandoned")]
         public static partial void DeliveriesAbandoned(ILogger logger, string socketPath, long count);
+
+        [LoggerMessage(13, LogLevel.Information, "Restoring the durable subscription to '{Pattern}' (consumer {Consumer}): {Count} unacknowledged message(s) left unread in its buffer are discarded; the agent delivers them again")]
+        public static partial void BufferedDurableDiscarded(ILogger logger, string pattern, string consumer, int count);
 
         [LoggerMessage(11, LogLevel.Warning, "The handler of the subscription to '{Pattern}' threw; it is called again for the next message")]
         public static partial void SubscriptionHandlerFailed(ILogger logger, string pattern, Exception error);

@@ -46,7 +46,10 @@ public sealed class BusClientOptions
     public int MaxPendingBytes { get; set; } = 4 * 1024 * 1024;
 
     /// <summary>Messages each subscription holds locally before the client stops reading the socket
-    /// (the agent then buffers and, past broker.message_buffer_size, drops and reports).</summary>
+    /// (the agent then buffers and, past broker.message_buffer_size, drops and reports). A durable
+    /// subscription asks the agent for at most this many unacknowledged messages (<c>Subscribe.max_in_flight</c>;
+    /// the agent's durability.max_ack_pending when smaller), so its buffer never fills and an ack flush
+    /// never waits behind deliveries the reader cannot take.</summary>
     public int SubscriptionBufferSize { get; set; } = 8192;
 
     /// <summary>Longest wait for the agent's Welcome, and for restoring subscriptions after a reconnect.</summary>

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using DaemonEye.Protocol;
 using DaemonEye.Protocol.V1;
 
 namespace DaemonEye.Client;
@@ -50,8 +51,9 @@ public sealed class BusSubscription : IAsyncDisposable
 
     /// <summary>
     /// Messages the agent delivered to this subscription that the client abandoned because the
-    /// connection ended while the local buffer was full (see <see cref="BusClient.AbandonedMessages"/>).
-    /// A durable subscription gets them again after a reconnect (they were not acknowledged).
+    /// connection ended while the local buffer was full (see <see cref="BusClient.AbandonedMessages"/>),
+    /// and, for a durable subscription, the messages still unread in its buffer when a reconnect restores
+    /// it. A durable subscription gets them again after the reconnect (they were not acknowledged).
     /// </summary>
     public long Abandoned => Interlocked.Read(ref _abandoned);
 
@@ -84,20 +86,31 @@ public sealed class BusSubscription : IAsyncDisposable
     private readonly Lock _ackGate = new();
     private ulong _ackHighest;
     private int _ackUnsent;
+    private uint _maxInFlight;
+
+    /// <summary>
+    /// A durable subscription: the most unacknowledged messages the agent sends it on the current connection
+    /// (its SubscribeAck: <see cref="Capacity"/>, or the agent's durability.max_ack_pending when smaller); 0
+    /// otherwise, and from an agent that does not say.
+    /// </summary>
+    public int MaxInFlight => (int)Volatile.Read(ref _maxInFlight);
 
     /// <summary>
     /// Acknowledges every message of this durable subscription up to log sequence <paramref name="sequence"/>
-    /// (cumulative). Sent to the agent once per <see cref="DurableConsumerOptions.AckBatchSize"/> calls, and by
-    /// <see cref="FlushAcksAsync"/>.
+    /// (cumulative). Sent to the agent once per <see cref="DurableConsumerOptions.AckBatchSize"/> calls, or per
+    /// half of <see cref="MaxInFlight"/> when that is fewer (the agent sends nothing more once MaxInFlight
+    /// messages are unacknowledged, so a batch held back longer would stop delivery), and by <see cref="FlushAcksAsync"/>.
     /// </summary>
     public void Acknowledge(ulong sequence)
     {
         var durable = Durable ?? throw new InvalidOperationException($"subscription to '{Pattern}' is not durable");
+        var window = MaxInFlight > 0 ? MaxInFlight : Capacity;
+        var batch = Math.Min(durable.AckBatchSize, Math.Max(1, window / 2));
         ulong highest;
         lock (_ackGate)
         {
             _ackHighest = Math.Max(_ackHighest, sequence);
-            if (++_ackUnsent < durable.AckBatchSize)
+            if (++_ackUnsent < batch)
             {
                 return;
             }
@@ -134,6 +147,12 @@ public sealed class BusSubscription : IAsyncDisposable
         await _client.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// The Subscribe frame. A durable one asks the agent for at most <see cref="Capacity"/> unacknowledged
+    /// messages (<c>max_in_flight</c>): what is in the buffer is unacknowledged, so the buffer is never full
+    /// when a durable delivery arrives, and the reader never stops reading for it (a Pong behind the
+    /// deliveries, the barrier <see cref="FlushAcksAsync"/> waits for, is always read).
+    /// </summary>
     internal Subscribe ToSubscribe() => Durable is not { } durable
         ? new Subscribe { Pattern = Pattern }
         : new Subscribe
@@ -143,12 +162,32 @@ public sealed class BusSubscription : IAsyncDisposable
             Start = durable.Start.Kind,
             StartSequence = durable.Start.Sequence,
             StartTimeUnixNanos = durable.Start.Kind == DurableStart.FromTime ? (ulong)((durable.Start.Time.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks) * 100) : 0,
+            MaxInFlight = (uint)Math.Min(Capacity, ProtocolConstants.MaxDurableInFlight),
         };
 
-    internal void Bind(object connection, uint id)
+    /// <summary>
+    /// Before a durable subscription is restored on a new connection: takes out of the buffer what the old
+    /// connection left there, and returns how many (counted as <see cref="Abandoned"/>). They were not
+    /// acknowledged, so the agent delivers them again; left in the buffer they would be doubled, and would
+    /// take room the new connection's window counts on.
+    /// </summary>
+    internal int DiscardBuffered()
+    {
+        var discarded = 0;
+        while (_channel.Reader.TryRead(out _))
+        {
+            discarded++;
+        }
+
+        Interlocked.Add(ref _abandoned, discarded);
+        return discarded;
+    }
+
+    internal void Bind(object connection, uint id, uint maxInFlight)
     {
         Connection = connection;
         Id = id;
+        Volatile.Write(ref _maxInFlight, maxInFlight);
     }
 
     internal void CountAbandoned() => Interlocked.Increment(ref _abandoned);

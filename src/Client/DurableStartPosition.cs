@@ -34,5 +34,5 @@ public readonly record struct DurableStartPosition
 /// <summary>A durable subscription's consumer and its ack batching.</summary>
 /// <param name="Consumer">The consumer's name (1-128 of A-Z, a-z, 0-9, '_', '-', '.').</param>
 /// <param name="Start">Where the consumer starts when it does not exist yet.</param>
-/// <param name="AckBatchSize">Acknowledgements gathered into one DurableAck frame; <see cref="BusSubscription.FlushAcksAsync"/> sends the rest.</param>
+/// <param name="AckBatchSize">Acknowledgements gathered into one DurableAck frame (at most half of <see cref="BusSubscription.MaxInFlight"/>); <see cref="BusSubscription.FlushAcksAsync"/> sends the rest.</param>
 public sealed record DurableConsumerOptions(string Consumer, DurableStartPosition Start, int AckBatchSize = 256);

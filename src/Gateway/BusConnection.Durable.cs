@@ -29,6 +29,14 @@ internal sealed partial class BusConnection
             return;
         }
 
+        var configured = _durable.Options.MaxAckPending;
+        if (subscribe.MaxInFlight > ProtocolConstants.MaxDurableInFlight)
+        {
+            TryEnqueueError(requestId, ErrorCode.InvalidMessage,
+                $"durable subscribe to '{pattern}' refused: max_in_flight is {subscribe.MaxInFlight}; allowed: 0 (this agent's durability.max_ack_pending, {configured}) or 1 to {ProtocolConstants.MaxDurableInFlight} (the agent sends at most {configured})");
+            return;
+        }
+
         if (!_durable.Patterns.Any(p => Overlaps(p, pattern)))
         {
             TryEnqueueError(requestId, ErrorCode.InvalidPattern, $"durable subscribe to '{pattern}' refused: no durable topic matches it; durable topics (durability.topics): {string.Join(", ", _durable.Patterns)}");
@@ -56,9 +64,11 @@ internal sealed partial class BusConnection
             return;
         }
 
+        // The client's window when it asks for one: a client that stops reading while its buffer is full gets no more than it holds.
+        var window = subscribe.MaxInFlight == 0 ? configured : (int)Math.Min(subscribe.MaxInFlight, (uint)configured);
         var id = ++_lastSubscriptionId;
         _subscriptions[id] = pattern;
-        var subscription = new DurableSubscription(_durable, consumer, pattern, id, acked.Value, _durable.Options.MaxAckPending, _maxOutboundBytes / 2,
+        var subscription = new DurableSubscription(_durable, consumer, pattern, id, acked.Value, window, _maxOutboundBytes / 2,
             (frames, count) =>
             {
                 QueueControl(frames);
@@ -70,8 +80,9 @@ internal sealed partial class BusConnection
                 TryEnqueueError(0, ErrorCode.Internal, $"durable consumer '{consumer}' stopped: {fault.Message}; unsubscribe and subscribe again");
             });
         _durableSubscriptions[id] = subscription;
-        QueueControl(Framing.ToFrame(new Envelope { RequestId = requestId, SubscribeAck = new SubscribeAck { SubscriptionId = id, Pattern = pattern } }));
-        LogDurableAttached(_logger, Id, _clientId, consumer, pattern, acked.Value);
+        _durable.Serve(consumer, Id, subscription);
+        QueueControl(Framing.ToFrame(new Envelope { RequestId = requestId, SubscribeAck = new SubscribeAck { SubscriptionId = id, Pattern = pattern, MaxInFlight = (uint)window } }));
+        LogDurableAttached(_logger, Id, _clientId, consumer, pattern, acked.Value, window);
         subscription.Start();
     }
 
@@ -130,7 +141,16 @@ internal sealed partial class BusConnection
             reply.TornTails = (ulong)stats.TornTails;
             foreach (var c in _durable.Consumers())
             {
-                reply.Consumers.Add(new ConsumerInfo { Name = c.Name, Pattern = c.Pattern, AckedSequence = c.Acked, Lag = c.Lag, Attached = c.Attached });
+                reply.Consumers.Add(new ConsumerInfo
+                {
+                    Name = c.Name,
+                    Pattern = c.Pattern,
+                    AckedSequence = c.Acked,
+                    Lag = c.Lag,
+                    Attached = c.Attached,
+                    MaxInFlight = (uint)c.MaxInFlight,
+                    InFlight = (uint)c.InFlight,
+                });
             }
         }
 
@@ -164,8 +184,8 @@ internal sealed partial class BusConnection
         }
     }
 
-    [LoggerMessage(EventId = 2020, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) holds durable consumer {Consumer} on {Pattern}, resuming after sequence {Acked}")]
-    private static partial void LogDurableAttached(ILogger logger, long connectionId, string clientId, string consumer, string pattern, ulong acked);
+    [LoggerMessage(EventId = 2020, Level = LogLevel.Information, Message = "Connection {ConnectionId} ({ClientId}) holds durable consumer {Consumer} on {Pattern}, resuming after sequence {Acked}, at most {MaxInFlight} unacknowledged")]
+    private static partial void LogDurableAttached(ILogger logger, long connectionId, string clientId, string consumer, string pattern, ulong acked, int maxInFlight);
 
     [LoggerMessage(EventId = 2021, Level = LogLevel.Error, Message = "Connection {ConnectionId}: durable consumer {Consumer} failed")]
     private static partial void LogDurableFailed(ILogger logger, long connectionId, string consumer, Exception exception);

@@ -6,8 +6,10 @@ namespace DaemonEye.EndToEnd.Tests;
 /// <summary>
 /// A client whose reader waits on a full subscription buffer (the consumer reads nothing) still
 /// notices the agent's kill -9: the connection ends, Disconnected is raised with the deliveries it
-/// abandons counted, what was buffered stays readable, and disposing does not hang. For a buffered,
-/// a durable and a handler subscription, each with a real agent killed with SIGKILL.
+/// abandons counted, what was buffered stays readable, and disposing does not hang. For a buffered
+/// and a handler subscription, each with a real agent killed with SIGKILL. A durable subscription's
+/// buffer never fills (the agent sends no more unacknowledged messages than it holds): its reader
+/// never waits, and after the kill everything unacknowledged comes again.
 /// </summary>
 public sealed class BlockedReaderEndToEndTests
 {
@@ -153,7 +155,7 @@ public sealed class BlockedReaderEndToEndTests
     }
 
     [Fact]
-    public async Task A_durable_consumer_with_a_full_buffer_notices_kill_9_and_gets_the_abandoned_messages_again()
+    public async Task A_durable_consumer_is_sent_no_more_than_its_buffer_holds_so_its_reader_never_waits_and_after_kill_9_gets_it_all_again()
     {
         using var patience = new CancellationTokenSource(Patience * 2);
         var token = patience.Token;
@@ -165,11 +167,29 @@ public sealed class BlockedReaderEndToEndTests
             var disconnected = Disconnected(consumer);
             var stalled = Stalled(consumer);
             var subscription = await consumer.SubscribeDurableAsync("events.alert.#", "blocked", DurableStartPosition.NewOnly, token);
+            Assert.Equal(Capacity, subscription.MaxInFlight);
             await PublishAsync(first, "events.alert.blocked", token);
-            await WaitFullAsync(stalled, subscription, token);
-            await KillAndCheckAsync(first, consumer, subscription, disconnected, token);
 
-            // Nothing was acknowledged: the consumer resumes at the first message, abandoned ones included.
+            // The consumer acknowledges nothing: the agent sends what the buffer holds and stops (Subscribe.max_in_flight),
+            // so the reader keeps reading the socket. The StreamsReply comes behind those deliveries.
+            for (var i = 0; i < Capacity; i++)
+            {
+                Assert.Equal(i, Index(await subscription.Reader.ReadAsync(token)));
+            }
+
+            var streams = await consumer.GetStreamsAsync(token);
+            var blocked = Assert.Single(streams.Consumers);
+            Assert.Equal(((uint)Capacity, (uint)Capacity), (blocked.MaxInFlight, blocked.InFlight));
+            Assert.False(subscription.Reader.TryRead(out _));
+
+            await first.KillAgentOnlyAsync();
+            var notice = await disconnected.WaitAsync(token);
+            Assert.Equal((0L, 0L, 0L), (notice.AbandonedMessages, subscription.Abandoned, subscription.Stalls));
+            Assert.False(stalled.IsCompleted);
+            await Assert.ThrowsAsync<BusConnectionException>(() => subscription.Completion.WaitAsync(token));
+            await consumer.DisposeAsync().AsTask().WaitAsync(token);
+
+            // Nothing was acknowledged: the consumer resumes at the first message.
             second = await AgentProcess.StartAsync(Durable, reuse: first);
             await using var resumed = await BusClient.ConnectAsync(Options(second, "blocked-durable-2"), token);
             var again = await resumed.SubscribeDurableAsync("events.alert.#", "blocked", DurableStartPosition.NewOnly, token);

@@ -138,10 +138,13 @@ internal sealed class RawBus : IAsyncDisposable
     }
 
     /// <summary>Subscribes; the SubscribeAck or Error.</summary>
-    public async Task<Envelope> SubscribeAsync(string pattern)
+    public Task<Envelope> SubscribeAsync(string pattern) => SubscribeAsync(new Subscribe { Pattern = pattern });
+
+    /// <summary>Sends <paramref name="subscribe"/> as it is; the SubscribeAck or Error.</summary>
+    public async Task<Envelope> SubscribeAsync(Subscribe subscribe)
     {
         var id = NextRequestId();
-        var frames = await SendAndSettleAsync(new Envelope { RequestId = id, Subscribe = new Subscribe { Pattern = pattern } });
+        var frames = await SendAndSettleAsync(new Envelope { RequestId = id, Subscribe = subscribe });
         return Assert.Single(frames, f => f.RequestId == id);
     }
 

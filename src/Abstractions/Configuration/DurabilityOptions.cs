@@ -1,4 +1,5 @@
 using System.Globalization;
+using DaemonEye.Protocol;
 using DaemonEye.Topics;
 using Microsoft.Extensions.Configuration;
 
@@ -43,7 +44,7 @@ public sealed class DurabilityOptions
     [ConfigurationKeyName("fsync")]
     public string Fsync { get; set; } = "checkpoint";
 
-    /// <summary>Delivered but unacknowledged messages a durable subscription may have at once.</summary>
+    /// <summary>Delivered but unacknowledged messages a durable subscription may have at once (a client may ask for fewer: <c>Subscribe.max_in_flight</c>).</summary>
     [ConfigurationKeyName("max_ack_pending")]
     public int MaxAckPending { get; set; } = 10_000;
 
@@ -84,9 +85,9 @@ public sealed class DurabilityOptions
             yield return $"durability.fsync is '{Fsync}'; allowed: {string.Join(", ", FsyncPolicies)}";
         }
 
-        if (MaxAckPending is < 1 or > 1_000_000)
+        if (MaxAckPending is < 1 or > ProtocolConstants.MaxDurableInFlight)
         {
-            yield return $"durability.max_ack_pending is {MaxAckPending}; allowed: 1 to 1000000";
+            yield return $"durability.max_ack_pending is {MaxAckPending}; allowed: 1 to {ProtocolConstants.MaxDurableInFlight}";
         }
     }
 }

@@ -11,4 +11,10 @@ public static class ProtocolConstants
 
     /// <summary>Longest correlation id (correlation, parent or root) accepted.</summary>
     public const int MaxCorrelationIdLength = 128;
+
+    /// <summary>
+    /// Largest unacknowledged-message window of a durable subscription: the most a client may ask for in
+    /// <c>Subscribe.max_in_flight</c> and the most <c>durability.max_ack_pending</c> may configure.
+    /// </summary>
+    public const int MaxDurableInFlight = 1_000_000;
 }

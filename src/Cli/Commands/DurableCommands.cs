@@ -44,7 +44,7 @@ internal static class DurableCommands
     /// <summary><c>streams</c>: the durable topics, the log's size, and each consumer's position and lag.</summary>
     public static Command BuildStreams(CliContext context)
     {
-        var command = new Command("streams", "Durable topics: the log's size, and each durable consumer's position and lag");
+        var command = new Command("streams", "Durable topics: the log's size, and each durable consumer's position, lag and unacknowledged messages");
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
             await using var client = await AgentConnection.ConnectAsync(context, AgentConnection.Options(context, parse), cancellationToken);
@@ -57,10 +57,12 @@ internal static class DurableCommands
             var output = context.Output;
             output.WriteLine($"durable topics: {(streams.Patterns.Count == 0 ? "(durability off)" : string.Join(", ", streams.Patterns))}");
             output.WriteLine($"log: {streams.Messages} messages, {streams.Bytes} bytes, sequences {streams.FirstSequence}..{streams.LastSequence}; refused {streams.Refused}; torn tails at start-up {streams.TornTails}");
-            output.WriteLine($"{"CONSUMER",-24} {"PATTERN",-28} {"ACKED",12} {"LAG",12} ATTACHED");
+            output.WriteLine($"{"CONSUMER",-24} {"PATTERN",-28} {"ACKED",12} {"LAG",12} {"IN FLIGHT",17} ATTACHED");
             foreach (var c in streams.Consumers)
             {
-                output.WriteLine($"{c.Name,-24} {c.Pattern,-28} {c.AckedSequence,12} {c.Lag,12} {(c.Attached ? "yes" : "no")}");
+                // Delivered and unacknowledged / the most the agent sends it, while a connection holds it.
+                var inFlight = c.MaxInFlight > 0 ? $"{c.InFlight}/{c.MaxInFlight}" : "-";
+                output.WriteLine($"{c.Name,-24} {c.Pattern,-28} {c.AckedSequence,12} {c.Lag,12} {inFlight,17} {(c.Attached ? "yes" : "no")}");
             }
 
             return CliApplication.Ok;

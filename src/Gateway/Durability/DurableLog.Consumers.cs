@@ -15,13 +15,17 @@ public enum ConsumerStart
     FromTime,
 }
 
-/// <summary>A durable consumer as stored, with its lag and whether a connection holds it.</summary>
-public readonly record struct ConsumerState(string Name, string Pattern, ulong Acked, ulong Lag, bool Attached);
+/// <summary>
+/// A durable consumer as stored, with its lag, whether a connection holds it and, while one serves it, its
+/// window of unacknowledged messages and how much of it is in use (both 0 otherwise).
+/// </summary>
+public readonly record struct ConsumerState(string Name, string Pattern, ulong Acked, ulong Lag, bool Attached, int MaxInFlight = 0, int InFlight = 0);
 
 /// <summary>Durable consumers: their acknowledged positions, stored beside the messages (one transaction per ack).</summary>
 public sealed partial class DurableLog
 {
     private readonly Dictionary<string, long> _attached = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DurablePump> _served = new(StringComparer.Ordinal);
 
     /// <summary>
     /// Attaches connection <paramref name="connectionId"/> to consumer <paramref name="name"/>, creating it at
@@ -77,6 +81,18 @@ public sealed partial class DurableLog
         }
     }
 
+    /// <summary>Records <paramref name="pump"/> as what serves consumer <paramref name="name"/> while <paramref name="connectionId"/> holds it, for <see cref="Consumers"/>.</summary>
+    internal void Serve(string name, long connectionId, DurablePump pump)
+    {
+        lock (_gate)
+        {
+            if (_attached.TryGetValue(name, out var holder) && holder == connectionId)
+            {
+                _served[name] = pump;
+            }
+        }
+    }
+
     /// <summary>Releases consumer <paramref name="name"/> if <paramref name="connectionId"/> holds it.</summary>
     public void Detach(string name, long connectionId)
     {
@@ -85,6 +101,7 @@ public sealed partial class DurableLog
             if (_attached.TryGetValue(name, out var holder) && holder == connectionId)
             {
                 _attached.Remove(name);
+                _served.Remove(name);
             }
         }
     }
@@ -111,7 +128,7 @@ public sealed partial class DurableLog
         }
     }
 
-    /// <summary>Every consumer, with its lag (retained messages after its position, on all durable topics).</summary>
+    /// <summary>Every consumer, with its lag (retained messages after its position, on all durable topics) and, while served, its window.</summary>
     public IReadOnlyList<ConsumerState> Consumers()
     {
         lock (_gate)
@@ -130,7 +147,9 @@ public sealed partial class DurableLog
             while (rows.Read())
             {
                 var name = rows.GetString(0);
-                consumers.Add(new ConsumerState(name, rows.GetString(1), (ulong)rows.GetInt64(2), (ulong)rows.GetInt64(3), _attached.ContainsKey(name)));
+                var pump = _served.GetValueOrDefault(name);
+                consumers.Add(new ConsumerState(name, rows.GetString(1), (ulong)rows.GetInt64(2), (ulong)rows.GetInt64(3), _attached.ContainsKey(name),
+                    pump?.MaxInFlight ?? 0, pump?.InFlight ?? 0));
             }
 
             return consumers;

@@ -51,6 +51,21 @@ internal abstract class DurablePump
 
     public string Pattern { get; }
 
+    /// <summary>Messages handed over and not acknowledged, at most (the count window).</summary>
+    public int MaxInFlight => _maxInFlight;
+
+    /// <summary>Messages handed over and not acknowledged now.</summary>
+    public int InFlight
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _inFlight.Count;
+            }
+        }
+    }
+
     protected DurableLog Log { get; }
 
     /// <summary>Starts the pump (once; later calls, and calls after <see cref="StopAsync"/>, do nothing).</summary>

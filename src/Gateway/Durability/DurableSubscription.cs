@@ -6,8 +6,8 @@ namespace DaemonEye.Gateway.Durability;
 /// <summary>
 /// One durable subscription on one bus connection, served by a <see cref="DurablePump"/>: each read's
 /// matching messages become Deliver frames (log sequence in <c>Deliver.sequence</c>) handed to the
-/// connection in one <c>send</c>, never more than durability.max_ack_pending messages (and half of
-/// broker.max_outbound_bytes) ahead of the client's cumulative acks.
+/// connection in one <c>send</c>, never more than <c>maxAckPending</c> messages (min(Subscribe.max_in_flight,
+/// durability.max_ack_pending)) and half of broker.max_outbound_bytes ahead of the client's cumulative acks.
 /// </summary>
 internal sealed class DurableSubscription(DurableLog log, string consumer, string pattern, uint subscriptionId, ulong acked, int maxAckPending, long maxUnackedBytes, Action<byte[], int> send, Action<Exception> failed)
     : DurablePump(log, pattern, acked, maxAckPending, maxUnackedBytes)

@@ -222,6 +222,7 @@ internal sealed partial class MqttBridge
         var clientId = client.ClientId;
         var session = new MqttDurableSession(log, (row, stop) => InjectDurableAsync(clientId, row, stop), consumer, pattern, number, position, Math.Min(_options.MaxInflight, log.Options.MaxAckPending),
             fault => LogDurableFailed(_logger, number, clientId, filter, consumer, fault));
+        log.Serve(consumer, number, session);
         lock (client.Gate)
         {
             client.Durable[filter] = session;
