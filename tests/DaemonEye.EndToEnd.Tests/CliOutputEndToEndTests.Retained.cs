@@ -63,6 +63,15 @@ public sealed partial class CliOutputEndToEndTests
             Assert.Equal(["m2", "m3", "m4"], subscriber.Stdout.Select(l => JsonDocument.Parse(l).RootElement.GetProperty("payload").GetString()));
         }
 
+        // The agent's own lifecycle records are retained too, decoded.
+        var (lifecycleCode, lifecycle, lifecycleError) = await PipeAsync("subscribe", "control.collector.lifecycle", "--last", "1", "--count", "1", "--json");
+        Assert.True(lifecycleCode == 0, lifecycleError);
+        SchemaAssert.Valid("subscribe", lifecycle.Trim());
+        using (var record = JsonDocument.Parse(lifecycle))
+        {
+            Assert.Equal("daemoneye.collector.v1.LifecycleEvent", record.RootElement.GetProperty("event_type").GetString());
+        }
+
         // Only durable topics are retained: any other pattern is refused with the reason.
         var (code, output, error) = await PipeAsync("subscribe", "events.demo.not-kept.#", "--last", "1");
         Assert.Equal(1, code);
