@@ -90,6 +90,8 @@ public static class ServiceCollectionExtensions
             .Bind(configuration.GetSection(DurabilityOptions.SectionName))
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<DurabilityOptions>, DurabilityOptionsValidator>();
+        // Answers `subscribe --last N` also when durability is off (with the reason there is nothing to replay).
+        services.AddSingleton<Ipc.IIpcRequestHandler>(sp => new Durability.RetainedIpcHandler(sp.GetService<Durability.DurableLog>()));
         if (!configuration.GetSection(DurabilityOptions.SectionName).GetValue("enabled", true))
         {
             return;

@@ -231,6 +231,85 @@ public sealed class CliOutputTests
         Assert.DoesNotContain(lines, l => l.Contains("new_path", StringComparison.Ordinal));
     }
 
+    private static readonly RulesListResponse Rules = new()
+    {
+        Directory = "/etc/daemoneye/rules",
+        IntervalSeconds = 60,
+        Rules =
+        {
+            new RuleInfo { Id = "reverse-shell", Kind = "snapshot", Severity = "critical", State = "ready", Tables = { "connections", "processes" }, TaskTypes = { "network.snapshot", "process.snapshot" }, Name = "Reverse shell", File = "/etc/daemoneye/rules/reverse-shell.yaml", Line = 5 },
+            new RuleInfo { Id = "x", Kind = "event", Severity = "low", State = "waiting", WaitingFor = { "network.snapshot" }, Tables = { "process_events" }, Name = "A much longer rule name than the other", File = "x.yaml", Line = 12 },
+        },
+    };
+
+    [Fact]
+    public void Rules_list_on_a_pipe_is_columns_that_start_at_the_same_place_on_every_line()
+    {
+        using var writer = new StringWriter();
+        var console = Terminal.Create(writer);
+
+        console.Show(CoordinationCommands.RulesView(Context(console), Rules, OutputFormat.Table));
+
+        var lines = writer.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("rules directory /etc/daemoneye/rules; run every 60 s", lines[0]);
+        Assert.Equal(["ID", "KIND", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE"], lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        string[][] cells =
+        [
+            ["ID", "KIND", "SEVERITY", "STATE", "TABLES", "NEEDS", "NAME", "FILE"],
+            ["reverse-shell", "snapshot", "critical", "ready", "connections,processes", "network.snapshot,process.snapshot", "Reverse shell", "/etc/daemoneye/rules/reverse-shell.yaml:5"],
+            ["x", "event", "low", "waiting for network.snapshot", "process_events", "-", "A much longer rule name than the other", "x.yaml:12"],
+        ];
+        for (var column = 0; column < cells[0].Length; column++)
+        {
+            var at = lines[1].IndexOf(cells[0][column], StringComparison.Ordinal);
+            Assert.Equal(at, lines[2].IndexOf(cells[1][column], at, StringComparison.Ordinal));
+            Assert.Equal(at, lines[3].IndexOf(cells[2][column], at, StringComparison.Ordinal));
+        }
+
+        Assert.DoesNotContain('\u001b', writer.ToString());
+    }
+
+    [Fact]
+    public void Rules_list_on_a_terminal_colours_each_severity()
+    {
+        using var console = TerminalConsole();
+
+        console.Write(CoordinationCommands.RulesView(Context(console), Rules, OutputFormat.Table));
+
+        Assert.Matches("\u001b\\[[0-9;]+mcritical\u001b\\[0m", console.Output);
+        Assert.Matches("\u001b\\[[0-9;]+mlow\u001b\\[0m", console.Output);
+    }
+
+    [Theory]
+    [InlineData("critical", "CRITICAL")]
+    [InlineData("high", "HIGH")]
+    [InlineData("medium", "MEDIUM")]
+    public void Alerts_tail_colours_the_severity_on_a_terminal_and_not_on_a_pipe(string severity, string word)
+    {
+        var alert = new Alert { RuleId = "r1", RuleName = "Rule one", Severity = severity, RaisedUnixMs = 1_796_456_488_609, TaskId = "t1", EvaluationCorrelationId = "e1", Fields = { new AlertField { Name = "pid", Value = "42" } } };
+        using var terminal = TerminalConsole();
+        using var writer = new StringWriter();
+        var pipe = Terminal.Create(writer);
+
+        CoordinationCommands.WriteAlert(Context(terminal), alert);
+        CoordinationCommands.WriteAlert(Context(pipe), alert);
+
+        Assert.Matches($"^\\d\\d:\\d\\d:\\d\\d\\.609 \u001b\\[[0-9;]+m{word} *\u001b\\[0m r1 \\(Rule one\\): pid=42 \\[task t1\\] \\[chain e1 > \\]", terminal.Output);
+        var time = DateTimeOffset.FromUnixTimeMilliseconds(1_796_456_488_609).UtcDateTime.ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal($"{time} {word,-8} r1 (Rule one): pid=42 [task t1] [chain e1 > ]", writer.ToString().TrimEnd('\n', '\r'));
+    }
+
+    [Theory]
+    [InlineData("{\"event\":{\"process\":{\"pid\":\"42\"}}}")]
+    [InlineData("[{\"start_time_unix_ms\":\"1796456488609\"}]")]
+    [InlineData("{\"broker\":{\"unrouted\":\"0\"}}")]
+    public void The_json_type_check_fails_a_number_written_as_a_string_anywhere(string json) =>
+        Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => SchemaAssert.NumbersAreNumbers(json));
+
+    [Fact]
+    public void The_json_type_check_accepts_numbers_and_the_protocols_text_maps() =>
+        SchemaAssert.NumbersAreNumbers("{\"pid\":42,\"settings\":{\"scan_interval_ms\":\"100\"},\"details\":{\"restarts\":\"2\"},\"name\":\"x\",\"latency_us\":{\"p50\":1.5}}");
+
     [Fact]
     public void Alerts_json_matches_its_schema()
     {
@@ -287,15 +366,16 @@ public sealed class CliOutputTests
     }
 
     [Theory]
-    [InlineData("subscribe", "events.#", "--last", "5")]
-    [InlineData("alerts", "tail", "--last", "5")]
-    public async Task Last_is_refused_because_no_retention_is_configured(params string[] args)
+    [InlineData("--last is 0; allowed: 1 to 10000", "subscribe", "events.#", "--last", "0")]
+    [InlineData("--last is 10001; allowed: 1 to 10000", "alerts", "tail", "--last", "10001")]
+    [InlineData("--last with --durable: a durable consumer starts where it left off", "subscribe", "events.alert.#", "--last", "5", "--durable", "siem")]
+    public async Task Last_out_of_range_or_with_a_durable_consumer_is_invalid_input_before_any_connection(string expected, params string[] args)
     {
         var (code, output, error) = await RunAsync(args);
 
         Assert.Equal(CliApplication.Invalid, code);
         Assert.Equal(string.Empty, output);
-        Assert.Contains("--last 5: not supported: the agent replays retained messages only to a durable consumer", error, StringComparison.Ordinal);
+        Assert.Contains("error: " + expected, error, StringComparison.Ordinal);
     }
 
     [Fact]

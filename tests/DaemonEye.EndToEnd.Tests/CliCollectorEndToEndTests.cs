@@ -139,12 +139,20 @@ public sealed class CliCollectorEndToEndTests
         Assert.Equal(2, code);
         Assert.Contains("--timeout", stderr, StringComparison.Ordinal);
 
-        (code, _, stderr) = await Cli(agent, "collectors", "stop", "tc-ctl");
+        (code, stdout, stderr) = await Cli(agent, "collectors", "stop", "tc-ctl", "--json");
         Assert.True(code == 0, $"exit {code}: {stderr}");
         Assert.Equal(CollectorState.Stopped, (await IpcProbe.CollectorAsync(agent.IpcSocketPath, "tc-ctl")).State);
+        DaemonEye.Client.Tests.SchemaAssert.Valid("collectors-action", string.Join('\n', stdout));
+        Assert.Contains("\"action\": \"stop\"", string.Join('\n', stdout), StringComparison.Ordinal);
 
-        (code, _, stderr) = await Cli(agent, "collectors", "start", "tc-ctl", "--json");
+        (code, stdout, stderr) = await Cli(agent, "collectors", "start", "tc-ctl", "--json");
         Assert.True(code == 0, $"exit {code}: {stderr}");
+        DaemonEye.Client.Tests.SchemaAssert.Valid("collectors-action", string.Join('\n', stdout));
+        await WaitForAsync(agent, "tc-ctl", s => s.State == CollectorState.Running);
+
+        (code, stdout, stderr) = await Cli(agent, "collectors", "restart", "tc-ctl", "--json");
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        DaemonEye.Client.Tests.SchemaAssert.Valid("collectors-action", string.Join('\n', stdout));
         await WaitForAsync(agent, "tc-ctl", s => s.State == CollectorState.Running);
 
         (code, _, stderr) = await CliProcess.RunAsync("/tmp/de-e2e-none/bus.sock", Patience, "status");

@@ -32,6 +32,10 @@ public sealed class ProcmondAgentFixture : IAsyncLifetime
             ["DAEMONEYE_COLLECTORS__0__ARGUMENTS__0"] = "--scan-interval-ms",
             ["DAEMONEYE_COLLECTORS__0__ARGUMENTS__1"] = "100",
             ["DAEMONEYE_PROCESS_MANAGER__HEARTBEAT_INTERVAL_SECONDS"] = "0.2",
+            // The shipped durable topics, and one the tests may publish on (subscribe --last).
+            ["DAEMONEYE_DURABILITY__TOPICS__0"] = "events.alert.#",
+            ["DAEMONEYE_DURABILITY__TOPICS__1"] = "control.collector.lifecycle",
+            ["DAEMONEYE_DURABILITY__TOPICS__2"] = "events.demo.retained.#",
         });
         ConfigPath = Path.Combine(Agent.Directory, "cli.yaml");
         await File.WriteAllTextAsync(ConfigPath, $"broker:\n  socket_path: {Agent.SocketPath}\n");
@@ -64,7 +68,8 @@ public sealed class ProcmondAgentFixture : IAsyncLifetime
 /// daemoneye-cli's output against a real agent and procmond: colour on a terminal (Spectre's
 /// TestConsole, and a real pseudo-terminal through script(1)) and none on a pipe; every -o json
 /// output checked against its schema (docs/schemas); ps --tree placing this test's child under
-/// this process; publish from stdin; logs; --watch on a pipe.
+/// this process; publish from stdin; logs; --watch on a pipe and in place on a terminal; -o wide;
+/// subscribe's multi-line and --compact forms; top's rates against messages published; streams.
 /// </summary>
 public sealed partial class CliOutputEndToEndTests(ProcmondAgentFixture fixture) : IClassFixture<ProcmondAgentFixture>
 {
@@ -171,6 +176,7 @@ public sealed partial class CliOutputEndToEndTests(ProcmondAgentFixture fixture)
             ("task-run", ["task", "run", "process.snapshot", "--json"], false),
             ("top", ["top", "-o", "json", "--interval", "0.2", "--samples", "2"], true),
             ("logs", ["logs", "procmond", "-o", "json"], false),
+            ("diagnostics", ["collectors", "diagnostics", "procmond", "--json"], false),
         ];
         foreach (var (schema, args, lines) in commands)
         {
@@ -314,6 +320,154 @@ public sealed partial class CliOutputEndToEndTests(ProcmondAgentFixture fixture)
         (code, _, error) = await PipeAsync("logs", "nobody");
         Assert.Equal(1, code);
         Assert.Contains("NotFound: no collector 'nobody'; known: procmond", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Subscribe_on_a_terminal_prints_a_decoded_event_over_several_lines_and_one_line_with_compact()
+    {
+        var file = new DaemonEye.Protocol.Filesystem.V1.FileEvent { Kind = DaemonEye.Protocol.Filesystem.V1.FileEventKind.Modified, Path = "/etc/passwd", Size = 3_000_000_000, CollectorId = "fsmond" };
+
+        async Task<List<string>> ShowAsync(params string[] options)
+        {
+            var topic = "events.demo.pretty-" + Guid.NewGuid().ToString("N")[..8];
+            using var terminal = new TestConsole().Interactive().Width(200);
+            using var error = new MarkerWriter("subscribed to");
+            var run = CliApplication.InvokeAsync(["subscribe", topic, "--count", "1", .. options, "--config", fixture.ConfigPath], terminal, error, Stream.Null);
+            await error.Marker.WaitAsync(Patience);
+            await using (var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = Agent.SocketPath, ClientId = "pretty-publisher" }))
+            {
+                await client.PublishAsync(topic, Google.Protobuf.MessageExtensions.ToByteArray(file), new PublishOptions { ContentType = "application/x-protobuf; messageType=" + DaemonEye.Protocol.Filesystem.V1.FileEvent.Descriptor.FullName });
+                await client.FlushAsync();
+            }
+
+            var code = await run.WaitAsync(Patience);
+            Assert.True(code == 0, error.ToString());
+            return [.. terminal.Lines.Where(l => l.Trim().Length > 0).Select(l => l.TrimEnd())];
+        }
+
+        var pretty = await ShowAsync();
+        var compact = await ShowAsync("--compact");
+
+        Assert.Matches("^events\\.demo\\.pretty-[0-9a-f]{8} #1 · ", pretty[0]);
+        Assert.Equal("  FileEvent", pretty[1]);
+        Assert.Contains("  path: /etc/passwd", pretty);
+        Assert.Contains("  size: 3000000000", pretty);
+        var line = Assert.Single(compact);
+        Assert.Matches("^events\\.demo\\.pretty-[0-9a-f]{8} seq=1 .*FileEvent .*\"path\":\"/etc/passwd\"", line);
+        Assert.Contains("\"size\":3000000000", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Top_counts_the_messages_published_between_its_samples()
+    {
+        using var output = new MarkerWriter(null);
+        using var cancel = new CancellationTokenSource();
+        using var error = new StringWriter();
+        var run = CliApplication.InvokeAsync(["top", "-o", "json", "--interval", "0.3", "--config", fixture.ConfigPath], Terminal.Create(output), error, Stream.Null, cancel.Token);
+
+        // After the first sample: 200 messages, all routed (the flush is the agent's barrier); then two
+        // more samples, so that the one whose reading began after the flush is among them.
+        await output.LinesAsync(1).WaitAsync(Patience);
+        await using (var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = Agent.SocketPath, ClientId = "top-publisher" }))
+        {
+            for (var i = 0; i < 200; i++)
+            {
+                await client.PublishAsync("events.top-test.x", "x"u8.ToArray());
+            }
+
+            await client.FlushAsync();
+        }
+
+        await output.LinesAsync(output.Lines + 2).WaitAsync(Patience);
+        await cancel.CancelAsync();
+        try
+        {
+            await run;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        var samples = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var events = 0.0;
+        foreach (var sample in samples)
+        {
+            SchemaAssert.Valid("top", sample);
+            using var json = JsonDocument.Parse(sample);
+            var byRoot = json.RootElement.GetProperty("bus").GetProperty("published_per_second_by_topic_root");
+            events += byRoot.TryGetProperty("events", out var rate) ? rate.GetDouble() * json.RootElement.GetProperty("interval_seconds").GetDouble() : 0;
+        }
+
+        // Rates times their intervals add up to the messages (procmond's events come on top), within rounding.
+        Assert.True(events >= 198, $"the samples account for {events:0.0} events.* messages of the 200 published:\n{output}\n{error}");
+    }
+
+    [Fact]
+    public async Task Bench_pubsub_shows_its_progress_on_stderr_while_it_runs()
+    {
+        // 3,000 messages paced at 1,000/s: three seconds, so at least one progress line (every 2 s) before the result.
+        using var bench = new CliProcess(Agent.SocketPath, "bench: ", "bench", "pubsub", "--messages", "3000", "--rate", "1000", "--warmup", "0", "--json");
+        await bench.Marker.WaitAsync(Patience);
+        var code = await bench.WaitAsync(Patience);
+
+        Assert.True(code == 0, $"exit {code}: {bench.Stderr}");
+        Assert.Matches(new Regex(@"^bench: [\d,]+ of 3,000 messages delivered or dropped, \d+\.\d s$", RegexOptions.Multiline), bench.Stderr);
+        SchemaAssert.Valid("bench-pubsub", string.Join('\n', bench.Stdout));
+    }
+
+    [Fact]
+    public async Task Output_wide_adds_columns_and_absolute_times_and_json_is_the_same_as_output_json()
+    {
+        string[] Header(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries)[0].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+
+        var (code, collectors, error) = await PipeAsync("collectors", "list", "-o", "wide");
+        Assert.True(code == 0, error);
+        Assert.Equal(["ID", "STATE", "HEALTH", "PID", "RESTARTS", "LAST", "HEARTBEAT", "ENABLED", "EXECUTABLE", "REASON"], Header(collectors));
+        Assert.Contains(collectors.Split('\n'), l => l.StartsWith("procmond ", StringComparison.Ordinal) && l.Contains("procmond.dll", StringComparison.Ordinal));
+
+        // On a terminal the table shows "3 s ago"; wide shows the absolute time there too.
+        using var terminal = new TestConsole().Interactive().Width(300);
+        (code, error) = await RunAsync(terminal, null, "collectors", "list", "-o", "wide");
+        Assert.True(code == 0, error);
+        Assert.Matches("\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z", terminal.Output);
+        Assert.DoesNotContain(" ago", terminal.Output, StringComparison.Ordinal);
+
+        (code, var ps, error) = await PipeAsync("ps", "-o", "wide");
+        Assert.True(code == 0, error);
+        Assert.Equal(["PID", "PPID", "USER", "NAME", "CPU%", "RSS", "THREADS", "STARTED", "EXE-SHA256", "COMMAND"], Header(ps));
+
+        (code, var rules, error) = await PipeAsync("rules", "list", "-o", "wide");
+        Assert.True(code is 0 or 1, error);
+        Assert.Equal("DESCRIPTION", Header(string.Join('\n', rules.Split('\n').Skip(1)))[^1]);
+
+        // --json is -o json.
+        var (jsonCode, json, jsonError) = await PipeAsync("collectors", "list", "--json");
+        var (outputCode, output, outputError) = await PipeAsync("collectors", "list", "-o", "json");
+        Assert.True(jsonCode == 0 && outputCode == 0, jsonError + outputError);
+        using var a = JsonDocument.Parse(json);
+        using var b = JsonDocument.Parse(output);
+        Assert.Equal(
+            a.RootElement.EnumerateArray().Select(c => (c.GetProperty("id").GetString(), c.GetProperty("pid").GetRawText())),
+            b.RootElement.EnumerateArray().Select(c => (c.GetProperty("id").GetString(), c.GetProperty("pid").GetRawText())));
+    }
+
+    [Fact]
+    public async Task Watch_on_a_terminal_redraws_the_view_in_place_under_a_header()
+    {
+        using var terminal = new TestConsole().Interactive().EmitAnsiSequences().Width(200);
+        terminal.Profile.Capabilities.Unicode = true;
+
+        var (code, error) = await RunAsync(terminal, null, "collectors", "list", "--watch", "--interval", "0.2", "--samples", "3");
+
+        Assert.True(code == 0, error);
+        var text = terminal.Output;
+        var plain = Sgr().Replace(text, string.Empty);
+        // Spectre's live display: the header and the table drawn for each sample (at least), the
+        // cursor moved back up before each redraw (ESC [ n A) instead of the view printed below the last.
+        var headers = Regex.Count(plain, "collectors list · every 0\\.2 s · \\d\\d:\\d\\d:\\d\\d · Ctrl-C to stop");
+        Assert.True(headers >= 3, $"{headers} header(s) for 3 samples:\n{plain}");
+        Assert.True(Regex.Count(text, "\u001b\\[\\d+A") >= 2, text);
+        Assert.Matches("\u001b\\[[0-9;]+m✔ Running", text);
     }
 
     [Fact]

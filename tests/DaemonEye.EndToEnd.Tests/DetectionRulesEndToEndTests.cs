@@ -122,7 +122,9 @@ public sealed class DetectionRulesEndToEndTests : IDisposable
 
             // alerts tail printed one (it may be this one or an earlier run's: both carry the rule id).
             Assert.Equal(0, await cli.WaitAsync(Patience));
-            Assert.Contains("\"rule_id\":\"e2e-test-target\"", Assert.Single(cli.Stdout));
+            var json = Assert.Single(cli.Stdout);
+            Assert.Contains("\"rule_id\":\"e2e-test-target\"", json);
+            DaemonEye.Client.Tests.SchemaAssert.Valid("alerts", json);
 
             // The plain form: time, severity, rule id and name, the row's fields, the task.
             Assert.Equal(0, await plain.WaitAsync(Patience));

@@ -12,7 +12,7 @@ namespace DaemonEye.EndToEnd.Tests;
 /// and is logged at warning, a Failed one at error; successful RPCs are not logged one by one at
 /// information.
 /// </summary>
-public sealed class OperatorChecksEndToEndTests
+public sealed partial class OperatorChecksEndToEndTests
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(90);
 
@@ -173,9 +173,18 @@ public sealed class OperatorChecksEndToEndTests
         var (code, stdout, stderr) = await Cli.RunAsync(directory.Path, env, "config", "validate", config);
 
         Assert.True(code == 0, stderr);
-        Assert.Contains($"warning: detection rule {Path.Combine(rules, "bad.yaml")}:3: rule 'bad': severity 'extreme' is invalid; allowed: low, medium, high, critical", stderr, StringComparison.Ordinal);
+        var problem = $"{Path.Combine(rules, "bad.yaml")}:3: rule 'bad': severity 'extreme' is invalid; allowed: low, medium, high, critical";
+        Assert.Contains($"warning: detection rule {problem}", stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("good.yaml", stderr, StringComparison.Ordinal);
         Assert.Contains(stdout, l => l.EndsWith(": valid, 1 warning(s)", StringComparison.Ordinal));
+
+        // The agent starts with the same file, runs the good rule, and warns about the bad one in the same words.
+        await using var agent = await AgentProcess.StartAsync(args: ["--config", config]);
+        var line = await agent.WaitForLineAsync(l => l.Contains("Detection rule not loaded: ", StringComparison.Ordinal), includeEarlier: true).WaitAsync(Patience);
+        Assert.Contains("WRN]", line, StringComparison.Ordinal);
+        Assert.EndsWith("Detection rule not loaded: " + problem, line.TrimEnd(), StringComparison.Ordinal);
+        var listed = (await IpcProbe.SendAsync(agent.IpcSocketPath, new IpcRequest { RulesList = new RulesListRequest() })).RulesList;
+        Assert.Equal(["good"], listed.Rules.Select(r => r.Id));
     }
 
     [Fact]
@@ -304,6 +313,27 @@ public sealed class OperatorChecksEndToEndTests
     }
 
     [Fact]
+    public async Task A_failed_rpc_is_logged_at_warning_and_counted_in_the_periodic_line()
+    {
+        var env = new Dictionary<string, string>(TestTokens.AgentSettings("rpc-slow"))
+        {
+            ["DAEMONEYE_RPC__ACTIVITY_LOG_INTERVAL_SECONDS"] = "1",
+        };
+        await using var agent = await AgentProcess.StartAsync(env);
+        // It answers a HealthCheck after 30 s: a call allowed 0.5 s times out.
+        using var collector = await TestCollectorProcess.StartAsync(agent.SocketPath, "rpc-slow", "--health-delay-ms", "30000");
+        var timedOut = agent.WaitForLineAsync(l => l.Contains("WRN]", StringComparison.Ordinal) && l.Contains("HealthCheck -> rpc-slow timed out after", StringComparison.Ordinal));
+        var failed = agent.WaitForLineAsync(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"INF\] .*RPC in the last [\d.]+ s: \d+ call\(s\) \([\d.]+/s\), \d+ response\(s\), [1-9]\d* failed \([1-9]\d* timed out,"));
+
+        var (code, _, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "collectors", "health", "rpc-slow", "--timeout", "0.5");
+
+        Assert.Equal(1, code);
+        Assert.StartsWith("Timeout: ", stderr, StringComparison.Ordinal);
+        await timedOut.WaitAsync(Patience);
+        await failed.WaitAsync(Patience);
+    }
+
+    [Fact]
     public async Task A_task_type_no_collector_declares_and_a_publish_on_an_agent_topic_are_refused_at_once_with_the_reason()
     {
         var env = new Dictionary<string, string>
@@ -327,6 +357,46 @@ public sealed class OperatorChecksEndToEndTests
         Assert.Contains("control.collector.# and control.health.# belong to the agent and the collectors", publishError, StringComparison.Ordinal);
         Assert.Contains("collectors start|stop|restart", publishError, StringComparison.Ordinal);
         Assert.Equal(CollectorState.Running, (await IpcProbe.CollectorAsync(agent.IpcSocketPath, "tc-echo")).State);
+    }
+
+    [Fact]
+    public async Task Status_counts_a_publish_nobody_subscribes_to_as_published_not_unrouted_and_delivered_once_subscribed()
+    {
+        // No collectors: the only bus traffic is this test's.
+        await using var agent = await AgentProcess.StartAsync();
+        async Task<(ulong Published, ulong Delivered, ulong Unrouted)> BrokerAsync()
+        {
+            var (code, lines, stderr) = await CliProcess.RunAsync(agent.SocketPath, Patience, "status", "-o", "json");
+            Assert.True(code == 0, stderr);
+            using var json = System.Text.Json.JsonDocument.Parse(string.Join('\n', lines));
+            var broker = json.RootElement.GetProperty("broker");
+            return (broker.GetProperty("published").GetUInt64(), broker.GetProperty("delivered").GetUInt64(), broker.GetProperty("unrouted").GetUInt64());
+        }
+
+        var before = await BrokerAsync();
+        var (publishCode, _, publishError) = await CliProcess.RunAsync(agent.SocketPath, Patience, "publish", "events.nobody.listens", "x", "--count", "5");
+        Assert.True(publishCode == 0, publishError);
+        var unheard = await BrokerAsync();
+
+        await using (var client = await BusClient.ConnectAsync(new BusClientOptions { SocketPath = agent.SocketPath, ClientId = "unrouted-e2e" }))
+        {
+            var subscription = await client.SubscribeAsync("events.somebody.#");
+            (publishCode, _, publishError) = await CliProcess.RunAsync(agent.SocketPath, Patience, "publish", "events.somebody.listens", "x", "--count", "3");
+            Assert.True(publishCode == 0, publishError);
+            using var timeout = new CancellationTokenSource(Patience);
+            for (var i = 0; i < 3; i++)
+            {
+                await subscription.Reader.ReadAsync(timeout.Token);
+            }
+        }
+
+        var heard = await BrokerAsync();
+
+        // README ("Message delivery failures"): unrouted counts messages the agent failed to route, not
+        // messages to a topic without subscribers, which are published and delivered to no one.
+        Assert.Equal((0UL, 0UL, 0UL), (before.Unrouted, unheard.Unrouted, heard.Unrouted));
+        Assert.True(unheard.Published >= before.Published + 5 && unheard.Delivered - before.Delivered < 5, $"{before} -> {unheard}: the five are published, not delivered");
+        Assert.True(heard.Published >= unheard.Published + 3 && heard.Delivered >= unheard.Delivered + 3, $"{unheard} -> {heard}: the three are published and delivered");
     }
 
     /// <summary>Waits, woken by the agent's lifecycle and health topics, until the collector's status satisfies <paramref name="condition"/>.</summary>

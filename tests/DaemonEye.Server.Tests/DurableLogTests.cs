@@ -71,6 +71,22 @@ public sealed class DurableLogTests : IDisposable
     }
 
     [Fact]
+    public void Retained_gives_the_last_messages_of_a_pattern_oldest_first_across_rows_and_topics()
+    {
+        using var log = Open();
+        log.Append(Batch("events.alert.high", 0, 3)); // sequences 1-3
+        log.Append(Batch("control.collector.lifecycle", 3, 2)); // 4-5
+        log.Append(Batch("events.alert.low", 5, 4)); // 6-9
+        log.Append(Batch("control.collector.lifecycle", 9, 1)); // 10
+
+        Assert.Equal([7L, 8], log.Retained("events.alert.#", 2).Select(Value));
+        Assert.Equal([1L, 2, 5, 6, 7, 8], log.Retained("events.alert.#", 6).Select(Value));
+        Assert.Equal([6UL, 7, 8, 9], log.Retained("events.alert.low", 10).Select(m => m.Sequence));
+        Assert.Equal([3L, 4, 9], log.Retained("control.#", 5).Select(Value));
+        Assert.Empty(log.Retained("events.alert.none", 3));
+    }
+
+    [Fact]
     public void Batches_of_every_size_are_logged_whole_in_order()
     {
         // The log writes a batch as one packed row; read back 1,000 at a time, rows of every size

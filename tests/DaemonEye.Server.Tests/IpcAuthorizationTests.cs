@@ -74,6 +74,7 @@ public sealed class IpcAuthorizationTests
         { "task run", new IpcRequest { TaskRun = new TaskRunRequest { TaskType = "process.snapshot" } }, IpcAccess.Operate },
         { "rules test", new IpcRequest { RulesTest = new RulesTestRequest { FileName = "r.yaml", Content = "x" } }, IpcAccess.Operate },
         { "rules run", new IpcRequest { RulesRun = new RulesRunRequest() }, IpcAccess.Operate },
+        { "subscribe --last", new IpcRequest { Retained = new RetainedRequest { Pattern = "events.alert.#", Count = 5 } }, IpcAccess.Operate },
         // A newer client's action this agent does not know: operate (fail closed).
         { "collectors action 42", Command((CollectorAction)42), IpcAccess.Operate },
     };

@@ -263,8 +263,8 @@ internal static partial class BenchCollectorCommand
 
         await using var subscription = await client.SubscribeAsync(pattern, handlerFor, cancellationToken);
         var started = Stopwatch.GetTimestamp();
-        var (seconds, maxBehind, failed) = await load(settings, cancellationToken);
-        await WaitForEventsAsync(matcher, settings.Grace, cancellationToken);
+        var progress = new BenchProgress { Done = () => matcher.Matched };
+        var (seconds, maxBehind, failed) = await progress.ShowAsync(context, $"{action} matched to their event", settings.Measured, null, LoadThenWaitAsync());
         var missed = matcher.Pending;
         var result = new Result(name, action, pattern, settings, seconds, maxBehind, failed, matcher.Matched, missed, matcher.Reused, matcher.Events, matcher.Latency, matcher.Bus);
         if (parse.GetValue(options.Json))
@@ -285,6 +285,13 @@ internal static partial class BenchCollectorCommand
         }
 
         return CliApplication.Ok;
+
+        async Task<(double Seconds, TimeSpan MaxBehind, long Failed)> LoadThenWaitAsync()
+        {
+            var loaded = await load(settings, cancellationToken);
+            await WaitForEventsAsync(matcher, settings.Grace, cancellationToken);
+            return loaded;
+        }
     }
 
     private sealed record Result(string Collector, string Action, string Pattern, LoadSettings Settings, double Seconds, TimeSpan MaxBehind, long Failed, long Matched, long Missed, long Reused, long Events, LatencyHistogram Latency, LatencyHistogram Bus)

@@ -73,32 +73,42 @@ internal static class BenchEventRulesCommand
             var histogram = new LatencyHistogram();
             var phases = new Phases();
             int timeouts = 0, unmeasured = 0;
+            long done = 0;
             var started = Stopwatch.GetTimestamp();
-            for (var i = 0; i < w + n && !cancellationToken.IsCancellationRequested; i++)
+            var progress = new BenchProgress { Done = () => Volatile.Read(ref done) };
+            await progress.ShowAsync(context, "iterations (warm-up included)", w + n, null, IterateAsync());
+            var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+
+            async Task<bool> IterateAsync()
             {
-                var path = Path.Combine(directory, $"de-bench-event-{Environment.ProcessId}-{i}");
-                var iteration = await IterationAsync(path, seen, wait, cancellationToken);
-                if (i < w)
+                for (var i = 0; i < w + n && !cancellationToken.IsCancellationRequested; i++)
                 {
-                    continue;
+                    var path = Path.Combine(directory, $"de-bench-event-{Environment.ProcessId}-{i}");
+                    var iteration = await IterationAsync(path, seen, wait, cancellationToken);
+                    Volatile.Write(ref done, i + 1);
+                    if (i < w)
+                    {
+                        continue;
+                    }
+
+                    phases.Record(iteration);
+                    if (iteration.Latency is { } nanos && nanos >= 0)
+                    {
+                        histogram.Record(nanos);
+                    }
+                    else if (iteration.Latency is not null)
+                    {
+                        unmeasured++;
+                    }
+                    else
+                    {
+                        timeouts++;
+                    }
                 }
 
-                phases.Record(iteration);
-                if (iteration.Latency is { } nanos && nanos >= 0)
-                {
-                    histogram.Record(nanos);
-                }
-                else if (iteration.Latency is not null)
-                {
-                    unmeasured++;
-                }
-                else
-                {
-                    timeouts++;
-                }
+                return true;
             }
 
-            var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
             foreach (var subscription in subscriptions)
             {
                 await subscription.DisposeAsync();

@@ -184,14 +184,15 @@ internal static class CoordinationCommands
         var json = new Option<bool>("--json") { Description = "Print one JSON object per alert and line (NDJSON)" };
         var count = new Option<long>("--count") { Description = "Exit after this many alerts (0: run until Ctrl-C)" };
         var last = Retention.AddLastOption();
-        var tail = new Command("tail", "Print alerts (events.alert.#) as they are raised; ready once 'subscribed to ...' is on stderr");
+        var tail = new Command("tail", "Print alerts (events.alert.#) as they are raised (--last N: first the last N the agent retains); ready once 'subscribed to ...' is on stderr");
         tail.Options.Add(json);
         tail.Options.Add(count);
         tail.Options.Add(last);
         tail.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
-            if (Retention.Refuse(context, parse, last, "events.alert.#"))
+            if (Retention.Validate(parse, last, durable: false) is { } lastProblem)
             {
+                context.Error.WriteLine($"error: {lastProblem}");
                 return CliApplication.Invalid;
             }
 
@@ -212,7 +213,7 @@ internal static class CoordinationCommands
             var subscription = await client.SubscribeAsync(WellKnownTopics.AllAlerts, cancellationToken);
             context.Error.WriteLine($"subscribed to events.alert.# (subscription {subscription.Id})");
             var received = 0L;
-            await foreach (var message in subscription.ReadAllAsync(cancellationToken))
+            bool Print(DaemonEye.Client.BusMessage message)
             {
                 Alert alert;
                 try
@@ -222,7 +223,7 @@ internal static class CoordinationCommands
                 catch (InvalidProtocolBufferException e)
                 {
                     context.Error.WriteLine($"{message.Topic}: not an Alert ({e.Message})");
-                    continue;
+                    return false;
                 }
 
                 if (parse.GetValue(json))
@@ -231,20 +232,35 @@ internal static class CoordinationCommands
                 }
                 else
                 {
-                    var time = DateTimeOffset.FromUnixTimeMilliseconds((long)alert.RaisedUnixMs).UtcDateTime.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture);
-                    var fields = string.Join(' ', alert.Fields.Select(f => $"{f.Name}={(f.IsNull ? "NULL" : f.Value)}"));
-                    // The chain: evaluation > each task's collector results (or what is missing).
-                    var chain = string.Join(", ", alert.Sources.Select(x => x.Missing
-                        ? $"{x.TaskType} {x.TaskId} {x.CollectorType} MISSING"
-                        : $"{x.TaskType} {x.TaskId} {x.CollectorId}#{x.Sequence}"));
-                    var severity = $"{alert.Severity.ToUpperInvariant(),-8}";
-                    context.Output.Write(time + " ");
-                    context.Console.Write(context.IsTerminal ? Styles.Severity(severity, alert.Severity) : Styles.Text(severity));
-                    context.Output.WriteLine($" {alert.RuleId} ({alert.RuleName}): {fields}{(alert.PartialSnapshot ? " PARTIAL" : string.Empty)} [task {alert.TaskId}] [chain {alert.EvaluationCorrelationId} > {chain}]");
+                    WriteAlert(context, alert);
                 }
 
                 context.Output.Flush();
-                if (limit > 0 && ++received >= limit)
+                return limit > 0 && ++received >= limit;
+            }
+
+            var retention = new Retention();
+            if (parse.GetValue(last) is { } n)
+            {
+                // After the live subscription: an alert raised meanwhile comes live, once.
+                var (retained, failed) = await retention.FetchAsync(context, parse, WellKnownTopics.AllAlerts, n, cancellationToken);
+                if (retained is null)
+                {
+                    return failed;
+                }
+
+                foreach (var message in retained)
+                {
+                    if (Print(message))
+                    {
+                        return CliApplication.Ok;
+                    }
+                }
+            }
+
+            await foreach (var message in subscription.ReadAllAsync(cancellationToken))
+            {
+                if (!retention.IsReplayed(message) && Print(message))
                 {
                     break;
                 }
@@ -254,6 +270,21 @@ internal static class CoordinationCommands
         }));
         alerts.Subcommands.Add(tail);
         return alerts;
+    }
+
+    /// <summary>One alert as <c>alerts tail</c> prints it: one line, the severity in its colour on a terminal.</summary>
+    internal static void WriteAlert(CliContext context, Alert alert)
+    {
+        var time = DateTimeOffset.FromUnixTimeMilliseconds((long)alert.RaisedUnixMs).UtcDateTime.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture);
+        var fields = string.Join(' ', alert.Fields.Select(f => $"{f.Name}={(f.IsNull ? "NULL" : f.Value)}"));
+        // The chain: evaluation > each task's collector results (or what is missing).
+        var chain = string.Join(", ", alert.Sources.Select(x => x.Missing
+            ? $"{x.TaskType} {x.TaskId} {x.CollectorType} MISSING"
+            : $"{x.TaskType} {x.TaskId} {x.CollectorId}#{x.Sequence}"));
+        var severity = $"{alert.Severity.ToUpperInvariant(),-8}";
+        context.Output.Write(time + " ");
+        context.Console.Write(context.IsTerminal ? Styles.Severity(severity, alert.Severity) : Styles.Text(severity));
+        context.Output.WriteLine($" {alert.RuleId} ({alert.RuleName}): {fields}{(alert.PartialSnapshot ? " PARTIAL" : string.Empty)} [task {alert.TaskId}] [chain {alert.EvaluationCorrelationId} > {chain}]");
     }
 
     /// <summary>One alert as <c>alerts tail --json</c> prints it: the Alert's fields and its message's topic and correlation.</summary>
@@ -328,7 +359,7 @@ internal static class CoordinationCommands
         return node;
     }
 
-    private static Rows RulesView(CliContext context, RulesListResponse r, OutputFormat format)
+    internal static Rows RulesView(CliContext context, RulesListResponse r, OutputFormat format)
     {
         var header = Styles.Text($"rules directory {r.Directory}; run every {(r.IntervalSeconds > 0 ? r.IntervalSeconds.ToString("0.###", CultureInfo.InvariantCulture) + " s" : "- (on demand only)")}");
         string[] columns = format == OutputFormat.Wide

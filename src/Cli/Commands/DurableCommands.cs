@@ -1,5 +1,9 @@
 using System.CommandLine;
+using System.Globalization;
+using DaemonEye.Cli.Output;
 using DaemonEye.Client;
+using DaemonEye.Protocol.V1;
+using Spectre.Console;
 
 namespace DaemonEye.Cli.Commands;
 
@@ -45,28 +49,67 @@ internal static class DurableCommands
     public static Command BuildStreams(CliContext context)
     {
         var command = new Command("streams", "Durable topics: the log's size, and each durable consumer's position, lag and unacknowledged messages");
+        var output = OutputOptions.AddTo(command, "one object: patterns, first_sequence, last_sequence, messages, bytes, refused, torn_tails, consumers");
+        var watch = WatchOptions.AddTo(command);
         command.SetAction((parse, cancellationToken) => AgentConnection.RunAsync(context, async () =>
         {
+            if (watch.Validate(parse) is { } invalid)
+            {
+                context.Error.WriteLine($"error: {invalid}");
+                return CliApplication.Invalid;
+            }
+
             await using var client = await AgentConnection.ConnectAsync(context, AgentConnection.Options(context, parse), cancellationToken);
             if (client is null)
             {
                 return CliApplication.Unavailable;
             }
 
-            var streams = await client.GetStreamsAsync(cancellationToken);
-            var output = context.Output;
-            output.WriteLine($"durable topics: {(streams.Patterns.Count == 0 ? "(durability off)" : string.Join(", ", streams.Patterns))}");
-            output.WriteLine($"log: {streams.Messages} messages, {streams.Bytes} bytes, sequences {streams.FirstSequence}..{streams.LastSequence}; refused {streams.Refused}; torn tails at start-up {streams.TornTails}");
-            output.WriteLine($"{"CONSUMER",-24} {"PATTERN",-28} {"ACKED",12} {"LAG",12} {"IN FLIGHT",17} ATTACHED");
-            foreach (var c in streams.Consumers)
+            var format = output.Get(parse);
+            async Task<Sample> TakeAsync(CancellationToken token)
             {
-                // Delivered and unacknowledged / the most the agent sends it, while a connection holds it.
-                var inFlight = c.MaxInFlight > 0 ? $"{c.InFlight}/{c.MaxInFlight}" : "-";
-                output.WriteLine($"{c.Name,-24} {c.Pattern,-28} {c.AckedSequence,12} {c.Lag,12} {inFlight,17} {(c.Attached ? "yes" : "no")}");
+                var streams = await client.GetStreamsAsync(token);
+                if (format != OutputFormat.Json)
+                {
+                    return new Sample(View(context, streams), CliApplication.Ok);
+                }
+
+                // JSON goes out as written, one document per sample, never through the console's wrapping.
+                context.Output.WriteLine(ProtoJson.Format(streams, indented: true));
+                context.Output.Flush();
+                return new Sample(Text.Empty, CliApplication.Ok);
             }
 
+            if (watch.IsWatching(parse))
+            {
+                return await watch.RunAsync(context.Console, parse, "streams", TakeAsync, cancellationToken, inPlace: format != OutputFormat.Json);
+            }
+
+            context.Console.Show((await TakeAsync(cancellationToken)).View!);
             return CliApplication.Ok;
         }));
         return command;
+    }
+
+    private static Rows View(CliContext context, StreamsReply streams)
+    {
+        var n = CultureInfo.InvariantCulture;
+        var summary = Styles.Text(string.Create(n, $"durable topics: {(streams.Patterns.Count == 0 ? "(durability off)" : string.Join(", ", streams.Patterns))}\n") +
+            string.Create(n, $"log: {streams.Messages} messages, {streams.Bytes} bytes, sequences {streams.FirstSequence}..{streams.LastSequence}; refused {streams.Refused}; torn tails at start-up {streams.TornTails}"));
+        var table = Styles.Table(context.Console, "CONSUMER", "PATTERN", "ACKED>", "LAG>", "IN FLIGHT>", "ATTACHED");
+        foreach (var c in streams.Consumers)
+        {
+            table.AddRow(
+                Styles.Text(c.Name),
+                Styles.Text(c.Pattern),
+                Styles.Text(c.AckedSequence.ToString(n)),
+                Styles.Text(c.Lag.ToString(n)),
+
+                // Delivered and unacknowledged / the most the agent sends it, while a connection holds it.
+                Styles.Text(c.MaxInFlight > 0 ? string.Create(n, $"{c.InFlight}/{c.MaxInFlight}") : "-"),
+                Styles.Text(c.Attached ? "yes" : "no", !context.IsTerminal ? null : c.Attached ? "green" : "grey"));
+        }
+
+        return new Rows(summary, table);
     }
 }

@@ -11,14 +11,17 @@ namespace DaemonEye.Cli.Commands;
 /// <summary>
 /// Decodes protobuf event payloads the CLI knows (content type
 /// <c>application/x-protobuf; messageType=&lt;full name&gt;</c>) for <c>subscribe</c>: procmond's
-/// events.process.*, netmond's events.network.* and fsmond's events.filesystem.* messages. Unknown
-/// types stay raw.
+/// events.process.*, netmond's events.network.* and fsmond's events.filesystem.* messages, and the
+/// agent's own: alerts, collector lifecycle and configuration, task events, collector status.
+/// Unknown types stay raw.
 /// </summary>
 internal static class EventDecoder
 {
     private const string Prefix = "application/x-protobuf; messageType=";
 
-    private static readonly TypeRegistry Registry = TypeRegistry.FromFiles(ProcessReflection.Descriptor, NetworkReflection.Descriptor, FilesystemReflection.Descriptor);
+    private static readonly TypeRegistry Registry = TypeRegistry.FromFiles(
+        ProcessReflection.Descriptor, NetworkReflection.Descriptor, FilesystemReflection.Descriptor,
+        Protocol.Alert.V1.AlertReflection.Descriptor, Protocol.Collector.V1.CollectorReflection.Descriptor, Protocol.Task.V1.TaskReflection.Descriptor, Protocol.Ipc.V1.IpcReflection.Descriptor);
 
     /// <summary>The decoded message, or null when the content type names no known type or the bytes do not parse.</summary>
     public static IMessage? TryDecode(BusMessage message)

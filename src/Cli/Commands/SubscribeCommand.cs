@@ -6,7 +6,7 @@ using DaemonEye.Topics;
 
 namespace DaemonEye.Cli.Commands;
 
-/// <summary><c>subscribe &lt;pattern&gt;</c>: print messages as they arrive, one line each.</summary>
+/// <summary><c>subscribe &lt;pattern&gt;</c>: print messages as they arrive (after the last N retained ones with <c>--last N</c>).</summary>
 internal static class SubscribeCommand
 {
     // Output for people and jq, not for embedding in HTML: keep '+', '<', non-ASCII as they are.
@@ -20,7 +20,7 @@ internal static class SubscribeCommand
         var count = new Option<long>("--count") { Description = "Exit after this many messages (0: run until Ctrl-C)" };
         var compact = new Option<bool>("--compact") { Description = "One line per message also on a terminal (the default on a pipe)" };
         var last = Retention.AddLastOption();
-        var command = new Command("subscribe", "Print messages published to topics that match a pattern (several lines each on a terminal, one on a pipe); ready once 'subscribed to ...' is on stderr");
+        var command = new Command("subscribe", "Print messages published to topics that match a pattern (--last N: first the last N the agent retains; several lines each on a terminal, one on a pipe); ready once 'subscribed to ...' is on stderr");
         command.Arguments.Add(pattern);
         command.Options.Add(json);
         command.Options.Add(count);
@@ -44,8 +44,9 @@ internal static class SubscribeCommand
                 return CliApplication.Invalid;
             }
 
-            if (Retention.Refuse(context, parse, last, p))
+            if (Retention.Validate(parse, last, parse.GetValue(durable) is not null) is { } lastProblem)
             {
+                context.Error.WriteLine($"error: {lastProblem}");
                 return CliApplication.Invalid;
             }
 
@@ -66,7 +67,7 @@ internal static class SubscribeCommand
             context.Error.WriteLine($"subscribed to {p} (subscription {subscription.Id}, connection {client.ConnectionId})");
             var received = 0L;
             using var stdout = new MemoryStream();
-            await foreach (var message in subscription.ReadAllAsync(cancellationToken))
+            void Print(BusMessage message)
             {
                 if (pretty)
                 {
@@ -78,6 +79,36 @@ internal static class SubscribeCommand
                 }
 
                 context.Output.Flush();
+            }
+
+            var retention = new Retention();
+            if (parse.GetValue(last) is { } n)
+            {
+                // After the live subscription: what is published meanwhile comes live, once.
+                var (retained, failed) = await retention.FetchAsync(context, parse, p, n, cancellationToken);
+                if (retained is null)
+                {
+                    return failed;
+                }
+
+                foreach (var message in retained)
+                {
+                    Print(message);
+                    if (limit > 0 && ++received >= limit)
+                    {
+                        return CliApplication.Ok;
+                    }
+                }
+            }
+
+            await foreach (var message in subscription.ReadAllAsync(cancellationToken))
+            {
+                if (retention.IsReplayed(message))
+                {
+                    continue;
+                }
+
+                Print(message);
                 DurableCommands.Printed(subscription, message);
                 if (limit > 0 && ++received >= limit)
                 {

@@ -57,6 +57,8 @@ public static class IpcOperations
         IpcRequest.BodyOneofCase.RulesList => IpcAccess.Read,
         // A collector's output may hold what only the agent's user should read (paths, arguments, errors).
         IpcRequest.BodyOneofCase.CollectorLogs => IpcAccess.Operate,
+        // Retained messages (alerts, lifecycle) are read as an operator reads them on the bus.
+        IpcRequest.BodyOneofCase.Retained => IpcAccess.Operate,
         IpcRequest.BodyOneofCase.CollectorCommand => action switch
         {
             CollectorAction.Health => IpcAccess.Read,
@@ -96,6 +98,7 @@ public static class IpcOperations
             IpcRequest.BodyOneofCase.RulesTest => "rules test",
             IpcRequest.BodyOneofCase.RulesRun => "rules run",
             IpcRequest.BodyOneofCase.CollectorLogs => "logs",
+            IpcRequest.BodyOneofCase.Retained => "subscribe --last",
             var other => $"IPC request {(int)other}",
         };
     }
