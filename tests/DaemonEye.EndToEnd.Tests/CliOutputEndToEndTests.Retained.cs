@@ -26,6 +26,9 @@ public sealed partial class CliOutputEndToEndTests
             var consumer = Assert.Single(document.RootElement.GetProperty("consumers").EnumerateArray(), c => c.GetProperty("name").GetString() == name);
             Assert.Equal("control.collector.lifecycle", consumer.GetProperty("pattern").GetString());
             Assert.True(consumer.GetProperty("attached").GetBoolean());
+
+            // The SDK asks for its buffer's size as the window, under the agent's 10,000.
+            Assert.Equal(new BusClientOptions().SubscriptionBufferSize, consumer.GetProperty("max_in_flight").GetInt32());
         }
 
         var (tableCode, table, tableError) = await PipeAsync("streams");
@@ -33,10 +36,11 @@ public sealed partial class CliOutputEndToEndTests
         var lines = table.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.StartsWith("durable topics: ", lines[0], StringComparison.Ordinal);
         Assert.StartsWith("log: ", lines[1], StringComparison.Ordinal);
-        Assert.Equal(["CONSUMER", "PATTERN", "ACKED", "LAG", "ATTACHED"], lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(["CONSUMER", "PATTERN", "ACKED", "LAG", "IN", "FLIGHT", "ATTACHED"], lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries));
         var row = Assert.Single(lines, l => l.StartsWith(name + " ", StringComparison.Ordinal));
         Assert.Equal(lines[2].IndexOf("PATTERN", StringComparison.Ordinal), row.IndexOf("control.collector.lifecycle", StringComparison.Ordinal));
         Assert.EndsWith(" yes", row, StringComparison.Ordinal);
+        Assert.Contains($"/{new BusClientOptions().SubscriptionBufferSize} ", row, StringComparison.Ordinal);
         Assert.DoesNotContain('\u001b', table);
     }
 
