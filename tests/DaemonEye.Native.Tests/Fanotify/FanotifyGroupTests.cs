@@ -130,10 +130,17 @@ public sealed class FanotifyGroupTests
             }
         }
 
+        // The queue held exactly its limit, then the one overflow event. A close may still come after it:
+        // a child that another test forks at that moment shares this process's descriptors until its
+        // exec, so the last close of a file made here can happen in the child, once reading has freed
+        // room (seen once in CI: one event more). Such a late event can only be a CLOSE_WRITE of a file
+        // already made.
         var events = Drain(group, resolver);
-        Assert.Equal(limit + 1, events.Count);
-        Assert.Equal(FanotifyMask.QueueOverflow, events[^1].Mask);
-        Assert.Equal(1, events.Count(e => e.Mask == FanotifyMask.QueueOverflow));
+        Assert.True(events.Count > limit, $"{events.Count} events for a queue of {limit}");
+        Assert.DoesNotContain(events.Take(limit), e => e.Mask == FanotifyMask.QueueOverflow);
+        Assert.Equal(FanotifyMask.QueueOverflow, events[limit].Mask);
+        Assert.All(events.Skip(limit + 1), e => Assert.Equal(FanotifyMask.CloseWrite, e.Mask & ~FanotifyMask.OnDirectory));
+        Assert.True(events.Count <= limit + 1 + 100, $"{events.Count - limit - 1} events after the overflow");
     }
 
     [RootFact]
