@@ -134,11 +134,12 @@ internal sealed partial class WalCheckpointer : IDisposable
 
     public void Dispose()
     {
+        _timer.Dispose();
         _stopping = true;
         _signal.Release();
         _thread.Join();
-        _timer.Dispose();
-        _signal.Dispose();
+
+        // Not _signal: a timer callback already under way may still release it (SemaphoreSlim holds nothing to free unless its wait handle was asked for).
         _connection.Dispose();
     }
 
