@@ -20,9 +20,12 @@ namespace DaemonEye.Benchmarks;
 public class DurableLogBenchmarks
 {
     private const int Batch = 100;
+    private const int Publishers = 4;
+    private const int SinglesPerPublisher = 10;
     private const int ReplayCount = 1_000_000;
     private readonly byte[] _record = new byte[64];
     private PublishBatch _batch = null!;
+    private PublishBatch _single = null!;
     private string _directory = null!;
     private DurableLog _sqlite = null!;
     private DurableLog? _replaySqlite;
@@ -42,6 +45,7 @@ public class DurableLogBenchmarks
         var buffer = new byte[Batch * _record.Length];
         var ends = Enumerable.Range(1, Batch).Select(i => i * _record.Length).ToArray();
         _batch = new PublishBatch("events.alert.bench", buffer, ends, Batch, 1);
+        _single = new PublishBatch("events.alert.bench", _record, [_record.Length], 1, 1);
 
         _sqlite = OpenSqlite("append");
         (_device, _faster) = OpenFaster("append");
@@ -91,6 +95,22 @@ public class DurableLogBenchmarks
     [Benchmark(OperationsPerInvoke = Batch, Description = "SQLite WAL: append 64 B")]
     public ulong SqliteAppend() => _sqlite.Append(_batch);
 
+    /// <summary>
+    /// Four publishers at once, each appending one message at a time (every socket read one publish,
+    /// as at a modest rate): appends that find a commit under way are committed together (group commit).
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = Publishers * SinglesPerPublisher, Description = "SQLite WAL: append 64 B singly, 4 publishers at once")]
+    public void SqliteAppendSinglesConcurrently()
+    {
+        var publishers = new Task[Publishers];
+        for (var p = 0; p < Publishers; p++)
+        {
+            publishers[p] = Task.Run(PublishSinglesAsync);
+        }
+
+        Task.WaitAll(publishers);
+    }
+
     [Benchmark(OperationsPerInvoke = Batch, Description = "FasterLog: append 64 B")]
     public long FasterAppend()
     {
@@ -107,6 +127,14 @@ public class DurableLogBenchmarks
         }
 
         return address;
+    }
+
+    private async Task PublishSinglesAsync()
+    {
+        for (var i = 0; i < SinglesPerPublisher; i++)
+        {
+            await _sqlite.AppendAsync(_single);
+        }
     }
 
     /// <summary>Reads the replay log through (used by <see cref="DurableLogReplayBenchmarks"/>).</summary>

@@ -29,7 +29,7 @@ internal sealed class LocalPublisher(IGrainFactory grains, TopicRoutes routes, T
         {
             try
             {
-                durable.Append(batch);
+                await durable.AppendAsync(batch);
             }
             catch (Durability.DurableLogUnavailableException)
             {

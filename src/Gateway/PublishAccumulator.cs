@@ -199,9 +199,15 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
 
     /// <summary>
     /// Routes every pending batch: through its topic's open route on this thread, or, for a topic
-    /// whose grain is not active, through the grain (which activates it and opens the route). The
-    /// task completes when all are routed; it is already complete when no grain call was needed.
+    /// whose grain is not active, through the grain (which activates it and opens the route). A
+    /// batch on a durable topic is routed once the log has committed it (log before deliver). The
+    /// task completes when all are routed; it is already complete when no grain call was needed and
+    /// every durable batch was committed on the spot (the log's writer was free).
     /// </summary>
+    /// <remarks>
+    /// The batches borrow the entries' buffers, which stay unchanged until the task completes: the
+    /// connection's read loop awaits it before it parses the next read.
+    /// </remarks>
     public ValueTask FlushAsync(long connectionId)
     {
         if (_pending.Count == 0)
@@ -211,35 +217,87 @@ internal sealed class PublishAccumulator(IGrainFactory grains, TopicRoutes route
 
         PendingMessages = 0;
         List<Task>? calls = null;
+        List<(TopicEntry Entry, PublishBatch Batch, Task<ulong> Appended)>? committing = null;
         foreach (var entry in _pending)
         {
             var batch = entry.TakeBatch(connectionId, ReadTimestamp);
             if (entry.Durable && durable is not null)
             {
-                try
+                // Logged before it is delivered: a subscriber never sees a durable message the log lacks.
+                var appended = durable.AppendAsync(batch);
+                if (committing is not null || !appended.IsCompleted)
                 {
-                    // Logged before it is delivered: a subscriber never sees a durable message the log lacks.
-                    durable.Append(batch);
+                    // Queued behind a commit under way: routed when its group is committed, after any queued before it.
+                    (committing ??= []).Add((entry, batch, appended.AsTask()));
+                    continue;
                 }
-                catch (Durability.DurableLogUnavailableException e)
+
+                if (!Logged(entry, batch, appended))
                 {
-                    Refused.Add((entry.Topic, batch.Count, e.Message));
                     continue;
                 }
             }
 
-            if (!entry.TryRoute(routes, batch))
-            {
-                (calls ??= []).Add(entry.Grain.Publish(batch.Stable()));
-            }
+            Route(entry, batch, ref calls);
         }
 
         _pending.Clear();
+        if (committing is not null)
+        {
+            return RouteWhenCommittedAsync(committing, calls);
+        }
+
         return calls switch
         {
             null => ValueTask.CompletedTask,
             [var only] => new ValueTask(only),
             _ => new ValueTask(Task.WhenAll(calls)),
         };
+    }
+
+    private async ValueTask RouteWhenCommittedAsync(List<(TopicEntry Entry, PublishBatch Batch, Task<ulong> Appended)> committing, List<Task>? calls)
+    {
+        foreach (var (entry, batch, appended) in committing)
+        {
+            try
+            {
+                await appended;
+            }
+            catch (Durability.DurableLogUnavailableException e)
+            {
+                Refused.Add((entry.Topic, batch.Count, e.Message));
+                continue;
+            }
+
+            Route(entry, batch, ref calls);
+        }
+
+        if (calls is not null)
+        {
+            await Task.WhenAll(calls);
+        }
+    }
+
+    /// <summary>True when the log took <paramref name="batch"/>; otherwise the refusal is noted for the caller to report.</summary>
+    private bool Logged(TopicEntry entry, PublishBatch batch, ValueTask<ulong> appended)
+    {
+        try
+        {
+            appended.GetAwaiter().GetResult();
+            return true;
+        }
+        catch (Durability.DurableLogUnavailableException e)
+        {
+            Refused.Add((entry.Topic, batch.Count, e.Message));
+            return false;
+        }
+    }
+
+    private void Route(TopicEntry entry, PublishBatch batch, ref List<Task>? calls)
+    {
+        if (!entry.TryRoute(routes, batch))
+        {
+            (calls ??= []).Add(entry.Grain.Publish(batch.Stable()));
+        }
     }
 }

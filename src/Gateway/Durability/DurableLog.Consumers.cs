@@ -76,6 +76,7 @@ public sealed partial class DurableLog
             insert.Parameters.AddWithValue("$acked", (long)acked);
             insert.Parameters.AddWithValue("$created", UnixNanos(_clock.GetUtcNow()));
             insert.ExecuteNonQuery();
+            _checkpointer?.Written(1);
             _attached[name] = connectionId;
             return acked;
         }
@@ -120,6 +121,7 @@ public sealed partial class DurableLog
                 update.Parameters.AddWithValue("$name", name);
                 update.Parameters.AddWithValue("$acked", (long)Math.Min(sequence, _last));
                 update.ExecuteNonQuery();
+                _checkpointer?.Written(1);
             }
             catch (SqliteException e)
             {

@@ -15,7 +15,9 @@ public sealed partial class DurableLog
     /// </summary>
     /// <remarks>
     /// Run outside an explicit transaction the one statement is its own transaction: atomic, and on
-    /// failure (<c>SQLITE_FULL</c>, an I/O error) rolled back by SQLite whole.
+    /// failure (<c>SQLITE_FULL</c>, an I/O error) rolled back by SQLite whole. A group commit
+    /// (DurableLog.Append.cs) wraps several rows in <see cref="Begin"/> and <see cref="Commit"/>,
+    /// prepared once like the INSERT.
     /// </remarks>
     private sealed class BatchInsert : IDisposable
     {
@@ -24,11 +26,32 @@ public sealed partial class DurableLog
 
         private readonly sqlite3 _database;
         private readonly sqlite3_stmt _statement;
+        private readonly sqlite3_stmt _begin;
+        private readonly sqlite3_stmt _commit;
+        private readonly sqlite3_stmt _rollback;
 
         public BatchInsert(SqliteConnection connection)
         {
             _database = connection.Handle ?? throw new InvalidOperationException("the connection is not open");
             Check(raw.sqlite3_prepare_v2(_database, "INSERT INTO batches (seq, count, time, topic, ends, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", out _statement));
+            Check(raw.sqlite3_prepare_v2(_database, "BEGIN IMMEDIATE", out _begin));
+            Check(raw.sqlite3_prepare_v2(_database, "COMMIT", out _commit));
+            Check(raw.sqlite3_prepare_v2(_database, "ROLLBACK", out _rollback));
+        }
+
+        /// <summary>Starts a transaction holding the write lock (SQLite's busy timeout waits for a checkpoint that holds it).</summary>
+        public void Begin() => Step(_begin);
+
+        public void Commit() => Step(_commit);
+
+        /// <summary>Rolls back the open transaction, if SQLite has not already (it may after SQLITE_FULL or an I/O error).</summary>
+        public void RollbackIfOpen()
+        {
+            if (raw.sqlite3_get_autocommit(_database) == 0)
+            {
+                raw.sqlite3_step(_rollback);
+                raw.sqlite3_reset(_rollback);
+            }
         }
 
         /// <summary>Inserts one row: messages <paramref name="first"/> .. + ends.Length, <paramref name="data"/> holding their frames back to back.</summary>
@@ -55,7 +78,29 @@ public sealed partial class DurableLog
             }
         }
 
-        public void Dispose() => _statement.Dispose();
+        public void Dispose()
+        {
+            _statement.Dispose();
+            _begin.Dispose();
+            _commit.Dispose();
+            _rollback.Dispose();
+        }
+
+        private void Step(sqlite3_stmt statement)
+        {
+            try
+            {
+                var rc = raw.sqlite3_step(statement);
+                if (rc != SqliteDone)
+                {
+                    throw Error(rc);
+                }
+            }
+            finally
+            {
+                raw.sqlite3_reset(statement);
+            }
+        }
 
         /// <summary>An empty span reaches SQLite as a null pointer, which binds NULL: bind an empty blob as such.</summary>
         private int BindBlob(int index, ReadOnlySpan<byte> blob) =>

@@ -108,6 +108,7 @@ public sealed partial class DurableLog
             delete.Parameters.AddWithValue("$through", (long)through);
             var first = (ulong)(long)delete.ExecuteScalar()!;
             transaction.Commit();
+            _checkpointer?.Written(2 + (bytes / 4000));
             _messages -= count;
             _bytes -= bytes;
             _first = first;

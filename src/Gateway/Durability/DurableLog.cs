@@ -14,9 +14,11 @@ namespace DaemonEye.Gateway.Durability;
 /// it was after some whole batch.
 /// </summary>
 /// <remarks>
-/// Appends and acks share one writer connection under a lock (one transaction per published batch
-/// or ack); every reader (<see cref="DurableLogReader"/>) has its own connection and sees committed
-/// batches only. Thread-safe.
+/// Appends and acks share one writer connection under a lock: appends by group commit (one
+/// transaction for whatever batches are pending, DurableLog.Append.cs), acks one transaction each.
+/// The WAL is checkpointed off that path, by a <see cref="WalCheckpointer"/> with its own
+/// connection. Every reader (<see cref="DurableLogReader"/>) has its own connection and sees
+/// committed batches only. Thread-safe.
 /// </remarks>
 public sealed partial class DurableLog : IDisposable
 {
@@ -24,6 +26,9 @@ public sealed partial class DurableLog : IDisposable
 
     /// <summary>The file an agent holds locked (flock) while it owns the log's directory.</summary>
     public const string LockFileName = "durable.lock";
+
+    /// <summary>How long a commit waits for a checkpoint that holds the write lock (an idle TRUNCATE, a bounding RESTART) before it is refused.</summary>
+    private const int WriterBusyMilliseconds = 5000;
 
     private readonly Lock _gate = new();
     private readonly FileStream _ownership;
@@ -33,6 +38,7 @@ public sealed partial class DurableLog : IDisposable
     private readonly string _connectionString;
     private readonly TimeProvider _clock;
     private readonly ILogger _logger;
+    private readonly WalCheckpointer? _checkpointer;
     private TaskCompletionSource _appended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private ulong _last;
     private ulong _first;
@@ -43,6 +49,11 @@ public sealed partial class DurableLog : IDisposable
     private bool _disposed;
 
     public DurableLog(DurabilityOptions options, ILogger<DurableLog> logger, TimeProvider? time = null)
+        : this(options, logger, time, WalCheckpointPolicy.Default)
+    {
+    }
+
+    internal DurableLog(DurabilityOptions options, ILogger<DurableLog> logger, TimeProvider? time, WalCheckpointPolicy checkpoints)
     {
         if (!BitConverter.IsLittleEndian)
         {
@@ -59,7 +70,7 @@ public sealed partial class DurableLog : IDisposable
         Path = System.IO.Path.Combine(Directory, FileName);
         _ownership = TakeOwnership(Directory);
 
-        // Before SQLite opens the file: a WAL whose length is not a whole number of frames ends in a torn write.
+        // Before SQLite opens the file (and its recovery silently drops a torn write): see what the WAL ends in.
         Torn = WalInspection.Inspect(Path + "-wal");
 
         _connectionString = new SqliteConnectionStringBuilder { DataSource = Path, Mode = SqliteOpenMode.ReadWriteCreate, Pooling = false }.ToString();
@@ -67,11 +78,16 @@ public sealed partial class DurableLog : IDisposable
         try
         {
             _write.Open();
+
+            // Checkpoints are the checkpointer's (off the append path); the writer waits out one that holds the write lock.
             Execute(_write, null, $"""
                 PRAGMA journal_mode = WAL;
                 PRAGMA synchronous = {(options.SyncEveryBatch ? "FULL" : "NORMAL")};
-                PRAGMA journal_size_limit = 0;
+                PRAGMA wal_autocheckpoint = 0;
+                PRAGMA busy_timeout = {WriterBusyMilliseconds};
                 """);
+            var pageSize = Scalar(_write, null, "PRAGMA page_size") ?? 4096;
+            Execute(_write, null, $"PRAGMA journal_size_limit = {WalCheckpointer.KeptBytes(checkpoints.KeptFrames, pageSize)};");
             if (Torn is not null)
             {
                 // SQLite's recovery ignored the partial frame (and any batch it belonged to); fold the WAL into the database and truncate it.
@@ -82,10 +98,13 @@ public sealed partial class DurableLog : IDisposable
             CreateOrMigrate();
             ReadTotals();
             _insert = new BatchInsert(_write);
+            _checkpointer = new WalCheckpointer(_connectionString, options.SyncEveryBatch, pageSize, checkpoints, _gate, _clock, _logger);
+            _checkpointer.Written(0); // what start-up left in the WAL (a migration, a crash's batches) is checkpointed soon
         }
         catch
         {
             // A log this agent cannot open (a newer format, an unreadable file) is left to the next agent, unlocked.
+            _insert?.Dispose();
             _write.Dispose();
             _ownership.Dispose();
             throw;
@@ -118,6 +137,9 @@ public sealed partial class DurableLog : IDisposable
 
     public ulong LastSequence => Volatile.Read(ref _last);
 
+    /// <summary>The background checkpointer (tests watch and hold its rounds).</summary>
+    internal WalCheckpointer Checkpointer => _checkpointer!;
+
     /// <summary>Publishes refused because the log could not take them, since start-up.</summary>
     public long Refused => Interlocked.Read(ref _refused);
 
@@ -136,57 +158,6 @@ public sealed partial class DurableLog : IDisposable
         }
 
         return false;
-    }
-
-    /// <summary>
-    /// Appends the messages of <paramref name="batch"/> in one transaction and returns the sequence of
-    /// the first. Once it returns they are in the log (on disk per durability.fsync). On failure
-    /// nothing of the batch is in the log and the refusal is counted.
-    /// </summary>
-    /// <exception cref="DurableLogUnavailableException">The log could not take the batch (disk full, I/O error).</exception>
-    public ulong Append(Grains.PublishBatch batch)
-    {
-        var now = UnixNanos(_clock.GetUtcNow());
-        var count = batch.Count;
-        var ends = batch.Ends.AsSpan(0, count);
-        var bytes = count == 0 ? 0 : ends[^1];
-        ulong first;
-        lock (_gate)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            first = _last + 1;
-            if (count == 0)
-            {
-                return first;
-            }
-
-            try
-            {
-                _insert.Execute((long)first, batch.Topic, now, ends, batch.Buffer.AsSpan(0, bytes));
-            }
-            catch (SqliteException e)
-            {
-                Interlocked.Add(ref _refused, count);
-                Volatile.Write(ref _lastRefusalTicks, _clock.GetUtcNow().UtcTicks);
-                LogAppendFailed(_logger, batch.Topic, count, e.SqliteErrorCode, e.Message);
-                throw new DurableLogUnavailableException(
-                    $"the durable log could not take {count} messages on '{batch.Topic}' (SQLite error {e.SqliteErrorCode}: {e.Message}); they were neither logged nor delivered", e);
-            }
-
-            _last = first + (ulong)count - 1;
-            if (_first == 0)
-            {
-                _first = first;
-            }
-
-            _messages += count;
-            _bytes += bytes;
-            var appended = _appended;
-            _appended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            appended.TrySetResult();
-        }
-
-        return first;
     }
 
     /// <summary>Completes once the log's last sequence is past <paramref name="after"/>.</summary>
@@ -227,6 +198,12 @@ public sealed partial class DurableLog : IDisposable
             }
 
             _disposed = true;
+        }
+
+        // Its thread may be in a checkpoint: it finishes that, then stops; the final one below is the writer's.
+        _checkpointer?.Dispose();
+        lock (_gate)
+        {
             try
             {
                 Execute(_write, null, "PRAGMA wal_checkpoint(TRUNCATE);");
@@ -309,7 +286,7 @@ public sealed partial class DurableLog : IDisposable
     [LoggerMessage(EventId = 7001, Level = LogLevel.Information, Message = "Durable log {Path}: {Messages} messages, {Bytes} bytes, sequences {First}..{Last}; durable topics {Patterns}; fsync {Fsync}")]
     private static partial void LogOpened(ILogger logger, string path, long messages, long bytes, ulong first, ulong last, string patterns, string fsync);
 
-    [LoggerMessage(EventId = 7002, Level = LogLevel.Warning, Message = "Durable log: torn final record in {Wal}: {PartialBytes} bytes of a partial {FrameSize}-byte frame, truncated; the batch it belonged to is gone, the log ends at sequence {Last}")]
+    [LoggerMessage(EventId = 7002, Level = LogLevel.Warning, Message = "Durable log: torn final record in {Wal}: {PartialBytes} bytes after the last whole transaction ({FrameSize}-byte frames), dropped and truncated; the batch they belonged to is gone, the log ends at sequence {Last}")]
     private static partial void LogTornTail(ILogger logger, string wal, long partialBytes, long frameSize, ulong last);
 
     [LoggerMessage(EventId = 7003, Level = LogLevel.Error, Message = "Durable log refused {Count} messages on {Topic}: SQLite error {Code}: {Detail}")]

@@ -34,6 +34,14 @@ internal sealed class DurableLogObservability : IAgentHealthContributor
             "Messages on durable topics refused because the log could not take them (disk full, I/O error), since start");
         meter.CreateObservableCounter(MetricNames.DurableTornTails, () => _log.TornTails, "{record}",
             "Torn final records found and truncated at start-up (0 or 1)");
+        meter.CreateObservableCounter(MetricNames.DurableGroupCommits, () => _log.GroupCommits, "{commit}",
+            "Commits of more than one batch (appends that queued behind a commit under way), since start");
+        meter.CreateObservableCounter(MetricNames.DurableGroupedBatches, () => _log.GroupedBatches, "{batch}",
+            "Batches committed in a group of more than one, since start");
+        meter.CreateObservableCounter(MetricNames.DurableCheckpoints, () => _log.Checkpointer.Rounds, "{checkpoint}",
+            "Rounds of the WAL checkpointer (off the append path), since start");
+        meter.CreateObservableCounter(MetricNames.DurableCheckpointCatchUps, () => _log.Checkpointer.CatchUps, "{checkpoint}",
+            "Checkpoints run with the writer held because the WAL passed its bound, since start (appends queue meanwhile)");
     }
 
     public Task<HealthCheckResult> CheckAsync(CancellationToken cancellationToken)

@@ -44,6 +44,10 @@ public static class MetricNames
     public const string DurableBytes = "daemoneye.durable.bytes";
     public const string DurableRefused = "daemoneye.durable.refused";
     public const string DurableTornTails = "daemoneye.durable.torn_tails";
+    public const string DurableGroupCommits = "daemoneye.durable.group_commits";
+    public const string DurableGroupedBatches = "daemoneye.durable.grouped_batches";
+    public const string DurableCheckpoints = "daemoneye.durable.checkpoints";
+    public const string DurableCheckpointCatchUps = "daemoneye.durable.checkpoint_catch_ups";
 
     public const string MqttConnections = "daemoneye.mqtt.connections";
     public const string MqttConnectionsAccepted = "daemoneye.mqtt.connections.accepted";
